@@ -1,0 +1,201 @@
+"""EDM preconditioners (Karras et al. 2022, Table 1): wrap a raw network F into a denoiser D(x; sigma).
+
+D(x; sigma) = c_skip(sigma) * x + c_out(sigma) * F(c_in(sigma) * x, c_noise(sigma))
+
+Each preconditioner calls `model(c_in * x, c_noise)` (or `model(c_in * x, c_noise, class_labels)` when
+labels are given) with c_noise of shape [B], and computes the skip mix in float32 (float64 when x is
+float64) whatever dtype F returns.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from .reference.skip_mix import compute_dtype, per_sample, skip_mix
+from .schedules import check_int, check_positive, check_real
+
+
+class Precond(nn.Module):
+    """Shared forward of the four preconditioners; subclasses define `coefficients(sigma)`."""
+
+    sigma_min: float
+    sigma_max: float
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        if not callable(model):
+            raise TypeError(f"model: expected a callable network F(x, c_noise[, class_labels]), got {type(model).__name__}")
+        self.model = model
+
+    def coefficients(self, sigma: torch.Tensor):
+        """(c_skip, c_out, c_in, c_noise) for a [B] tensor of sigmas."""
+        raise NotImplementedError
+
+    def round_sigma(self, sigma):
+        """The noise level the network is evaluated at: the identity for continuous-time preconditioners."""
+        return torch.as_tensor(sigma)
+
+    def forward(self, x: torch.Tensor, sigma, class_labels=None) -> torch.Tensor:
+        """D(x; sigma) for x of shape [B, ...] and sigma a scalar or of shape [B] (or [B, 1, ..., 1])."""
+        x, sigma = _prepare(x, sigma)
+        c_skip, c_out, c_in, c_noise = self.coefficients(sigma)
+        model_input = per_sample(c_in, x) * x
+        F = self.model(model_input, c_noise) if class_labels is None else self.model(model_input, c_noise, class_labels)
+        _check_model_output(F, x)
+        return skip_mix(x, F, c_skip, c_out)
+
+
+class EDMPrecond(Precond):
+    """EDM preconditioning: c_skip = sd^2/(s^2+sd^2), c_out = s*sd/sqrt(s^2+sd^2), c_in = 1/sqrt(s^2+sd^2), c_noise = ln(s)/4."""
+
+    def __init__(self, model, sigma_data: float = 0.5, sigma_min: float = 0.0, sigma_max: float = float("inf")):
+        super().__init__(model)
+        self.sigma_data = check_positive("sigma_data", sigma_data)
+        self.sigma_min = check_real("sigma_min", sigma_min, minimum=0.0)
+        self.sigma_max = check_positive("sigma_max", sigma_max, allow_inf=True)
+        if not self.sigma_min < self.sigma_max:
+            raise ValueError(f"sigma_min: must be below sigma_max, got {sigma_min} and {sigma_max}")
+
+    def coefficients(self, sigma):
+        sigma_data = self.sigma_data
+        c_skip = sigma_data**2 / (sigma**2 + sigma_data**2)
+        c_out = sigma * sigma_data / (sigma**2 + sigma_data**2).sqrt()
+        c_in = 1 / (sigma_data**2 + sigma**2).sqrt()
+        c_noise = sigma.log() / 4
+        return c_skip, c_out, c_in, c_noise
+
+
+class VPPrecond(Precond):
+    """VP preconditioning: c_skip = 1, c_out = -s, c_in = 1/sqrt(s^2+1), c_noise = (M-1) sigma_inv(s)."""
+
+    def __init__(self, model, beta_d: float = 19.9, beta_min: float = 0.1, M: int = 1000, epsilon_t: float = 1e-5):
+        super().__init__(model)
+        self.beta_d = check_positive("beta_d", beta_d)
+        self.beta_min = check_real("beta_min", beta_min, minimum=0.0)
+        self.M = check_int("M", M, minimum=2)
+        self.epsilon_t = check_positive("epsilon_t", epsilon_t)
+        if not self.epsilon_t < 1:
+            raise ValueError(f"epsilon_t: must be in (0, 1), got {epsilon_t}")
+        self.sigma_min = float(self.sigma(torch.tensor(self.epsilon_t, dtype=torch.float64)))
+        self.sigma_max = float(self.sigma(torch.tensor(1.0, dtype=torch.float64)))
+
+    def sigma(self, t) -> torch.Tensor:
+        return vp_sigma(t, self.beta_d, self.beta_min)
+
+    def sigma_inv(self, sigma) -> torch.Tensor:
+        return vp_sigma_inv(sigma, self.beta_d, self.beta_min)
+
+    def coefficients(self, sigma):
+        c_skip = torch.ones_like(sigma)
+        c_out = -sigma
+        c_in = 1 / (sigma**2 + 1).sqrt()
+        c_noise = (self.M - 1) * self.sigma_inv(sigma)
+        return c_skip, c_out, c_in, c_noise
+
+
+class VEPrecond(Precond):
+    """VE preconditioning: c_skip = 1, c_out = s, c_in = 1, c_noise = ln(s/2)."""
+
+    def __init__(self, model, sigma_min: float = 0.02, sigma_max: float = 100.0):
+        super().__init__(model)
+        self.sigma_min = check_positive("sigma_min", sigma_min)
+        self.sigma_max = check_positive("sigma_max", sigma_max)
+        if not self.sigma_min < self.sigma_max:
+            raise ValueError(f"sigma_min: must be below sigma_max, got {sigma_min} and {sigma_max}")
+
+    def coefficients(self, sigma):
+        c_skip = torch.ones_like(sigma)
+        c_out = sigma
+        c_in = torch.ones_like(sigma)
+        c_noise = (0.5 * sigma).log()
+        return c_skip, c_out, c_in, c_noise
+
+
+class iDDPMPrecond(Precond):
+    """iDDPM preconditioning: c_skip = 1, c_out = -s, c_in = 1/sqrt(s^2+1), c_noise = M-1-argmin_j |s - u_j|.
+
+    u_j are the M+1 discrete noise levels of the cosine schedule (u_M = 0), computed in float64.
+    """
+
+    def __init__(self, model, C_1: float = 0.001, C_2: float = 0.008, M: int = 1000):
+        super().__init__(model)
+        self.C_1 = check_positive("C_1", C_1)
+        self.C_2 = check_positive("C_2", C_2)
+        self.M = check_int("M", M, minimum=2)
+        # A plain attribute, not a buffer: module.half() must not round the noise levels.
+        self.u = self.discrete_sigmas(self.M, self.C_1, self.C_2)
+        self.sigma_min = float(self.u[self.M - 1])
+        self.sigma_max = float(self.u[0])
+
+    @staticmethod
+    def alpha_bar(j, M: int, C_2: float) -> float:
+        """alpha_bar(j) = sin(pi/2 * j / (M (C_2 + 1)))^2."""
+        return math.sin(0.5 * math.pi * j / M / (C_2 + 1)) ** 2
+
+    @classmethod
+    def discrete_sigmas(cls, M: int, C_1: float, C_2: float) -> torch.Tensor:
+        """u_M = 0; u_{j-1} = sqrt((u_j^2 + 1) / max(alpha_bar(j-1)/alpha_bar(j), C_1) - 1), as float64 [M+1]."""
+        u = [0.0] * (M + 1)
+        for j in range(M, 0, -1):
+            ratio = cls.alpha_bar(j - 1, M, C_2) / cls.alpha_bar(j, M, C_2)
+            u[j - 1] = math.sqrt((u[j] ** 2 + 1) / max(ratio, C_1) - 1)
+        return torch.tensor(u, dtype=torch.float64)
+
+    def sigma_index(self, sigma: torch.Tensor) -> torch.Tensor:
+        """argmin_j |sigma - u_j| for every element of sigma."""
+        u = self.u.to(sigma.device)
+        return (sigma.to(torch.float64).reshape(-1, 1) - u).abs().argmin(dim=1).reshape(sigma.shape)
+
+    def round_sigma(self, sigma):
+        """Snap each sigma to the nearest discrete level u_j (keeps the shape; float64 for non-float input)."""
+        sigma = torch.as_tensor(sigma)
+        dtype = sigma.dtype if sigma.is_floating_point() else torch.float64
+        return self.u.to(sigma.device)[self.sigma_index(sigma)].to(dtype)
+
+    def coefficients(self, sigma):
+        c_skip = torch.ones_like(sigma)
+        c_out = -sigma
+        c_in = 1 / (sigma**2 + 1).sqrt()
+        c_noise = (self.M - 1 - self.sigma_index(sigma)).to(sigma.dtype)
+        return c_skip, c_out, c_in, c_noise
+
+
+def vp_sigma(t, beta_d: float, beta_min: float) -> torch.Tensor:
+    """The VP noise level sigma(t) = sqrt(exp(beta_d t^2 / 2 + beta_min t) - 1)."""
+    t = torch.as_tensor(t)
+    return ((0.5 * beta_d * (t**2) + beta_min * t).exp() - 1).sqrt()
+
+
+def vp_sigma_inv(sigma, beta_d: float, beta_min: float) -> torch.Tensor:
+    """The inverse of vp_sigma: t(sigma) = (sqrt(beta_min^2 + 2 beta_d ln(1 + sigma^2)) - beta_min) / beta_d."""
+    sigma = torch.as_tensor(sigma)
+    return ((beta_min**2 + 2 * beta_d * (1 + sigma**2).log()).sqrt() - beta_min) / beta_d
+
+
+def _prepare(x: torch.Tensor, sigma) -> tuple[torch.Tensor, torch.Tensor]:
+    """Check x, bring x to the compute dtype and sigma to a [B] tensor in the same dtype and device."""
+    if not isinstance(x, torch.Tensor) or not x.is_floating_point():
+        got = x.dtype if isinstance(x, torch.Tensor) else type(x).__name__
+        raise TypeError(f"x: expected a floating-point tensor of shape [B, ...], got {got}")
+    if x.ndim < 1:
+        raise ValueError(f"x: expected shape [B, ...] with a batch dimension, got a 0-d tensor")
+    sigma_t = torch.as_tensor(sigma, device=x.device)
+    dtype = compute_dtype(x, sigma_t) if sigma_t.is_floating_point() else compute_dtype(x)
+    batch = x.shape[0]
+    if sigma_t.numel() == 1:
+        sigma_t = sigma_t.reshape(1).expand(batch)
+    elif sigma_t.numel() == batch and all(s == 1 for s in sigma_t.shape[1:]) and sigma_t.ndim >= 1:
+        sigma_t = sigma_t.reshape(batch)
+    else:
+        raise ValueError(f"sigma: expected a scalar or one value per sample (shape [{batch}]), got shape {tuple(sigma_t.shape)}")
+    return x.to(dtype), sigma_t.to(dtype)
+
+
+def _check_model_output(F, x: torch.Tensor) -> None:
+    if not isinstance(F, torch.Tensor) or not F.is_floating_point():
+        got = F.dtype if isinstance(F, torch.Tensor) else type(F).__name__
+        raise TypeError(f"model: expected the network to return a floating-point tensor, got {got}")
+    if F.shape != x.shape:
+        raise ValueError(f"model: expected the network output to have the input's shape {tuple(x.shape)}, got {tuple(F.shape)}")

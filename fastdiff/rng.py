@@ -1,0 +1,143 @@
+"""fastdiff's counter-based random numbers: Philox4x32-10 with a Box-Muller normal transform.
+
+This module is the specification of the stream; every backend (Triton, C++, CUDA) reproduces it.
+
+The stream, per sample:
+    key      = (seed mod 2^32, seed div 2^32)                    seed: 0 <= seed < 2^63
+    counter  = (block mod 2^32, block div 2^32, offset mod 2^32, offset div 2^32)
+    words    = philox4x32_10(counter, key)                      four uint32 words w0..w3
+    element e of the sample (C order over the non-batch dims) is lane e % 4 of block e // 4.
+The normal transform (float32 arithmetic), applied to the pairs (w0, w1) -> lanes 0, 1 and
+(w2, w3) -> lanes 2, 3:
+    u1 = ((w_a >> 8) + 1) * 2^-24          in (0, 1], exact in float32
+    u2 = (w_b >> 8) * 2^-24                in [0, 1), exact in float32
+    r  = sqrt(-2 * log(u1));  theta = float32(2*pi) * u2
+    lane_a = r * cos(theta);  lane_b = r * sin(theta)
+So |z| <= sqrt(48 ln 2) ~= 5.77, and a sample's values depend only on its seed, the offset and the
+element index: never on the batch it is in or the device.
+
+Offsets in use: 0 for latents (`randn`), SAMPLER_OFFSET + i for the sampler's noise at step i.
+"""
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import torch
+
+PHILOX_M0 = 0xD2511F53
+PHILOX_M1 = 0xCD9E8D57
+PHILOX_W0 = 0x9E3779B9
+PHILOX_W1 = 0xBB67AE85
+PHILOX_ROUNDS = 10
+MASK32 = 0xFFFFFFFF
+MAX_SEED = 2**63 - 1
+MAX_OFFSET = 2**64 - 1
+TWO_PI_F32 = float(torch.tensor(2 * math.pi, dtype=torch.float32))
+SAMPLER_OFFSET = 1 << 32  # the sampler's step i draws its churn noise at offset SAMPLER_OFFSET + i
+
+
+def _mulhilo32(a: int, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(hi, lo) 32-bit halves of the 64-bit product a * b, for a < 2^32 and int64 b in [0, 2^32).
+
+    Splitting b into 16-bit limbs keeps every partial product below 2^63, so int64 never overflows.
+    """
+    p_lo = a * (b & 0xFFFF)  # < 2^48
+    p_hi = a * (b >> 16)  # < 2^48; stands for p_hi * 2^16
+    s = p_lo + ((p_hi & 0xFFFF) << 16)  # < 2^49
+    return (p_hi >> 16) + (s >> 32), s & MASK32
+
+
+def philox4x32(counter: Sequence[torch.Tensor], key: Sequence[torch.Tensor], rounds: int = PHILOX_ROUNDS):
+    """Philox4x32-R of Salmon et al. (2011) on int64 tensors holding uint32 values; returns 4 words.
+
+    counter: four broadcastable int64 tensors (c0..c3); key: two (k0, k1). Values must lie in [0, 2^32).
+    """
+    c0, c1, c2, c3 = (torch.as_tensor(c, dtype=torch.int64) for c in counter)
+    k0, k1 = (torch.as_tensor(k, dtype=torch.int64) for k in key)
+    for r in range(rounds):
+        if r > 0:  # the key schedule: bump the key between rounds
+            k0 = (k0 + PHILOX_W0) & MASK32
+            k1 = (k1 + PHILOX_W1) & MASK32
+        hi0, lo0 = _mulhilo32(PHILOX_M0, c0)
+        hi1, lo1 = _mulhilo32(PHILOX_M1, c2)
+        c0, c1, c2, c3 = hi1 ^ c1 ^ k0, lo1, hi0 ^ c3 ^ k1, lo0
+    return c0, c1, c2, c3
+
+
+def box_muller(w_a: torch.Tensor, w_b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Two float32 standard normals from two uint32 words (held in int64), as specified above."""
+    u1 = ((w_a >> 8) + 1).to(torch.float32) * 2.0**-24
+    u2 = (w_b >> 8).to(torch.float32) * 2.0**-24
+    r = torch.sqrt(-2.0 * torch.log(u1))
+    theta = TWO_PI_F32 * u2
+    return r * torch.cos(theta), r * torch.sin(theta)
+
+
+def seeds_tensor(seeds, batch_size: int | None = None, device=None) -> torch.Tensor:
+    """Validate per-sample seeds and return them as an int64 tensor of shape [B]."""
+    if isinstance(seeds, torch.Tensor):
+        if seeds.dtype.is_floating_point or seeds.dtype.is_complex or seeds.dtype == torch.bool:
+            raise TypeError(f"seeds: expected integers, got a tensor of dtype {seeds.dtype}")
+        if seeds.ndim != 1:
+            raise ValueError(f"seeds: expected one seed per sample (a 1-D sequence), got shape {tuple(seeds.shape)}")
+        out = seeds.to(device=device, dtype=torch.int64)
+        if out.numel() and bool((seeds.cpu() < 0).any()):
+            raise ValueError(f"seeds: every seed must be in [0, 2^63), got {seeds.tolist()}")
+    else:
+        if isinstance(seeds, int):
+            raise TypeError(f"seeds: expected one int per sample (a list or 1-D tensor), got the int {seeds}")
+        values = list(seeds)
+        for s in values:
+            if isinstance(s, bool) or not isinstance(s, int):
+                raise TypeError(f"seeds: expected ints, got {s!r} of type {type(s).__name__}")
+            if not 0 <= s <= MAX_SEED:
+                raise ValueError(f"seeds: every seed must be in [0, 2^63), got {s}")
+        out = torch.tensor(values, dtype=torch.int64, device=device)
+    if batch_size is not None and out.numel() != batch_size:
+        raise ValueError(f"seeds: expected {batch_size} seeds (one per sample in the batch), got {out.numel()}")
+    return out
+
+
+def _philox_blocks(seeds: torch.Tensor, numel: int, offset: int) -> torch.Tensor:
+    """The words of every block a sample of `numel` elements needs: int64 of shape [B, ceil(numel/4), 4]."""
+    offset = _check_offset(offset)
+    blocks = torch.arange((numel + 3) // 4, dtype=torch.int64, device=seeds.device)
+    offset_lo = torch.tensor(offset & MASK32, device=seeds.device)
+    offset_hi = torch.tensor(offset >> 32, device=seeds.device)
+    words = philox4x32(
+        (blocks & MASK32, blocks >> 32, offset_lo, offset_hi),
+        ((seeds & MASK32)[:, None], (seeds >> 32)[:, None]),
+    )
+    return torch.stack(torch.broadcast_tensors(*words), dim=-1)
+
+
+def philox_words(seeds, numel: int, offset: int = 0) -> torch.Tensor:
+    """The raw uint32 stream (held in int64) of each sample: shape [B, numel]; element e is lane e%4 of block e//4."""
+    seeds = seeds_tensor(seeds)
+    return _philox_blocks(seeds, numel, offset).reshape(seeds.numel(), -1)[:, :numel]
+
+
+def randn(seeds, shape, *, offset: int = 0, dtype: torch.dtype = torch.float32, device=None) -> torch.Tensor:
+    """Standard normal tensor of `shape` whose sample b is drawn from the stream of seeds[b] at `offset`.
+
+    shape[0] must equal len(seeds). The values are computed in float32 and then cast to `dtype`.
+    """
+    shape = tuple(int(s) for s in shape)
+    if len(shape) < 1:
+        raise ValueError(f"shape: expected (batch, ...) with at least one dimension, got {shape}")
+    if not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
+        raise TypeError(f"dtype: expected a floating torch.dtype, got {dtype}")
+    if device is None and isinstance(seeds, torch.Tensor):
+        device = seeds.device
+    seeds = seeds_tensor(seeds, batch_size=shape[0], device=device)
+    numel = math.prod(shape[1:])
+    words = _philox_blocks(seeds, numel, offset).reshape(shape[0], -1, 2, 2)  # [B, blocks, pair, word]
+    normals = torch.stack(box_muller(words[..., 0], words[..., 1]), dim=-1)  # pair 0 -> lanes 0, 1; pair 1 -> 2, 3
+    return normals.reshape(shape[0], -1)[:, :numel].reshape(shape).to(dtype)
+
+
+def _check_offset(offset) -> int:
+    if isinstance(offset, bool) or not isinstance(offset, int) or not 0 <= offset <= MAX_OFFSET:
+        raise ValueError(f"offset: expected an int in [0, 2^64), got {offset!r}")
+    return offset

@@ -1,0 +1,223 @@
+"""The EDM sampler (Karras et al. 2022, Algorithm 2; Algorithm 1 when S_churn = 0), a drop-in for edm_sampler.
+
+Every per-step scalar (t_hat, gamma, the noise scale, whether to correct) is computed on the host from the
+schedule before the loop, in float64: the loop itself never branches on a tensor value and never syncs.
+"""
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass
+
+import torch
+
+from . import backends
+from .rng import SAMPLER_OFFSET, randn, seeds_tensor
+from .schedules import check_int, check_positive, check_real, karras_sigmas
+
+SOLVERS = ("euler", "heun")
+STATE_DTYPES = (torch.float32, torch.float64)
+NONFINITE = ("warn", "raise", "ignore")
+
+
+@dataclass(frozen=True)
+class StepPlan:
+    """The per-step scalars of one sampling run (float64, host): step i goes from t[i] via t_hat[i] to t[i+1]."""
+
+    t: torch.Tensor  # [N+1] the schedule, t[N] usually 0
+    t_hat: torch.Tensor  # [N] round_sigma(t_i + gamma_i t_i)
+    gamma: tuple[float, ...]  # [N] churn factor of each step
+    noise_std: torch.Tensor  # [N] sqrt(t_hat^2 - t^2) * S_noise, the std of the noise added at step i
+    correct: tuple[bool, ...]  # [N] whether step i takes Heun's second-order correction
+
+    @property
+    def num_steps(self) -> int:
+        return len(self.gamma)
+
+    @property
+    def nfe(self) -> int:
+        """Network evaluations per sampling call."""
+        return self.num_steps + sum(self.correct)
+
+
+def plan_steps(net=None, num_steps=18, sigma_min=0.002, sigma_max=80.0, rho=7.0, S_churn=0.0, S_min=0.0,
+               S_max=float("inf"), S_noise=1.0, *, solver="heun", sigmas=None) -> StepPlan:
+    """Build the schedule and every per-step scalar of the sampler on the host (FORMULAS.md section 4)."""
+    check_int("num_steps", num_steps, minimum=1)
+    S_churn = check_real("S_churn", S_churn, minimum=0.0)
+    S_min = check_real("S_min", S_min, minimum=0.0)
+    S_max = check_real("S_max", S_max, minimum=0.0, allow_inf=True)
+    S_noise = check_real("S_noise", S_noise, minimum=0.0)
+    if solver not in SOLVERS:
+        raise ValueError(f"solver: expected one of {', '.join(map(repr, SOLVERS))}, got {solver!r}")
+    round_sigma = getattr(net, "round_sigma", None)
+    if sigmas is None:
+        t = _karras_schedule(net, num_steps, sigma_min, sigma_max, rho)
+        if round_sigma is not None:
+            t = torch.cat([_round(round_sigma, t[:-1]), t[-1:]])
+    else:
+        t = _check_sigmas(sigmas)
+    N = t.numel() - 1
+    t_cur = t[:-1]
+    gamma = tuple(min(S_churn / N, math.sqrt(2) - 1) if S_min <= float(t_i) <= S_max else 0.0 for t_i in t_cur)
+    t_hat = t_cur + torch.tensor(gamma, dtype=torch.float64) * t_cur
+    if round_sigma is not None:
+        t_hat = _round(round_sigma, t_hat)
+    noise_std = (t_hat**2 - t_cur**2).clamp_min(0).sqrt() * S_noise
+    correct = tuple(solver == "heun" and i < N - 1 for i in range(N))  # the step to t_N is Euler, by index
+    return StepPlan(t=t, t_hat=t_hat, gamma=gamma, noise_std=noise_std, correct=correct)
+
+
+def sample(net, latents, class_labels=None, randn_like=None, num_steps=18, sigma_min=0.002, sigma_max=80.0,
+           rho=7.0, S_churn=0.0, S_min=0.0, S_max=float("inf"), S_noise=1.0, *, solver="heun", sigmas=None,
+           seeds=None, dtype=None, backend="auto", callback=None, nonfinite="warn"):
+    """Sample with EDM's stochastic sampler (Algorithm 2); drop-in for NVlabs/edm's `edm_sampler`.
+
+    net(x, sigma[, class_labels]) returns the denoised D(x; sigma) with sigma of shape [B]. latents are
+    unit-variance noise [B, ...]; the result has their shape and dtype. The state is float32 (float64 for
+    float64 latents or dtype=torch.float64, which reproduces edm_sampler). Noise comes from randn_like(x)
+    when given (called once per step, as edm_sampler does), else from fastdiff's generator keyed by
+    `seeds` (one int per sample; drawn from torch's default generator when omitted). `nonfinite` says what
+    to do if NaN or inf appear: "warn" (default), "raise" (FloatingPointError) or "ignore".
+    """
+    state_dtype = _check_inputs(latents, class_labels, randn_like, seeds, dtype, callback, nonfinite)
+    backends.resolve(backend)  # only the reference path exists so far; a named unavailable backend raises
+    plan = plan_steps(net, num_steps, sigma_min, sigma_max, rho, S_churn, S_min, S_max, S_noise, solver=solver, sigmas=sigmas)
+    batch, device = latents.shape[0], latents.device
+    if randn_like is None:
+        seeds = seeds_tensor(seeds, batch, device) if seeds is not None else _draw_seeds(batch, device)
+
+    # Per-step values live in device tensors made once; the loop only indexes them.
+    t, t_hat, noise_std = (v.to(device=device, dtype=state_dtype) for v in (plan.t, plan.t_hat, plan.noise_std))
+    h = (plan.t[1:] - plan.t_hat).to(device=device, dtype=state_dtype)  # t_next - t_hat
+    sigma_hat_batch = t_hat[:, None].expand(-1, batch).contiguous()  # [N, B], what the net sees
+    sigma_next_batch = t[1:, None].expand(-1, batch).contiguous()
+    finite = torch.ones(plan.num_steps, dtype=torch.bool, device=device)
+
+    def denoise(x, sigma):
+        return _call_net(net, x, sigma, class_labels, state_dtype)
+
+    # Main sampling loop.
+    x_next = latents.to(state_dtype) * t[0]
+    for i in range(plan.num_steps):
+        x_cur = x_next
+
+        # Increase noise temporarily.
+        if randn_like is not None:
+            x_hat = x_cur + noise_std[i] * randn_like(x_cur)
+        elif plan.gamma[i] > 0:
+            x_hat = x_cur + noise_std[i] * randn(seeds, x_cur.shape, offset=SAMPLER_OFFSET + i, dtype=state_dtype)
+        else:
+            x_hat = x_cur
+
+        # Euler step.
+        denoised = denoise(x_hat, sigma_hat_batch[i])
+        d_cur = (x_hat - denoised) / t_hat[i]
+        x_next = x_hat + h[i] * d_cur
+        if callback is not None:
+            callback({"x": x_hat, "i": i, "sigma": float(plan.t[i]), "sigma_hat": float(plan.t_hat[i]), "denoised": denoised})
+
+        # Apply 2nd order correction.
+        if plan.correct[i]:
+            denoised = denoise(x_next, sigma_next_batch[i])
+            d_prime = (x_next - denoised) / t[i + 1]
+            x_next = x_hat + h[i] * (0.5 * d_cur + 0.5 * d_prime)
+
+        if nonfinite != "ignore":
+            finite[i] = torch.isfinite(x_next).all()
+
+    if nonfinite != "ignore":
+        _report_nonfinite(finite, plan, nonfinite)
+    return x_next.to(latents.dtype)
+
+
+def _check_inputs(latents, class_labels, randn_like, seeds, dtype, callback, nonfinite) -> torch.dtype:
+    """Validate sample()'s tensor arguments; return the state dtype."""
+    if not isinstance(latents, torch.Tensor):
+        raise TypeError(f"latents: expected a floating-point tensor of shape [B, ...], got {type(latents).__name__}")
+    if not latents.is_floating_point():
+        raise TypeError(f"latents: expected a floating-point tensor (unit-variance noise), got dtype {latents.dtype}")
+    if latents.ndim < 1 or latents.shape[0] < 1:
+        raise ValueError(f"latents: expected shape [B, ...] with B >= 1, got {tuple(latents.shape)}")
+    if class_labels is not None:
+        if not isinstance(class_labels, torch.Tensor) or class_labels.ndim < 1 or class_labels.shape[0] != latents.shape[0]:
+            got = tuple(class_labels.shape) if isinstance(class_labels, torch.Tensor) else type(class_labels).__name__
+            raise ValueError(f"class_labels: expected a tensor with one row per sample ({latents.shape[0]}), got {got}")
+    if randn_like is not None and not callable(randn_like):
+        raise TypeError(f"randn_like: expected a callable like torch.randn_like, got {type(randn_like).__name__}")
+    if randn_like is not None and seeds is not None:
+        raise ValueError("seeds: pass either randn_like or seeds, not both (seeds key fastdiff's own generator)")
+    if callback is not None and not callable(callback):
+        raise TypeError(f"callback: expected a callable taking a dict, got {type(callback).__name__}")
+    if nonfinite not in NONFINITE:
+        raise ValueError(f"nonfinite: expected one of {', '.join(map(repr, NONFINITE))}, got {nonfinite!r}")
+    if dtype is None:
+        return torch.float64 if latents.dtype == torch.float64 else torch.float32
+    if dtype not in STATE_DTYPES:
+        raise ValueError(f"dtype: expected torch.float32 or torch.float64 for the sampler state, got {dtype}")
+    return dtype
+
+
+def _karras_schedule(net, num_steps, sigma_min, sigma_max, rho) -> torch.Tensor:
+    """karras_sigmas with sigma_min/sigma_max first clamped to the net's supported range."""
+    sigma_min = check_positive("sigma_min", sigma_min)
+    sigma_max = check_positive("sigma_max", sigma_max)
+    if not sigma_min < sigma_max:
+        raise ValueError(f"sigma_min: must be below sigma_max, got sigma_min={sigma_min} and sigma_max={sigma_max}")
+    net_min, net_max = getattr(net, "sigma_min", None), getattr(net, "sigma_max", None)
+    if net_min is not None:
+        sigma_min = max(sigma_min, float(net_min))
+    if net_max is not None:
+        sigma_max = min(sigma_max, float(net_max))
+    if not sigma_min < sigma_max:
+        raise ValueError(
+            f"sigma_min: after clamping to the net's range [{net_min}, {net_max}] the schedule is empty "
+            f"(sigma_min={sigma_min}, sigma_max={sigma_max}); choose sigma_min/sigma_max inside that range")
+    return karras_sigmas(num_steps, sigma_min, sigma_max, rho)
+
+
+def _round(round_sigma, t: torch.Tensor) -> torch.Tensor:
+    """net.round_sigma applied to a float64 host tensor, returned as float64 on the host."""
+    return torch.as_tensor(round_sigma(t)).to(device="cpu", dtype=torch.float64).reshape(t.shape)
+
+
+def _check_sigmas(sigmas) -> torch.Tensor:
+    """A user schedule: 1-D, >= 2 values, finite, strictly decreasing, positive but for a last 0."""
+    t = torch.as_tensor(sigmas).detach().to(device="cpu", dtype=torch.float64)
+    if t.ndim != 1 or t.numel() < 2:
+        raise ValueError(f"sigmas: expected a 1-D schedule of at least 2 noise levels, got shape {tuple(t.shape)}")
+    values = t.tolist()
+    if not all(math.isfinite(v) for v in values) or not all(v > 0 for v in values[:-1]) or values[-1] < 0:
+        raise ValueError(f"sigmas: expected finite noise levels > 0 (the last may be 0), got {values}")
+    if not all(a > b for a, b in zip(values, values[1:])):
+        raise ValueError(f"sigmas: expected a strictly decreasing schedule, got {values}")
+    return t
+
+
+def _draw_seeds(batch: int, device) -> torch.Tensor:
+    """Per-sample seeds from torch's default generator, so torch.manual_seed makes runs repeatable."""
+    return torch.randint(0, 2**62, (batch,), dtype=torch.int64).to(device)
+
+
+def _call_net(net, x, sigma, class_labels, state_dtype) -> torch.Tensor:
+    """D(x; sigma) from the user's net, checked and brought to the state dtype."""
+    denoised = net(x, sigma) if class_labels is None else net(x, sigma, class_labels)
+    if not isinstance(denoised, torch.Tensor) or not denoised.is_floating_point():
+        got = denoised.dtype if isinstance(denoised, torch.Tensor) else type(denoised).__name__
+        raise TypeError(f"net: expected net(x, sigma) to return a floating-point tensor, got {got}")
+    if denoised.shape != x.shape:
+        raise ValueError(f"net: expected net(x, sigma) to return the shape of x {tuple(x.shape)}, got {tuple(denoised.shape)}")
+    return denoised.to(state_dtype)
+
+
+def _report_nonfinite(finite: torch.Tensor, plan: StepPlan, mode: str) -> None:
+    """One host sync after the loop: name the first step whose result held NaN or inf."""
+    bad = (~finite).nonzero()
+    if bad.numel() == 0:
+        return
+    i = int(bad[0])
+    message = (f"non-finite values (NaN or inf) in the sampler state first appeared at step {i} of {plan.num_steps} "
+               f"(sigma {float(plan.t[i]):.6g} -> {float(plan.t[i + 1]):.6g}); check the net's output at that noise level")
+    if mode == "raise":
+        raise FloatingPointError(message)
+    warnings.warn(message, RuntimeWarning, stacklevel=3)
