@@ -1,0 +1,64 @@
+"""Comparison helpers for tests: the one place where fastdiff's tolerances live.
+
+Tolerances are per dtype of the result being checked. A failed comparison names the worst element, its
+index and both values, so a kernel bug can be found from the message alone.
+"""
+from __future__ import annotations
+
+import torch
+
+# (rtol, atol) of a result computed in the given dtype against a float64 (or same-dtype) reference.
+TOLERANCES = {
+    torch.float64: (1e-12, 1e-12),
+    torch.float32: (1e-5, 1e-6),
+    torch.bfloat16: (1.6e-2, 1e-5),
+    torch.float16: (2e-3, 1e-5),
+}
+
+
+def tolerance(dtype: torch.dtype) -> tuple[float, float]:
+    """(rtol, atol) for results of `dtype`."""
+    if dtype not in TOLERANCES:
+        raise ValueError(f"dtype: no tolerance defined for {dtype}; defined for {', '.join(map(str, TOLERANCES))}")
+    return TOLERANCES[dtype]
+
+
+def assert_close(actual: torch.Tensor, expected: torch.Tensor, *, dtype: torch.dtype | None = None,
+                 rtol: float | None = None, atol: float | None = None, name: str = "result") -> None:
+    """Assert |actual - expected| <= atol + rtol |expected| elementwise (NaNs must match).
+
+    The tolerance is that of `dtype` (default: actual's dtype) unless rtol/atol are given.
+    """
+    if actual.shape != expected.shape:
+        raise AssertionError(f"{name}: shape {tuple(actual.shape)} != expected {tuple(expected.shape)}")
+    default_rtol, default_atol = tolerance(dtype or actual.dtype)
+    rtol = default_rtol if rtol is None else rtol
+    atol = default_atol if atol is None else atol
+    a = actual.detach().to(device="cpu", dtype=torch.float64)
+    e = expected.detach().to(device="cpu", dtype=torch.float64)
+    nan_mismatch = a.isnan() != e.isnan()
+    both_same_inf = (a == e) & a.isinf()
+    error = (a - e).abs().nan_to_num(0.0).masked_fill(both_same_inf, 0.0)
+    excess = error - (atol + rtol * e.abs().nan_to_num(0.0))
+    excess = excess.masked_fill(nan_mismatch, float("inf"))
+    if a.numel() == 0 or bool((excess <= 0).all()):
+        return
+    flat = int(excess.reshape(-1).argmax())
+    index = tuple(int(i) for i in torch.unravel_index(torch.tensor(flat), a.shape)) if a.ndim else ()
+    bad = int((excess > 0).sum())
+    raise AssertionError(
+        f"{name}: {bad} of {a.numel()} elements outside rtol={rtol:g}, atol={atol:g}; worst at index {index}: "
+        f"actual {a.reshape(-1)[flat].item()!r}, expected {e.reshape(-1)[flat].item()!r}, "
+        f"|diff| {error.reshape(-1)[flat].item():.3g}")
+
+
+def assert_equal(actual: torch.Tensor, expected: torch.Tensor, name: str = "result") -> None:
+    """Assert bitwise equality (same shape, dtype and values; NaNs compare equal); name the first difference."""
+    if actual.shape != expected.shape or actual.dtype != expected.dtype:
+        raise AssertionError(f"{name}: {actual.dtype} {tuple(actual.shape)} != expected {expected.dtype} {tuple(expected.shape)}")
+    if torch.equal(actual, expected) or bool(((actual == expected) | (actual.isnan() & expected.isnan())).all()):
+        return
+    differ = (actual != expected) & ~(actual.isnan() & expected.isnan())
+    first = tuple(int(i) for i in differ.nonzero()[0])
+    raise AssertionError(f"{name}: {int(differ.sum())} of {actual.numel()} elements differ; first at index {first}: "
+                         f"actual {actual[first].item()!r}, expected {expected[first].item()!r}")
