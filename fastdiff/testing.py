@@ -56,9 +56,10 @@ def assert_equal(actual: torch.Tensor, expected: torch.Tensor, name: str = "resu
     """Assert bitwise equality (same shape, dtype and values; NaNs compare equal); name the first difference."""
     if actual.shape != expected.shape or actual.dtype != expected.dtype:
         raise AssertionError(f"{name}: {actual.dtype} {tuple(actual.shape)} != expected {expected.dtype} {tuple(expected.shape)}")
-    if torch.equal(actual, expected) or bool(((actual == expected) | (actual.isnan() & expected.isnan())).all()):
+    both_nan = actual.isnan() & expected.isnan() if actual.is_floating_point() else torch.zeros_like(actual, dtype=torch.bool)
+    differ = (actual != expected) & ~both_nan
+    if not bool(differ.any()):
         return
-    differ = (actual != expected) & ~(actual.isnan() & expected.isnan())
     first = tuple(int(i) for i in differ.nonzero()[0])
     raise AssertionError(f"{name}: {int(differ.sum())} of {actual.numel()} elements differ; first at index {first}: "
                          f"actual {actual[first].item()!r}, expected {expected[first].item()!r}")
