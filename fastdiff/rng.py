@@ -99,12 +99,9 @@ def seeds_tensor(seeds, batch_size: int | None = None, device=None) -> torch.Ten
     return out
 
 
-def _philox_blocks(seeds: torch.Tensor, numel: int, offset: int) -> torch.Tensor:
+def _philox_blocks(seeds: torch.Tensor, numel: int, offset_lo, offset_hi) -> torch.Tensor:
     """The words of every block a sample of `numel` elements needs: int64 of shape [B, ceil(numel/4), 4]."""
-    offset = _check_offset(offset)
     blocks = torch.arange((numel + 3) // 4, dtype=torch.int64, device=seeds.device)
-    offset_lo = torch.tensor(offset & MASK32, device=seeds.device)
-    offset_hi = torch.tensor(offset >> 32, device=seeds.device)
     words = philox4x32(
         (blocks & MASK32, blocks >> 32, offset_lo, offset_hi),
         ((seeds & MASK32)[:, None], (seeds >> 32)[:, None]),
@@ -115,7 +112,8 @@ def _philox_blocks(seeds: torch.Tensor, numel: int, offset: int) -> torch.Tensor
 def philox_words(seeds, numel: int, offset: int = 0) -> torch.Tensor:
     """The raw uint32 stream (held in int64) of each sample: shape [B, numel]; element e is lane e%4 of block e//4."""
     seeds = seeds_tensor(seeds)
-    return _philox_blocks(seeds, numel, offset).reshape(seeds.numel(), -1)[:, :numel]
+    offset_lo, offset_hi = split_offset(offset, seeds.device)
+    return _philox_blocks(seeds, numel, offset_lo, offset_hi).reshape(seeds.numel(), -1)[:, :numel]
 
 
 def randn(seeds, shape, *, offset: int = 0, dtype: torch.dtype = torch.float32, device=None) -> torch.Tensor:
@@ -131,10 +129,25 @@ def randn(seeds, shape, *, offset: int = 0, dtype: torch.dtype = torch.float32, 
     if device is None and isinstance(seeds, torch.Tensor):
         device = seeds.device
     seeds = seeds_tensor(seeds, batch_size=shape[0], device=device)
+    return normal_from_seeds(seeds, shape, *split_offset(offset, seeds.device), dtype)
+
+
+def normal_from_seeds(seeds: torch.Tensor, shape, offset_lo, offset_hi, dtype: torch.dtype) -> torch.Tensor:
+    """randn without argument checks, for loops: seeds a checked int64 [B] tensor, the offset as two uint32 halves.
+
+    The halves may be ints or int64 device tensors (a sampler keeps its per-step offsets on the device, so
+    a step never copies a host value to the device).
+    """
     numel = math.prod(shape[1:])
-    words = _philox_blocks(seeds, numel, offset).reshape(shape[0], -1, 2, 2)  # [B, blocks, pair, word]
+    words = _philox_blocks(seeds, numel, offset_lo, offset_hi).reshape(shape[0], -1, 2, 2)  # [B, blocks, pair, word]
     normals = torch.stack(box_muller(words[..., 0], words[..., 1]), dim=-1)  # pair 0 -> lanes 0, 1; pair 1 -> 2, 3
     return normals.reshape(shape[0], -1)[:, :numel].reshape(shape).to(dtype)
+
+
+def split_offset(offset, device=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """A checked 64-bit offset as (low, high) uint32 halves in int64 tensors."""
+    offset = _check_offset(offset)
+    return torch.tensor(offset & MASK32, device=device), torch.tensor(offset >> 32, device=device)
 
 
 def _check_offset(offset) -> int:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import torch
 
 from . import backends
-from .rng import SAMPLER_OFFSET, randn, seeds_tensor
+from .rng import MASK32, SAMPLER_OFFSET, normal_from_seeds, seeds_tensor
 from .schedules import check_int, check_positive, check_real, karras_sigmas
 
 SOLVERS = ("euler", "heun")
@@ -83,16 +83,26 @@ def sample(net, latents, class_labels=None, randn_like=None, num_steps=18, sigma
     state_dtype = _check_inputs(latents, class_labels, randn_like, seeds, dtype, callback, nonfinite)
     backends.resolve(backend)  # only the reference path exists so far; a named unavailable backend raises
     plan = plan_steps(net, num_steps, sigma_min, sigma_max, rho, S_churn, S_min, S_max, S_noise, solver=solver, sigmas=sigmas)
-    batch, device = latents.shape[0], latents.device
     if randn_like is None:
+        batch, device = latents.shape[0], latents.device
         seeds = seeds_tensor(seeds, batch, device) if seeds is not None else _draw_seeds(batch, device)
+    return run_plan(net, latents, plan, class_labels, randn_like, seeds, state_dtype, callback, nonfinite)
 
+
+def run_plan(net, latents, plan: StepPlan, class_labels, randn_like, seeds, state_dtype, callback, nonfinite):
+    """The sampling loop of `sample` for a checked plan: device work only, no host sync until the loop ends.
+
+    seeds is an int64 tensor [B] on latents' device when randn_like is None.
+    """
+    batch, device = latents.shape[0], latents.device
     # Per-step values live in device tensors made once; the loop only indexes them.
     t, t_hat, noise_std = (v.to(device=device, dtype=state_dtype) for v in (plan.t, plan.t_hat, plan.noise_std))
     h = (plan.t[1:] - plan.t_hat).to(device=device, dtype=state_dtype)  # t_next - t_hat
     sigma_hat_batch = t_hat[:, None].expand(-1, batch).contiguous()  # [N, B], what the net sees
     sigma_next_batch = t[1:, None].expand(-1, batch).contiguous()
     finite = torch.ones(plan.num_steps, dtype=torch.bool, device=device)
+    offsets = SAMPLER_OFFSET + torch.arange(plan.num_steps, dtype=torch.int64, device=device)  # step i's noise stream
+    offsets_lo, offsets_hi = offsets & MASK32, offsets >> 32
 
     def denoise(x, sigma):
         return _call_net(net, x, sigma, class_labels, state_dtype)
@@ -106,7 +116,8 @@ def sample(net, latents, class_labels=None, randn_like=None, num_steps=18, sigma
         if randn_like is not None:
             x_hat = x_cur + noise_std[i] * randn_like(x_cur)
         elif plan.gamma[i] > 0:
-            x_hat = x_cur + noise_std[i] * randn(seeds, x_cur.shape, offset=SAMPLER_OFFSET + i, dtype=state_dtype)
+            eps = normal_from_seeds(seeds, x_cur.shape, offsets_lo[i], offsets_hi[i], state_dtype)
+            x_hat = x_cur + noise_std[i] * eps
         else:
             x_hat = x_cur
 

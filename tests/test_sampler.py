@@ -1,0 +1,339 @@
+"""fastdiff.sample against a plain EDM Algorithm 2 written here, plus its contract and its errors."""
+import math
+import warnings
+
+import pytest
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+
+import fastdiff
+from fastdiff.rng import SAMPLER_OFFSET
+from fastdiff.testing import assert_close, assert_equal
+
+
+def plain_edm_sampler(net, latents, class_labels=None, randn_like=torch.randn_like, num_steps=18, sigma_min=0.002,
+                      sigma_max=80.0, rho=7.0, S_churn=0.0, S_min=0.0, S_max=float("inf"), S_noise=1.0, euler=False):
+    """EDM Algorithm 2 in float64, one line per formula of FORMULAS.md section 4 (independent of fastdiff)."""
+    sigma_min = max(sigma_min, getattr(net, "sigma_min", 0.0))
+    sigma_max = min(sigma_max, getattr(net, "sigma_max", float("inf")))
+    round_sigma = getattr(net, "round_sigma", lambda s: s)
+    i = torch.arange(num_steps, dtype=torch.float64)
+    t_steps = (sigma_max ** (1 / rho) + i / (num_steps - 1) * (sigma_min ** (1 / rho) - sigma_max ** (1 / rho))) ** rho
+    t_steps = torch.cat([round_sigma(t_steps), torch.zeros(1, dtype=torch.float64)])
+    x_next = latents.to(torch.float64) * t_steps[0]
+    for i in range(num_steps):
+        t_cur, t_next = t_steps[i], t_steps[i + 1]
+        x_cur = x_next
+        gamma = min(S_churn / num_steps, math.sqrt(2) - 1) if S_min <= float(t_cur) <= S_max else 0.0
+        t_hat = round_sigma(t_cur + gamma * t_cur)
+        x_hat = x_cur + (t_hat**2 - t_cur**2).sqrt() * S_noise * randn_like(x_cur)
+        denoised = net(x_hat, t_hat, class_labels).to(torch.float64)
+        d_cur = (x_hat - denoised) / t_hat
+        x_next = x_hat + (t_next - t_hat) * d_cur
+        if i < num_steps - 1 and not euler:
+            denoised = net(x_next, t_next, class_labels).to(torch.float64)
+            d_prime = (x_next - denoised) / t_next
+            x_next = x_hat + (t_next - t_hat) * (0.5 * d_cur + 0.5 * d_prime)
+    return x_next
+
+
+def seeded_randn_like(seed, draw_dtype=None):
+    """A randn_like drawing from its own torch.Generator, so two samplers can be given the same noise."""
+    generator = torch.Generator().manual_seed(seed)
+    return lambda x: torch.randn(x.shape, generator=generator, dtype=draw_dtype or x.dtype).to(x.dtype)
+
+
+class Recorder:
+    """Wraps a denoiser and records every call's sigma (and labels)."""
+
+    def __init__(self, net):
+        self.net, self.sigmas, self.labels = net, [], []
+        for name in ("sigma_min", "sigma_max", "round_sigma"):
+            if hasattr(net, name):
+                setattr(self, name, getattr(net, name))
+
+    def __call__(self, x, sigma, *labels):
+        self.sigmas.append(sigma)
+        self.labels.append(labels)
+        return self.net(x, sigma, *labels)
+
+
+def mixture_net(dim=6):
+    """An exact denoiser for a 6-D mixture, taking (x, sigma[, labels]) with any batch shape [B, 2, 3]."""
+    gm = fastdiff.GaussianMixture(torch.linspace(-1, 1, 3 * dim).reshape(3, dim), [0.3, 0.5, 0.2], [0.5, 0.3, 0.2])
+    return lambda x, sigma, labels=None: gm(x, sigma)
+
+
+class FakeUNet(torch.nn.Module):
+    """A small smooth network F(c_in x, c_noise[, labels]) for preconditioner-wrapped sampling."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.weight = torch.nn.Parameter(torch.randn(6, 6, dtype=torch.float64) / 3)
+
+    def forward(self, x, c_noise, class_labels=None):
+        flat = x.reshape(x.shape[0], -1).to(torch.float64)
+        out = torch.tanh(flat @ self.weight) + 0.01 * c_noise.to(torch.float64).reshape(-1, 1)
+        if class_labels is not None:
+            out = out + class_labels.to(torch.float64).reshape(-1, 1)
+        return out.reshape(x.shape).to(x.dtype)
+
+
+LATENTS = fastdiff.randn(list(range(5)), (5, 2, 3), dtype=torch.float64)
+
+
+@pytest.mark.parametrize("churn", [
+    dict(),
+    dict(S_churn=40.0, S_min=0.05, S_max=50.0, S_noise=1.003),
+    dict(S_churn=10.0),
+])
+@pytest.mark.parametrize("solver", ["heun", "euler"])
+def test_float64_reproduces_edm_bit_for_bit(churn, solver):
+    """dtype=float64 with a randn_like gives exactly EDM Algorithm 2's result."""
+    net = mixture_net()
+    got = fastdiff.sample(net, LATENTS, randn_like=seeded_randn_like(1), num_steps=12, solver=solver, dtype=torch.float64, **churn)
+    want = plain_edm_sampler(net, LATENTS, randn_like=seeded_randn_like(1), num_steps=12, euler=solver == "euler", **churn)
+    assert_equal(got, want)
+
+
+@pytest.mark.parametrize("precond", [fastdiff.iDDPMPrecond, fastdiff.VPPrecond, fastdiff.EDMPrecond, fastdiff.VEPrecond])
+def test_preconditioned_nets_reproduce_edm(precond):
+    """With a preconditioned net (round_sigma, sigma range, class labels) float64 sampling matches EDM."""
+    net = precond(FakeUNet())
+    labels = torch.arange(5, dtype=torch.float64) / 10
+    settings = dict(num_steps=9, S_churn=30.0, S_min=0.01, S_max=10.0, class_labels=labels)
+    got = fastdiff.sample(net, LATENTS, randn_like=seeded_randn_like(2), dtype=torch.float64, **settings)
+    want = plain_edm_sampler(net, LATENTS, randn_like=seeded_randn_like(2), **settings)
+    # A preconditioner evaluates [B]-shaped sigmas where EDM passes a 0-d one: same values, same result.
+    assert_close(got, want, rtol=1e-13, atol=1e-13)
+
+
+def test_float32_state_is_close_to_float64():
+    """The default float32 state stays within float32 accumulation error of the float64 sampler."""
+    net = mixture_net()
+    latents32 = LATENTS.float()
+    got = fastdiff.sample(net, latents32, randn_like=seeded_randn_like(3), S_churn=20.0)
+    want = plain_edm_sampler(net, latents32.double(), randn_like=seeded_randn_like(3, torch.float32), S_churn=20.0)
+    assert got.dtype == torch.float32
+    assert_close(got, want.float(), rtol=1e-4, atol=1e-4)
+
+
+def test_network_evaluations_and_randn_like_calls():
+    """Heun does 2N-1 evaluations and Euler N; randn_like is called once per step even without churn."""
+    for solver, nfe in (("heun", 35), ("euler", 18)):
+        net, draws = Recorder(mixture_net()), []
+        fastdiff.sample(net, LATENTS, randn_like=lambda x: draws.append(1) or torch.randn_like(x), solver=solver)
+        assert len(net.sigmas) == nfe and len(draws) == 18
+        assert fastdiff.plan_steps(num_steps=18, solver=solver).nfe == nfe
+
+
+def test_own_generator_draws_only_on_churn_steps(monkeypatch):
+    """With seeds, noise is drawn only where gamma_i > 0, at offset 2^32 + i of each sample's stream."""
+    import fastdiff.sampler as sampler_module
+
+    offsets = []
+    real_normal = sampler_module.normal_from_seeds
+
+    def recording_normal(seeds, shape, offset_lo, offset_hi, dtype):
+        offsets.append(int(offset_hi) << 32 | int(offset_lo))
+        return real_normal(seeds, shape, offset_lo, offset_hi, dtype)
+
+    monkeypatch.setattr(sampler_module, "normal_from_seeds", recording_normal)
+    settings = dict(num_steps=10, S_churn=20.0, S_min=0.5, S_max=20.0)
+    plan = fastdiff.plan_steps(**settings)
+    fastdiff.sample(mixture_net(), LATENTS, seeds=[1, 2, 3, 4, 5], **settings)
+    churn_steps = [i for i, g in enumerate(plan.gamma) if g > 0]
+    assert 0 < len(churn_steps) < 10
+    assert offsets == [SAMPLER_OFFSET + i for i in churn_steps]
+
+
+def test_seeded_noise_is_the_documented_stream():
+    """sample(seeds=...) equals the plain sampler fed fastdiff.randn(seeds, shape, offset=2^32 + i) at step i."""
+    seeds = [10, 20, 30, 40, 50]
+    steps = iter(range(100))
+    stream = lambda x: fastdiff.randn(seeds, x.shape, offset=SAMPLER_OFFSET + next(steps), dtype=x.dtype)
+    settings = dict(num_steps=8, S_churn=15.0)  # churn on every step, so every step draws
+    got = fastdiff.sample(mixture_net(), LATENTS, seeds=seeds, dtype=torch.float64, **settings)
+    want = plain_edm_sampler(mixture_net(), LATENTS, randn_like=stream, **settings)
+    assert_equal(got, want)
+
+
+def test_sample_depends_only_on_its_seed():
+    """With churn, a sample's result is the same alone or in any batch."""
+    settings = dict(num_steps=10, S_churn=30.0)
+    batch = fastdiff.sample(mixture_net(), fastdiff.randn([3, 7, 11], (3, 2, 3)), seeds=[3, 7, 11], **settings)
+    alone = fastdiff.sample(mixture_net(), fastdiff.randn([7], (1, 2, 3)), seeds=[7], **settings)
+    assert_close(batch[1:2], alone, rtol=1e-6, atol=1e-6)
+    other = fastdiff.sample(mixture_net(), fastdiff.randn([3, 7, 11], (3, 2, 3)), seeds=[3, 8, 11], **settings)
+    assert not torch.allclose(batch[1], other[1])  # a different seed's churn noise does change the sample
+
+
+def test_without_seeds_torch_manual_seed_repeats_the_run():
+    """Omitted seeds are drawn from torch's default generator, so torch.manual_seed makes runs repeatable."""
+    runs = []
+    for _ in range(2):
+        torch.manual_seed(123)
+        runs.append(fastdiff.sample(mixture_net(), LATENTS.float(), num_steps=6, S_churn=10.0))
+    assert_equal(runs[0], runs[1])
+
+
+def test_net_range_clamps_and_round_sigma_snaps():
+    """The schedule is clamped to [net.sigma_min, net.sigma_max] and every sigma the model sees is a u_j."""
+    model_sigmas = []
+
+    def model(x, c_noise):
+        model_sigmas.append(c_noise)
+        return torch.zeros_like(x)
+
+    net = fastdiff.iDDPMPrecond(model)
+    wide = dict(sigma_min=1e-4, sigma_max=1e5)  # wider than the net's [0.00643, 20291]: clamped to it
+    fastdiff.sample(net, LATENTS, num_steps=12, S_churn=20.0, seeds=[0, 1, 2, 3, 4], **wide)
+    levels = set(range(1000))
+    seen = torch.cat(model_sigmas)
+    assert all(float(c).is_integer() and int(c) in levels for c in seen)  # c_noise = M-1-j for a level u_j
+    plan = fastdiff.plan_steps(net, num_steps=12, S_churn=20.0, **wide)
+    assert float(plan.t[0]) == net.sigma_max and float(plan.t[-2]) == net.sigma_min
+    assert all(float(net.round_sigma(t)) == float(t) for t in plan.t_hat)
+
+
+def test_net_sees_batch_sigmas_and_labels_only_when_given():
+    """net gets sigma of shape [B] in the state dtype, and class_labels as a third argument only when given."""
+    net = Recorder(mixture_net())
+    fastdiff.sample(net, LATENTS.float(), num_steps=3)
+    assert all(s.shape == (5,) and s.dtype == torch.float32 for s in net.sigmas)
+    assert all(labels == () for labels in net.labels)
+    labels = torch.arange(5)
+    fastdiff.sample(net, LATENTS.float(), labels, num_steps=3)
+    assert net.labels[-1][0] is labels
+
+
+def test_sigmas_override_the_schedule():
+    """sigmas= is used as given (no clamping), with the last step Euler by index."""
+    net = Recorder(mixture_net())
+    sigmas = [10.0, 3.0, 1.0, 0.1]
+    fastdiff.sample(net, LATENTS, sigmas=sigmas, dtype=torch.float64)
+    seen = [float(s[0]) for s in net.sigmas]
+    assert seen == [10.0, 3.0, 3.0, 1.0, 1.0]  # steps 0, 1 corrected; the step into 0.1 is Euler
+
+
+def test_result_has_the_latents_shape_and_dtype():
+    """Half-precision latents give a half-precision result; the state stays float32."""
+    for dtype in (torch.float16, torch.bfloat16, torch.float32, torch.float64):
+        x = fastdiff.sample(mixture_net(), LATENTS.to(dtype), num_steps=4)
+        assert x.dtype == dtype and x.shape == LATENTS.shape
+    x16 = fastdiff.sample(mixture_net(), LATENTS.half(), num_steps=4)
+    assert_close(x16, fastdiff.sample(mixture_net(), LATENTS.half().float(), num_steps=4).half(), dtype=torch.float16)
+
+
+def test_callback_sees_every_step():
+    """callback gets k-diffusion's keys once per step, with host floats for the noise levels."""
+    seen = []
+    fastdiff.sample(mixture_net(), LATENTS, num_steps=5, callback=seen.append)
+    assert [d["i"] for d in seen] == list(range(5))
+    assert set(seen[0]) == {"x", "i", "sigma", "sigma_hat", "denoised"}
+    assert seen[0]["sigma"] == pytest.approx(80.0) and isinstance(seen[0]["sigma_hat"], float)
+
+
+def nan_below(threshold):
+    """A net that returns NaN once sigma drops below `threshold`."""
+    net = mixture_net()
+    return lambda x, sigma: net(x, sigma) + torch.where(sigma.reshape(-1, 1, 1) < threshold, float("nan"), 0.0)
+
+
+def test_nonfinite_values_are_reported_with_their_step():
+    """NaN from the net is reported with the first step it appeared at; "raise" raises, "ignore" is silent."""
+    plan = fastdiff.plan_steps(num_steps=10)
+    # The net is first evaluated below sigma 1 at t_hat[i] or, by the Heun correction, at t[i+1].
+    first_bad = next(i for i in range(10) if float(plan.t_hat[i]) < 1.0 or (plan.correct[i] and float(plan.t[i + 1]) < 1.0))
+    with pytest.warns(RuntimeWarning, match=f"first appeared at step {first_bad} of 10"):
+        fastdiff.sample(nan_below(1.0), LATENTS, num_steps=10)
+    with pytest.raises(FloatingPointError, match=f"step {first_bad} of 10"):
+        fastdiff.sample(nan_below(1.0), LATENTS, num_steps=10, nonfinite="raise")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        x = fastdiff.sample(nan_below(1.0), LATENTS, num_steps=10, nonfinite="ignore")
+        fastdiff.sample(mixture_net(), LATENTS, num_steps=10)  # finite runs never warn
+    assert bool(x.isnan().all())
+
+
+class SyncCounter(TorchDispatchMode):
+    """Counts ops that copy a tensor value to the host (the ones that stall a GPU stream)."""
+
+    SYNCS = {"aten::_local_scalar_dense", "aten::is_nonzero", "aten::item", "aten::nonzero", "aten::equal"}
+
+    def __init__(self):
+        super().__init__()
+        self.syncs = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if func._schema.name in self.SYNCS:
+            self.syncs.append(func._schema.name)
+        return func(*args, **(kwargs or {}))
+
+
+@pytest.mark.parametrize("solver", ["heun", "euler"])
+def test_sampling_loop_never_syncs(solver):
+    """The loop copies no device value to the host: none with nonfinite="ignore", one report after the loop otherwise."""
+    from fastdiff.sampler import run_plan
+
+    net = mixture_net()
+    plan = fastdiff.plan_steps(net, num_steps=12, S_churn=20.0, S_min=0.1, S_max=30.0, solver=solver)  # host work
+    seeds = torch.tensor([1, 2, 3, 4, 5])
+    with SyncCounter() as counter:
+        run_plan(net, LATENTS.float(), plan, None, None, seeds, torch.float32, None, "ignore")
+    assert counter.syncs == []
+    with SyncCounter() as counter:
+        run_plan(net, LATENTS.float(), plan, None, None, seeds, torch.float32, None, "warn")
+    assert counter.syncs == ["aten::nonzero"]
+    with SyncCounter() as counter:  # the counter does see a sync when there is one
+        run_plan(net, LATENTS.float(), plan, None, None, seeds, torch.float32, lambda d: float(d["x"].sum()), "ignore")
+    assert len(counter.syncs) == 12
+
+
+def wrong_shape_net(x, sigma):
+    return x[:, :1]
+
+
+def int_net(x, sigma):
+    return x.long()
+
+
+@pytest.mark.parametrize("args,kwargs,error,match", [
+    ((mixture_net(), [[1.0]]), {}, TypeError, "latents: expected a floating-point tensor"),
+    ((mixture_net(), torch.zeros(2, 3, dtype=torch.int64)), {}, TypeError, "latents: .*got dtype torch.int64"),
+    ((mixture_net(), torch.zeros(())), {}, ValueError, "latents: expected shape"),
+    ((mixture_net(), LATENTS), dict(num_steps=0), ValueError, "num_steps: must be >= 1, got 0"),
+    ((mixture_net(), LATENTS), dict(num_steps=2.5), TypeError, "num_steps: expected an int"),
+    ((mixture_net(), LATENTS), dict(sigma_min=1.0, sigma_max=0.5), ValueError, "sigma_min: must be below sigma_max"),
+    ((mixture_net(), LATENTS), dict(sigma_min=-0.1), ValueError, "sigma_min: must be > 0"),
+    ((mixture_net(), LATENTS), dict(S_churn=-1.0), ValueError, "S_churn: must be >= 0.0, got -1.0"),
+    ((mixture_net(), LATENTS), dict(S_noise=-1.0), ValueError, "S_noise: must be >= 0.0"),
+    ((mixture_net(), LATENTS), dict(S_min=-1.0), ValueError, "S_min: must be >= 0.0"),
+    ((mixture_net(), LATENTS), dict(S_churn=math.nan), ValueError, "S_churn: expected a finite number, got nan"),
+    ((mixture_net(), LATENTS), dict(seeds=[1, 2]), ValueError, "seeds: expected 5 seeds"),
+    ((mixture_net(), LATENTS), dict(seeds=[1] * 5, randn_like=torch.randn_like), ValueError, "seeds: pass either randn_like or seeds"),
+    ((mixture_net(), LATENTS), dict(solver="rk4"), ValueError, "solver: expected one of 'euler', 'heun', got 'rk4'"),
+    ((mixture_net(), LATENTS), dict(dtype=torch.float16), ValueError, "dtype: expected torch.float32 or torch.float64"),
+    ((mixture_net(), LATENTS), dict(backend="gpu"), ValueError, "backend: expected one of 'auto', 'reference'"),
+    ((mixture_net(), LATENTS), dict(backend="triton"), fastdiff.BackendUnavailableError, "backend='triton' cannot run: "),
+    ((mixture_net(), LATENTS), dict(sigmas=[1.0, 2.0, 0.0]), ValueError, "sigmas: expected a strictly decreasing schedule"),
+    ((mixture_net(), LATENTS), dict(sigmas=[1.0, 0.0, 0.0]), ValueError, "sigmas: expected finite noise levels > 0"),
+    ((mixture_net(), LATENTS), dict(sigmas=[1.0]), ValueError, "sigmas: expected a 1-D schedule of at least 2"),
+    ((mixture_net(), LATENTS), dict(nonfinite="crash"), ValueError, "nonfinite: expected one of"),
+    ((mixture_net(), LATENTS), dict(callback=3), TypeError, "callback: expected a callable"),
+    ((mixture_net(), LATENTS, torch.zeros(4)), {}, ValueError, r"class_labels: expected a tensor with one row per sample \(5\)"),
+    ((wrong_shape_net, LATENTS), {}, ValueError, r"net: expected net\(x, sigma\) to return the shape of x \(5, 2, 3\), got \(5, 1, 3\)"),
+    ((int_net, LATENTS), {}, TypeError, "net: expected net.* to return a floating-point tensor, got torch.int64"),
+])
+def test_bad_input_names_the_argument(args, kwargs, error, match):
+    """Each bad input raises an error naming the argument, the value and what is accepted."""
+    with pytest.raises(error, match=match):
+        fastdiff.sample(*args, **kwargs)
+
+
+def test_net_range_that_empties_the_schedule():
+    """A net whose range excludes the requested schedule gets an error naming the clamped range."""
+    net = fastdiff.VEPrecond(lambda x, c: x, sigma_min=0.02, sigma_max=100.0)
+    with pytest.raises(ValueError, match=r"net's range \[0.02, 100.0\]"):
+        fastdiff.sample(net, LATENTS, sigma_min=200.0, sigma_max=300.0)
