@@ -18,15 +18,20 @@ class GaussianMixture:
 
     def __init__(self, means, stds, weights=None):
         means = torch.as_tensor(means, dtype=torch.float64)
-        if means.ndim != 2 or means.shape[0] < 1:
-            raise ValueError(f"means: expected shape [K, dim] with K >= 1, got {tuple(means.shape)}")
+        if means.ndim != 2 or means.shape[0] < 1 or means.shape[1] < 1:
+            raise ValueError(f"means: expected shape [K, dim] with K >= 1 and dim >= 1, got {tuple(means.shape)}")
+        if not bool(torch.isfinite(means).all()):
+            raise ValueError(f"means: every mean must be finite, got {means.tolist()}")
         K = means.shape[0]
-        stds = torch.as_tensor(stds, dtype=torch.float64).expand(K).clone()
-        if not bool((stds > 0).all()):
-            raise ValueError(f"stds: every standard deviation must be > 0, got {stds.tolist()}")
+        stds = torch.as_tensor(stds, dtype=torch.float64)
+        if stds.shape not in ((), (1,), (K,)):
+            raise ValueError(f"stds: expected one standard deviation or {K} (one per component), got shape {tuple(stds.shape)}")
+        stds = stds.expand(K).clone()
+        if not bool(((stds > 0) & torch.isfinite(stds)).all()):
+            raise ValueError(f"stds: every standard deviation must be finite and > 0, got {stds.tolist()}")
         weights = torch.full((K,), 1.0 / K, dtype=torch.float64) if weights is None else torch.as_tensor(weights, dtype=torch.float64)
-        if weights.shape != (K,) or not bool((weights > 0).all()):
-            raise ValueError(f"weights: expected {K} positive weights, got {weights.tolist()}")
+        if weights.shape != (K,) or not bool(((weights > 0) & torch.isfinite(weights)).all()):
+            raise ValueError(f"weights: expected {K} finite positive weights, got {weights.tolist()}")
         self.means, self.stds, self.weights = means, stds, weights / weights.sum()
 
     @classmethod

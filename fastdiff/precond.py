@@ -35,7 +35,7 @@ class Precond(nn.Module):
 
     def round_sigma(self, sigma):
         """The noise level the network is evaluated at: the identity for continuous-time preconditioners."""
-        return torch.as_tensor(sigma)
+        return _as_sigma_tensor(sigma)
 
     def forward(self, x: torch.Tensor, sigma, class_labels=None) -> torch.Tensor:
         """D(x; sigma) for x of shape [B, ...] and sigma a scalar or of shape [B] (or [B, 1, ..., 1])."""
@@ -150,9 +150,8 @@ class iDDPMPrecond(Precond):
 
     def round_sigma(self, sigma):
         """Snap each sigma to the nearest discrete level u_j (keeps the shape; float64 for non-float input)."""
-        sigma = torch.as_tensor(sigma)
-        dtype = sigma.dtype if sigma.is_floating_point() else torch.float64
-        return self.u.to(sigma.device)[self.sigma_index(sigma)].to(dtype)
+        sigma = _as_sigma_tensor(sigma)
+        return self.u.to(sigma.device)[self.sigma_index(sigma)].to(sigma.dtype)
 
     def coefficients(self, sigma):
         c_skip = torch.ones_like(sigma)
@@ -172,6 +171,13 @@ def vp_sigma_inv(sigma, beta_d: float, beta_min: float) -> torch.Tensor:
     """The inverse of vp_sigma: t(sigma) = (sqrt(beta_min^2 + 2 beta_d ln(1 + sigma^2)) - beta_min) / beta_d."""
     sigma = torch.as_tensor(sigma)
     return ((beta_min**2 + 2 * beta_d * (1 + sigma**2).log()).sqrt() - beta_min) / beta_d
+
+
+def _as_sigma_tensor(sigma) -> torch.Tensor:
+    """sigma as a floating tensor: tensors keep their dtype, Python numbers become float64 (never float32)."""
+    if isinstance(sigma, torch.Tensor):
+        return sigma if sigma.is_floating_point() else sigma.to(torch.float64)
+    return torch.tensor(sigma, dtype=torch.float64)
 
 
 def _prepare(x: torch.Tensor, sigma) -> tuple[torch.Tensor, torch.Tensor]:

@@ -22,13 +22,13 @@ NONFINITE = ("warn", "raise", "ignore")
 
 @dataclass(frozen=True)
 class StepPlan:
-    """The per-step scalars of one sampling run (float64, host): step i goes from t[i] via t_hat[i] to t[i+1]."""
+    """The per-step scalars of one sampling run, host floats (float64): step i goes from t[i] via t_hat[i] to t[i+1]."""
 
-    t: torch.Tensor  # [N+1] the schedule, t[N] usually 0
-    t_hat: torch.Tensor  # [N] round_sigma(t_i + gamma_i t_i)
-    gamma: tuple[float, ...]  # [N] churn factor of each step
-    noise_std: torch.Tensor  # [N] sqrt(t_hat^2 - t^2) * S_noise, the std of the noise added at step i
-    correct: tuple[bool, ...]  # [N] whether step i takes Heun's second-order correction
+    t: tuple[float, ...]  # N+1 noise levels, t[N] usually 0
+    t_hat: tuple[float, ...]  # N: round_sigma(t_i + gamma_i t_i)
+    gamma: tuple[float, ...]  # N: churn factor of each step
+    noise_std: tuple[float, ...]  # N: sqrt(t_hat^2 - t^2) * S_noise, the std of the noise added at step i
+    correct: tuple[bool, ...]  # N: whether step i takes Heun's second-order correction
 
     @property
     def num_steps(self) -> int:
@@ -65,7 +65,7 @@ def plan_steps(net=None, num_steps=18, sigma_min=0.002, sigma_max=80.0, rho=7.0,
         t_hat = _round(round_sigma, t_hat)
     noise_std = (t_hat**2 - t_cur**2).clamp_min(0).sqrt() * S_noise
     correct = tuple(solver == "heun" and i < N - 1 for i in range(N))  # the step to t_N is Euler, by index
-    return StepPlan(t=t, t_hat=t_hat, gamma=gamma, noise_std=noise_std, correct=correct)
+    return StepPlan(t=tuple(t.tolist()), t_hat=tuple(t_hat.tolist()), gamma=gamma, noise_std=tuple(noise_std.tolist()), correct=correct)
 
 
 def sample(net, latents, class_labels=None, randn_like=None, num_steps=18, sigma_min=0.002, sigma_max=80.0,
@@ -96,8 +96,11 @@ def run_plan(net, latents, plan: StepPlan, class_labels, randn_like, seeds, stat
     """
     batch, device = latents.shape[0], latents.device
     # Per-step values live in device tensors made once; the loop only indexes them.
-    t, t_hat, noise_std = (v.to(device=device, dtype=state_dtype) for v in (plan.t, plan.t_hat, plan.noise_std))
-    h = (plan.t[1:] - plan.t_hat).to(device=device, dtype=state_dtype)  # t_next - t_hat
+    def device_table(values):  # float64 host values, rounded once to the state dtype
+        return torch.tensor(values, dtype=torch.float64).to(device=device, dtype=state_dtype)
+
+    t, t_hat, noise_std = device_table(plan.t), device_table(plan.t_hat), device_table(plan.noise_std)
+    h = device_table([t_next - t_hat_i for t_next, t_hat_i in zip(plan.t[1:], plan.t_hat)])
     sigma_hat_batch = t_hat[:, None].expand(-1, batch).contiguous()  # [N, B], what the net sees
     sigma_next_batch = t[1:, None].expand(-1, batch).contiguous()
     finite = torch.ones(plan.num_steps, dtype=torch.bool, device=device)
@@ -126,7 +129,7 @@ def run_plan(net, latents, plan: StepPlan, class_labels, randn_like, seeds, stat
         d_cur = (x_hat - denoised) / t_hat[i]
         x_next = x_hat + h[i] * d_cur
         if callback is not None:
-            callback({"x": x_hat, "i": i, "sigma": float(plan.t[i]), "sigma_hat": float(plan.t_hat[i]), "denoised": denoised})
+            callback({"x": x_hat, "i": i, "sigma": plan.t[i], "sigma_hat": plan.t_hat[i], "denoised": denoised})
 
         # Apply 2nd order correction.
         if plan.correct[i]:
@@ -228,7 +231,7 @@ def _report_nonfinite(finite: torch.Tensor, plan: StepPlan, mode: str) -> None:
         return
     i = int(bad[0])
     message = (f"non-finite values (NaN or inf) in the sampler state first appeared at step {i} of {plan.num_steps} "
-               f"(sigma {float(plan.t[i]):.6g} -> {float(plan.t[i + 1]):.6g}); check the net's output at that noise level")
+               f"(sigma {plan.t[i]:.6g} -> {plan.t[i + 1]:.6g}); check the net's output at that noise level")
     if mode == "raise":
         raise FloatingPointError(message)
     warnings.warn(message, RuntimeWarning, stacklevel=3)
