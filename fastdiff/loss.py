@@ -102,7 +102,8 @@ class VELoss(DiffusionLoss):
 
 
 def _check_sigma(sigma, batch: int, device, dtype) -> torch.Tensor:
-    sigma = torch.as_tensor(sigma, device=device)
+    sigma = sigma if isinstance(sigma, torch.Tensor) else torch.tensor(sigma, dtype=torch.float64)  # never via float32
+    sigma = sigma.to(device)
     if sigma.shape != (batch,):
         raise ValueError(f"sigma: expected one noise level per sample (shape [{batch}]), got shape {tuple(sigma.shape)}")
     if not sigma.is_floating_point():
