@@ -26,7 +26,8 @@ setup(
     long_description_content_type="text/markdown",
     license="Apache-2.0",
     python_requires=">=3.10",
-    packages=find_packages(include=["fastdiff", "fastdiff.*"]),
+    packages=find_packages(include=["fastdiff", "fastdiff.*"]) + ["fastdiff.kernels"],
+    package_dir={"fastdiff.kernels": "kernels"},  # the Triton kernels keep their top-level folder
     install_requires=["torch>=2.4", "numpy"],
     extras_require={
         "test": ["pytest>=7"],

@@ -13,25 +13,38 @@ import math
 import torch
 from torch import nn
 
-from .reference.skip_mix import compute_dtype, per_sample, skip_mix
+from . import ops
+from .backends import check_name
+from .reference.skip_mix import compute_dtype, per_sample, skip_coefficients
 from .schedules import check_int, check_positive, check_real
 
 
 class Precond(nn.Module):
-    """Shared forward of the four preconditioners; subclasses define `coefficients(sigma)`."""
+    """Shared forward of the four preconditioners; subclasses set `kind` and define `input_coefficients(sigma)`.
 
+    `backend` chooses who runs the skip mix (fastdiff.ops.skip_mix): "auto" by default.
+    """
+
+    kind: str  # the skip-mix coefficients of fastdiff.ops.skip_mix: "edm", "vp", "ve" or "iddpm"
+    sigma_data: float = 0.5  # only EDM's skip mix uses it
     sigma_min: float
     sigma_max: float
 
-    def __init__(self, model: nn.Module):
+    def __init__(self, model: nn.Module, backend: str = "auto"):
         super().__init__()
         if not callable(model):
             raise TypeError(f"model: expected a callable network F(x, c_noise[, class_labels]), got {type(model).__name__}")
         self.model = model
+        self.backend = check_name(backend)
+
+    def input_coefficients(self, sigma: torch.Tensor):
+        """(c_in, c_noise) for a [B] tensor of sigmas."""
+        raise NotImplementedError
 
     def coefficients(self, sigma: torch.Tensor):
-        """(c_skip, c_out, c_in, c_noise) for a [B] tensor of sigmas."""
-        raise NotImplementedError
+        """(c_skip, c_out, c_in, c_noise) of EDM Table 1 for a [B] tensor of sigmas."""
+        c_skip, c_out = skip_coefficients(self.kind, sigma, self.sigma_data)
+        return (c_skip, c_out, *self.input_coefficients(sigma))
 
     def round_sigma(self, sigma):
         """The noise level the network is evaluated at: the identity for continuous-time preconditioners."""
@@ -40,38 +53,41 @@ class Precond(nn.Module):
     def forward(self, x: torch.Tensor, sigma, class_labels=None) -> torch.Tensor:
         """D(x; sigma) for x of shape [B, ...] and sigma a scalar or of shape [B] (or [B, 1, ..., 1])."""
         x, sigma = _prepare(x, sigma)
-        c_skip, c_out, c_in, c_noise = self.coefficients(sigma)
+        c_in, c_noise = self.input_coefficients(sigma)
         model_input = per_sample(c_in, x) * x
         F = self.model(model_input, c_noise) if class_labels is None else self.model(model_input, c_noise, class_labels)
         _check_model_output(F, x)
-        return skip_mix(x, F, c_skip, c_out)
+        return ops.skip_mix(x, F, sigma, precond=self.kind, sigma_data=self.sigma_data, backend=self.backend)
 
 
 class EDMPrecond(Precond):
     """EDM preconditioning: c_skip = sd^2/(s^2+sd^2), c_out = s*sd/sqrt(s^2+sd^2), c_in = 1/sqrt(s^2+sd^2), c_noise = ln(s)/4."""
 
-    def __init__(self, model, sigma_data: float = 0.5, sigma_min: float = 0.0, sigma_max: float = float("inf")):
-        super().__init__(model)
+    kind = "edm"
+
+    def __init__(self, model, sigma_data: float = 0.5, sigma_min: float = 0.0, sigma_max: float = float("inf"), *,
+                 backend: str = "auto"):
+        super().__init__(model, backend)
         self.sigma_data = check_positive("sigma_data", sigma_data)
         self.sigma_min = check_real("sigma_min", sigma_min, minimum=0.0)
         self.sigma_max = check_positive("sigma_max", sigma_max, allow_inf=True)
         if not self.sigma_min < self.sigma_max:
             raise ValueError(f"sigma_min: must be below sigma_max, got {sigma_min} and {sigma_max}")
 
-    def coefficients(self, sigma):
-        sigma_data = self.sigma_data
-        c_skip = sigma_data**2 / (sigma**2 + sigma_data**2)
-        c_out = sigma * sigma_data / (sigma**2 + sigma_data**2).sqrt()
-        c_in = 1 / (sigma_data**2 + sigma**2).sqrt()
+    def input_coefficients(self, sigma):
+        c_in = 1 / (self.sigma_data**2 + sigma**2).sqrt()
         c_noise = sigma.log() / 4
-        return c_skip, c_out, c_in, c_noise
+        return c_in, c_noise
 
 
 class VPPrecond(Precond):
     """VP preconditioning: c_skip = 1, c_out = -s, c_in = 1/sqrt(s^2+1), c_noise = (M-1) sigma_inv(s)."""
 
-    def __init__(self, model, beta_d: float = 19.9, beta_min: float = 0.1, M: int = 1000, epsilon_t: float = 1e-5):
-        super().__init__(model)
+    kind = "vp"
+
+    def __init__(self, model, beta_d: float = 19.9, beta_min: float = 0.1, M: int = 1000, epsilon_t: float = 1e-5, *,
+                 backend: str = "auto"):
+        super().__init__(model, backend)
         self.beta_d = check_positive("beta_d", beta_d)
         self.beta_min = check_real("beta_min", beta_min, minimum=0.0)
         self.M = check_int("M", M, minimum=2)
@@ -87,30 +103,28 @@ class VPPrecond(Precond):
     def sigma_inv(self, sigma) -> torch.Tensor:
         return vp_sigma_inv(sigma, self.beta_d, self.beta_min)
 
-    def coefficients(self, sigma):
-        c_skip = torch.ones_like(sigma)
-        c_out = -sigma
+    def input_coefficients(self, sigma):
         c_in = 1 / (sigma**2 + 1).sqrt()
         c_noise = (self.M - 1) * self.sigma_inv(sigma)
-        return c_skip, c_out, c_in, c_noise
+        return c_in, c_noise
 
 
 class VEPrecond(Precond):
     """VE preconditioning: c_skip = 1, c_out = s, c_in = 1, c_noise = ln(s/2)."""
 
-    def __init__(self, model, sigma_min: float = 0.02, sigma_max: float = 100.0):
-        super().__init__(model)
+    kind = "ve"
+
+    def __init__(self, model, sigma_min: float = 0.02, sigma_max: float = 100.0, *, backend: str = "auto"):
+        super().__init__(model, backend)
         self.sigma_min = check_positive("sigma_min", sigma_min)
         self.sigma_max = check_positive("sigma_max", sigma_max)
         if not self.sigma_min < self.sigma_max:
             raise ValueError(f"sigma_min: must be below sigma_max, got {sigma_min} and {sigma_max}")
 
-    def coefficients(self, sigma):
-        c_skip = torch.ones_like(sigma)
-        c_out = sigma
+    def input_coefficients(self, sigma):
         c_in = torch.ones_like(sigma)
         c_noise = (0.5 * sigma).log()
-        return c_skip, c_out, c_in, c_noise
+        return c_in, c_noise
 
 
 class iDDPMPrecond(Precond):
@@ -119,8 +133,10 @@ class iDDPMPrecond(Precond):
     u_j are the M+1 discrete noise levels of the cosine schedule (u_M = 0), computed in float64.
     """
 
-    def __init__(self, model, C_1: float = 0.001, C_2: float = 0.008, M: int = 1000):
-        super().__init__(model)
+    kind = "iddpm"
+
+    def __init__(self, model, C_1: float = 0.001, C_2: float = 0.008, M: int = 1000, *, backend: str = "auto"):
+        super().__init__(model, backend)
         self.C_1 = check_positive("C_1", C_1)
         self.C_2 = check_positive("C_2", C_2)
         self.M = check_int("M", M, minimum=2)
@@ -153,12 +169,10 @@ class iDDPMPrecond(Precond):
         sigma = _as_sigma_tensor(sigma)
         return self.u.to(sigma.device)[self.sigma_index(sigma)].to(sigma.dtype)
 
-    def coefficients(self, sigma):
-        c_skip = torch.ones_like(sigma)
-        c_out = -sigma
+    def input_coefficients(self, sigma):
         c_in = 1 / (sigma**2 + 1).sqrt()
         c_noise = (self.M - 1 - self.sigma_index(sigma)).to(sigma.dtype)
-        return c_skip, c_out, c_in, c_noise
+        return c_in, c_noise
 
 
 def vp_sigma(t, beta_d: float, beta_min: float) -> torch.Tensor:

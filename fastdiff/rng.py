@@ -21,6 +21,8 @@ Offsets in use: 0 for latents (`randn`), SAMPLER_OFFSET + i for the sampler's no
 from __future__ import annotations
 
 import math
+import numbers
+import operator
 from typing import Sequence
 
 import torch
@@ -74,22 +76,28 @@ def box_muller(w_a: torch.Tensor, w_b: torch.Tensor) -> tuple[torch.Tensor, torc
     return r * torch.cos(theta), r * torch.sin(theta)
 
 
+SEED_DTYPES = (torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8)
+
+
 def seeds_tensor(seeds, batch_size: int | None = None, device=None) -> torch.Tensor:
-    """Validate per-sample seeds and return them as an int64 tensor of shape [B]."""
+    """Per-sample seeds as an int64 tensor of shape [B].
+
+    A list takes ints in [0, 2^63). A tensor of an integer dtype is taken as it is, its int64 bit pattern
+    being the 64-bit key; its values are never read back to the host, so checking it costs no device sync.
+    """
     if isinstance(seeds, torch.Tensor):
-        if seeds.dtype.is_floating_point or seeds.dtype.is_complex or seeds.dtype == torch.bool:
-            raise TypeError(f"seeds: expected integers, got a tensor of dtype {seeds.dtype}")
+        if seeds.dtype not in SEED_DTYPES:
+            accepted = ", ".join(str(d) for d in SEED_DTYPES)
+            raise TypeError(f"seeds: expected a tensor of integers ({accepted}), got dtype {seeds.dtype}")
         if seeds.ndim != 1:
             raise ValueError(f"seeds: expected one seed per sample (a 1-D sequence), got shape {tuple(seeds.shape)}")
         out = seeds.to(device=device, dtype=torch.int64)
-        if out.numel() and bool((seeds.cpu() < 0).any()):
-            raise ValueError(f"seeds: every seed must be in [0, 2^63), got {seeds.tolist()}")
     else:
         if isinstance(seeds, int):
             raise TypeError(f"seeds: expected one int per sample (a list or 1-D tensor), got the int {seeds}")
-        values = list(seeds)
+        values = [operator.index(s) if _is_integer(s) else s for s in seeds]
         for s in values:
-            if isinstance(s, bool) or not isinstance(s, int):
+            if not isinstance(s, int) or isinstance(s, bool):
                 raise TypeError(f"seeds: expected ints, got {s!r} of type {type(s).__name__}")
             if not 0 <= s <= MAX_SEED:
                 raise ValueError(f"seeds: every seed must be in [0, 2^63), got {s}")
@@ -99,12 +107,17 @@ def seeds_tensor(seeds, batch_size: int | None = None, device=None) -> torch.Ten
     return out
 
 
+def _is_integer(value) -> bool:
+    """Python and numpy integers (not bools, not floats)."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
 def _philox_blocks(seeds: torch.Tensor, numel: int, offset_lo, offset_hi) -> torch.Tensor:
     """The words of every block a sample of `numel` elements needs: int64 of shape [B, ceil(numel/4), 4]."""
     blocks = torch.arange((numel + 3) // 4, dtype=torch.int64, device=seeds.device)
     words = philox4x32(
         (blocks & MASK32, blocks >> 32, offset_lo, offset_hi),
-        ((seeds & MASK32)[:, None], (seeds >> 32)[:, None]),
+        ((seeds & MASK32)[:, None], ((seeds >> 32) & MASK32)[:, None]),
     )
     return torch.stack(torch.broadcast_tensors(*words), dim=-1)
 
@@ -122,8 +135,8 @@ def randn(seeds, shape, *, offset: int = 0, dtype: torch.dtype = torch.float32, 
     shape[0] must equal len(seeds). The values are computed in float32 and then cast to `dtype`.
     """
     shape = tuple(int(s) for s in shape)
-    if len(shape) < 1:
-        raise ValueError(f"shape: expected (batch, ...) with at least one dimension, got {shape}")
+    if len(shape) < 1 or any(s < 0 for s in shape):
+        raise ValueError(f"shape: expected (batch, ...) with non-negative sizes, got {shape}")
     if not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
         raise TypeError(f"dtype: expected a floating torch.dtype, got {dtype}")
     if device is None and isinstance(seeds, torch.Tensor):

@@ -11,8 +11,8 @@ from dataclasses import dataclass
 
 import torch
 
-from . import backends
-from .rng import MASK32, SAMPLER_OFFSET, normal_from_seeds, seeds_tensor
+from . import backends, ops
+from .rng import SAMPLER_OFFSET, seeds_tensor
 from .schedules import check_int, check_positive, check_real, karras_sigmas
 
 SOLVERS = ("euler", "heun")
@@ -77,38 +77,39 @@ def sample(net, latents, class_labels=None, randn_like=None, num_steps=18, sigma
     unit-variance noise [B, ...]; the result has their shape and dtype. The state is float32 (float64 for
     float64 latents or dtype=torch.float64, which reproduces edm_sampler). Noise comes from randn_like(x)
     when given (called once per step, as edm_sampler does), else from fastdiff's generator keyed by
-    `seeds` (one int per sample; drawn from torch's default generator when omitted). `nonfinite` says what
-    to do if NaN or inf appear: "warn" (default), "raise" (FloatingPointError) or "ignore".
+    `seeds` (one int per sample; drawn from torch's default generator when omitted). `backend` picks who
+    runs the elementwise step math (fastdiff.ops). `nonfinite` says what to do if NaN or inf appear:
+    "warn" (default), "raise" (FloatingPointError) or "ignore".
     """
-    state_dtype = _check_inputs(latents, class_labels, randn_like, seeds, dtype, callback, nonfinite)
-    backends.resolve(backend)  # only the reference path exists so far; a named unavailable backend raises
+    state_dtype = _check_inputs(net, latents, class_labels, randn_like, seeds, dtype, callback, nonfinite)
     plan = plan_steps(net, num_steps, sigma_min, sigma_max, rho, S_churn, S_min, S_max, S_noise, solver=solver, sigmas=sigmas)
+    backend = backends.resolve(backend, torch.empty(0, dtype=state_dtype, device=latents.device), (latents,))
     if randn_like is None:
         batch, device = latents.shape[0], latents.device
         seeds = seeds_tensor(seeds, batch, device) if seeds is not None else _draw_seeds(batch, device)
-    return run_plan(net, latents, plan, class_labels, randn_like, seeds, state_dtype, callback, nonfinite)
+    return run_plan(net, latents, plan, class_labels, randn_like, seeds, state_dtype, callback, nonfinite, backend)
 
 
-def run_plan(net, latents, plan: StepPlan, class_labels, randn_like, seeds, state_dtype, callback, nonfinite):
+def run_plan(net, latents, plan: StepPlan, class_labels, randn_like, seeds, state_dtype, callback, nonfinite,
+             backend="reference"):
     """The sampling loop of `sample` for a checked plan: device work only, no host sync until the loop ends.
 
-    seeds is an int64 tensor [B] on latents' device when randn_like is None.
+    seeds is an int64 tensor [B] on latents' device when randn_like is None; backend is a resolved name.
     """
     batch, device = latents.shape[0], latents.device
+
     # Per-step values live in device tensors made once; the loop only indexes them.
     def device_table(values):  # float64 host values, rounded once to the state dtype
         return torch.tensor(values, dtype=torch.float64).to(device=device, dtype=state_dtype)
 
     t, t_hat, noise_std = device_table(plan.t), device_table(plan.t_hat), device_table(plan.noise_std)
-    h = device_table([t_next - t_hat_i for t_next, t_hat_i in zip(plan.t[1:], plan.t_hat)])
     sigma_hat_batch = t_hat[:, None].expand(-1, batch).contiguous()  # [N, B], what the net sees
     sigma_next_batch = t[1:, None].expand(-1, batch).contiguous()
-    finite = torch.ones(plan.num_steps, dtype=torch.bool, device=device)
     offsets = SAMPLER_OFFSET + torch.arange(plan.num_steps, dtype=torch.int64, device=device)  # step i's noise stream
-    offsets_lo, offsets_hi = offsets & MASK32, offsets >> 32
+    finite = torch.ones(plan.num_steps, dtype=torch.bool, device=device)
 
     def denoise(x, sigma):
-        return _call_net(net, x, sigma, class_labels, state_dtype)
+        return _call_net(net, x, sigma, class_labels)
 
     # Main sampling loop.
     x_next = latents.to(state_dtype) * t[0]
@@ -117,25 +118,22 @@ def run_plan(net, latents, plan: StepPlan, class_labels, randn_like, seeds, stat
 
         # Increase noise temporarily.
         if randn_like is not None:
-            x_hat = x_cur + noise_std[i] * randn_like(x_cur)
-        elif plan.gamma[i] > 0:
-            eps = normal_from_seeds(seeds, x_cur.shape, offsets_lo[i], offsets_hi[i], state_dtype)
-            x_hat = x_cur + noise_std[i] * eps
+            x_hat = x_cur + noise_std[i] * _check_noise(randn_like(x_cur), x_cur)
+        elif plan.noise_std[i] > 0:
+            x_hat = ops.churn(x_cur, seeds, offsets[i], noise_std[i], backend=backend)
         else:
             x_hat = x_cur
 
         # Euler step.
         denoised = denoise(x_hat, sigma_hat_batch[i])
-        d_cur = (x_hat - denoised) / t_hat[i]
-        x_next = x_hat + h[i] * d_cur
+        x_next = ops.euler_step(x_hat, denoised, t_hat[i], t[i + 1], backend=backend)
         if callback is not None:
             callback({"x": x_hat, "i": i, "sigma": plan.t[i], "sigma_hat": plan.t_hat[i], "denoised": denoised})
 
         # Apply 2nd order correction.
         if plan.correct[i]:
-            denoised = denoise(x_next, sigma_next_batch[i])
-            d_prime = (x_next - denoised) / t[i + 1]
-            x_next = x_hat + h[i] * (0.5 * d_cur + 0.5 * d_prime)
+            denoised_next = denoise(x_next, sigma_next_batch[i])
+            x_next = ops.heun_step(x_hat, denoised, denoised_next, t_hat[i], t[i + 1], backend=backend)
 
         if nonfinite != "ignore":
             finite[i] = torch.isfinite(x_next).all()
@@ -145,8 +143,10 @@ def run_plan(net, latents, plan: StepPlan, class_labels, randn_like, seeds, stat
     return x_next.to(latents.dtype)
 
 
-def _check_inputs(latents, class_labels, randn_like, seeds, dtype, callback, nonfinite) -> torch.dtype:
-    """Validate sample()'s tensor arguments; return the state dtype."""
+def _check_inputs(net, latents, class_labels, randn_like, seeds, dtype, callback, nonfinite) -> torch.dtype:
+    """Validate sample()'s arguments other than the schedule's; return the state dtype."""
+    if not callable(net):
+        raise TypeError(f"net: expected a callable denoiser net(x, sigma[, class_labels]), got {type(net).__name__}")
     if not isinstance(latents, torch.Tensor):
         raise TypeError(f"latents: expected a floating-point tensor of shape [B, ...], got {type(latents).__name__}")
     if not latents.is_floating_point():
@@ -213,15 +213,25 @@ def _draw_seeds(batch: int, device) -> torch.Tensor:
     return torch.randint(0, 2**62, (batch,), dtype=torch.int64).to(device)
 
 
-def _call_net(net, x, sigma, class_labels, state_dtype) -> torch.Tensor:
-    """D(x; sigma) from the user's net, checked and brought to the state dtype."""
+def _call_net(net, x, sigma, class_labels) -> torch.Tensor:
+    """D(x; sigma) from the user's net, checked (the step ops read it in its own dtype)."""
     denoised = net(x, sigma) if class_labels is None else net(x, sigma, class_labels)
     if not isinstance(denoised, torch.Tensor) or not denoised.is_floating_point():
         got = denoised.dtype if isinstance(denoised, torch.Tensor) else type(denoised).__name__
         raise TypeError(f"net: expected net(x, sigma) to return a floating-point tensor, got {got}")
     if denoised.shape != x.shape:
         raise ValueError(f"net: expected net(x, sigma) to return the shape of x {tuple(x.shape)}, got {tuple(denoised.shape)}")
-    return denoised.to(state_dtype)
+    if denoised.device != x.device:
+        raise ValueError(f"net: expected net(x, sigma) to return a tensor on {x.device}, got one on {denoised.device}")
+    return denoised
+
+
+def _check_noise(eps, x: torch.Tensor) -> torch.Tensor:
+    """randn_like's output must be one value per element of x: broadcasting would give every sample the same noise."""
+    if not isinstance(eps, torch.Tensor) or eps.shape != x.shape:
+        got = tuple(eps.shape) if isinstance(eps, torch.Tensor) else type(eps).__name__
+        raise ValueError(f"randn_like: expected randn_like(x) to return the shape of x {tuple(x.shape)}, got {got}")
+    return eps
 
 
 def _report_nonfinite(finite: torch.Tensor, plan: StepPlan, mode: str) -> None:

@@ -130,16 +130,16 @@ def test_network_evaluations_and_randn_like_calls():
 
 def test_own_generator_draws_only_on_churn_steps(monkeypatch):
     """With seeds, noise is drawn only where gamma_i > 0, at offset 2^32 + i of each sample's stream."""
-    import fastdiff.sampler as sampler_module
+    import fastdiff.ops
 
     offsets = []
-    real_normal = sampler_module.normal_from_seeds
+    real_churn = fastdiff.ops.churn
 
-    def recording_normal(seeds, shape, offset_lo, offset_hi, dtype):
-        offsets.append(int(offset_hi) << 32 | int(offset_lo))
-        return real_normal(seeds, shape, offset_lo, offset_hi, dtype)
+    def recording_churn(x, seeds, offset, noise_std, **kwargs):
+        offsets.append(int(offset))
+        return real_churn(x, seeds, offset, noise_std, **kwargs)
 
-    monkeypatch.setattr(sampler_module, "normal_from_seeds", recording_normal)
+    monkeypatch.setattr(fastdiff.ops, "churn", recording_churn)
     settings = dict(num_steps=10, S_churn=20.0, S_min=0.5, S_max=20.0)
     plan = fastdiff.plan_steps(**settings)
     fastdiff.sample(mixture_net(), LATENTS, seeds=[1, 2, 3, 4, 5], **settings)

@@ -1,8 +1,12 @@
 """The reference path: one pure-PyTorch function per fused op, the specification every kernel is tested against.
 
-Each op here has twins of the same stem name in `kernels/` (Triton) and `csrc/` (C++/CUDA) once those
-backends implement it.
+Each op here has twins of the same stem name in `kernels/` (Triton) and, as they land, `csrc/` (C++/CUDA).
+The generator's reference (op `randn`) is fastdiff/rng.py.
 """
+from ..rng import randn
+from .churn import churn
+from .euler_step import euler_step
+from .heun_step import heun_step
 from .skip_mix import skip_mix
 
-__all__ = ["skip_mix"]
+__all__ = ["churn", "euler_step", "heun_step", "randn", "skip_mix"]

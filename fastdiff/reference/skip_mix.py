@@ -1,11 +1,13 @@
-"""Reference op `skip_mix`: the preconditioning-plus-skip mix D = c_skip * x + c_out * F."""
+"""Reference op `skip_mix`: the preconditioning-plus-skip mix D = c_skip(sigma) * x + c_out(sigma) * F."""
 from __future__ import annotations
 
 import torch
 
+PRECONDS = ("edm", "vp", "ve", "iddpm")
+
 
 def compute_dtype(*tensors: torch.Tensor) -> torch.dtype:
-    """float32 for fp16/bf16/fp32 inputs, float64 if any input is float64: the mix never runs below fp32."""
+    """float32 for fp16/bf16/fp32 inputs, float64 if any input is float64: the math never runs below fp32."""
     dtype = torch.float32
     for t in tensors:
         dtype = torch.promote_types(dtype, t.dtype)
@@ -13,13 +15,28 @@ def compute_dtype(*tensors: torch.Tensor) -> torch.dtype:
 
 
 def per_sample(c: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    """View a per-sample coefficient of shape [B] so that it broadcasts over `like` of shape [B, ...]."""
+    """View a per-sample value of shape [B] (or a single value) so that it broadcasts over `like` of shape [B, ...]."""
     return c.reshape(-1, *([1] * (like.ndim - 1)))
 
 
-def skip_mix(x: torch.Tensor, F: torch.Tensor, c_skip: torch.Tensor, c_out: torch.Tensor) -> torch.Tensor:
-    """D = c_skip * x + c_out * F with per-sample c_skip, c_out of shape [B]; math and result in fp32 (fp64 if any input is)."""
-    dtype = compute_dtype(x, F, c_skip, c_out)
-    c_skip = per_sample(c_skip.to(dtype), x)
-    c_out = per_sample(c_out.to(dtype), x)
-    return c_skip * x.to(dtype) + c_out * F.to(dtype)
+def skip_coefficients(precond: str, sigma: torch.Tensor, sigma_data: float = 0.5):
+    """(c_skip, c_out) of EDM Table 1: EDM sd^2/(s^2+sd^2), s sd/sqrt(s^2+sd^2); VP and iDDPM 1, -s; VE 1, s."""
+    if precond == "edm":
+        c_skip = sigma_data**2 / (sigma**2 + sigma_data**2)
+        c_out = sigma * sigma_data / (sigma**2 + sigma_data**2).sqrt()
+    elif precond in ("vp", "iddpm"):
+        c_skip = torch.ones_like(sigma)
+        c_out = -sigma
+    elif precond == "ve":
+        c_skip = torch.ones_like(sigma)
+        c_out = sigma
+    else:
+        raise ValueError(f"precond: expected one of {', '.join(map(repr, PRECONDS))}, got {precond!r}")
+    return c_skip, c_out
+
+
+def skip_mix(x: torch.Tensor, F: torch.Tensor, sigma: torch.Tensor, precond: str = "edm", sigma_data: float = 0.5) -> torch.Tensor:
+    """D = c_skip(sigma) x + c_out(sigma) F with sigma of one value or one per sample; result fp32 (fp64 if x or F is)."""
+    dtype = compute_dtype(x, F)
+    c_skip, c_out = skip_coefficients(precond, sigma.to(dtype), sigma_data)
+    return per_sample(c_skip, x) * x.to(dtype) + per_sample(c_out, x) * F.to(dtype)

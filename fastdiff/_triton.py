@@ -1,0 +1,101 @@
+"""The Triton backend: fastdiff's Triton kernels registered as torch.library ops (namespace fastdiff_triton).
+
+Importing this module imports triton; fastdiff imports it only when the Triton backend is first checked.
+Each op is a `triton_op` (so torch.compile can see and optimize the kernels) with an explicit fake
+implementation (shapes and dtypes only). `skip_mix` also has autograd; the sampler ops do not need it.
+"""
+from __future__ import annotations
+
+import torch
+from torch.library import triton_op, wrap_triton
+
+from .kernels.euler_step import launch_euler_step
+from .kernels.heun_step import launch_heun_step
+from .kernels.randn import launch_noise
+from .kernels.skip_mix import PRECOND_KINDS, launch_skip_mix
+from .reference.skip_mix import per_sample, skip_coefficients
+
+KIND_NAMES = {code: name for name, code in PRECOND_KINDS.items()}
+
+
+@triton_op("fastdiff_triton::randn", mutates_args=())
+def randn(seeds: torch.Tensor, offset: torch.Tensor, shape: list[int], dtype: torch.dtype) -> torch.Tensor:
+    out = torch.empty(shape, dtype=dtype, device=seeds.device)
+    return launch_noise(None, out, seeds, offset, None, wrap=wrap_triton)
+
+
+@randn.register_fake
+def _(seeds, offset, shape, dtype):
+    return torch.empty(shape, dtype=dtype, device=seeds.device)
+
+
+@triton_op("fastdiff_triton::churn", mutates_args=())
+def churn(x: torch.Tensor, seeds: torch.Tensor, offset: torch.Tensor, noise_std: torch.Tensor) -> torch.Tensor:
+    out = torch.empty_like(x, memory_format=torch.contiguous_format)
+    return launch_noise(x, out, seeds, offset, noise_std, wrap=wrap_triton)
+
+
+@churn.register_fake
+def _(x, seeds, offset, noise_std):
+    return torch.empty_like(x, memory_format=torch.contiguous_format)
+
+
+@triton_op("fastdiff_triton::euler_step", mutates_args=())
+def euler_step(x_hat: torch.Tensor, denoised: torch.Tensor, t_hat: torch.Tensor, t_next: torch.Tensor) -> torch.Tensor:
+    out = torch.empty_like(x_hat, memory_format=torch.contiguous_format)
+    return launch_euler_step(x_hat, denoised, t_hat, t_next, out, wrap=wrap_triton)
+
+
+@euler_step.register_fake
+def _(x_hat, denoised, t_hat, t_next):
+    return torch.empty_like(x_hat, memory_format=torch.contiguous_format)
+
+
+@triton_op("fastdiff_triton::heun_step", mutates_args=())
+def heun_step(x_hat: torch.Tensor, denoised: torch.Tensor, denoised_next: torch.Tensor, t_hat: torch.Tensor,
+              t_next: torch.Tensor) -> torch.Tensor:
+    out = torch.empty_like(x_hat, memory_format=torch.contiguous_format)
+    return launch_heun_step(x_hat, denoised, denoised_next, t_hat, t_next, out, wrap=wrap_triton)
+
+
+@heun_step.register_fake
+def _(x_hat, denoised, denoised_next, t_hat, t_next):
+    return torch.empty_like(x_hat, memory_format=torch.contiguous_format)
+
+
+@triton_op("fastdiff_triton::skip_mix", mutates_args=())
+def skip_mix(x: torch.Tensor, F: torch.Tensor, sigma: torch.Tensor, kind: int, sigma_data: float) -> torch.Tensor:
+    out = torch.empty(x.shape, dtype=torch.float32, device=x.device)
+    return launch_skip_mix(x, F, sigma, kind, sigma_data, out, wrap=wrap_triton)
+
+
+@skip_mix.register_fake
+def _(x, F, sigma, kind, sigma_data):
+    return torch.empty(x.shape, dtype=torch.float32, device=x.device)
+
+
+def _skip_mix_setup_context(ctx, inputs, output):
+    x, F, sigma, kind, sigma_data = inputs
+    ctx.save_for_backward(x, F, sigma)
+    ctx.kind, ctx.sigma_data = kind, sigma_data
+
+
+def _skip_mix_backward(ctx, grad):
+    """dD/dx = c_skip, dD/dF = c_out (elementwise); dD/dsigma through the coefficient formulas, per sample."""
+    x, F, sigma = ctx.saved_tensors
+    with torch.enable_grad():
+        sigma_var = sigma.detach().to(torch.float32).requires_grad_(ctx.needs_input_grad[2])
+        c_skip, c_out = skip_coefficients(KIND_NAMES[ctx.kind], sigma_var, ctx.sigma_data)
+    grad_x = (per_sample(c_skip.detach(), x) * grad).to(x.dtype) if ctx.needs_input_grad[0] else None
+    grad_F = (per_sample(c_out.detach(), x) * grad).to(F.dtype) if ctx.needs_input_grad[1] else None
+    grad_sigma = None
+    if ctx.needs_input_grad[2]:
+        dims = tuple(range(1, x.ndim)) if sigma.numel() > 1 else tuple(range(x.ndim))
+        g_skip = (grad * x.to(torch.float32)).sum(dims)
+        g_out = (grad * F.to(torch.float32)).sum(dims)
+        (grad_sigma,) = torch.autograd.grad((c_skip * g_skip).sum() + (c_out * g_out).sum(), sigma_var)
+        grad_sigma = grad_sigma.reshape(sigma.shape).to(sigma.dtype)
+    return grad_x, grad_F, grad_sigma, None, None
+
+
+skip_mix.register_autograd(_skip_mix_backward, setup_context=_skip_mix_setup_context)

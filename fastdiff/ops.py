@@ -1,0 +1,161 @@
+"""fastdiff.ops: the fused elementwise ops of diffusion sampling, one dispatch point for every backend.
+
+Every op takes `backend="auto" | "reference" | "triton" | "cpu" | "cuda"` (see fastdiff/backends.py), checks
+its inputs once here, and runs the same formula on whichever backend it dispatches to:
+
+    randn(seeds, shape, offset)                    eps: fastdiff's normal stream of each sample's seed
+    churn(x, seeds, offset, noise_std)             x + noise_std * eps
+    euler_step(x_hat, denoised, t_hat, t_next)     x_hat + (t_next - t_hat) (x_hat - denoised) / t_hat
+    heun_step(x_hat, denoised, denoised_next, t_hat, t_next)
+                                                   x_hat + (t_next - t_hat) (d_cur + d_prime) / 2
+    skip_mix(x, F, sigma, precond, sigma_data)     c_skip(sigma) x + c_out(sigma) F
+
+Per-step values (offset, noise_std, t_hat, t_next, sigma) may be Python numbers or tensors of one value or one
+per sample ([B]); a sampling loop passes device tensors, so no per-step value is ever baked into a kernel
+launch. The fused kernels compute in float32 and return the state's dtype (float32 for skip_mix); the
+reference also runs float64.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+
+from . import reference
+from .backends import resolve
+from .reference.skip_mix import PRECONDS
+from .rng import MASK32, MAX_OFFSET, normal_from_seeds, seeds_tensor
+
+_PRECOND_KINDS = {"edm": 0, "vp": 1, "iddpm": 1, "ve": 2}  # the Triton kernel's KIND codes
+
+
+def randn(seeds, shape, *, offset=0, dtype: torch.dtype = torch.float32, device=None, backend: str = "auto") -> torch.Tensor:
+    """Standard normals of `shape` ([B, ...]) whose sample b comes from the stream of seeds[b] at `offset`."""
+    shape = tuple(int(s) for s in shape)
+    if len(shape) < 1 or any(s < 0 for s in shape):
+        raise ValueError(f"shape: expected (batch, ...) with non-negative sizes, got {shape}")
+    if not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
+        raise TypeError(f"dtype: expected a floating torch.dtype, got {dtype}")
+    if device is None and isinstance(seeds, torch.Tensor):
+        device = seeds.device
+    seeds = seeds_tensor(seeds, batch_size=shape[0], device=device)
+    offset = _offset_tensor(offset, seeds.device)
+    name = resolve(backend, torch.empty(0, dtype=dtype), (seeds, offset))
+    if name == "reference":
+        return normal_from_seeds(seeds, shape, offset & MASK32, (offset >> 32) & MASK32, dtype)
+    return _impl(name).randn(seeds, offset, list(shape), dtype)
+
+
+def churn(x: torch.Tensor, seeds, offset, noise_std, *, backend: str = "auto") -> torch.Tensor:
+    """x + noise_std * eps with eps = randn(seeds, x.shape, offset=offset): stochastic churn's noise injection."""
+    _check_floating("x", x)
+    seeds = seeds_tensor(seeds, batch_size=x.shape[0], device=x.device)
+    offset = _offset_tensor(offset, x.device)
+    noise_std = _per_sample_value("noise_std", noise_std, x)
+    name = resolve(backend, x, (x, seeds, offset, noise_std))
+    x = x.contiguous()
+    if name == "reference":
+        return reference.churn(x, seeds, offset, noise_std)
+    return _impl(name).churn(x, seeds, offset, noise_std)
+
+
+def euler_step(x_hat: torch.Tensor, denoised: torch.Tensor, t_hat, t_next, *, backend: str = "auto") -> torch.Tensor:
+    """x_hat + (t_next - t_hat) d_cur with d_cur = (x_hat - denoised) / t_hat; the result has x_hat's dtype."""
+    _check_floating("x_hat", x_hat)
+    _check_like("denoised", denoised, x_hat)
+    t_hat, t_next = _per_sample_value("t_hat", t_hat, x_hat), _per_sample_value("t_next", t_next, x_hat)
+    name = resolve(backend, x_hat, (x_hat, denoised, t_hat, t_next))
+    if name == "reference":
+        return reference.euler_step(x_hat, denoised, t_hat, t_next)
+    return _impl(name).euler_step(x_hat.contiguous(), denoised.contiguous(), t_hat, t_next)
+
+
+def heun_step(x_hat: torch.Tensor, denoised: torch.Tensor, denoised_next: torch.Tensor, t_hat, t_next, *,
+              backend: str = "auto") -> torch.Tensor:
+    """Heun's step x_hat + (t_next - t_hat) (d_cur + d_prime) / 2, given denoised = D(x_hat; t_hat) and
+    denoised_next = D(x_next; t_next) for the Euler point x_next (which is recomputed, not passed)."""
+    _check_floating("x_hat", x_hat)
+    _check_like("denoised", denoised, x_hat)
+    _check_like("denoised_next", denoised_next, x_hat)
+    t_hat, t_next = _per_sample_value("t_hat", t_hat, x_hat), _per_sample_value("t_next", t_next, x_hat)
+    name = resolve(backend, x_hat, (x_hat, denoised, denoised_next, t_hat, t_next))
+    if name == "reference":
+        return reference.heun_step(x_hat, denoised, denoised_next, t_hat, t_next)
+    return _impl(name).heun_step(x_hat.contiguous(), denoised.contiguous(), denoised_next.contiguous(), t_hat, t_next)
+
+
+def skip_mix(x: torch.Tensor, F: torch.Tensor, sigma, *, precond: str = "edm", sigma_data: float = 0.5,
+             backend: str = "auto") -> torch.Tensor:
+    """D = c_skip(sigma) x + c_out(sigma) F with EDM Table 1's coefficients for `precond` ("edm", "vp", "ve", "iddpm").
+
+    The result is float32 (float64 on the reference path when x or F is float64). Differentiable in x, F and sigma.
+    """
+    _check_floating("x", x)
+    _check_like("F", F, x)
+    if precond not in PRECONDS:
+        raise ValueError(f"precond: expected one of {', '.join(map(repr, PRECONDS))}, got {precond!r}")
+    if isinstance(sigma_data, bool) or not isinstance(sigma_data, (int, float)) or not sigma_data > 0 or math.isinf(sigma_data):
+        raise ValueError(f"sigma_data: expected a finite number > 0, got {sigma_data!r}")
+    sigma = _per_sample_value("sigma", sigma, x)
+    state = x if F.dtype != torch.float64 else F  # a float64 F keeps the computation on the reference path
+    name = resolve(backend, state, (x, F, sigma))
+    if name == "reference":
+        return reference.skip_mix(x, F, sigma, precond, float(sigma_data))
+    return _impl(name).skip_mix(x.contiguous(), F.contiguous(), sigma, _PRECOND_KINDS[precond], float(sigma_data))
+
+
+def _impl(name: str):
+    """The module whose functions run backend `name` (resolve() has already checked it can)."""
+    if name == "triton":
+        from . import _triton
+
+        return _triton
+    raise AssertionError(f"backend {name!r} has no implementation")  # resolve() never returns one
+
+
+def _check_floating(name: str, t) -> None:
+    if not isinstance(t, torch.Tensor) or not t.is_floating_point() or t.ndim < 1:
+        got = f"{t.dtype} tensor of shape {tuple(t.shape)}" if isinstance(t, torch.Tensor) else type(t).__name__
+        raise TypeError(f"{name}: expected a floating-point tensor of shape [B, ...], got {got}")
+
+
+def _check_like(name: str, t, like: torch.Tensor) -> None:
+    """t must be a floating tensor of like's shape on like's device."""
+    _check_floating(name, t)
+    if t.shape != like.shape:
+        raise ValueError(f"{name}: expected the shape {tuple(like.shape)}, got {tuple(t.shape)}")
+    if t.device != like.device:
+        raise ValueError(f"{name}: expected a tensor on {like.device}, got one on {t.device}")
+
+
+def _per_sample_value(name: str, value, like: torch.Tensor) -> torch.Tensor:
+    """A value for all samples or one per sample, as a floating tensor of shape [] or [B] on like's device.
+
+    Tensors may have shape [], [1], [B] or [B, 1, ..., 1]; Python numbers become float64 for float64 inputs
+    (the reference path's precision), float32 otherwise.
+    """
+    batch = like.shape[0]
+    if isinstance(value, torch.Tensor):
+        if not value.is_floating_point():
+            raise TypeError(f"{name}: expected a floating-point value, got a tensor of dtype {value.dtype}")
+        per_sample = value.ndim >= 1 and value.shape[0] == batch and value.numel() == batch
+        if value.numel() != 1 and not per_sample:
+            raise ValueError(f"{name}: expected one value or one per sample (shape [{batch}]), got shape {tuple(value.shape)}")
+        if value.device != like.device:
+            raise ValueError(f"{name}: expected a tensor on {like.device}, got one on {value.device}")
+        return value.reshape(batch) if value.numel() > 1 else value.reshape(())
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name}: expected a real number or a tensor, got {type(value).__name__}")
+    dtype = torch.float64 if like.dtype == torch.float64 else torch.float32
+    return torch.tensor(float(value), dtype=dtype, device=like.device)
+
+
+def _offset_tensor(offset, device) -> torch.Tensor:
+    """A stream offset as an int64 tensor of one value: an int in [0, 2^64) or such a tensor (kept on the device)."""
+    if isinstance(offset, torch.Tensor):
+        if offset.dtype != torch.int64 or offset.numel() != 1:
+            raise ValueError(f"offset: expected an int64 tensor of one value, got {offset.dtype} of shape {tuple(offset.shape)}")
+        return offset.reshape(()).to(device)
+    if isinstance(offset, bool) or not isinstance(offset, int) or not 0 <= offset <= MAX_OFFSET:
+        raise ValueError(f"offset: expected an int in [0, 2^64), got {offset!r}")
+    return torch.tensor(offset - 2**64 if offset >= 2**63 else offset, dtype=torch.int64, device=device)

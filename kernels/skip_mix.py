@@ -1,0 +1,41 @@
+"""Triton kernel for op `skip_mix` (reference twin: fastdiff/reference/skip_mix.py)."""
+import triton
+import triton.language as tl
+
+from ._utils import BLOCK, NUM_WARPS, grid_1d, load_per_sample
+
+PRECOND_KINDS = {"edm": 0, "vp": 1, "ve": 2}  # iDDPM shares VP's c_skip and c_out
+
+
+@triton.jit
+def _skip_mix_kernel(x_ptr, F_ptr, sigma_ptr, out_ptr, numel, numel_per_sample, sigma_data,
+                     KIND: tl.constexpr, PER_SAMPLE: tl.constexpr, BLOCK: tl.constexpr):
+    """out = c_skip(sigma) x + c_out(sigma) F in float32, the coefficients of EDM Table 1 for KIND:
+    0 EDM: c_skip = sd^2 / (s^2 + sd^2), c_out = s sd / sqrt(s^2 + sd^2); 1 VP/iDDPM: 1, -s; 2 VE: 1, s.
+    """
+    idx = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
+    mask = idx < numel
+    sample = idx // numel_per_sample if PER_SAMPLE else 0
+    sigma = load_per_sample(sigma_ptr, sample, PER_SAMPLE)
+    if KIND == 0:
+        c_skip = sigma_data * sigma_data / (sigma * sigma + sigma_data * sigma_data)
+        c_out = sigma * sigma_data / tl.sqrt_rn(sigma * sigma + sigma_data * sigma_data)
+    elif KIND == 1:
+        c_skip = 1.0
+        c_out = -sigma
+    else:
+        c_skip = 1.0
+        c_out = sigma
+    x = tl.load(x_ptr + idx, mask=mask).to(tl.float32)
+    F = tl.load(F_ptr + idx, mask=mask).to(tl.float32)
+    tl.store(out_ptr + idx, (c_skip * x + c_out * F).to(out_ptr.dtype.element_ty), mask=mask)
+
+
+def launch_skip_mix(x, F, sigma, kind: int, sigma_data: float, out, wrap=lambda kernel: kernel):
+    """Write the skip mix into `out`; x, F contiguous of one shape, sigma of one value or one per sample."""
+    numel = out.numel()
+    if numel:
+        wrap(_skip_mix_kernel)[grid_1d(numel)](
+            x, F, sigma, out, numel, numel // out.shape[0], sigma_data,
+            KIND=kind, PER_SAMPLE=sigma.numel() > 1, BLOCK=BLOCK, num_warps=NUM_WARPS)
+    return out
