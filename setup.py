@@ -30,7 +30,7 @@ setup(
     package_dir={"fastdiff.kernels": "kernels"},  # the Triton kernels keep their top-level folder
     install_requires=["torch>=2.4", "numpy"],
     extras_require={
-        "test": ["pytest>=7"],
+        "test": ["pytest>=7", "triton>=3.2"],  # the Triton kernels are tested in its interpreter on CPU
         "triton": ["triton>=3.0"],
     },
     entry_points={"console_scripts": ["fastdiff=fastdiff.cli:main"]},

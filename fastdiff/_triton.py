@@ -83,18 +83,18 @@ def _skip_mix_setup_context(ctx, inputs, output):
 def _skip_mix_backward(ctx, grad):
     """dD/dx = c_skip, dD/dF = c_out (elementwise); dD/dsigma through the coefficient formulas, per sample."""
     x, F, sigma = ctx.saved_tensors
-    with torch.enable_grad():
+    with torch.enable_grad():  # backward runs with grad mode off; sigma's gradient goes through the formulas
         sigma_var = sigma.detach().to(torch.float32).requires_grad_(ctx.needs_input_grad[2])
         c_skip, c_out = skip_coefficients(KIND_NAMES[ctx.kind], sigma_var, ctx.sigma_data)
+        grad_sigma = None
+        if ctx.needs_input_grad[2]:
+            dims = tuple(range(1, x.ndim)) if sigma.numel() > 1 else tuple(range(x.ndim))
+            g_skip = (grad * x.to(torch.float32)).sum(dims)
+            g_out = (grad * F.to(torch.float32)).sum(dims)
+            (grad_sigma,) = torch.autograd.grad((c_skip * g_skip).sum() + (c_out * g_out).sum(), sigma_var)
+            grad_sigma = grad_sigma.reshape(sigma.shape).to(sigma.dtype)
     grad_x = (per_sample(c_skip.detach(), x) * grad).to(x.dtype) if ctx.needs_input_grad[0] else None
     grad_F = (per_sample(c_out.detach(), x) * grad).to(F.dtype) if ctx.needs_input_grad[1] else None
-    grad_sigma = None
-    if ctx.needs_input_grad[2]:
-        dims = tuple(range(1, x.ndim)) if sigma.numel() > 1 else tuple(range(x.ndim))
-        g_skip = (grad * x.to(torch.float32)).sum(dims)
-        g_out = (grad * F.to(torch.float32)).sum(dims)
-        (grad_sigma,) = torch.autograd.grad((c_skip * g_skip).sum() + (c_out * g_out).sum(), sigma_var)
-        grad_sigma = grad_sigma.reshape(sigma.shape).to(sigma.dtype)
     return grad_x, grad_F, grad_sigma, None, None
 
 

@@ -38,10 +38,17 @@ def triton_interpreted() -> bool:
     return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
 
 
-@functools.lru_cache(maxsize=None)
+_INSTALL_REASONS: dict[str, tuple[str, ...]] = {}  # a plain dict (not lru_cache) so torch.compile traces lookups
+
+
 def install_reasons(name: str) -> tuple[str, ...]:
-    """Why `name` cannot run at all in this installation (empty when it can run on some inputs)."""
-    check_name(name)
+    """Why `name` cannot run at all in this installation (empty when it can run on some inputs); found once."""
+    if name not in _INSTALL_REASONS:
+        _INSTALL_REASONS[name] = _find_install_reasons(check_name(name))
+    return _INSTALL_REASONS[name]
+
+
+def _find_install_reasons(name: str) -> tuple[str, ...]:
     if name == "reference":
         return ()
     if name == "triton":

@@ -63,3 +63,18 @@ def assert_equal(actual: torch.Tensor, expected: torch.Tensor, name: str = "resu
     first = tuple(int(i) for i in differ.nonzero()[0])
     raise AssertionError(f"{name}: {int(differ.sum())} of {actual.numel()} elements differ; first at index {first}: "
                          f"actual {actual[first].item()!r}, expected {expected[first].item()!r}")
+
+
+def assert_error_bounded(actual: torch.Tensor, eager: torch.Tensor, exact: torch.Tensor, *, factor: float = 2.0,
+                         name: str = "result") -> None:
+    """flash-attention's rule: actual's max error against `exact` (a float64 computation) is at most `factor` times
+    the max error of `eager` (the same computation in eager PyTorch in actual's dtype), plus one rounding step
+    (rtol of actual's dtype times max |exact|) so that an exact eager result still leaves room for rounding.
+    """
+    exact64 = exact.detach().to(device="cpu", dtype=torch.float64)
+    err_actual = (actual.detach().to(device="cpu", dtype=torch.float64) - exact64).abs().max().item()
+    err_eager = (eager.detach().to(device="cpu", dtype=torch.float64) - exact64).abs().max().item()
+    slack = tolerance(actual.dtype)[0] * exact64.abs().max().item()
+    if not err_actual <= factor * err_eager + slack:
+        raise AssertionError(f"{name}: max error {err_actual:.3g} against float64 exceeds {factor:g} x eager's {err_eager:.3g} "
+                             f"+ rounding slack {slack:.3g}")

@@ -4,6 +4,9 @@ import triton.language as tl
 
 BLOCK = 1024  # elements per program: 8 fp32 per thread at 4 warps, two 128-bit accesses per tensor
 NUM_WARPS = 4
+# Launch options pinned rather than left to Triton's defaults, which change between releases (3.10 turns
+# fp fusion off by default): fused multiply-adds are kept, as the kernels' tolerances assume.
+LAUNCH_OPTIONS = dict(num_warps=NUM_WARPS, enable_fp_fusion=True)
 
 
 @triton.jit

@@ -2,12 +2,13 @@
 import triton
 import triton.language as tl
 
-from ._utils import BLOCK, NUM_WARPS, grid_1d, load_per_sample
+from ._utils import BLOCK, LAUNCH_OPTIONS, grid_1d, load_per_sample
 
 
 @triton.jit
 def _heun_step_kernel(x_hat_ptr, denoised_ptr, denoised_next_ptr, t_hat_ptr, t_next_ptr, out_ptr, numel, numel_per_sample,
-                      PER_SAMPLE: tl.constexpr, BLOCK: tl.constexpr):
+                      T_HAT_PER_SAMPLE: tl.constexpr, T_NEXT_PER_SAMPLE: tl.constexpr,
+                      BLOCK: tl.constexpr):
     """out = x_hat + (t_next - t_hat) * (d_cur + d_prime) / 2, float32 math.
 
     d_cur = (x_hat - denoised) / t_hat; x_next = x_hat + (t_next - t_hat) d_cur is recomputed rather than
@@ -15,9 +16,9 @@ def _heun_step_kernel(x_hat_ptr, denoised_ptr, denoised_next_ptr, t_hat_ptr, t_n
     """
     idx = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
     mask = idx < numel
-    sample = idx // numel_per_sample if PER_SAMPLE else 0
-    t_hat = load_per_sample(t_hat_ptr, sample, PER_SAMPLE)
-    t_next = load_per_sample(t_next_ptr, sample, PER_SAMPLE)
+    sample = idx // numel_per_sample if T_HAT_PER_SAMPLE or T_NEXT_PER_SAMPLE else 0
+    t_hat = load_per_sample(t_hat_ptr, sample, T_HAT_PER_SAMPLE)
+    t_next = load_per_sample(t_next_ptr, sample, T_NEXT_PER_SAMPLE)
     x_hat = tl.load(x_hat_ptr + idx, mask=mask).to(tl.float32)
     denoised = tl.load(denoised_ptr + idx, mask=mask).to(tl.float32)
     denoised_next = tl.load(denoised_next_ptr + idx, mask=mask).to(tl.float32)
@@ -35,5 +36,5 @@ def launch_heun_step(x_hat, denoised, denoised_next, t_hat, t_next, out, wrap=la
     if numel:
         wrap(_heun_step_kernel)[grid_1d(numel)](
             x_hat, denoised, denoised_next, t_hat, t_next, out, numel, numel // out.shape[0],
-            PER_SAMPLE=t_hat.numel() > 1, BLOCK=BLOCK, num_warps=NUM_WARPS)
+            T_HAT_PER_SAMPLE=t_hat.numel() > 1, T_NEXT_PER_SAMPLE=t_next.numel() > 1, BLOCK=BLOCK, **LAUNCH_OPTIONS)
     return out

@@ -7,7 +7,7 @@ import triton
 import triton.language as tl
 
 from ._philox import box_muller, stream_words
-from ._utils import BLOCK, NUM_WARPS, grid_1d, load_per_sample
+from ._utils import BLOCK, LAUNCH_OPTIONS, grid_1d, load_per_sample
 
 
 @triton.jit
@@ -70,7 +70,7 @@ def launch_noise(x, out, seeds, offset, std, wrap=lambda kernel: kernel):
     wrap(_noise_kernel)[grid_1d(numel)](
         x if x is not None else out, out, seeds, offset, std if std is not None else offset, numel, numel_per_sample,
         HAS_X=x is not None, STD_PER_SAMPLE=std is not None and std.numel() > 1,
-        GROUPED=numel_per_sample % 4 == 0, BLOCK=BLOCK, num_warps=NUM_WARPS)
+        GROUPED=numel_per_sample % 4 == 0, BLOCK=BLOCK, **LAUNCH_OPTIONS)
     return out
 
 
@@ -78,5 +78,5 @@ def philox_words(seeds: torch.Tensor, numel_per_sample: int, offset: torch.Tenso
     """The raw stream words [B, numel_per_sample] (uint32 values in int64), for bit-exact tests against the reference."""
     out = torch.empty(seeds.numel(), numel_per_sample, dtype=torch.int64, device=seeds.device)
     if out.numel():
-        _words_kernel[grid_1d(out.numel())](out, seeds, offset, out.numel(), numel_per_sample, BLOCK=BLOCK, num_warps=NUM_WARPS)
+        _words_kernel[grid_1d(out.numel())](out, seeds, offset, out.numel(), numel_per_sample, BLOCK=BLOCK, **LAUNCH_OPTIONS)
     return out

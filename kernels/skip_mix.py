@@ -2,7 +2,7 @@
 import triton
 import triton.language as tl
 
-from ._utils import BLOCK, NUM_WARPS, grid_1d, load_per_sample
+from ._utils import BLOCK, LAUNCH_OPTIONS, grid_1d, load_per_sample
 
 PRECOND_KINDS = {"edm": 0, "vp": 1, "ve": 2}  # iDDPM shares VP's c_skip and c_out
 
@@ -37,5 +37,5 @@ def launch_skip_mix(x, F, sigma, kind: int, sigma_data: float, out, wrap=lambda 
     if numel:
         wrap(_skip_mix_kernel)[grid_1d(numel)](
             x, F, sigma, out, numel, numel // out.shape[0], sigma_data,
-            KIND=kind, PER_SAMPLE=sigma.numel() > 1, BLOCK=BLOCK, num_warps=NUM_WARPS)
+            KIND=kind, PER_SAMPLE=sigma.numel() > 1, BLOCK=BLOCK, **LAUNCH_OPTIONS)
     return out

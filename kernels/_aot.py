@@ -1,0 +1,266 @@
+"""Ahead-of-time compilation report for every Triton kernel: 128-bit global accesses, local memory, spills, registers.
+
+No GPU is needed. Each kernel variant is compiled with `triton.compile` for a `GPUTarget` (sm_80 and sm_90) with the
+launcher's constexprs, BLOCK and options (kernels/_utils.py), and the specialization a real launch with 16-byte-aligned inputs gets;
+its PTX is scanned for global loads and stores by access width and for `.local` memory, and run through the ptxas
+Triton itself uses, with `-v`, for registers and spills.
+
+    python -m fastdiff.kernels._aot            # the report as JSON (a list of one dict per variant and arch)
+    python -m fastdiff.kernels._aot --table    # the same as a readable table
+
+TRITON_INTERPRET must be unset or 0: under the interpreter `@triton.jit` returns functions that cannot be compiled.
+A variant that fails to compile is reported with its `error` (the root cause, one line) and `error_detail`, and the
+command then exits with status 1 after printing the whole report.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+from collections import Counter
+from dataclasses import dataclass, field
+
+import triton
+from triton.backends.compiler import GPUTarget
+
+from . import euler_step, heun_step, randn, skip_mix
+from ._utils import BLOCK, LAUNCH_OPTIONS
+
+ARCHS = (80, 90)
+SIZES = ("numel", "numel_per_sample")  # the integer sizes a real launch specializes when divisible by 16
+SCALAR_TYPES = {"sigma_data": "fp32"}  # non-pointer, non-size arguments (sizes are i32 below 2^31 elements)
+TYPE_BITS = {"fp32": 32, "bf16": 16, "fp16": 16, "i64": 64, "i32": 32}
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One specialization of a kernel: its constexprs (BLOCK added) and the pointer dtypes that differ from the kernel's.
+
+    `reads`/`writes` override the kernel's streamed tensors when this variant touches others (None: the kernel's);
+    `unaligned` lists sizes a real launch of this variant cannot have divisible by 16.
+    """
+    name: str
+    constexprs: dict
+    dtypes: dict = field(default_factory=dict)
+    reads: tuple | None = None
+    writes: tuple | None = None
+    unaligned: tuple = ()
+
+
+@dataclass(frozen=True)
+class Kernel:
+    """A kernel and its variants. Pointer arguments are *fp32 unless `dtypes` (or the variant) says otherwise;
+    `reads`/`writes` are the data tensors streamed once per element, the ones that should get 128-bit accesses."""
+    fn: object
+    reads: tuple
+    writes: tuple
+    variants: tuple
+    dtypes: dict = field(default_factory=dict)
+
+
+BF16_X = {"x_ptr": "bf16", "out_ptr": "bf16"}  # churn keeps x's dtype (fastdiff/_triton.py: out = empty_like(x))
+NO_STD = {"std_ptr": "i64"}  # randn passes the offset tensor as the unused std pointer
+SKIP = skip_mix.PRECOND_KINDS
+SCALAR_T = dict(T_HAT_PER_SAMPLE=False, T_NEXT_PER_SAMPLE=False)  # t_hat, t_next of one value
+PER_SAMPLE_T = dict(T_HAT_PER_SAMPLE=True, T_NEXT_PER_SAMPLE=True)  # a batch mixing noise levels
+
+# The one table: a new kernel is one entry. Per kernel: the main fp32 path, bf16 data inputs, one per-sample variant.
+KERNELS = (
+    Kernel(randn._noise_kernel, reads=("x_ptr",), writes=("out_ptr",), dtypes={"seeds_ptr": "i64", "offset_ptr": "i64"},
+           variants=(
+               Variant("churn grouped", dict(HAS_X=True, STD_PER_SAMPLE=False, GROUPED=True)),
+               Variant("churn grouped bf16", dict(HAS_X=True, STD_PER_SAMPLE=False, GROUPED=True), BF16_X),
+               Variant("churn grouped std[B]", dict(HAS_X=True, STD_PER_SAMPLE=True, GROUPED=True)),
+               # GROUPED=False is launched exactly when numel_per_sample % 4 != 0, so that size is never 16-divisible.
+               Variant("churn per-element", dict(HAS_X=True, STD_PER_SAMPLE=False, GROUPED=False),
+                       unaligned=("numel_per_sample",)),
+               Variant("churn per-element bf16", dict(HAS_X=True, STD_PER_SAMPLE=False, GROUPED=False), BF16_X,
+                       unaligned=("numel_per_sample",)),
+               Variant("churn per-element std[B]", dict(HAS_X=True, STD_PER_SAMPLE=True, GROUPED=False),
+                       unaligned=("numel_per_sample",)),
+               Variant("randn grouped", dict(HAS_X=False, STD_PER_SAMPLE=False, GROUPED=True), NO_STD, reads=()),
+               Variant("randn per-element", dict(HAS_X=False, STD_PER_SAMPLE=False, GROUPED=False), NO_STD, reads=(),
+                       unaligned=("numel_per_sample",)),
+           )),
+    Kernel(randn._words_kernel, reads=(), writes=("out_ptr",), dtypes={"out_ptr": "i64", "seeds_ptr": "i64", "offset_ptr": "i64"},
+           variants=(Variant("words", {}, unaligned=("numel_per_sample",)),)),  # any sample size (a test helper)
+    Kernel(euler_step._euler_step_kernel, reads=("x_hat_ptr", "denoised_ptr"), writes=("out_ptr",),
+           variants=(
+               Variant("fp32", SCALAR_T),
+               Variant("denoised bf16", SCALAR_T, {"denoised_ptr": "bf16"}),  # fp32 state, bf16 network output
+               Variant("bf16", SCALAR_T, {"x_hat_ptr": "bf16", "denoised_ptr": "bf16", "out_ptr": "bf16"}),
+               Variant("fp32 t[B]", PER_SAMPLE_T),
+           )),
+    Kernel(heun_step._heun_step_kernel, reads=("x_hat_ptr", "denoised_ptr", "denoised_next_ptr"), writes=("out_ptr",),
+           variants=(
+               Variant("fp32", SCALAR_T),
+               Variant("denoised bf16", SCALAR_T, {"denoised_ptr": "bf16", "denoised_next_ptr": "bf16"}),
+               Variant("bf16", SCALAR_T,
+                       {"x_hat_ptr": "bf16", "denoised_ptr": "bf16", "denoised_next_ptr": "bf16", "out_ptr": "bf16"}),
+               Variant("fp32 t[B]", PER_SAMPLE_T),
+           )),
+    Kernel(skip_mix._skip_mix_kernel, reads=("x_ptr", "F_ptr"), writes=("out_ptr",),  # out is always fp32
+           variants=tuple(
+               Variant(f"{kind} {dtype}", dict(KIND=code, PER_SAMPLE=False), {"x_ptr": dtype, "F_ptr": dtype})
+               for kind, code in SKIP.items() for dtype in ("fp32", "bf16")
+           ) + (Variant("edm fp32 sigma[B]", dict(KIND=SKIP["edm"], PER_SAMPLE=True)),)),
+)
+
+
+def ptx_access_widths(ptx: str) -> tuple[Counter, Counter]:
+    """Global loads and stores of the PTX counted by access width in bits (e.g. ld.global.v4.b32 -> 128)."""
+    loads, stores = Counter(), Counter()
+    for op, suffixes in re.findall(r"^\s*(?:@!?%\w+\s+)?(ld|st)\.global((?:\.[\w:]+)+)", ptx, flags=re.M):
+        parts = suffixes.split(".")
+        lanes = next((int(p[1:]) for p in parts if re.fullmatch(r"v\d", p)), 1)
+        bits = next(int(p[1:]) for p in reversed(parts) if re.fullmatch(r"[bfsu]\d+", p))
+        (loads if op == "ld" else stores)[lanes * bits] += 1
+    return loads, stores
+
+
+def ptx_local_bytes(ptx: str) -> int:
+    """Bytes of `.local` state the PTX declares (a local depot is per-thread memory in DRAM behind L1)."""
+    return sum(int(n) for n in re.findall(r"\.local\s+(?:\.align\s+\d+\s+)?\.\w+\s+\w+\[(\d+)\]", ptx))
+
+
+def parse_ptxas(log: str) -> dict:
+    """Registers, stack frame and spill bytes from `ptxas -v`; raises if the log lacks them (so nothing reads as 0)."""
+    frame = re.search(r"(\d+) bytes stack frame, (\d+) bytes spill stores, (\d+) bytes spill loads", log)
+    regs = re.search(r"Used (\d+) registers, used (\d+) barriers", log)
+    if not (frame and regs):
+        raise ValueError(f"ptxas -v output without register/spill lines:\n{log}")
+    return dict(registers=int(regs[1]), barriers=int(regs[2]), stack_frame=int(frame[1]),
+                spill_stores=int(frame[2]), spill_loads=int(frame[3]))
+
+
+def run_ptxas(ptx: str, arch: int) -> dict:
+    """`ptxas -v` on the PTX with the binary and flags Triton uses to build the cubin (ptxas-blackwell from sm_90)."""
+    from triton.backends.nvidia.compiler import get_ptxas, sm_arch_from_capability
+
+    ptxas = get_ptxas(arch).path
+    # Triton 3.9's make_cubin flags; --regAllocOptLevel=2 (its workaround for a ptxas 13 bug) changes allocation.
+    flags = ["-lineinfo", "-v", "--regAllocOptLevel=2", f"--gpu-name={sm_arch_from_capability(arch)}"]
+    with tempfile.TemporaryDirectory() as tmp:
+        src = os.path.join(tmp, "kernel.ptx")
+        with open(src, "w") as f:
+            f.write(ptx)
+        done = subprocess.run([ptxas, *flags, src, "-o", os.path.join(tmp, "kernel.cubin")],
+                              capture_output=True, text=True)
+    if done.returncode:
+        raise RuntimeError(f"{os.path.basename(ptxas)} failed ({done.returncode}):\n{done.stderr}")
+    return dict(parse_ptxas(done.stdout + done.stderr), ptxas=" ".join([os.path.basename(ptxas), *flags]))
+
+
+def signature(kernel: Kernel, variant: Variant) -> tuple[dict, dict, list]:
+    """Triton signature, constexprs and the 16-byte-divisible argument names of one variant."""
+    constexprs = dict(variant.constexprs, BLOCK=BLOCK)
+    dtypes = {**kernel.dtypes, **variant.dtypes}
+    streamed = set(variant_streams(kernel, variant, "reads")) | set(variant_streams(kernel, variant, "writes"))
+    sig, aligned = {}, []
+    for p in kernel.fn.params:
+        if p.is_constexpr:
+            sig[p.name] = "constexpr"
+        elif p.name.endswith("_ptr"):
+            sig[p.name] = "*" + dtypes.get(p.name, "fp32")
+            # Only the streamed tensors are taken 16-byte aligned: per-step scalars are often slices of a schedule tensor.
+            if p.name in streamed:
+                aligned.append(p.name)
+        elif p.name in SIZES:
+            sig[p.name] = "i32"
+            if p.name not in variant.unaligned:
+                aligned.append(p.name)
+        else:
+            sig[p.name] = SCALAR_TYPES[p.name]
+    missing = set(constexprs) ^ {n for n, t in sig.items() if t == "constexpr"}
+    if missing:
+        raise ValueError(f"{kernel.fn.__name__} [{variant.name}]: constexprs do not match the kernel: {sorted(missing)}")
+    return sig, constexprs, aligned
+
+
+def variant_streams(kernel: Kernel, variant: Variant, which: str) -> tuple:
+    own = getattr(variant, which)
+    return getattr(kernel, which) if own is None else own
+
+
+def compile_variant(kernel: Kernel, variant: Variant, arch: int) -> dict:
+    """Compile one variant for sm_<arch> and measure its PTX and ptxas statistics."""
+    row = dict(kernel=kernel.fn.__name__, variant=variant.name, arch=arch, constexprs=variant.constexprs,
+               options=LAUNCH_OPTIONS, error=None)
+    try:  # a kernel that does not compile is a finding of the report, not a crash of it
+        sig, constexprs, aligned = signature(kernel, variant)
+        per_thread = BLOCK // (LAUNCH_OPTIONS["num_warps"] * 32)  # elements of each streamed tensor one thread moves
+        reads = {n: sig[n][1:] for n in variant_streams(kernel, variant, "reads")}
+        writes = {n: sig[n][1:] for n in variant_streams(kernel, variant, "writes")}
+        row.update(signature={n: t for n, t in sig.items() if t != "constexpr"}, aligned=aligned,
+                   reads=reads, writes=writes, elements_per_thread=per_thread,
+                   # 128-bit accesses per thread if every streamed tensor moves 16 bytes at a time; also an upper bound
+                   full_width_loads=sum(per_thread * TYPE_BITS[t] // 128 for t in reads.values()),
+                   full_width_stores=sum(per_thread * TYPE_BITS[t] // 128 for t in writes.values()))
+        src = triton.compiler.ASTSource(fn=kernel.fn, signature=sig, constexprs=constexprs,
+                                        attrs={(list(sig).index(n),): [["tt.divisibility", 16]] for n in aligned})
+        compiled = triton.compile(src, target=GPUTarget("cuda", arch, 32), options=LAUNCH_OPTIONS)
+        ptx = compiled.asm["ptx"]
+        stats = run_ptxas(ptx, arch)
+    except Exception as e:
+        root = e
+        while root.__cause__ is not None:  # Triton's CompilationError points at the source; its cause names the problem
+            root = root.__cause__
+        lines = [line.strip() for line in str(root).splitlines() if line.strip()] or [""]
+        # A CompilationError's message is "at L:C:", the source, then the cause: keep the first and last lines
+        row.update(error=" ".join([f"{type(root).__name__}: {lines[0]}", *lines[1:][-1:]]),
+                   error_detail=f"{type(e).__name__}: {e}")
+        return row
+    loads, stores = ptx_access_widths(ptx)
+    row.update(ld_global_128=loads[128], st_global_128=stores[128],
+               ld_global_bits={str(b): n for b, n in sorted(loads.items())},
+               st_global_bits={str(b): n for b, n in sorted(stores.items())},
+               local_bytes=ptx_local_bytes(ptx), uses_local=".local" in ptx,
+               # libdevice sinf/cosf carry a Payne-Hanek reduction for huge arguments: this table and a local array
+               trig_reduction_table="__cudart_i2opi_f" in ptx,
+               shared_bytes=compiled.metadata.shared, **stats)
+    return row
+
+
+def compile_report(archs=ARCHS) -> list[dict]:
+    """One dict per kernel variant and architecture (see compile_variant); Triton's disk cache makes reruns fast."""
+    interpreted = [k.fn for k in KERNELS if not isinstance(k.fn, triton.runtime.jit.JITFunction)]
+    if interpreted:
+        raise RuntimeError("kernels were decorated under TRITON_INTERPRET=1 and cannot be compiled ahead of time; "
+                           "run with TRITON_INTERPRET unset or 0")
+    return [compile_variant(kernel, variant, arch) for kernel in KERNELS for variant in kernel.variants for arch in archs]
+
+
+def format_table(rows: list[dict]) -> str:
+    """The report as aligned text: 128-bit loads/stores against the full-width count, registers, spills, local, shared."""
+    head = ("kernel", "variant", "sm", "ld128/full", "st128/full", "other ld/st bits", "regs", "spill st/ld", "local B", "smem B")
+    lines = [head]
+    for r in rows:
+        if r["error"]:
+            lines.append((r["kernel"], r["variant"], str(r["arch"]), "ERROR: " + r["error"][:160]))
+            continue
+        other = " ".join(f"ld{b}x{n}" for b, n in r["ld_global_bits"].items() if b != "128")
+        other += " " + " ".join(f"st{b}x{n}" for b, n in r["st_global_bits"].items() if b != "128")
+        lines.append((r["kernel"], r["variant"], str(r["arch"]),
+                      f"{r['ld_global_128']}/{r['full_width_loads']}", f"{r['st_global_128']}/{r['full_width_stores']}",
+                      other.strip(), str(r["registers"]), f"{r['spill_stores']}/{r['spill_loads']}",
+                      str(r["local_bytes"]), str(r["shared_bytes"])))
+    widths = [max(len(line[i]) for line in lines if i < len(line)) for i in range(len(head))]
+    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(line, widths)).rstrip() for line in lines)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m fastdiff.kernels._aot", description=__doc__.splitlines()[0])
+    parser.add_argument("--table", action="store_true", help="print a readable table instead of JSON")
+    parser.add_argument("--arch", type=int, action="append", help="compute capability (repeatable; default 80 and 90)")
+    args = parser.parse_args(argv)
+    rows = compile_report(tuple(args.arch) if args.arch else ARCHS)
+    print(format_table(rows) if args.table else json.dumps(rows, indent=1))
+    return 1 if any(r["error"] for r in rows) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

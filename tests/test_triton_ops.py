@@ -1,0 +1,320 @@
+"""Every Triton kernel against its reference twin: odd shapes, batch 1, non-contiguous inputs, every dtype.
+
+Without a GPU the kernels run on CPU tensors under TRITON_INTERPRET=1 (set by conftest.py); with one, on CUDA.
+"""
+import math
+import os
+
+import pytest
+import torch
+import torch._functorch.config as functorch_config
+import triton  # noqa: F401  (the Triton backend is under test: a missing triton is a failure, not a skip)
+
+import fastdiff
+from fastdiff import backends, ops, reference
+from fastdiff.kernels.randn import philox_words as triton_philox_words
+from fastdiff.rng import SAMPLER_OFFSET, philox_words
+from fastdiff.testing import assert_close, assert_equal, assert_error_bounded, tolerance
+
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+SHAPES = [(3, 5, 37, 41), (1, 7), (2, 3), (4, 8), (1, 1), (5, 1, 3)]  # odd sizes, batch 1, sizes % 4 == 0 and not
+STATE_DTYPES = [torch.float32, torch.float16, torch.bfloat16]
+SEEDS = [0, 2**63 - 1, 12345, 7, 99]
+
+
+def make(shape, dtype, seed, noncontiguous=False):
+    """A random tensor on DEVICE; non-contiguous ones are a transposed view of a larger buffer."""
+    generator = torch.Generator().manual_seed(seed)
+    if noncontiguous:  # every other element of a buffer twice as long in the last dimension
+        t = torch.randn(*shape[:-1], 2 * shape[-1], generator=generator)[..., ::2]
+        assert not t.is_contiguous() or t.numel() == shape[0]  # a single element per sample cannot be strided
+    else:
+        t = torch.randn(*shape, generator=generator)
+    return t.to(device=DEVICE, dtype=dtype)
+
+
+def per_sample_or_scalar(batch, per_sample, low, high, seed):
+    generator = torch.Generator().manual_seed(seed)
+    if per_sample:
+        return (low + (high - low) * torch.rand(batch, generator=generator)).to(DEVICE)
+    return torch.tensor(low + (high - low) * torch.rand((), generator=generator).item(), device=DEVICE)
+
+
+@pytest.mark.parametrize("numel", [1, 3, 4, 7, 8, 37 * 41, 1024, 1029])
+@pytest.mark.parametrize("offset", [0, 5, SAMPLER_OFFSET + 17, 2**64 - 1])
+def test_stream_words_are_bit_exact(numel, offset):
+    """The kernel's Philox words equal the reference's, bit for bit, for any sample size and offset."""
+    seeds = torch.tensor([0, -1, 2**62 + 3], device=DEVICE)
+    offset_t = ops._offset_tensor(offset, DEVICE)
+    assert_equal(triton_philox_words(seeds, numel, offset_t).cpu(), philox_words(seeds.cpu(), numel, offset))
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("dtype", STATE_DTYPES)
+def test_randn_matches_reference(shape, dtype):
+    """Normals equal the reference's up to the last ulp of log/cos/sin (then rounded to dtype)."""
+    seeds = SEEDS[: shape[0]]
+    got = ops.randn(seeds, shape, offset=3, dtype=dtype, device=DEVICE, backend="triton")
+    want = ops.randn(seeds, shape, offset=3, dtype=torch.float32, backend="reference")
+    assert got.dtype == dtype and got.shape == shape
+    assert_close(got, want, dtype=dtype, rtol=max(tolerance(dtype)[0], 1e-6), atol=2e-6, name="randn")
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("dtype", STATE_DTYPES)
+@pytest.mark.parametrize("per_sample", [False, True])
+@pytest.mark.parametrize("noncontiguous", [False, True])
+def test_churn_matches_reference(shape, dtype, per_sample, noncontiguous):
+    """x + noise_std * eps with in-kernel noise equals the reference (per-sample or shared noise_std)."""
+    x = make(shape, dtype, 1, noncontiguous)
+    noise_std = per_sample_or_scalar(shape[0], per_sample, 0.1, 3.0, 2)
+    seeds = torch.tensor(SEEDS[: shape[0]], device=DEVICE)
+    offset = torch.tensor(SAMPLER_OFFSET + 4, device=DEVICE)
+    got = ops.churn(x, seeds, offset, noise_std, backend="triton")
+    want = ops.churn(x.cpu(), seeds.cpu(), offset.cpu(), noise_std.cpu(), backend="reference")
+    assert got.dtype == dtype and got.shape == shape and got.is_contiguous()
+    # Both compute in float32 from the same words; only log/cos/sin ulps and the final rounding may differ.
+    assert_close(got, want, dtype=dtype, rtol=max(tolerance(dtype)[0], 1e-6), atol=1e-5, name="churn")
+
+
+PER_SAMPLE = [False, True, "t_hat only", "t_next only"]
+
+
+def step_inputs(shape, state_dtype, denoised_dtype, per_sample, noncontiguous):
+    """Step inputs; per_sample says which of t_hat, t_next hold one value per sample (True: both)."""
+    x_hat = make(shape, state_dtype, 3, noncontiguous) * 2.0
+    denoised = make(shape, denoised_dtype, 4, noncontiguous)
+    denoised_next = make(shape, denoised_dtype, 5, noncontiguous)
+    t_hat = per_sample_or_scalar(shape[0], per_sample in (True, "t_hat only"), 0.5, 10.0, 6)
+    t_next = per_sample_or_scalar(shape[0], per_sample in (True, "t_next only"), 0.2, 0.4, 7)
+    return x_hat, denoised, denoised_next, t_hat, t_next
+
+
+def float64_twin(*tensors):
+    return [t.detach().cpu().double() for t in tensors]
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("state_dtype", STATE_DTYPES)
+@pytest.mark.parametrize("denoised_dtype", [torch.float32, torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("per_sample", PER_SAMPLE)
+@pytest.mark.parametrize("noncontiguous", [False, True])
+def test_euler_step_matches_reference(shape, state_dtype, denoised_dtype, per_sample, noncontiguous):
+    """euler_step: within the state dtype's tolerance of the reference, and within 2x eager's float64 error."""
+    x_hat, denoised, _, t_hat, t_next = step_inputs(shape, state_dtype, denoised_dtype, per_sample, noncontiguous)
+    got = ops.euler_step(x_hat, denoised, t_hat, t_next, backend="triton")
+    want = ops.euler_step(x_hat.cpu(), denoised.cpu(), t_hat.cpu(), t_next.cpu(), backend="reference")
+    exact = reference.euler_step(*float64_twin(x_hat, denoised, t_hat, t_next))
+    assert got.dtype == state_dtype and got.shape == shape
+    assert_close(got, want, dtype=state_dtype, name="euler_step")
+    assert_error_bounded(got, want, exact, name="euler_step")
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("state_dtype", STATE_DTYPES)
+@pytest.mark.parametrize("denoised_dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("per_sample", PER_SAMPLE)
+@pytest.mark.parametrize("noncontiguous", [False, True])
+def test_heun_step_matches_reference(shape, state_dtype, denoised_dtype, per_sample, noncontiguous):
+    """heun_step: within the state dtype's tolerance of the reference, and within 2x eager's float64 error."""
+    x_hat, denoised, denoised_next, t_hat, t_next = step_inputs(shape, state_dtype, denoised_dtype, per_sample, noncontiguous)
+    got = ops.heun_step(x_hat, denoised, denoised_next, t_hat, t_next, backend="triton")
+    want = ops.heun_step(x_hat.cpu(), denoised.cpu(), denoised_next.cpu(), t_hat.cpu(), t_next.cpu(), backend="reference")
+    exact = reference.heun_step(*float64_twin(x_hat, denoised, denoised_next, t_hat, t_next))
+    assert got.dtype == state_dtype and got.shape == shape
+    assert_close(got, want, dtype=state_dtype, name="heun_step")
+    assert_error_bounded(got, want, exact, name="heun_step")
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("precond", ["edm", "vp", "ve", "iddpm"])
+@pytest.mark.parametrize("dtype", STATE_DTYPES)
+@pytest.mark.parametrize("per_sample", [False, True])
+@pytest.mark.parametrize("noncontiguous", [False, True])
+def test_skip_mix_matches_reference(shape, precond, dtype, per_sample, noncontiguous):
+    """skip_mix: float32 result within float32 tolerance of the reference for every preconditioner."""
+    x = make(shape, dtype, 7, noncontiguous)
+    F = make(shape, dtype, 8, noncontiguous)
+    sigma = per_sample_or_scalar(shape[0], per_sample, 0.002, 80.0, 9)
+    got = ops.skip_mix(x, F, sigma, precond=precond, sigma_data=0.6, backend="triton")
+    want = ops.skip_mix(x.cpu(), F.cpu(), sigma.cpu(), precond=precond, sigma_data=0.6, backend="reference")
+    exact = reference.skip_mix(*float64_twin(x, F, sigma), precond, 0.6)
+    assert got.dtype == torch.float32 and got.shape == shape
+    assert_close(got, want, dtype=torch.float32, name="skip_mix")
+    assert_error_bounded(got, want, exact, name="skip_mix")
+
+
+@pytest.mark.parametrize("per_sample", [False, True])
+def test_skip_mix_gradients_match_reference(per_sample):
+    """Gradients of skip_mix in x, F and sigma equal the reference's autograd."""
+    shape = (3, 5, 7)
+    grads = {}
+    for backend in ("triton", "reference"):
+        x, F = make(shape, torch.float32, 10), make(shape, torch.float32, 11)
+        sigma = per_sample_or_scalar(3, per_sample, 0.1, 5.0, 12)
+        x.requires_grad_(), F.requires_grad_(), sigma.requires_grad_()
+        weight = make(shape, torch.float32, 13)
+        (ops.skip_mix(x, F, sigma, precond="edm", backend=backend) * weight).sum().backward()
+        grads[backend] = (x.grad, F.grad, sigma.grad)
+    for name, got, want in zip(("x", "F", "sigma"), grads["triton"], grads["reference"]):
+        assert_close(got, want, rtol=1e-5, atol=1e-5, name=f"d/d{name}")
+
+
+@pytest.fixture
+def opaque_triton_ops():
+    """Keep triton_ops opaque to AOTAutograd: the interpreter cannot run a kernel on fake tensors.
+
+    On a GPU, torch.compile decomposes triton_ops into their kernels; under TRITON_INTERPRET=1 that tracing
+    would execute the interpreted kernel on FakeTensors, so the tests check the op-level path instead.
+    """
+    if torch.cuda.is_available():
+        yield
+        return
+    with functorch_config.patch(decompose_custom_triton_ops=False):
+        yield
+
+
+def op_cases():
+    x = make((3, 5, 8), torch.float32, 20)
+    d1, d2 = make((3, 5, 8), torch.bfloat16, 21), make((3, 5, 8), torch.float32, 22)
+    seeds = torch.tensor([1, 2, 3], device=DEVICE)
+    offset = torch.tensor(9, device=DEVICE)
+    t_hat, t_next = torch.tensor([2.0, 3.0, 4.0], device=DEVICE), torch.tensor(1.0, device=DEVICE)
+    from fastdiff import _triton
+
+    return {
+        "randn": (_triton.randn, (seeds, offset, [3, 5, 7], torch.float32)),
+        "churn": (_triton.churn, (x, seeds, offset, t_hat)),
+        "euler_step": (_triton.euler_step, (x, d1, t_hat, t_next)),
+        "heun_step": (_triton.heun_step, (x, d1, d2, t_hat, t_next)),
+        "skip_mix": (_triton.skip_mix, (x, d2, t_hat, 0, 0.5)),
+    }
+
+
+@pytest.mark.parametrize("name", ["randn", "churn", "euler_step", "heun_step", "skip_mix"])
+def test_opcheck(name, opaque_triton_ops):
+    """torch.library.opcheck: schema, fake implementation, autograd registration and AOT dispatch all agree."""
+    op, args = op_cases()[name]
+    result = torch.library.opcheck(op, args)
+    assert set(result.values()) == {"SUCCESS"}, result
+
+
+def test_opcheck_skip_mix_with_gradients(opaque_triton_ops):
+    """opcheck with inputs that require grad exercises skip_mix's registered backward."""
+    from fastdiff import _triton
+
+    x = make((2, 3, 4), torch.float32, 30).requires_grad_()
+    F = make((2, 3, 4), torch.float32, 31).requires_grad_()
+    sigma = torch.tensor([0.5, 2.0], device=DEVICE, requires_grad=True)
+    result = torch.library.opcheck(_triton.skip_mix, (x, F, sigma, 0, 0.5))
+    assert set(result.values()) == {"SUCCESS"}, result
+
+
+def heun_churn_step(x, seeds, offset, noise_std, t_hat, t_next, backend):
+    """One Heun step with churn around a fixed smooth 'network' (tanh), as the sampler runs it."""
+    x_hat = ops.churn(x, seeds, offset, noise_std, backend=backend)
+    denoised = torch.tanh(x_hat) * 0.5
+    x_next = ops.euler_step(x_hat, denoised, t_hat, t_next, backend=backend)
+    denoised_next = torch.tanh(x_next) * 0.5
+    return ops.heun_step(x_hat, denoised, denoised_next, t_hat, t_next, backend=backend)
+
+
+@pytest.mark.parametrize("backend", ["triton", "reference"])
+def test_torch_compile_fullgraph_of_a_sampling_step(backend, opaque_triton_ops):
+    """A whole Heun step with churn compiles with fullgraph=True (no graph break) and gives the eager result."""
+    args = (make((2, 3, 8), torch.float32, 40), torch.tensor([5, 6], device=DEVICE), torch.tensor(SAMPLER_OFFSET, device=DEVICE),
+            torch.tensor(0.7, device=DEVICE), torch.tensor(3.0, device=DEVICE), torch.tensor(2.0, device=DEVICE))
+    torch._dynamo.reset()
+    compiled = torch.compile(heun_churn_step, fullgraph=True, backend="aot_eager")
+    assert_close(compiled(*args, backend), heun_churn_step(*args, backend), name=f"compiled {backend} step")
+
+
+def mixture_net():
+    gm = fastdiff.GaussianMixture(torch.linspace(-1, 1, 12).reshape(3, 4), [0.3, 0.5, 0.2])
+    return lambda x, sigma: gm(x, sigma).to(x.dtype)
+
+
+@pytest.mark.parametrize("solver", ["heun", "euler"])
+@pytest.mark.parametrize("churn", [dict(), dict(S_churn=30.0, S_min=0.05, S_max=50.0, S_noise=1.003)])
+def test_whole_sampler_triton_equals_reference(solver, churn):
+    """sample(backend="triton") equals sample(backend="reference") within float32 accumulation over 16 steps."""
+    seeds = [3, 1, 4, 1, 5]
+    latents = fastdiff.randn(seeds, (5, 4)).to(DEVICE)
+    settings = dict(num_steps=16, solver=solver, seeds=seeds, **churn)
+    got = fastdiff.sample(mixture_net(), latents, backend="triton", **settings)
+    want = fastdiff.sample(mixture_net(), latents.cpu(), backend="reference", **settings)
+    assert_close(got, want, rtol=2e-4, atol=2e-4, name="samples")
+
+
+def test_preconditioned_sampling_with_triton_skip_mix():
+    """An EDMPrecond net whose skip mix runs in Triton samples like the reference within float32 accumulation."""
+    model = lambda x, c_noise: torch.tanh(x) * (1 + 0.1 * c_noise.reshape(-1, 1))  # noqa: E731
+    latents = fastdiff.randn([0, 1, 2], (3, 6)).to(DEVICE)
+    got = fastdiff.sample(fastdiff.EDMPrecond(model, backend="triton"), latents, num_steps=10, seeds=[0, 1, 2], backend="triton")
+    want = fastdiff.sample(fastdiff.EDMPrecond(model, backend="reference"), latents.cpu(), num_steps=10, seeds=[0, 1, 2],
+                           backend="reference")
+    assert_close(got, want, rtol=2e-4, atol=2e-4, name="samples")
+
+
+def test_triton_refuses_float64_state_with_its_reason():
+    """A float64 state cannot run in the fused kernels: asked for by name, Triton raises with that reason."""
+    with pytest.raises(backends.BackendUnavailableError, match="take float32/float16/bfloat16 state, got torch.float64"):
+        fastdiff.sample(mixture_net(), torch.randn(2, 4, dtype=torch.float64, device=DEVICE), num_steps=3, backend="triton")
+    with pytest.raises(backends.BackendUnavailableError, match="backend='triton' cannot run"):
+        ops.euler_step(torch.zeros(2, 3, dtype=torch.float64), torch.zeros(2, 3), 1.0, 0.5, backend="triton")
+
+
+def test_auto_and_environment_override(monkeypatch):
+    """auto skips the interpreter on CPU tensors; FASTDIFF_BACKEND replaces auto and is checked like a named backend."""
+    x = torch.zeros(2, 3, device=DEVICE)
+    expected_auto = "triton" if DEVICE == "cuda" else "reference"
+    assert backends.resolve("auto", x, (x,)) == expected_auto
+    monkeypatch.setenv("FASTDIFF_BACKEND", "triton")
+    assert backends.resolve("auto", x, (x,)) == "triton"
+    assert backends.resolve("reference", x, (x,)) == "reference"  # a named backend wins over the variable
+    monkeypatch.setenv("FASTDIFF_BACKEND", "cuda")
+    with pytest.raises(backends.BackendUnavailableError, match="backend='cuda' cannot run: the cuda kernels"):
+        backends.resolve("auto", x, (x,))
+    monkeypatch.setenv("FASTDIFF_BACKEND", "gpu")
+    with pytest.raises(ValueError, match="FASTDIFF_BACKEND: expected one of"):
+        backends.resolve("auto", x, (x,))
+
+
+@pytest.mark.skipif(DEVICE == "cuda", reason="checks the CPU-without-interpreter reason, which a GPU run cannot reach")
+def test_cpu_tensors_without_the_interpreter_are_refused(monkeypatch):
+    """Without TRITON_INTERPRET, CPU tensors are refused by name with the reason."""
+    monkeypatch.setenv("TRITON_INTERPRET", "0")
+    x = torch.zeros(2, 3)
+    with pytest.raises(backends.BackendUnavailableError, match="the tensors are on the CPU; Triton kernels run on CUDA"):
+        ops.euler_step(x, x, 1.0, 0.5, backend="triton")
+
+
+def test_op_argument_errors_name_the_argument():
+    """Each op rejects bad arguments with the argument's name, the value and what is accepted."""
+    x = torch.zeros(2, 3, device=DEVICE)
+    with pytest.raises(ValueError, match=r"denoised: expected the shape \(2, 3\), got \(2, 4\)"):
+        ops.euler_step(x, torch.zeros(2, 4, device=DEVICE), 1.0, 0.5)
+    with pytest.raises(ValueError, match=r"t_hat: expected one value or one per sample \(shape \[2\]\), got shape \(3,\)"):
+        ops.euler_step(x, x, torch.ones(3, device=DEVICE), 0.5)
+    with pytest.raises(TypeError, match="t_next: expected a floating-point value"):
+        ops.heun_step(x, x, x, 1.0, torch.tensor(1))
+    with pytest.raises(TypeError, match="x_hat: expected a floating-point tensor"):
+        ops.euler_step(torch.zeros(2, 3, dtype=torch.int32), x, 1.0, 0.5)
+    with pytest.raises(ValueError, match="precond: expected one of 'edm', 'vp', 've', 'iddpm', got 'vpsde'"):
+        ops.skip_mix(x, x, 1.0, precond="vpsde")
+    with pytest.raises(ValueError, match="sigma_data: expected a finite number > 0"):
+        ops.skip_mix(x, x, 1.0, sigma_data=-1.0)
+    with pytest.raises(ValueError, match=r"offset: expected an int in \[0, 2\^64\)"):
+        ops.churn(x, [1, 2], -1, 1.0)
+    with pytest.raises(ValueError, match="seeds: expected 2 seeds"):
+        ops.churn(x, [1], 0, 1.0)
+    with pytest.raises(ValueError, match=r"shape: expected \(batch, ...\) with non-negative sizes"):
+        ops.randn([1], (1, -2))
+
+
+def test_empty_batch_elements():
+    """Tensors with zero elements per sample pass through every op without launching a kernel."""
+    x = torch.zeros(2, 0, device=DEVICE)
+    assert ops.euler_step(x, x, 1.0, 0.5, backend="triton").shape == (2, 0)
+    assert ops.churn(x, [1, 2], 0, 1.0, backend="triton").shape == (2, 0)
+    assert ops.randn([1, 2], (2, 0), backend="triton").shape == (2, 0)
