@@ -1,7 +1,7 @@
 """Build and install fastdiff.
 
-The package is pure Python today; the Triton kernels live in `kernels/` (installed as
-`fastdiff.kernels`) and the C++/CUDA extension in `csrc/` is added by the csrc issue.
+The package is pure Python today: the Triton kernels live in `kernels/` (installed as `fastdiff.kernels`);
+the C++/CUDA extension of `csrc/` will be built here too.
 """
 from pathlib import Path
 
