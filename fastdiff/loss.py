@@ -9,7 +9,7 @@ import torch
 
 from .precond import vp_sigma
 from .reference.skip_mix import compute_dtype, per_sample
-from .schedules import check_positive, check_real
+from ._validate import check_below, check_output, check_positive, check_real, check_unit_interval
 
 
 class DiffusionLoss:
@@ -44,9 +44,7 @@ class DiffusionLoss:
             raise ValueError(f"noise: expected a tensor of the images' shape {tuple(images.shape)}, got {got}")
         n = noise.to(dtype) * per_sample(sigma, y)
         D_yn = net(y + n, sigma) if class_labels is None else net(y + n, sigma, class_labels)
-        if not isinstance(D_yn, torch.Tensor) or D_yn.shape != images.shape:
-            got = tuple(D_yn.shape) if isinstance(D_yn, torch.Tensor) else type(D_yn).__name__
-            raise ValueError(f"net: expected the denoiser output to have the images' shape {tuple(images.shape)}, got {got}")
+        check_output("net", D_yn, images, "the denoiser")
         return per_sample(self.weight(sigma), y) * (D_yn.to(dtype) - y) ** 2
 
 
@@ -72,9 +70,7 @@ class VPLoss(DiffusionLoss):
     def __init__(self, beta_d: float = 19.9, beta_min: float = 0.1, epsilon_t: float = 1e-5):
         self.beta_d = check_positive("beta_d", beta_d)
         self.beta_min = check_real("beta_min", beta_min, minimum=0.0)
-        self.epsilon_t = check_positive("epsilon_t", epsilon_t)
-        if not self.epsilon_t < 1:
-            raise ValueError(f"epsilon_t: must be in (0, 1), got {epsilon_t}")
+        self.epsilon_t = check_unit_interval("epsilon_t", epsilon_t)
 
     def draw_sigma(self, batch, device):
         rnd_uniform = torch.rand(batch, device=device)
@@ -90,8 +86,7 @@ class VELoss(DiffusionLoss):
     def __init__(self, sigma_min: float = 0.02, sigma_max: float = 100.0):
         self.sigma_min = check_positive("sigma_min", sigma_min)
         self.sigma_max = check_positive("sigma_max", sigma_max)
-        if not self.sigma_min < self.sigma_max:
-            raise ValueError(f"sigma_min: must be below sigma_max, got {sigma_min} and {sigma_max}")
+        check_below("sigma_min", self.sigma_min, "sigma_max", self.sigma_max)
 
     def draw_sigma(self, batch, device):
         rnd_uniform = torch.rand(batch, device=device)

@@ -16,7 +16,7 @@ from torch import nn
 from . import ops
 from .backends import check_name
 from .reference.skip_mix import compute_dtype, per_sample, skip_coefficients
-from .schedules import check_int, check_positive, check_real
+from ._validate import check_below, check_int, check_output, check_positive, check_real, check_unit_interval
 
 
 class Precond(nn.Module):
@@ -56,7 +56,7 @@ class Precond(nn.Module):
         c_in, c_noise = self.input_coefficients(sigma)
         model_input = per_sample(c_in, x) * x
         F = self.model(model_input, c_noise) if class_labels is None else self.model(model_input, c_noise, class_labels)
-        _check_model_output(F, x)
+        check_output("model", F, x, "the network")
         return ops.skip_mix(x, F, sigma, precond=self.kind, sigma_data=self.sigma_data, backend=self.backend)
 
 
@@ -71,8 +71,7 @@ class EDMPrecond(Precond):
         self.sigma_data = check_positive("sigma_data", sigma_data)
         self.sigma_min = check_real("sigma_min", sigma_min, minimum=0.0)
         self.sigma_max = check_positive("sigma_max", sigma_max, allow_inf=True)
-        if not self.sigma_min < self.sigma_max:
-            raise ValueError(f"sigma_min: must be below sigma_max, got {sigma_min} and {sigma_max}")
+        check_below("sigma_min", self.sigma_min, "sigma_max", self.sigma_max)
 
     def input_coefficients(self, sigma):
         c_in = 1 / (self.sigma_data**2 + sigma**2).sqrt()
@@ -91,9 +90,7 @@ class VPPrecond(Precond):
         self.beta_d = check_positive("beta_d", beta_d)
         self.beta_min = check_real("beta_min", beta_min, minimum=0.0)
         self.M = check_int("M", M, minimum=2)
-        self.epsilon_t = check_positive("epsilon_t", epsilon_t)
-        if not self.epsilon_t < 1:
-            raise ValueError(f"epsilon_t: must be in (0, 1), got {epsilon_t}")
+        self.epsilon_t = check_unit_interval("epsilon_t", epsilon_t)
         self.sigma_min = float(self.sigma(torch.tensor(self.epsilon_t, dtype=torch.float64)))
         self.sigma_max = float(self.sigma(torch.tensor(1.0, dtype=torch.float64)))
 
@@ -118,8 +115,7 @@ class VEPrecond(Precond):
         super().__init__(model, backend)
         self.sigma_min = check_positive("sigma_min", sigma_min)
         self.sigma_max = check_positive("sigma_max", sigma_max)
-        if not self.sigma_min < self.sigma_max:
-            raise ValueError(f"sigma_min: must be below sigma_max, got {sigma_min} and {sigma_max}")
+        check_below("sigma_min", self.sigma_min, "sigma_max", self.sigma_max)
 
     def input_coefficients(self, sigma):
         c_in = torch.ones_like(sigma)
@@ -215,11 +211,3 @@ def _prepare(x: torch.Tensor, sigma) -> tuple[torch.Tensor, torch.Tensor]:
     else:
         raise ValueError(f"sigma: expected a scalar or one value per sample (shape [{batch}]), got shape {tuple(sigma_t.shape)}")
     return x.to(dtype), sigma_t.to(dtype)
-
-
-def _check_model_output(F, x: torch.Tensor) -> None:
-    if not isinstance(F, torch.Tensor) or not F.is_floating_point():
-        got = F.dtype if isinstance(F, torch.Tensor) else type(F).__name__
-        raise TypeError(f"model: expected the network to return a floating-point tensor, got {got}")
-    if F.shape != x.shape:
-        raise ValueError(f"model: expected the network output to have the input's shape {tuple(x.shape)}, got {tuple(F.shape)}")

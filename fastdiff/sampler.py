@@ -13,7 +13,8 @@ import torch
 
 from . import backends, ops
 from .rng import SAMPLER_OFFSET, seeds_tensor
-from .schedules import check_int, check_positive, check_real, karras_sigmas
+from ._validate import check_below, check_int, check_output, check_positive, check_real
+from .schedules import karras_sigmas
 
 SOLVERS = ("euler", "heun")
 STATE_DTYPES = (torch.float32, torch.float64)
@@ -40,30 +41,42 @@ class StepPlan:
         return self.num_steps + sum(self.correct)
 
 
+SCHEDULE_DEFAULTS = dict(num_steps=18, sigma_min=0.002, sigma_max=80.0, rho=7.0)
+
+
 def plan_steps(net=None, num_steps=18, sigma_min=0.002, sigma_max=80.0, rho=7.0, S_churn=0.0, S_min=0.0,
                S_max=float("inf"), S_noise=1.0, *, solver="heun", sigmas=None) -> StepPlan:
-    """Build the schedule and every per-step scalar of the sampler on the host (FORMULAS.md section 4)."""
-    check_int("num_steps", num_steps, minimum=1)
+    """Build the schedule and every per-step scalar of the sampler on the host (FORMULAS.md section 4).
+
+    The schedule is EDM's (clamped to net.sigma_min/sigma_max) unless `sigmas` is given; either way its
+    noise levels, and every t_hat, go through net.round_sigma when the net has one.
+    """
     S_churn = check_real("S_churn", S_churn, minimum=0.0)
     S_min = check_real("S_min", S_min, minimum=0.0)
     S_max = check_real("S_max", S_max, minimum=0.0, allow_inf=True)
     S_noise = check_real("S_noise", S_noise, minimum=0.0)
+    if S_min > S_max:
+        raise ValueError(f"S_min: must not exceed S_max (churn applies to S_min <= t <= S_max), got S_min={S_min} and S_max={S_max}")
     if solver not in SOLVERS:
         raise ValueError(f"solver: expected one of {', '.join(map(repr, SOLVERS))}, got {solver!r}")
     round_sigma = getattr(net, "round_sigma", None)
     if sigmas is None:
-        t = _karras_schedule(net, num_steps, sigma_min, sigma_max, rho)
-        if round_sigma is not None:
-            t = torch.cat([_round(round_sigma, t[:-1]), t[-1:]])
+        t = _karras_schedule(net, check_int("num_steps", num_steps, minimum=1), sigma_min, sigma_max, rho)
     else:
-        t = _check_sigmas(sigmas)
+        _check_no_schedule_arguments(num_steps=num_steps, sigma_min=sigma_min, sigma_max=sigma_max, rho=rho)
+        t = _check_sigmas("sigmas", sigmas)
+    if round_sigma is not None:  # rounding may repeat a level (a zero-length step, as in EDM) but not reach 0 early
+        t = _check_sigmas("net.round_sigma(sigmas)", torch.cat([_round(round_sigma, t[:-1]), t[-1:]]), strict=False)
     N = t.numel() - 1
     t_cur = t[:-1]
     gamma = tuple(min(S_churn / N, math.sqrt(2) - 1) if S_min <= float(t_i) <= S_max else 0.0 for t_i in t_cur)
     t_hat = t_cur + torch.tensor(gamma, dtype=torch.float64) * t_cur
     if round_sigma is not None:
         t_hat = _round(round_sigma, t_hat)
-    noise_std = (t_hat**2 - t_cur**2).clamp_min(0).sqrt() * S_noise
+        if not bool((t_hat >= t_cur).all()):
+            raise ValueError(f"net.round_sigma: must not lower a noise level, but it maps t_cur {t_cur.tolist()} "
+                             f"with churn to t_hat {t_hat.tolist()}")
+    noise_std = (t_hat**2 - t_cur**2).sqrt() * S_noise
     correct = tuple(solver == "heun" and i < N - 1 for i in range(N))  # the step to t_N is Euler, by index
     return StepPlan(t=tuple(t.tolist()), t_hat=tuple(t_hat.tolist()), gamma=gamma, noise_std=tuple(noise_std.tolist()), correct=correct)
 
@@ -86,7 +99,10 @@ def sample(net, latents, class_labels=None, randn_like=None, num_steps=18, sigma
     backend = backends.resolve(backend, torch.empty(0, dtype=state_dtype, device=latents.device), (latents,))
     if randn_like is None:
         batch, device = latents.shape[0], latents.device
-        seeds = seeds_tensor(seeds, batch, device) if seeds is not None else _draw_seeds(batch, device)
+        if seeds is not None:
+            seeds = seeds_tensor(seeds, batch, device)
+        elif any(std > 0 for std in plan.noise_std):  # a deterministic run leaves torch's generator untouched
+            seeds = _draw_seeds(batch, device)
     return run_plan(net, latents, plan, class_labels, randn_like, seeds, state_dtype, callback, nonfinite, backend)
 
 
@@ -173,16 +189,18 @@ def _check_inputs(net, latents, class_labels, randn_like, seeds, dtype, callback
 
 
 def _karras_schedule(net, num_steps, sigma_min, sigma_max, rho) -> torch.Tensor:
-    """karras_sigmas with sigma_min/sigma_max first clamped to the net's supported range."""
+    """karras_sigmas with sigma_min/sigma_max first clamped to the net's supported range (sigma_max may be inf
+    when the net bounds it)."""
     sigma_min = check_positive("sigma_min", sigma_min)
-    sigma_max = check_positive("sigma_max", sigma_max)
-    if not sigma_min < sigma_max:
-        raise ValueError(f"sigma_min: must be below sigma_max, got sigma_min={sigma_min} and sigma_max={sigma_max}")
+    sigma_max = check_positive("sigma_max", sigma_max, allow_inf=True)
+    check_below("sigma_min", sigma_min, "sigma_max", sigma_max)
     net_min, net_max = getattr(net, "sigma_min", None), getattr(net, "sigma_max", None)
     if net_min is not None:
         sigma_min = max(sigma_min, float(net_min))
     if net_max is not None:
         sigma_max = min(sigma_max, float(net_max))
+    if math.isinf(sigma_max):
+        raise ValueError("sigma_max: expected a finite number, or a net with a finite sigma_max to clamp it to, got inf")
     if not sigma_min < sigma_max:
         raise ValueError(
             f"sigma_min: after clamping to the net's range [{net_min}, {net_max}] the schedule is empty "
@@ -190,21 +208,34 @@ def _karras_schedule(net, num_steps, sigma_min, sigma_max, rho) -> torch.Tensor:
     return karras_sigmas(num_steps, sigma_min, sigma_max, rho)
 
 
+def _check_no_schedule_arguments(**given) -> None:
+    """With sigmas=, the Karras schedule's arguments are unused: a non-default one is a mistake, not a wish."""
+    changed = {name: value for name, value in given.items() if value != SCHEDULE_DEFAULTS[name]}
+    if changed:
+        listed = ", ".join(f"{name}={value!r}" for name, value in changed.items())
+        raise ValueError(f"sigmas: replaces the Karras schedule, so {listed} would be ignored; pass either sigmas or those")
+
+
 def _round(round_sigma, t: torch.Tensor) -> torch.Tensor:
     """net.round_sigma applied to a float64 host tensor, returned as float64 on the host."""
     return torch.as_tensor(round_sigma(t)).to(device="cpu", dtype=torch.float64).reshape(t.shape)
 
 
-def _check_sigmas(sigmas) -> torch.Tensor:
-    """A user schedule: 1-D, >= 2 values, finite, strictly decreasing, positive but for a last 0."""
-    t = torch.as_tensor(sigmas).detach().to(device="cpu", dtype=torch.float64)
+def _check_sigmas(name: str, sigmas, strict: bool = True) -> torch.Tensor:
+    """A schedule: 1-D, >= 2 values, finite, decreasing (strictly unless strict=False), positive but for a last 0;
+    returned as float64 on the host."""
+    try:
+        t = sigmas.detach() if isinstance(sigmas, torch.Tensor) else torch.as_tensor(sigmas, dtype=torch.float64)
+        t = t.to(device="cpu", dtype=torch.float64)
+    except (TypeError, ValueError, RuntimeError) as error:
+        raise TypeError(f"{name}: expected a 1-D sequence of noise levels, got {sigmas!r} ({error})") from None
     if t.ndim != 1 or t.numel() < 2:
-        raise ValueError(f"sigmas: expected a 1-D schedule of at least 2 noise levels, got shape {tuple(t.shape)}")
+        raise ValueError(f"{name}: expected a 1-D schedule of at least 2 noise levels, got shape {tuple(t.shape)}")
     values = t.tolist()
     if not all(math.isfinite(v) for v in values) or not all(v > 0 for v in values[:-1]) or values[-1] < 0:
-        raise ValueError(f"sigmas: expected finite noise levels > 0 (the last may be 0), got {values}")
-    if not all(a > b for a, b in zip(values, values[1:])):
-        raise ValueError(f"sigmas: expected a strictly decreasing schedule, got {values}")
+        raise ValueError(f"{name}: expected finite noise levels > 0 (the last may be 0), got {values}")
+    if not all(a > b or (a == b and not strict) for a, b in zip(values, values[1:])):
+        raise ValueError(f"{name}: expected a {'strictly ' if strict else ''}decreasing schedule, got {values}")
     return t
 
 
@@ -216,22 +247,12 @@ def _draw_seeds(batch: int, device) -> torch.Tensor:
 def _call_net(net, x, sigma, class_labels) -> torch.Tensor:
     """D(x; sigma) from the user's net, checked (the step ops read it in its own dtype)."""
     denoised = net(x, sigma) if class_labels is None else net(x, sigma, class_labels)
-    if not isinstance(denoised, torch.Tensor) or not denoised.is_floating_point():
-        got = denoised.dtype if isinstance(denoised, torch.Tensor) else type(denoised).__name__
-        raise TypeError(f"net: expected net(x, sigma) to return a floating-point tensor, got {got}")
-    if denoised.shape != x.shape:
-        raise ValueError(f"net: expected net(x, sigma) to return the shape of x {tuple(x.shape)}, got {tuple(denoised.shape)}")
-    if denoised.device != x.device:
-        raise ValueError(f"net: expected net(x, sigma) to return a tensor on {x.device}, got one on {denoised.device}")
-    return denoised
+    return check_output("net", denoised, x, "net(x, sigma)")
 
 
 def _check_noise(eps, x: torch.Tensor) -> torch.Tensor:
     """randn_like's output must be one value per element of x: broadcasting would give every sample the same noise."""
-    if not isinstance(eps, torch.Tensor) or eps.shape != x.shape:
-        got = tuple(eps.shape) if isinstance(eps, torch.Tensor) else type(eps).__name__
-        raise ValueError(f"randn_like: expected randn_like(x) to return the shape of x {tuple(x.shape)}, got {got}")
-    return eps
+    return check_output("randn_like", eps, x, "randn_like(x)")
 
 
 def _report_nonfinite(finite: torch.Tensor, plan: StepPlan, mode: str) -> None:
@@ -244,4 +265,4 @@ def _report_nonfinite(finite: torch.Tensor, plan: StepPlan, mode: str) -> None:
                f"(sigma {plan.t[i]:.6g} -> {plan.t[i + 1]:.6g}); check the net's output at that noise level")
     if mode == "raise":
         raise FloatingPointError(message)
-    warnings.warn(message, RuntimeWarning, stacklevel=3)
+    warnings.warn(message, RuntimeWarning, stacklevel=4)  # the caller of sample()

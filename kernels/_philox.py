@@ -8,8 +8,9 @@ They implement the stream defined in fastdiff/rng.py word for word:
 import triton
 import triton.language as tl
 
-TWO_POW_M24: tl.constexpr = 5.9604644775390625e-08  # 2^-24
-TWO_PI_F32: tl.constexpr = 6.2831854820251465  # float32(2 pi)
+# Globals a kernel reads must be tl.constexpr instances (an annotation is not enough for the compiler).
+TWO_POW_M24 = tl.constexpr(5.9604644775390625e-08)  # 2^-24
+TWO_PI_F32 = tl.constexpr(6.2831854820251465)  # float32(2 pi)
 
 
 @triton.jit

@@ -380,8 +380,9 @@ def test_bad_noise_images_and_net(case):
     for bad_net in (lambda x, s: x[:, :4], lambda x, s: x.reshape(3, -1), lambda x, s: x.sum()):
         with pytest.raises(ValueError, match=r"\bnet\b"):
             loss(bad_net, y, sigma=sigma, noise=n)
-    with pytest.raises(ValueError, match=r"\bnet\b"):
-        loss(lambda x, s: x.numpy(), y, sigma=sigma, noise=n)
+    for bad_net in (lambda x, s: x.numpy(), lambda x, s: x.long()):  # not a floating tensor
+        with pytest.raises(TypeError, match=r"^net: expected the denoiser to return a floating-point tensor"):
+            loss(bad_net, y, sigma=sigma, noise=n)
 
 
 @pytest.mark.parametrize("make, exc, name", [

@@ -323,7 +323,7 @@ def int_net(x, sigma):
     ((mixture_net(), LATENTS), dict(nonfinite="crash"), ValueError, "nonfinite: expected one of"),
     ((mixture_net(), LATENTS), dict(callback=3), TypeError, "callback: expected a callable"),
     ((mixture_net(), LATENTS, torch.zeros(4)), {}, ValueError, r"class_labels: expected a tensor with one row per sample \(5\)"),
-    ((wrong_shape_net, LATENTS), {}, ValueError, r"net: expected net\(x, sigma\) to return the shape of x \(5, 2, 3\), got \(5, 1, 3\)"),
+    ((wrong_shape_net, LATENTS), {}, ValueError, r"net: expected net\(x, sigma\) to return the shape \(5, 2, 3\), got \(5, 1, 3\)"),
     ((int_net, LATENTS), {}, TypeError, "net: expected net.* to return a floating-point tensor, got torch.int64"),
 ])
 def test_bad_input_names_the_argument(args, kwargs, error, match):

@@ -1,0 +1,66 @@
+"""Argument checks shared by the public API: each error names the argument, the value and what is accepted."""
+from __future__ import annotations
+
+import math
+import numbers
+
+import torch
+
+
+def check_int(name: str, value, minimum: int | None = None) -> int:
+    """An integer (Python or numpy, not a bool) of at least `minimum`, returned as int."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name}: expected an int, got {value!r} of type {type(value).__name__}")
+    value = int(value)
+    if minimum is not None and value < minimum:
+        raise ValueError(f"{name}: must be >= {minimum}, got {value}")
+    return value
+
+
+def check_real(name: str, value, *, minimum: float | None = None, allow_inf: bool = False) -> float:
+    """A real number (Python, numpy or a one-element floating tensor; not NaN; +inf only if allowed), as float."""
+    if isinstance(value, torch.Tensor) and value.numel() == 1 and value.is_floating_point():
+        value = float(value)
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name}: expected a real number, got {value!r} of type {type(value).__name__}")
+    value = float(value)
+    if math.isnan(value) or (math.isinf(value) and not (allow_inf and value > 0)):
+        accepted = "a finite number or +inf" if allow_inf else "a finite number"
+        raise ValueError(f"{name}: expected {accepted}, got {value}")
+    if minimum is not None and value < minimum:
+        raise ValueError(f"{name}: must be >= {minimum}, got {value}")
+    return value
+
+
+def check_positive(name: str, value, allow_inf: bool = False) -> float:
+    """A real number > 0."""
+    value = check_real(name, value, allow_inf=allow_inf)
+    if not value > 0:
+        raise ValueError(f"{name}: must be > 0, got {value}")
+    return value
+
+
+def check_below(low_name: str, low: float, high_name: str, high: float) -> None:
+    """low < high, e.g. sigma_min < sigma_max."""
+    if not low < high:
+        raise ValueError(f"{low_name}: must be below {high_name}, got {low_name}={low} and {high_name}={high}")
+
+
+def check_unit_interval(name: str, value) -> float:
+    """A real number in the open interval (0, 1)."""
+    value = check_positive(name, value)
+    if not value < 1:
+        raise ValueError(f"{name}: must be in (0, 1), got {value}")
+    return value
+
+
+def check_output(name: str, out, like: torch.Tensor, what: str) -> torch.Tensor:
+    """A callable's result: a floating tensor of like's shape on like's device (`what` names the call)."""
+    if not isinstance(out, torch.Tensor) or not out.is_floating_point():
+        got = out.dtype if isinstance(out, torch.Tensor) else type(out).__name__
+        raise TypeError(f"{name}: expected {what} to return a floating-point tensor, got {got}")
+    if out.shape != like.shape:
+        raise ValueError(f"{name}: expected {what} to return the shape {tuple(like.shape)}, got {tuple(out.shape)}")
+    if out.device != like.device:
+        raise ValueError(f"{name}: expected {what} to return a tensor on {like.device}, got one on {out.device}")
+    return out
