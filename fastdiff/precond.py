@@ -136,8 +136,10 @@ class iDDPMPrecond(Precond):
         self.C_1 = check_positive("C_1", C_1)
         self.C_2 = check_positive("C_2", C_2)
         self.M = check_int("M", M, minimum=2)
-        # A plain attribute, not a buffer: module.half() must not round the noise levels.
+        # A plain attribute, not a buffer: module.half() must not round the noise levels. Levels are float64;
+        # EDM keeps them in float32, so its sigma values differ from these from the 4th significant digit.
         self.u = self.discrete_sigmas(self.M, self.C_1, self.C_2)
+        self._u_on = {self.u.device: self.u}  # one copy per device, so a forward never copies host to device
         self.sigma_min = float(self.u[self.M - 1])
         self.sigma_max = float(self.u[0])
 
@@ -157,13 +159,18 @@ class iDDPMPrecond(Precond):
 
     def sigma_index(self, sigma: torch.Tensor) -> torch.Tensor:
         """argmin_j |sigma - u_j| for every element of sigma."""
-        u = self.u.to(sigma.device)
-        return (sigma.to(torch.float64).reshape(-1, 1) - u).abs().argmin(dim=1).reshape(sigma.shape)
+        return (sigma.to(torch.float64).reshape(-1, 1) - self.levels_on(sigma.device)).abs().argmin(dim=1).reshape(sigma.shape)
+
+    def levels_on(self, device) -> torch.Tensor:
+        """The levels u_j as float64 on `device`, copied there once."""
+        if device not in self._u_on:
+            self._u_on[device] = self.u.to(device)
+        return self._u_on[device]
 
     def round_sigma(self, sigma):
         """Snap each sigma to the nearest discrete level u_j (keeps the shape; float64 for non-float input)."""
         sigma = _as_sigma_tensor(sigma)
-        return self.u.to(sigma.device)[self.sigma_index(sigma)].to(sigma.dtype)
+        return self.levels_on(sigma.device)[self.sigma_index(sigma)].to(sigma.dtype)
 
     def input_coefficients(self, sigma):
         c_in = 1 / (sigma**2 + 1).sqrt()

@@ -105,8 +105,8 @@ def test_preconditioned_nets_reproduce_edm(precond):
     settings = dict(num_steps=9, S_churn=30.0, S_min=0.01, S_max=10.0, class_labels=labels)
     got = fastdiff.sample(net, LATENTS, randn_like=seeded_randn_like(2), dtype=torch.float64, **settings)
     want = plain_edm_sampler(net, LATENTS, randn_like=seeded_randn_like(2), **settings)
-    # A preconditioner evaluates [B]-shaped sigmas where EDM passes a 0-d one: same values, same result.
-    assert_close(got, want, rtol=1e-13, atol=1e-13)
+    # A preconditioner evaluates [B]-shaped sigmas where EDM passes a 0-d one: same values, same bits.
+    assert_equal(got, want)
 
 
 def test_float32_state_is_close_to_float64():
@@ -164,7 +164,7 @@ def test_sample_depends_only_on_its_seed():
     settings = dict(num_steps=10, S_churn=30.0)
     batch = fastdiff.sample(mixture_net(), fastdiff.randn([3, 7, 11], (3, 2, 3)), seeds=[3, 7, 11], **settings)
     alone = fastdiff.sample(mixture_net(), fastdiff.randn([7], (1, 2, 3)), seeds=[7], **settings)
-    assert_close(batch[1:2], alone, rtol=1e-6, atol=1e-6)
+    assert_equal(batch[1:2], alone)
     other = fastdiff.sample(mixture_net(), fastdiff.randn([3, 7, 11], (3, 2, 3)), seeds=[3, 8, 11], **settings)
     assert not torch.allclose(batch[1], other[1])  # a different seed's churn noise does change the sample
 
@@ -258,31 +258,39 @@ def test_nonfinite_values_are_reported_with_their_step():
 
 
 class SyncCounter(TorchDispatchMode):
-    """Counts ops that copy a tensor value to the host (the ones that stall a GPU stream)."""
+    """Records ops that read device values on the host (syncs) and tensors made from host data (host-to-device)."""
 
     SYNCS = {"aten::_local_scalar_dense", "aten::is_nonzero", "aten::item", "aten::nonzero", "aten::equal"}
+    HOST_TO_DEVICE = {"aten::lift_fresh"}  # torch.tensor(...) of host data: a copy to the device on a GPU
 
     def __init__(self):
         super().__init__()
-        self.syncs = []
+        self.syncs, self.host_to_device = [], []
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         if func._schema.name in self.SYNCS:
             self.syncs.append(func._schema.name)
+        if func._schema.name in self.HOST_TO_DEVICE:
+            self.host_to_device.append(func._schema.name)
         return func(*args, **(kwargs or {}))
 
 
 @pytest.mark.parametrize("solver", ["heun", "euler"])
 def test_sampling_loop_never_syncs(solver):
-    """The loop copies no device value to the host: none with nonfinite="ignore", one report after the loop otherwise."""
+    """run_plan reads no device value on the host (none with nonfinite="ignore", one report after the loop
+    otherwise) and copies host data to the device only while building its tables, never per step."""
     from fastdiff.sampler import run_plan
 
     net = mixture_net()
-    plan = fastdiff.plan_steps(net, num_steps=12, S_churn=20.0, S_min=0.1, S_max=30.0, solver=solver)  # host work
     seeds = torch.tensor([1, 2, 3, 4, 5])
-    with SyncCounter() as counter:
-        run_plan(net, LATENTS.float(), plan, None, None, seeds, torch.float32, None, "ignore")
-    assert counter.syncs == []
+    copies = []
+    for num_steps in (6, 12):
+        plan = fastdiff.plan_steps(net, num_steps=num_steps, S_churn=20.0, S_min=0.1, S_max=30.0, solver=solver)  # host work
+        with SyncCounter() as counter:
+            run_plan(net, LATENTS.float(), plan, None, None, seeds, torch.float32, None, "ignore")
+        assert counter.syncs == []
+        copies.append(len(counter.host_to_device))
+    assert copies[0] == copies[1] == 3  # the t, t_hat and noise_std tables
     with SyncCounter() as counter:
         run_plan(net, LATENTS.float(), plan, None, None, seeds, torch.float32, None, "warn")
     assert counter.syncs == ["aten::nonzero"]
@@ -337,3 +345,75 @@ def test_net_range_that_empties_the_schedule():
     net = fastdiff.VEPrecond(lambda x, c: x, sigma_min=0.02, sigma_max=100.0)
     with pytest.raises(ValueError, match=r"net's range \[0.02, 100.0\]"):
         fastdiff.sample(net, LATENTS, sigma_min=200.0, sigma_max=300.0)
+
+
+def test_odd_shaped_and_strided_latents():
+    """3x5x37x41 latents, and a strided view of them, sample like their contiguous copy (bit for bit)."""
+    gm = fastdiff.GaussianMixture(torch.zeros(2, 5 * 37 * 41), [0.5, 0.9])
+    net = lambda x, sigma: gm(x, sigma).to(x.dtype)  # noqa: E731
+    latents = fastdiff.randn([1, 2, 3], (3, 5, 37, 82))[..., ::2]
+    assert not latents.is_contiguous()
+    settings = dict(num_steps=6, S_churn=10.0, seeds=[4, 5, 6])
+    got = fastdiff.sample(net, latents, **settings)
+    assert got.shape == (3, 5, 37, 41)
+    assert_equal(got, fastdiff.sample(net, latents.contiguous(), **settings))
+
+
+def test_user_sigmas_keep_float64_precision():
+    """A list of sigmas is taken in float64: the net sees 0.1, not float32's 0.10000000149."""
+    net = Recorder(mixture_net())
+    fastdiff.sample(net, LATENTS, sigmas=[10.0, 0.1, 0.01, 0.0], dtype=torch.float64)
+    assert float(net.sigmas[1][0]) == 0.1
+    assert fastdiff.plan_steps(sigmas=[10.0, 0.1, 0.0]).t == (10.0, 0.1, 0.0)
+
+
+def test_user_sigmas_are_rounded_by_the_net():
+    """sigmas= go through net.round_sigma like the Karras schedule, so with or without churn the net sees u_j levels."""
+    net = fastdiff.iDDPMPrecond(lambda x, c: torch.zeros_like(x))
+    plan = fastdiff.plan_steps(net, sigmas=[10.0, 1.0, 0.1, 0.0])
+    assert all(float(net.round_sigma(t)) == t for t in plan.t[:-1])
+    assert plan.noise_std == (0.0, 0.0, 0.0)  # no churn: t_hat is t, nothing to add
+    with pytest.raises(ValueError, match=r"net.round_sigma\(sigmas\): expected finite noise levels > 0"):
+        fastdiff.plan_steps(net, sigmas=[1.0, 0.002, 0.0])  # 0.002 rounds to the level u_M = 0
+
+
+def test_deterministic_run_leaves_torch_generator_alone():
+    """Without churn no seeds are drawn, so torch's default generator is not advanced."""
+    torch.manual_seed(0)
+    before = torch.get_rng_state()
+    fastdiff.sample(mixture_net(), LATENTS, num_steps=4)
+    assert torch.equal(torch.get_rng_state(), before)
+    fastdiff.sample(mixture_net(), LATENTS, num_steps=4, S_churn=5.0)
+    assert not torch.equal(torch.get_rng_state(), before)
+
+
+def test_sigma_max_inf_is_clamped_to_the_net():
+    """As in EDM, sigma_max=inf means the net's own sigma_max; without a bounded net it is an error."""
+    net = fastdiff.VEPrecond(lambda x, c: x)
+    assert fastdiff.plan_steps(net, sigma_max=math.inf).t[0] == pytest.approx(100.0)
+    with pytest.raises(ValueError, match="sigma_max: expected a finite number, or a net with a finite sigma_max"):
+        fastdiff.plan_steps(mixture_net(), sigma_max=math.inf)
+
+
+@pytest.mark.parametrize("kwargs,error,match", [
+    (dict(sigmas=[1.0, 0.0], num_steps=5), ValueError, "sigmas: replaces the Karras schedule, so num_steps=5 would be ignored"),
+    (dict(sigmas=[1.0, 0.0], rho=3.0, sigma_min=0.1), ValueError, "so sigma_min=0.1, rho=3.0 would be ignored"),
+    (dict(sigmas=["a", "b"]), TypeError, "sigmas: expected a 1-D sequence of noise levels"),
+    (dict(S_min=5.0, S_max=1.0), ValueError, "S_min: must not exceed S_max"),
+    (dict(randn_like=lambda x: torch.ones(())), ValueError, r"randn_like: expected randn_like\(x\) to return the shape"),
+    (dict(seeds=torch.tensor([1, 2, 3, 4, 5], dtype=torch.uint64)), TypeError, "seeds: expected a tensor of integers"),
+])
+def test_more_bad_input(kwargs, error, match):
+    """Schedule conflicts, churn windows, noise and seed tensors are checked with the argument named."""
+    with pytest.raises(error, match=match):
+        fastdiff.sample(mixture_net(), LATENTS, **kwargs)
+
+
+def test_net_must_be_callable_and_numpy_numbers_are_fine():
+    """net=None names net; numpy integers and floats are accepted where ints and reals are."""
+    import numpy as np
+
+    with pytest.raises(TypeError, match="net: expected a callable denoiser"):
+        fastdiff.sample(None, LATENTS)
+    x = fastdiff.sample(mixture_net(), LATENTS, num_steps=np.int64(4), S_churn=np.float32(2.0), seeds=np.arange(5))
+    assert x.shape == LATENTS.shape

@@ -48,3 +48,11 @@ def test_bad_arguments(kwargs, error, match):
     """Errors name the argument, the value and what is accepted."""
     with pytest.raises(error, match=match):
         fastdiff.karras_sigmas(**kwargs)
+
+
+def test_bit_exact_with_edm_torch_expression():
+    """The schedule equals, bit for bit, EDM's float64 torch expression of Eq. 5 (as written in the paper)."""
+    N, sigma_min, sigma_max, rho = 18, 0.002, 80.0, 7.0
+    i = torch.arange(N, dtype=torch.float64)
+    edm = (sigma_max ** (1 / rho) + i / (N - 1) * (sigma_min ** (1 / rho) - sigma_max ** (1 / rho))) ** rho
+    assert torch.equal(fastdiff.karras_sigmas(N)[:-1], edm)
