@@ -26,7 +26,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = commands.add_parser("sample", help="sample the built-in 2-D Gaussian mixture with its exact denoiser and draw the result")
     p.add_argument("--num-samples", type=int, default=8192, help="batch size (default 8192)")
-    p.add_argument("--steps", type=int, default=18, help="number of noise levels N (default 18)")
+    p.add_argument("--num-steps", "--steps", type=int, default=18, dest="num_steps",
+                   help="number of sampling steps N, as sample(num_steps=) (default 18)")
     p.add_argument("--solver", choices=SOLVERS, default="heun")
     p.add_argument("--sigma-min", type=float, default=0.002)
     p.add_argument("--sigma-max", type=float, default=80.0)
@@ -62,7 +63,7 @@ def run_sample(args) -> int:
         raise ValueError(f"--seed: must be >= 0, got {args.seed}")
     seeds = list(range(args.seed, args.seed + args.num_samples))
     dtype = DTYPES[args.dtype]
-    settings = dict(num_steps=args.steps, sigma_min=args.sigma_min, sigma_max=args.sigma_max, rho=args.rho,
+    settings = dict(num_steps=args.num_steps, sigma_min=args.sigma_min, sigma_max=args.sigma_max, rho=args.rho,
                     S_churn=args.S_churn, S_min=args.S_min, S_max=args.S_max, S_noise=args.S_noise)
     plan = plan_steps(mixture, **settings, solver=args.solver)
     backend = backends.resolve(args.backend)
@@ -93,11 +94,20 @@ def run_sample(args) -> int:
 
 
 def run_info() -> int:
-    """Print versions and every backend's availability with its reasons."""
+    """Print versions, every backend's availability with its reasons, and what auto picks for each device."""
+    cuda = torch.cuda.is_available()
     print(f"fastdiff {__version__}")
-    print(f"python {platform.python_version()}, torch {torch.__version__}, "
-          f"CUDA devices: {torch.cuda.device_count() if torch.cuda.is_available() else 0}")
+    print(f"python {platform.python_version()}, torch {torch.__version__}, CUDA devices: {torch.cuda.device_count() if cuda else 0}")
     for name, reasons in backends.info().items():
-        print(f"  {name:10s} " + ("available" if not reasons else "unavailable: " + "; ".join(reasons)))
-    print(f"  auto       -> {backends.resolve('auto')}")
+        if reasons:
+            print(f"  {name:10s} unavailable: " + "; ".join(reasons))
+        elif name == "triton" and not cuda:
+            where = "on CPU tensors through the interpreter (TRITON_INTERPRET=1 is set)" if backends.triton_interpreted() \
+                else "nowhere here: no CUDA device, and TRITON_INTERPRET=1 (the interpreter, for testing) is not set"
+            print(f"  {name:10s} installed; runs {where}")
+        else:
+            print(f"  {name:10s} available")
+    for device in ["cpu"] + (["cuda"] if cuda else []):
+        x = torch.empty(1, device=device)
+        print(f"  auto       -> {backends.resolve('auto', x, (x,))} for float32 {device} tensors")
     return 0
