@@ -1,16 +1,18 @@
 """Ahead-of-time compilation report for every Triton kernel: 128-bit global accesses, local memory, spills, registers.
 
 No GPU is needed. Each kernel variant is compiled with `triton.compile` for a `GPUTarget` (sm_80 and sm_90) with the
-launcher's constexprs, BLOCK and options (kernels/_utils.py), and the specialization a real launch with 16-byte-aligned inputs gets;
-its PTX is scanned for global loads and stores by access width and for `.local` memory, and run through the ptxas
-Triton itself uses, with `-v`, for registers and spills.
+launcher's constexprs, BLOCK and options (kernels/_utils.py) and the specialization a real launch with 16-byte-aligned
+inputs gets; its PTX is scanned for global loads and stores by access width and for `.local` memory, and run through
+the ptxas Triton itself uses, with `-v`, for registers and spills.
 
     python -m fastdiff.kernels._aot            # the report as JSON (a list of one dict per variant and arch)
     python -m fastdiff.kernels._aot --table    # the same as a readable table
 
 TRITON_INTERPRET must be unset or 0: under the interpreter `@triton.jit` returns functions that cannot be compiled.
 A variant that fails to compile is reported with its `error` (the root cause, one line) and `error_detail`, and the
-command then exits with status 1 after printing the whole report.
+command then exits with status 1 after printing the whole report. Triton's disk cache makes reruns fast, but its key
+leaves out some settings (TRITON_ALLOW_NON_CONSTEXPR_GLOBALS): point TRITON_CACHE_DIR at an empty directory for a
+clean run.
 """
 from __future__ import annotations
 
@@ -28,7 +30,7 @@ import triton
 from triton.backends.compiler import GPUTarget
 
 from . import euler_step, heun_step, randn, skip_mix
-from ._utils import BLOCK, LAUNCH_OPTIONS
+from ._utils import BLOCK, LAUNCH_OPTIONS, NOISE_LAUNCH_OPTIONS
 
 ARCHS = (80, 90)
 SIZES = ("numel", "numel_per_sample")  # the integer sizes a real launch specializes when divisible by 16
@@ -60,6 +62,7 @@ class Kernel:
     writes: tuple
     variants: tuple
     dtypes: dict = field(default_factory=dict)
+    options: dict = field(default_factory=lambda: LAUNCH_OPTIONS)  # the launch options its launcher uses
 
 
 BF16_X = {"x_ptr": "bf16", "out_ptr": "bf16"}  # churn keeps x's dtype (fastdiff/_triton.py: out = empty_like(x))
@@ -71,7 +74,7 @@ PER_SAMPLE_T = dict(T_HAT_PER_SAMPLE=True, T_NEXT_PER_SAMPLE=True)  # a batch mi
 # The one table: a new kernel is one entry. Per kernel: the main fp32 path, bf16 data inputs, one per-sample variant.
 KERNELS = (
     Kernel(randn._noise_kernel, reads=("x_ptr",), writes=("out_ptr",), dtypes={"seeds_ptr": "i64", "offset_ptr": "i64"},
-           variants=(
+           options=NOISE_LAUNCH_OPTIONS, variants=(
                Variant("churn grouped", dict(HAS_X=True, STD_PER_SAMPLE=False, GROUPED=True)),
                Variant("churn grouped bf16", dict(HAS_X=True, STD_PER_SAMPLE=False, GROUPED=True), BF16_X),
                Variant("churn grouped std[B]", dict(HAS_X=True, STD_PER_SAMPLE=True, GROUPED=True)),
@@ -86,7 +89,8 @@ KERNELS = (
                Variant("randn per-element", dict(HAS_X=False, STD_PER_SAMPLE=False, GROUPED=False), NO_STD, reads=(),
                        unaligned=("numel_per_sample",)),
            )),
-    Kernel(randn._words_kernel, reads=(), writes=("out_ptr",), dtypes={"out_ptr": "i64", "seeds_ptr": "i64", "offset_ptr": "i64"},
+    Kernel(randn._words_kernel, reads=(), writes=("out_ptr",), options=NOISE_LAUNCH_OPTIONS,
+           dtypes={"out_ptr": "i64", "seeds_ptr": "i64", "offset_ptr": "i64"},
            variants=(Variant("words", {}, unaligned=("numel_per_sample",)),)),  # any sample size (a test helper)
     Kernel(euler_step._euler_step_kernel, reads=("x_hat_ptr", "denoised_ptr"), writes=("out_ptr",),
            variants=(
@@ -111,15 +115,26 @@ KERNELS = (
 )
 
 
-def ptx_access_widths(ptx: str) -> tuple[Counter, Counter]:
-    """Global loads and stores of the PTX counted by access width in bits (e.g. ld.global.v4.b32 -> 128)."""
+def ptx_access_widths(ptx: str, masked_only: bool = False) -> tuple[Counter, Counter]:
+    """Global loads and stores of the PTX counted by access width in bits (e.g. ld.global.v4.b32 -> 128).
+
+    masked_only: only predicated accesses (`@%p ld.global...`), which is how Triton emits a masked tl.load/tl.store;
+    in these kernels those are exactly the streamed tensors (the per-sample scalars and seeds are read unmasked).
+    """
     loads, stores = Counter(), Counter()
-    for op, suffixes in re.findall(r"^\s*(?:@!?%\w+\s+)?(ld|st)\.global((?:\.[\w:]+)+)", ptx, flags=re.M):
+    for predicate, op, suffixes in re.findall(r"^\s*(@!?%\w+\s+)?(ld|st)\.global((?:\.[\w:]+)+)", ptx, flags=re.M):
+        if masked_only and not predicate:
+            continue
         parts = suffixes.split(".")
         lanes = next((int(p[1:]) for p in parts if re.fullmatch(r"v\d", p)), 1)
         bits = next(int(p[1:]) for p in reversed(parts) if re.fullmatch(r"[bfsu]\d+", p))
         (loads if op == "ld" else stores)[lanes * bits] += 1
     return loads, stores
+
+
+def by_width(counts: Counter) -> dict:
+    """{"bits": count} in JSON-friendly form, narrowest first."""
+    return {str(bits): n for bits, n in sorted(counts.items())}
 
 
 def ptx_local_bytes(ptx: str) -> int:
@@ -182,6 +197,7 @@ def signature(kernel: Kernel, variant: Variant) -> tuple[dict, dict, list]:
 
 
 def variant_streams(kernel: Kernel, variant: Variant, which: str) -> tuple:
+    """The streamed tensors ("reads" or "writes") of a variant: its own if it names them, else the kernel's."""
     own = getattr(variant, which)
     return getattr(kernel, which) if own is None else own
 
@@ -189,10 +205,10 @@ def variant_streams(kernel: Kernel, variant: Variant, which: str) -> tuple:
 def compile_variant(kernel: Kernel, variant: Variant, arch: int) -> dict:
     """Compile one variant for sm_<arch> and measure its PTX and ptxas statistics."""
     row = dict(kernel=kernel.fn.__name__, variant=variant.name, arch=arch, constexprs=variant.constexprs,
-               options=LAUNCH_OPTIONS, error=None)
+               options=kernel.options, error=None)
     try:  # a kernel that does not compile is a finding of the report, not a crash of it
         sig, constexprs, aligned = signature(kernel, variant)
-        per_thread = BLOCK // (LAUNCH_OPTIONS["num_warps"] * 32)  # elements of each streamed tensor one thread moves
+        per_thread = BLOCK // (kernel.options["num_warps"] * 32)  # elements of each streamed tensor one thread moves
         reads = {n: sig[n][1:] for n in variant_streams(kernel, variant, "reads")}
         writes = {n: sig[n][1:] for n in variant_streams(kernel, variant, "writes")}
         row.update(signature={n: t for n, t in sig.items() if t != "constexpr"}, aligned=aligned,
@@ -202,22 +218,17 @@ def compile_variant(kernel: Kernel, variant: Variant, arch: int) -> dict:
                    full_width_stores=sum(per_thread * TYPE_BITS[t] // 128 for t in writes.values()))
         src = triton.compiler.ASTSource(fn=kernel.fn, signature=sig, constexprs=constexprs,
                                         attrs={(list(sig).index(n),): [["tt.divisibility", 16]] for n in aligned})
-        compiled = triton.compile(src, target=GPUTarget("cuda", arch, 32), options=LAUNCH_OPTIONS)
+        compiled = triton.compile(src, target=GPUTarget("cuda", arch, 32), options=kernel.options)
         ptx = compiled.asm["ptx"]
         stats = run_ptxas(ptx, arch)
     except Exception as e:
-        root = e
-        while root.__cause__ is not None:  # Triton's CompilationError points at the source; its cause names the problem
-            root = root.__cause__
-        lines = [line.strip() for line in str(root).splitlines() if line.strip()] or [""]
-        # A CompilationError's message is "at L:C:", the source, then the cause: keep the first and last lines
-        row.update(error=" ".join([f"{type(root).__name__}: {lines[0]}", *lines[1:][-1:]]),
-                   error_detail=f"{type(e).__name__}: {e}")
+        row.update(describe_error(e))
         return row
     loads, stores = ptx_access_widths(ptx)
+    masked_loads, masked_stores = ptx_access_widths(ptx, masked_only=True)
     row.update(ld_global_128=loads[128], st_global_128=stores[128],
-               ld_global_bits={str(b): n for b, n in sorted(loads.items())},
-               st_global_bits={str(b): n for b, n in sorted(stores.items())},
+               ld_global_bits=by_width(loads), st_global_bits=by_width(stores),
+               ld_masked_bits=by_width(masked_loads), st_masked_bits=by_width(masked_stores),
                local_bytes=ptx_local_bytes(ptx), uses_local=".local" in ptx,
                # libdevice sinf/cosf carry a Payne-Hanek reduction for huge arguments: this table and a local array
                trig_reduction_table="__cudart_i2opi_f" in ptx,
@@ -225,8 +236,20 @@ def compile_variant(kernel: Kernel, variant: Variant, arch: int) -> dict:
     return row
 
 
+def describe_error(e: Exception) -> dict:
+    """`error`: one line naming the root cause; `error_detail`: the whole chain of causes."""
+    chain = [e]  # Triton's CompilationError points at the source; its causes lead to the problem
+    while chain[-1].__cause__ is not None:
+        chain.append(chain[-1].__cause__)
+    root = chain[-1]
+    # A CompilationError's message is "at L:C:", the source, then the cause: keep the first and last lines
+    lines = [line.strip() for line in str(root).splitlines() if line.strip()] or [""]
+    return dict(error=" ".join([f"{type(root).__name__}: {lines[0]}", *lines[1:][-1:]]),
+                error_detail="\n".join(f"{type(c).__name__}: {c}" for c in chain))
+
+
 def compile_report(archs=ARCHS) -> list[dict]:
-    """One dict per kernel variant and architecture (see compile_variant); Triton's disk cache makes reruns fast."""
+    """One dict per kernel variant and architecture (see compile_variant)."""
     interpreted = [k.fn for k in KERNELS if not isinstance(k.fn, triton.runtime.jit.JITFunction)]
     if interpreted:
         raise RuntimeError("kernels were decorated under TRITON_INTERPRET=1 and cannot be compiled ahead of time; "
@@ -235,12 +258,13 @@ def compile_report(archs=ARCHS) -> list[dict]:
 
 
 def format_table(rows: list[dict]) -> str:
-    """The report as aligned text: 128-bit loads/stores against the full-width count, registers, spills, local, shared."""
-    head = ("kernel", "variant", "sm", "ld128/full", "st128/full", "other ld/st bits", "regs", "spill st/ld", "local B", "smem B")
+    """The report as text: 128-bit loads/stores against the full-width count, registers, spills, local, shared."""
+    head = ("kernel", "variant", "sm", "ld128/full", "st128/full", "other ld/st bits", "regs", "spill st/ld",
+            "local B", "smem B")
     lines = [head]
     for r in rows:
         if r["error"]:
-            lines.append((r["kernel"], r["variant"], str(r["arch"]), "ERROR: " + r["error"][:160]))
+            lines.append((r["kernel"], r["variant"], str(r["arch"]), "ERROR: " + r["error"][:200]))
             continue
         other = " ".join(f"ld{b}x{n}" for b, n in r["ld_global_bits"].items() if b != "128")
         other += " " + " ".join(f"st{b}x{n}" for b, n in r["st_global_bits"].items() if b != "128")
@@ -248,7 +272,9 @@ def format_table(rows: list[dict]) -> str:
                       f"{r['ld_global_128']}/{r['full_width_loads']}", f"{r['st_global_128']}/{r['full_width_stores']}",
                       other.strip(), str(r["registers"]), f"{r['spill_stores']}/{r['spill_loads']}",
                       str(r["local_bytes"]), str(r["shared_bytes"])))
-    widths = [max(len(line[i]) for line in lines if i < len(line)) for i in range(len(head))]
+    # an error row's message runs on past the columns rather than widening them
+    widths = [max(len(line[i]) for line in lines if len(line) == len(head) or i < len(line) - 1)
+              for i in range(len(head))]
     return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(line, widths)).rstrip() for line in lines)
 
 

@@ -7,6 +7,10 @@ NUM_WARPS = 4
 # Launch options pinned rather than left to Triton's defaults, which change between releases (3.10 turns
 # fp fusion off by default): fused multiply-adds are kept, as the kernels' tolerances assume.
 LAUNCH_OPTIONS = dict(num_warps=NUM_WARPS, enable_fp_fusion=True)
+# The noise kernel keeps two Philox states per thread. Left to its default, the ptxas Triton runs for sm_90
+# (with --regAllocOptLevel=2) packs it into 32 registers and spills 4 bytes; any explicit cap lets it take the
+# 36-37 it needs with no spill; 128 leaves the per-element path its ~90 (checked by tests/test_triton_ptx.py).
+NOISE_LAUNCH_OPTIONS = dict(LAUNCH_OPTIONS, maxnreg=128)
 
 
 @triton.jit

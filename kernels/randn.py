@@ -7,7 +7,7 @@ import triton
 import triton.language as tl
 
 from ._philox import box_muller, stream_words
-from ._utils import BLOCK, LAUNCH_OPTIONS, grid_1d, load_per_sample
+from ._utils import BLOCK, NOISE_LAUNCH_OPTIONS, grid_1d, load_per_sample
 
 
 @triton.jit
@@ -15,24 +15,26 @@ def _noise_kernel(x_ptr, out_ptr, seeds_ptr, offset_ptr, std_ptr, numel, numel_p
                   HAS_X: tl.constexpr, STD_PER_SAMPLE: tl.constexpr, GROUPED: tl.constexpr, BLOCK: tl.constexpr):
     """out = x + std * eps (HAS_X) or out = eps, with eps the stream of each sample's seed at offset *offset_ptr.
 
-    GROUPED (numel_per_sample % 4 == 0): a [BLOCK/4, 4] tile, one Philox call per row of four lanes.
-    Otherwise: one flat index per element, each computing its own block and picking its lane.
+    GROUPED (numel_per_sample % 4 == 0): one Philox call per group of four lanes. Otherwise: each element
+    computes its own block and picks its lane (4x the Philox work, for samples of any size).
     """
     offset = tl.load(offset_ptr)
     offset_lo = offset & 0xFFFFFFFF
     offset_hi = (offset >> 32) & 0xFFFFFFFF
     pid = tl.program_id(0).to(tl.int64)
     if GROUPED:
+        # One Philox call per four lanes, interleaved back into a flat block (n0 n1 n2 n3 of group 0, then
+        # group 1, ...), so each thread holds contiguous elements: 128-bit accesses for fp16/bf16 too.
         group = pid * (BLOCK // 4) + tl.arange(0, BLOCK // 4)
         groups_per_sample = numel_per_sample // 4
-        sample = group // groups_per_sample
-        w0, w1, w2, w3 = stream_words(seeds_ptr, sample, group - sample * groups_per_sample, offset_lo, offset_hi)
+        sample_of_group = group // groups_per_sample
+        w0, w1, w2, w3 = stream_words(seeds_ptr, sample_of_group, group - sample_of_group * groups_per_sample,
+                                      offset_lo, offset_hi)
         n0, n1 = box_muller(w0, w1)
         n2, n3 = box_muller(w2, w3)
-        lane = tl.arange(0, 4)[None, :]
-        eps = tl.where(lane == 0, n0[:, None], tl.where(lane == 1, n1[:, None], tl.where(lane == 2, n2[:, None], n3[:, None])))
-        idx = group[:, None] * 4 + lane
-        sample = sample[:, None]
+        eps = tl.reshape(tl.join(tl.join(n0, n2), tl.join(n1, n3)), [BLOCK])
+        idx = pid * BLOCK + tl.arange(0, BLOCK)
+        sample = idx // numel_per_sample if STD_PER_SAMPLE else 0
     else:
         idx = pid * BLOCK + tl.arange(0, BLOCK)
         sample = idx // numel_per_sample
@@ -70,7 +72,7 @@ def launch_noise(x, out, seeds, offset, std, wrap=lambda kernel: kernel):
     wrap(_noise_kernel)[grid_1d(numel)](
         x if x is not None else out, out, seeds, offset, std if std is not None else offset, numel, numel_per_sample,
         HAS_X=x is not None, STD_PER_SAMPLE=std is not None and std.numel() > 1,
-        GROUPED=numel_per_sample % 4 == 0, BLOCK=BLOCK, **LAUNCH_OPTIONS)
+        GROUPED=numel_per_sample % 4 == 0, BLOCK=BLOCK, **NOISE_LAUNCH_OPTIONS)
     return out
 
 
@@ -78,5 +80,5 @@ def philox_words(seeds: torch.Tensor, numel_per_sample: int, offset: torch.Tenso
     """The raw stream words [B, numel_per_sample] (uint32 values in int64), for bit-exact tests against the reference."""
     out = torch.empty(seeds.numel(), numel_per_sample, dtype=torch.int64, device=seeds.device)
     if out.numel():
-        _words_kernel[grid_1d(out.numel())](out, seeds, offset, out.numel(), numel_per_sample, BLOCK=BLOCK, **LAUNCH_OPTIONS)
+        _words_kernel[grid_1d(out.numel())](out, seeds, offset, out.numel(), numel_per_sample, BLOCK=BLOCK, **NOISE_LAUNCH_OPTIONS)
     return out
