@@ -276,7 +276,8 @@ class SyncCounter(TorchDispatchMode):
 
 
 @pytest.mark.parametrize("solver", ["heun", "euler"])
-def test_sampling_loop_never_syncs(solver):
+@pytest.mark.parametrize("backend", ["reference", "triton"])
+def test_sampling_loop_never_syncs(solver, backend):
     """run_plan reads no device value on the host (none with nonfinite="ignore", one report after the loop
     otherwise) and copies host data to the device only while building its tables, never per step."""
     from fastdiff.sampler import run_plan
@@ -287,12 +288,12 @@ def test_sampling_loop_never_syncs(solver):
     for num_steps in (6, 12):
         plan = fastdiff.plan_steps(net, num_steps=num_steps, S_churn=20.0, S_min=0.1, S_max=30.0, solver=solver)  # host work
         with SyncCounter() as counter:
-            run_plan(net, LATENTS.float(), plan, None, None, seeds, torch.float32, None, "ignore")
+            run_plan(net, LATENTS.float(), plan, None, None, seeds, torch.float32, None, "ignore", backend)
         assert counter.syncs == []
         copies.append(len(counter.host_to_device))
     assert copies[0] == copies[1] == 3  # the t, t_hat and noise_std tables
     with SyncCounter() as counter:
-        run_plan(net, LATENTS.float(), plan, None, None, seeds, torch.float32, None, "warn")
+        run_plan(net, LATENTS.float(), plan, None, None, seeds, torch.float32, None, "warn", backend)
     assert counter.syncs == ["aten::nonzero"]
     with SyncCounter() as counter:  # the counter does see a sync when there is one
         run_plan(net, LATENTS.float(), plan, None, None, seeds, torch.float32, lambda d: float(d["x"].sum()), "ignore")
