@@ -1,0 +1,595 @@
+"""Benchmark: the elementwise work of one EDM Heun step with churn (the network excluded), three ways side by side.
+
+    eager reference      fastdiff.ops.churn / euler_step / heun_step with backend="reference", called as
+                         fastdiff.sampler.run_plan calls them (per-step values indexed from device tables,
+                         noise from fastdiff's Philox generator keyed by per-sample seeds)
+    k-diffusion pattern  the eager step of k-diffusion's `sample_heun`, written here from its formulas:
+                         torch.randn_like noise, tensor-valued sigmas, Python `if`s on them
+    fused (triton)       the same fastdiff.ops calls with backend="triton": three kernels; its launches and
+                         bytes come from a model of the kernels' loads and stores (FUSED_MODEL), and it is
+                         timed only when a CUDA device is present (the Triton interpreter is no speed test)
+
+Part 1 (work per step) counts, with a TorchDispatchMode, the aten ops each eager implementation runs for each
+op and for the whole step: kernel launches, host syncs and modelled bytes per element (rules in OpCounter).
+Part 2 (time per step) times, in the same run on the current device, the eager reference step, the
+k-diffusion step, torch.compile(eager reference step, fullgraph=True), a device copy (the bandwidth yardstick)
+and, on CUDA, the fused step; it reports achieved GB/s (modelled bytes / time), the fraction of the copy's
+GB/s, and speedups against the eager reference and torch.compile, all from this one run.
+
+    python3 benchmarks/bench_step.py                 # default sizes, 1-2 minutes on a 2-core CPU
+    python3 benchmarks/bench_step.py --quick         # smoke run, well under a minute
+    python3 benchmarks/bench_step.py --sizes 786432,8x3x64x64 --repeats 50 --device cuda
+
+The table is printed; CSV and JSON go to benchmarks/results/ (or --out). Nothing here asserts a timing.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import datetime
+import json
+import math
+import os
+import platform
+import statistics
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_leaves
+
+import fastdiff
+from fastdiff import backends, ops
+from fastdiff.rng import SAMPLER_OFFSET
+from fastdiff.sampler import plan_steps
+
+RESULTS = Path(__file__).resolve().parent / "results"
+OPS = ("churn", "euler_step", "heun_step")
+STEP = "step"  # the row that sums the three ops
+
+# Element counts -> the batch each stands for (fp32, [B, C, H, W]).
+DEFAULT_SHAPES = {
+    12_288: (4, 3, 32, 32),  # CIFAR-10 32x32, batch 4
+    786_432: (64, 3, 64, 64),  # ImageNet / FFHQ 64x64, batch 64
+    6_291_456: (32, 3, 256, 256),  # 256x256 images, batch 32
+    16_777_216: (16, 4, 512, 512),  # 4-channel 512x512, batch 16
+}
+QUICK_SHAPES = ((4, 3, 32, 32), (16, 3, 32, 32))  # 12,288 and 49,152 elements
+
+# The sampler step benchmarked: EDM's stochastic settings (S_churn 40, S_min 0.05, S_max 50, S_noise 1.003),
+# 18 Karras steps, step 9 (sigma 1.92 -> 1.09 via t_hat 2.72): churn is on and Heun's correction is taken.
+SCHEDULE = dict(num_steps=18, S_churn=40.0, S_min=0.05, S_max=50.0, S_noise=1.003)
+STEP_INDEX = 9
+
+# The fused path's memory traffic, read off its kernels: the full-size tensors each one loads and stores
+# (per-sample scalars, seeds and the offset are <= B elements, ignored as in the measurement). One launch each.
+#   churn       kernels/randn.py _noise_kernel (HAS_X):  loads x,                            stores x_hat
+#   euler_step  kernels/euler_step.py:                   loads x_hat, denoised,              stores x_next
+#   heun_step   kernels/heun_step.py:                    loads x_hat, denoised, denoised_next, stores out
+#                                                        (x_next is recomputed, not read back)
+FUSED_MODEL = {
+    "churn": (("x",), ("x_hat",)),
+    "euler_step": (("x_hat", "denoised"), ("x_next",)),
+    "heun_step": (("x_hat", "denoised", "denoised_next"), ("out",)),
+}
+# torch.compile of the whole step is one graph; its modelled bytes are the graph's inputs and outputs
+# (reads x, denoised, denoised_next; writes x_hat, x_next, out): a lower bound on what it moves.
+COMPILE_MODEL = (("x", "denoised", "denoised_next"), ("x_hat", "x_next", "out"))
+COPY_MODEL = (("x",), ("copy",))
+
+LABELS = {
+    "reference": "eager reference",
+    "kdiffusion": "k-diffusion pattern",
+    "fused": "fused (triton)",
+    "compile": "torch.compile(reference)",
+    "copy": "device copy",
+}
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The three step implementations. Each returns (x_hat, x_next, out): what the two network calls around the
+# step read (x_hat, x_next) and the step's result. `mark(op)` names the op that the following work belongs to.
+# ----------------------------------------------------------------------------------------------------------
+
+def _unmarked(op: str) -> None:
+    pass
+
+
+def fastdiff_step(x, denoised, denoised_next, seeds, offsets, t, t_hat, noise_std, i: int, *,
+                  backend: str = "reference", mark=_unmarked):
+    """Step i of fastdiff.sampler.run_plan with churn and Heun's correction, the denoiser outputs given."""
+    mark("churn")
+    x_hat = ops.churn(x, seeds, offsets[i], noise_std[i], backend=backend)
+    mark("euler_step")
+    x_next = ops.euler_step(x_hat, denoised, t_hat[i], t[i + 1], backend=backend)
+    mark("heun_step")
+    out = ops.heun_step(x_hat, denoised, denoised_next, t_hat[i], t[i + 1], backend=backend)
+    return x_hat, x_next, out
+
+
+def kdiffusion_step(x, denoised, denoised_2, sigmas, i: int, s_churn: float, s_tmin: float, s_tmax: float,
+                    s_noise: float, *, mark=_unmarked):
+    """Step i of k-diffusion's eager `sample_heun` pattern: sigmas is a device tensor, branches are Python `if`s.
+
+    The churn range test on the tensor sigma is what decides `if gamma > 0`: Python's chained comparison
+    calls bool() on two 0-d tensors (two host syncs). `if sigma_next == 0` (Euler for the last step) is a third.
+    """
+    mark("churn")
+    sigma, sigma_next = sigmas[i], sigmas[i + 1]
+    gamma = min(s_churn / (len(sigmas) - 1), 2**0.5 - 1) if s_tmin <= sigma <= s_tmax else 0.0
+    sigma_hat = sigma * (gamma + 1)
+    if gamma > 0:
+        eps = torch.randn_like(x) * s_noise
+        x = x + eps * (sigma_hat**2 - sigma**2) ** 0.5
+    x_hat = x
+    mark("euler_step")
+    d = (x - denoised) / sigma_hat
+    dt = sigma_next - sigma_hat
+    if sigma_next == 0:
+        return x_hat, x + d * dt, None
+    x_2 = x + d * dt
+    mark("heun_step")
+    d_2 = (x_2 - denoised_2) / sigma_next
+    d_prime = (d + d_2) / 2
+    return x_hat, x_2, x + d_prime * dt
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Counting launches, syncs and bytes
+# ----------------------------------------------------------------------------------------------------------
+
+SYNC_OPS = {"_local_scalar_dense", "item", "is_nonzero", "nonzero", "nonzero_static"}
+LAUNCHING_SYNC_OPS = {"nonzero", "nonzero_static"}  # these run a kernel, then wait for its result
+METADATA_OPS = {"_unsafe_view", "lift_fresh", "alias", "detach", "_reshape_alias", "set_", "resize_"}
+ALLOCATION_OPS = {"empty", "empty_like", "empty_strided", "new_empty", "new_empty_strided"}
+OVERWRITE_OPS = {"copy_", "fill_", "zero_", "normal_", "uniform_", "random_", "bernoulli_", "exponential_"}
+
+
+class OpCounter(TorchDispatchMode):
+    """Counts, per op of a step, the aten ops it executes: kernel launches, host syncs and modelled bytes.
+
+    Rules, applied to every aten op that reaches this mode (composite ops arrive decomposed):
+      host sync      _local_scalar_dense, item, is_nonzero, nonzero, nonzero_static: the host waits for the
+                     device (bool(tensor) and float(tensor) arrive as _local_scalar_dense). nonzero also
+                     runs a kernel and counts as a launch; the others are a device-to-host copy, not a launch.
+      not a launch   view and metadata ops (OpOverload.is_view, _unsafe_view, lift_fresh, alias, detach, ...),
+                     ops that return no tensor (size, promote_types, ...), allocation-only ops (empty,
+                     empty_like, empty_strided, new_empty*: memory, no kernel), and factory ops on 0-d
+                     scalars (no tensor input and only 0-d outputs, e.g. scalar_tensor, full([])).
+      kernel launch  every other op, including ops on 0-d or [B] tensors (sigma arithmetic launches a kernel
+                     on a GPU even though it moves no data), and factories of bigger tensors (arange, randn_like).
+      bytes          for every op that is not a view: bytes of tensor inputs read plus tensor outputs written.
+                     A tensor counts its distinct elements (stride-0 broadcast dims once) times its element
+                     size, and not at all if it has <= B elements (B = batch): per-sample values are scalars.
+                     Arguments an op only overwrites (out=, the self of copy_/fill_/normal_/...) and the
+                     input of *_like factories are not read. Each distinct tensor counts once per op.
+    bytes per element = the total divided by the number of elements of the state x.
+    """
+
+    def __init__(self, batch: int):
+        super().__init__()
+        self.batch = batch
+        self.op = STEP
+        self.launches, self.syncs, self.bytes = Counter(), Counter(), Counter()
+        self.names: dict[str, Counter] = {}
+
+    def mark(self, op: str) -> None:
+        self.op = op
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        name = func._schema.name.split("::")[-1]
+        outputs = [t for t in tree_leaves(out) if isinstance(t, torch.Tensor)]
+        inputs = [t for t in tree_leaves((args, kwargs)) if isinstance(t, torch.Tensor)]
+        is_view = func.is_view or name in METADATA_OPS
+        if name in SYNC_OPS:
+            self.syncs[self.op] += 1
+            launch = name in LAUNCHING_SYNC_OPS
+        elif is_view or not outputs or name in ALLOCATION_OPS:
+            launch = False
+        elif not inputs and all(t.ndim == 0 for t in outputs):
+            launch = False  # a factory op on a 0-d scalar
+        else:
+            launch = True
+        if launch:
+            self.launches[self.op] += 1
+            self.names.setdefault(self.op, Counter())[name] += 1
+        if not is_view:
+            self.bytes[self.op] += self._bytes_read(func, name, args, kwargs) + self._bytes(outputs)
+        return out
+
+    def _bytes_read(self, func, name: str, args, kwargs) -> int:
+        if name.endswith("_like"):
+            return 0  # *_like factories read only the input's metadata
+        read = []
+        for index, argument in enumerate(func._schema.arguments):
+            value = args[index] if index < len(args) and not argument.kwarg_only else kwargs.get(argument.name)
+            written = argument.alias_info is not None and argument.alias_info.is_write
+            if written and (argument.kwarg_only or name in OVERWRITE_OPS):
+                continue  # an out= argument, or the self an op overwrites without reading
+            read += [t for t in tree_leaves(value) if isinstance(t, torch.Tensor)]
+        return self._bytes(read)
+
+    def _bytes(self, tensors) -> int:
+        total, seen = 0, set()
+        for t in tensors:
+            key = (t.data_ptr(), tuple(t.shape), t.stride(), t.dtype)
+            elements = math.prod(s for s, st in zip(t.shape, t.stride()) if st != 0) if t.numel() else 0
+            if key in seen or elements <= self.batch:
+                continue
+            seen.add(key)
+            total += elements * t.element_size()
+        return total
+
+    def rows(self, implementation: str, numel: int) -> list[dict]:
+        """One row per op and one for the whole step (the sum: every op of the step ran under one of the marks)."""
+        rows = []
+        for op in OPS + (STEP,):
+            pick = (lambda c: sum(c.values())) if op == STEP else (lambda c: c[op])
+            rows.append(dict(implementation=implementation, op=op, launches=pick(self.launches), syncs=pick(self.syncs),
+                             bytes_per_element=pick(self.bytes) / numel, source="measured"))
+        return rows
+
+
+def modelled_rows(implementation: str, model: dict, element_size: int) -> list[dict]:
+    """Rows of a fused path: one launch per op, no sync, bytes from the tensors each kernel loads and stores."""
+    rows = [dict(implementation=implementation, op=op, launches=1, syncs=0,
+                 bytes_per_element=model_bytes(reads_writes, element_size), source="model")
+            for op, reads_writes in model.items()]
+    rows.append(dict(implementation=implementation, op=STEP, launches=sum(r["launches"] for r in rows), syncs=0,
+                     bytes_per_element=sum(r["bytes_per_element"] for r in rows), source="model"))
+    return rows
+
+
+def model_bytes(model: tuple, element_size: int) -> float:
+    """Bytes per element of a (reads, writes) model: one element of each full-size tensor read or written."""
+    reads, writes = model
+    return float(element_size * (len(reads) + len(writes)))
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Timing
+# ----------------------------------------------------------------------------------------------------------
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def time_calls(functions: dict, device, repeats: int, budget_s: float, min_repeats: int = 3,
+               min_measure_s: float = 1e-3) -> dict:
+    """{name: median seconds per call of fn() and how it was measured} for every fn in `functions`.
+
+    Measurements are interleaved (one of each function per round), so that load from other processes falls
+    on all of them alike and their ratios stay fair. Each measurement runs `number` back-to-back calls to last
+    >= min_measure_s, with the device synchronized around it; a function stops after `repeats` measurements,
+    or once it has spent budget_s seconds and has min_repeats. Every fn has already run once (warm-up).
+    """
+    state = {}
+    for name, fn in functions.items():
+        once = _measure(fn, 1, device)
+        number = max(1, min(10_000, math.ceil(min_measure_s / max(once, 1e-9))))
+        samples = [once] if number == 1 else []  # a slow call's calibration run is already a valid sample
+        state[name] = dict(number=number, samples=samples, spent=once)
+
+    def wants_more(s):
+        return len(s["samples"]) < repeats and (len(s["samples"]) < min_repeats or s["spent"] < budget_s)
+
+    while any(wants_more(s) for s in state.values()):
+        for name, fn in functions.items():
+            s = state[name]
+            if wants_more(s):
+                seconds = _measure(fn, s["number"], device)
+                s["samples"].append(seconds)
+                s["spent"] += seconds * s["number"]
+    return {name: dict(seconds=statistics.median(s["samples"]), min_seconds=min(s["samples"]),
+                       repeats=len(s["samples"]), number=s["number"]) for name, s in state.items()}
+
+
+def _measure(fn, number: int, device) -> float:
+    """Seconds per call of `number` back-to-back calls of fn(), the device synchronized before and after."""
+    sync(device)
+    start = time.perf_counter()
+    for _ in range(number):
+        fn()
+    sync(device)
+    return (time.perf_counter() - start) / number
+
+
+# ----------------------------------------------------------------------------------------------------------
+# One size
+# ----------------------------------------------------------------------------------------------------------
+
+def make_inputs(shape, device):
+    """The state, both denoiser outputs, seeds and run_plan's per-step device tables for SCHEDULE."""
+    generator = torch.Generator().manual_seed(0)
+    plan = plan_steps(**SCHEDULE)
+    table = lambda values: torch.tensor(values, dtype=torch.float64).to(device=device, dtype=torch.float32)  # noqa: E731
+    batch = shape[0]
+    x = (torch.randn(shape, generator=generator) * plan.t[STEP_INDEX]).to(device)
+    denoised = torch.randn(shape, generator=generator).to(device)
+    denoised_next = denoised + 0.01 * torch.randn(shape, generator=generator).to(device)
+    return dict(
+        x=x, denoised=denoised, denoised_next=denoised_next,
+        seeds=torch.arange(batch, dtype=torch.int64, device=device) * 7919,
+        offsets=SAMPLER_OFFSET + torch.arange(plan.num_steps, dtype=torch.int64, device=device),
+        t=table(plan.t), t_hat=table(plan.t_hat), noise_std=table(plan.noise_std),
+    )
+
+
+def step_functions(inputs, fused_reasons):
+    """({name: step callable taking `mark`, or None when it cannot run here}, fastdiff_step's arguments)."""
+    x, den, den2 = inputs["x"], inputs["denoised"], inputs["denoised_next"]
+    args = (x, den, den2, inputs["seeds"], inputs["offsets"], inputs["t"], inputs["t_hat"], inputs["noise_std"], STEP_INDEX)
+    sigmas = inputs["t"]  # k-diffusion's sigmas: the schedule as a device tensor ending in 0
+    s = SCHEDULE
+    return {
+        "reference": lambda mark=_unmarked: fastdiff_step(*args, backend="reference", mark=mark),
+        "kdiffusion": lambda mark=_unmarked: kdiffusion_step(x, den, den2, sigmas, STEP_INDEX, s["S_churn"], s["S_min"],
+                                                             s["S_max"], s["S_noise"], mark=mark),
+        "fused": None if fused_reasons else (lambda mark=_unmarked: fastdiff_step(*args, backend="triton", mark=mark)),
+    }, args
+
+
+def relative_difference(actual, expected) -> float:
+    """max |actual - expected| / max |expected| over the step's three outputs (0 when they agree bit for bit)."""
+    worst = 0.0
+    for a, e in zip(actual, expected):
+        worst = max(worst, float((a.double() - e.double()).abs().max() / e.double().abs().max().clamp_min(1e-30)))
+    return worst
+
+
+def bench_size(shape, device, repeats, budget_s, fused_reasons, show_ops) -> tuple[list, list, dict]:
+    """Part 1's rows, Part 2's rows and the agreement checks for one shape."""
+    numel, batch = math.prod(shape), shape[0]
+    inputs = make_inputs(shape, device)
+    element_size = inputs["x"].element_size()
+    functions, args = step_functions(inputs, fused_reasons)
+    work, checks, timed, extra = [], {}, {}, {}
+    bytes_per_element = {}
+
+    # Eager implementations: one counted run, which is also their warm-up.
+    for name in ("reference", "kdiffusion"):
+        counter = OpCounter(batch)
+        with counter:
+            result = functions[name](counter.mark)
+        sync(device)
+        if name == "reference":
+            expected = result
+        rows = counter.rows(LABELS[name], numel)
+        work += rows
+        bytes_per_element[name] = rows[-1]["bytes_per_element"]
+        if show_ops:
+            for op in OPS:
+                listed = ", ".join(f"{n} x{c}" for n, c in sorted(counter.names.get(op, {}).items()))
+                print(f"  [{LABELS[name]} / {op} @ {numel:,}] launches: {listed}")
+        del result
+        timed[name] = functions[name]
+
+    # The fused path: its model everywhere, its timing on CUDA only.
+    work += modelled_rows(LABELS["fused"], FUSED_MODEL, element_size)
+    bytes_per_element["fused"] = work[-1]["bytes_per_element"]
+    if functions["fused"] is not None:
+        result = functions["fused"]()
+        sync(device)
+        checks["fused vs eager reference"] = relative_difference(result, expected)
+        del result
+        timed["fused"] = functions["fused"]
+
+    # torch.compile of the whole eager reference step (its three ops, both denoiser outputs as inputs).
+    torch._dynamo.reset()
+    compiled = torch.compile(fastdiff_step, fullgraph=True, dynamic=False)
+    start = time.perf_counter()
+    result = compiled(*args)
+    sync(device)
+    extra["compile"] = dict(compile_seconds=time.perf_counter() - start)
+    checks["torch.compile vs eager reference"] = relative_difference(result, expected)
+    del result, expected
+    bytes_per_element["compile"] = model_bytes(COMPILE_MODEL, element_size)
+    timed["compile"] = lambda: compiled(*args)
+
+    # The bandwidth yardstick: copy x into a preallocated buffer.
+    buffer = torch.empty_like(inputs["x"])
+    buffer.copy_(inputs["x"])
+    bytes_per_element["copy"] = model_bytes(COPY_MODEL, element_size)
+    timed["copy"] = lambda: buffer.copy_(inputs["x"])
+
+    measured = time_calls(timed, device, repeats, budget_s)
+    timings = []
+    for name in ("reference", "kdiffusion", "fused", "compile", "copy"):
+        if name in measured:
+            timings.append(dict(implementation=LABELS[name], **measured[name], **extra.get(name, {})))
+        else:
+            timings.append(dict(implementation=LABELS[name], seconds=None, note="not timed here (needs CUDA): model only"))
+    finish_timings(timings, bytes_per_element, numel)
+    for row in work + timings:
+        row.update(size=numel, shape="x".join(map(str, shape)))
+    return work, timings, checks
+
+
+def finish_timings(timings: list[dict], bytes_per_element: dict, numel: int) -> None:
+    """Add modelled bytes, GB/s, fraction of the copy's GB/s and speedups (all from this run) to each row."""
+    key = {label: name for name, label in LABELS.items()}
+    seconds = {key[r["implementation"]]: r["seconds"] for r in timings}
+    for row in timings:
+        name = key[row["implementation"]]
+        row["bytes_per_element"] = bytes_per_element[name]
+        row["bytes_source"] = {"reference": "measured", "kdiffusion": "measured", "fused": "model",
+                               "compile": "graph I/O model", "copy": "model"}[name]
+        t = row["seconds"]
+        row["gbps"] = bytes_per_element[name] * numel / t / 1e9 if t else None
+    copy_gbps = next(r["gbps"] for r in timings if r["implementation"] == LABELS["copy"])
+    for row in timings:
+        name, t = key[row["implementation"]], row["seconds"]
+        timed = t is not None and name != "copy"
+        row["fraction_of_copy"] = row["gbps"] / copy_gbps if row["gbps"] is not None else None
+        row["speedup_vs_reference"] = seconds["reference"] / t if timed else None
+        row["speedup_vs_compile"] = seconds["compile"] / t if timed else None
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Output
+# ----------------------------------------------------------------------------------------------------------
+
+def fmt(value, spec: str, width: int) -> str:
+    return f"{'-' if value is None else format(value, spec):>{width}}"
+
+
+def print_work(work: list[dict], device: torch.device) -> None:
+    """One row per implementation and op; bytes per element for every size (per-sample tensors make it vary)."""
+    sizes = sorted({r["size"] for r in work})
+    rows: dict[tuple, dict] = {}
+    for r in work:
+        rows.setdefault((r["implementation"], r["op"]), {})[r["size"]] = r
+    span = lambda values: f"{min(values)}" if min(values) == max(values) else f"{min(values)}-{max(values)}"  # noqa: E731
+    print(f"\nWork per step: kernel launches, host syncs, modelled bytes per element at each size "
+          f"(eager: measured with a TorchDispatchMode on {device.type}; fused: model of its kernels' loads and stores)")
+    print(f"{'implementation':<22} {'op':<11} {'launches':>8} {'syncs':>6}  source   "
+          + " ".join(f"{'B/elem@' + format(n, ','):>17}" for n in sizes))
+    for (implementation, op), by_size in rows.items():
+        first = next(iter(by_size.values()))
+        print(f"{implementation:<22} {op:<11} {span([r['launches'] for r in by_size.values()]):>8} "
+              f"{span([r['syncs'] for r in by_size.values()]):>6}  {first['source']:<8} "
+              + " ".join(f"{by_size[n]['bytes_per_element']:>17.1f}" for n in sizes))
+
+
+def print_timings(timings: list[dict], device: torch.device) -> None:
+    print(f"\nTime per step on {device} (median of n measurements after warm-up; GB/s = modelled bytes / time; "
+          f"%copy = GB/s / copy GB/s; xref, xcomp = speedup vs eager reference, vs torch.compile)")
+    header = (f"{'size':>11} {'shape':<14} {'implementation':<25} {'ms/step':>10} {'n':>3} {'B/elem':>7} "
+              f"{'GB/s':>8} {'%copy':>6} {'xref':>7} {'xcomp':>7}")
+    print(header)
+    for r in timings:
+        if r["seconds"] is None:
+            print(f"{r['size']:>11,} {r['shape']:<14} {r['implementation']:<25} {'-':>10} {'':>3} "
+                  f"{r['bytes_per_element']:>7.1f}  {r.get('note', '')}")
+            continue
+        pct = None if r["fraction_of_copy"] is None else 100 * r["fraction_of_copy"]
+        print(f"{r['size']:>11,} {r['shape']:<14} {r['implementation']:<25} {r['seconds'] * 1e3:>10.3f} {r['repeats']:>3} "
+              f"{r['bytes_per_element']:>7.1f} {fmt(r['gbps'], '.2f', 8)} {fmt(pct, '.1f', 6)} "
+              f"{fmt(r['speedup_vs_reference'], '.2f', 7)} {fmt(r['speedup_vs_compile'], '.2f', 7)}")
+
+
+def write_results(out_dir: Path, meta: dict, work: list[dict], timings: list[dict], checks: dict) -> list[Path]:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = [out_dir / "bench_step_work.csv", out_dir / "bench_step_time.csv", out_dir / "bench_step.json"]
+    for path, rows in zip(paths, (work, timings)):
+        columns = list(dict.fromkeys(key for row in rows for key in row))
+        with open(path, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=columns)
+            writer.writeheader()
+            writer.writerows(rows)
+    paths[2].write_text(json.dumps(dict(meta=meta, work=work, timings=timings, checks=checks), indent=1) + "\n")
+    return paths
+
+
+# ----------------------------------------------------------------------------------------------------------
+
+def parse_sizes(text: str) -> list[tuple[int, ...]]:
+    """'12288,786432' (element counts; DEFAULT_SHAPES gives their shapes, else [4, n/4] or [1, n]) or '4x3x32x32'."""
+    shapes = []
+    for item in filter(None, (s.strip() for s in text.split(","))):
+        try:
+            if "x" in item:
+                shape = tuple(int(s) for s in item.split("x"))
+            else:
+                n = int(item.replace("_", ""))
+                shape = DEFAULT_SHAPES.get(n) or ((4, n // 4) if n % 4 == 0 else (1, n))
+        except ValueError:
+            raise SystemExit(f"--sizes: expected element counts or shapes like 4x3x32x32, got {item!r}")
+        if len(shape) < 2 or min(shape) < 1:
+            raise SystemExit(f"--sizes: expected a shape [B, ...] with positive sizes, got {item!r}")
+        shapes.append(shape)
+    if not shapes:
+        raise SystemExit("--sizes: expected at least one size")
+    return shapes
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", help="comma-separated element counts or shapes like 4x3x32x32 "
+                        f"(default: {','.join(map(str, DEFAULT_SHAPES))})")
+    parser.add_argument("--repeats", type=int, help="measurements per timing (default 25; --quick 5)")
+    parser.add_argument("--budget", type=float, help="seconds one timing may take before it stops repeating "
+                        "(it still takes 3 measurements; default 8, --quick 1)")
+    parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="auto: cuda when available")
+    parser.add_argument("--quick", action="store_true", help="smoke run: two small sizes, few repeats")
+    parser.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's own choice)")
+    parser.add_argument("--out", type=Path, default=RESULTS, help=f"directory for the CSV and JSON (default {RESULTS})")
+    parser.add_argument("--show-ops", action="store_true", help="list the aten ops counted as launches per op")
+    a = parser.parse_args(argv)
+
+    if a.device == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("--device cuda: torch.cuda.is_available() is False here")
+    device = torch.device("cuda" if a.device == "cuda" or (a.device == "auto" and torch.cuda.is_available()) else "cpu")
+    shapes = parse_sizes(a.sizes) if a.sizes else list(QUICK_SHAPES if a.quick else DEFAULT_SHAPES.values())
+    repeats = a.repeats or (5 if a.quick else 25)
+    budget = a.budget if a.budget is not None else (1.0 if a.quick else 8.0)
+    if repeats < 1:
+        raise SystemExit(f"--repeats: expected >= 1, got {repeats}")
+    if a.threads is not None:
+        if a.threads < 1:
+            raise SystemExit(f"--threads: expected >= 1, got {a.threads}")
+        torch.set_num_threads(a.threads)
+
+    probe = torch.empty(1, device=device)
+    fused_reasons = backends.reasons("triton", probe, (probe,))
+    if device.type == "cpu" and not fused_reasons:
+        fused_reasons = ["on the CPU Triton runs only in its interpreter, which is not a speed measurement"]
+
+    plan = plan_steps(**SCHEDULE)
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+    meta = dict(load_average_at_start=load, cpu_count=os.cpu_count(),
+        date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        fastdiff=fastdiff.__version__, torch=torch.__version__, python=platform.python_version(),
+        device=str(device), device_name=torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine(),
+        cpu_threads=torch.get_num_threads(), dtype="float32", repeats=repeats, budget_seconds=budget,
+        schedule=SCHEDULE, step_index=STEP_INDEX, sigma=plan.t[STEP_INDEX], t_hat=plan.t_hat[STEP_INDEX],
+        sigma_next=plan.t[STEP_INDEX + 1], shapes=["x".join(map(str, s)) for s in shapes],
+        fused_model={op: dict(reads=list(r), writes=list(w)) for op, (r, w) in FUSED_MODEL.items()},
+        compile_model=dict(reads=list(COMPILE_MODEL[0]), writes=list(COMPILE_MODEL[1])),
+        fused_not_timed=fused_reasons or None, argv=sys.argv[1:] if argv is None else list(argv),
+    )
+    print(f"fastdiff {fastdiff.__version__} bench_step: one EDM Heun step with churn (step {STEP_INDEX} of "
+          f"{SCHEDULE['num_steps']}, sigma {plan.t[STEP_INDEX]:.4g} -> t_hat {plan.t_hat[STEP_INDEX]:.4g} -> "
+          f"{plan.t[STEP_INDEX + 1]:.4g}), float32, network excluded")
+    print(f"device {device} ({meta['device_name']}), {meta['cpu_threads']} CPU threads, torch {torch.__version__}; "
+          f"sizes {', '.join(f'{math.prod(s):,} ({meta_shape})' for s, meta_shape in zip(shapes, meta['shapes']))}")
+
+    if device.type == "cpu" and load is not None and load >= 0.5 * (os.cpu_count() or 1):
+        print(f"note: the CPUs were busy as this run started (1-minute load average {load:.2f} on {os.cpu_count()} "
+              f"cores): timings will be noisy, worst when {torch.get_num_threads()} OpenMP threads wait for a "
+              f"descheduled one (--threads 1 is steadier)")
+
+    work, timings, checks = [], [], {}
+    started = time.perf_counter()
+    for shape in shapes:
+        size_started = time.perf_counter()
+        w, t, c = bench_size(shape, device, repeats, budget, fused_reasons, a.show_ops)
+        work += w
+        timings += t
+        checks.update({f"{k} @ {math.prod(shape)}": v for k, v in c.items()})
+        print(f"  {math.prod(shape):>11,} elements done in {time.perf_counter() - size_started:.1f} s", flush=True)
+    meta["total_seconds"] = time.perf_counter() - started
+
+    print_work(work, device)
+    print_timings(timings, device)
+    compile_times = [(r["size"], r["compile_seconds"]) for r in timings if "compile_seconds" in r]
+    print("torch.compile time (first call, s): " + ", ".join(f"{n:,}: {t:.1f}" for n, t in compile_times))
+    worst = max(checks.values(), default=0.0)
+    print(f"\nChecks: max relative difference of the step's outputs vs the eager reference over all sizes: "
+          f"{worst:.2e} ({', '.join(sorted({k.split(' @ ')[0] for k in checks}))})")
+    if worst > 1e-4:
+        print("WARNING: an implementation disagrees with the eager reference; its timing measures something else")
+    paths = write_results(a.out, meta, work, timings, checks)
+    print(f"wrote {', '.join(str(p) for p in paths)} ({meta['total_seconds']:.0f} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
