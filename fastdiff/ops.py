@@ -24,21 +24,14 @@ import torch
 from . import reference
 from .backends import resolve
 from .reference.skip_mix import PRECONDS
-from .rng import MASK32, MAX_OFFSET, normal_from_seeds, seeds_tensor
+from .rng import MASK32, MAX_OFFSET, check_randn_args, normal_from_seeds, seeds_tensor
 
 _PRECOND_KINDS = {"edm": 0, "vp": 1, "iddpm": 1, "ve": 2}  # the Triton kernel's KIND codes
 
 
 def randn(seeds, shape, *, offset=0, dtype: torch.dtype = torch.float32, device=None, backend: str = "auto") -> torch.Tensor:
     """Standard normals of `shape` ([B, ...]) whose sample b comes from the stream of seeds[b] at `offset`."""
-    shape = tuple(int(s) for s in shape)
-    if len(shape) < 1 or any(s < 0 for s in shape):
-        raise ValueError(f"shape: expected (batch, ...) with non-negative sizes, got {shape}")
-    if not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
-        raise TypeError(f"dtype: expected a floating torch.dtype, got {dtype}")
-    if device is None and isinstance(seeds, torch.Tensor):
-        device = seeds.device
-    seeds = seeds_tensor(seeds, batch_size=shape[0], device=device)
+    seeds, shape = check_randn_args(seeds, shape, dtype, device)
     offset = _offset_tensor(offset, seeds.device)
     name = resolve(backend, torch.empty(0, dtype=dtype), (seeds, offset))
     if name == "reference":

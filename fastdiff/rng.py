@@ -134,6 +134,12 @@ def randn(seeds, shape, *, offset: int = 0, dtype: torch.dtype = torch.float32, 
 
     shape[0] must equal len(seeds). The values are computed in float32 and then cast to `dtype`.
     """
+    seeds, shape = check_randn_args(seeds, shape, dtype, device)
+    return normal_from_seeds(seeds, shape, *split_offset(offset, seeds.device), dtype)
+
+
+def check_randn_args(seeds, shape, dtype, device) -> tuple[torch.Tensor, tuple[int, ...]]:
+    """randn's arguments checked: the seeds as an int64 [B] tensor (on `device`, else the seeds' own) and the shape."""
     shape = tuple(int(s) for s in shape)
     if len(shape) < 1 or any(s < 0 for s in shape):
         raise ValueError(f"shape: expected (batch, ...) with non-negative sizes, got {shape}")
@@ -141,8 +147,7 @@ def randn(seeds, shape, *, offset: int = 0, dtype: torch.dtype = torch.float32, 
         raise TypeError(f"dtype: expected a floating torch.dtype, got {dtype}")
     if device is None and isinstance(seeds, torch.Tensor):
         device = seeds.device
-    seeds = seeds_tensor(seeds, batch_size=shape[0], device=device)
-    return normal_from_seeds(seeds, shape, *split_offset(offset, seeds.device), dtype)
+    return seeds_tensor(seeds, batch_size=shape[0], device=device), shape
 
 
 def normal_from_seeds(seeds: torch.Tensor, shape, offset_lo, offset_hi, dtype: torch.dtype) -> torch.Tensor:
