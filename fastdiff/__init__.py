@@ -7,7 +7,7 @@ from .backends import BackendUnavailableError
 from .loss import EDMLoss, VELoss, VPLoss
 from .mixture import GaussianMixture
 from .precond import EDMPrecond, VEPrecond, VPPrecond, iDDPMPrecond
-from .rng import randn
+from .ops import randn  # the generator through the backend dispatch (reference: fastdiff.rng.randn)
 from .sampler import StepPlan, plan_steps, sample
 from .schedules import karras_sigmas
 
