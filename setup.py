@@ -1,13 +1,23 @@
 """Build and install fastdiff.
 
-The package is pure Python today: the Triton kernels live in `kernels/` (installed as `fastdiff.kernels`);
-the C++/CUDA extension of `csrc/` will be built here too.
+Python packages: `fastdiff` and `fastdiff.kernels` (the Triton kernels, kept in the top-level `kernels/`).
+Compiled parts, with ninja through torch's build tools (install with `--no-build-isolation`, so that the
+extension is built against the torch it will run with):
+  fastdiff._C       the C++ CPU kernels (csrc/cpu, csrc/bindings.cpp): built whenever torch is importable;
+  fastdiff._C_cuda  the CUDA kernels (csrc/cuda): built when torch is a CUDA build and a CUDA toolkit is found.
+A part that cannot be built is skipped with a warning, and the package still works through Triton or the
+reference path; what was built and why not is written to fastdiff/_build_info.json (`fastdiff info` shows it).
 """
+import json
+import os
+import sys
 from pathlib import Path
 
 from setuptools import find_packages, setup
 
 ROOT = Path(__file__).parent
+CSRC = ROOT / "csrc"
+CXX_FLAGS = ["-O3", "-std=c++17", "-fopenmp", "-ffp-contract=off", "-fno-math-errno"]  # see csrc/cpu/kernels.cpp
 
 
 def read_version():
@@ -16,6 +26,69 @@ def read_version():
     exec((ROOT / "fastdiff" / "_version.py").read_text(), namespace)
     return namespace["__version__"]
 
+
+def extensions():
+    """(ext_modules, cmdclass, reasons for parts not attempted)."""
+    try:
+        import torch
+        from torch.utils.cpp_extension import CUDA_HOME, BuildExtension, CppExtension, CUDAExtension
+    except ImportError as error:
+        reason = (f"torch was not importable while building ({error}); install torch first and build with "
+                  "pip install --no-build-isolation")
+        return [], {}, {"cpu": reason, "cuda": reason}
+
+    skipped = {}
+    ext_modules = [CppExtension(
+        "fastdiff._C",
+        sources=[str(p.relative_to(ROOT)) for p in (CSRC / "bindings.cpp", CSRC / "cpu" / "kernels.cpp")],
+        include_dirs=[str(CSRC)],
+        extra_compile_args={"cxx": CXX_FLAGS},
+        extra_link_args=["-fopenmp"],
+    )]
+    cuda_sources = sorted((CSRC / "cuda").glob("*.c[up]*")) if (CSRC / "cuda").is_dir() else []
+    if torch.version.cuda is None:
+        skipped["cuda"] = f"torch {torch.__version__} is a CPU build"
+    elif CUDA_HOME is None:
+        skipped["cuda"] = "no CUDA toolkit found (set CUDA_HOME)"
+    elif not cuda_sources:
+        skipped["cuda"] = "csrc/cuda has no sources"
+    else:
+        ext_modules.append(CUDAExtension(
+            "fastdiff._C_cuda",
+            sources=[str(p.relative_to(ROOT)) for p in cuda_sources],
+            include_dirs=[str(CSRC)],
+            extra_compile_args={"cxx": ["-O3", "-std=c++17"], "nvcc": ["-O3", "--fmad=false", "-std=c++17"]},
+        ))
+
+    class OptionalBuildExt(BuildExtension.with_options(use_ninja=True)):
+        """Builds each extension on its own; a failure warns and is recorded instead of failing the install."""
+
+        def build_extension(self, ext):
+            part = "cuda" if ext.name.endswith("_cuda") else "cpu"
+            try:
+                super().build_extension(ext)
+                self.outcome[part] = None
+            except Exception as error:  # noqa: BLE001 - any compiler or ninja failure
+                self.outcome[part] = f"the build failed: {type(error).__name__}: {error}".strip()[:2000]
+                print(f"WARNING: fastdiff: building {ext.name} failed; continuing without it: {error}", file=sys.stderr)
+
+        def run(self):
+            self.outcome = dict(skipped)
+            super().run()
+            info_dir = Path(self.get_ext_fullpath("fastdiff._C")).parent
+            info_dir.mkdir(parents=True, exist_ok=True)
+            (info_dir / "_build_info.json").write_text(json.dumps(
+                {"torch": torch.__version__, "not_built": {k: v for k, v in self.outcome.items() if v}}, indent=1))
+
+    return ext_modules, {"build_ext": OptionalBuildExt}, {}
+
+
+ext_modules, cmdclass, not_attempted = extensions()
+if not_attempted:
+    print("WARNING: fastdiff: the compiled kernels are not built: " + not_attempted["cpu"], file=sys.stderr)
+    info = ROOT / "fastdiff" / "_build_info.json"
+    if os.access(info.parent, os.W_OK):
+        info.write_text(json.dumps({"torch": None, "not_built": not_attempted}, indent=1))
 
 setup(
     name="fastdiff",
@@ -28,6 +101,8 @@ setup(
     python_requires=">=3.10",
     packages=find_packages(include=["fastdiff", "fastdiff.*"]) + ["fastdiff.kernels"],
     package_dir={"fastdiff.kernels": "kernels"},  # the Triton kernels keep their top-level folder
+    ext_modules=ext_modules,
+    cmdclass=cmdclass,
     install_requires=["torch>=2.4", "numpy"],
     extras_require={
         "test": ["pytest>=7", "triton>=3.2"],  # the Triton kernels are tested in its interpreter on CPU

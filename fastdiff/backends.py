@@ -1,7 +1,7 @@
 """Which backend runs the fused ops, and why the others cannot.
 
-Backends: "reference" (pure PyTorch, the specification), "triton" (kernels/), and "cpu" / "cuda" (csrc/,
-not built yet). `backend="auto"` takes the fastest backend that can run the given inputs; the environment
+Backends: "reference" (pure PyTorch, the specification), "triton" (kernels/), "cpu" (C++, csrc/cpu) and
+"cuda" (csrc/cuda). `backend="auto"` takes the fastest backend that can run the given inputs; the environment
 variable FASTDIFF_BACKEND replaces "auto". A backend asked for by name never falls back: it runs, or
 raises BackendUnavailableError with every reason it cannot.
 """
@@ -63,7 +63,25 @@ def _find_install_reasons(name: str) -> tuple[str, ...]:
             except Exception as error:  # a broken triton install must not break `import fastdiff`
                 reasons.append(f"importing the Triton kernels failed: {type(error).__name__}: {error}")
         return tuple(reasons)
-    return (f"the {name} kernels (csrc/) are not built in this version of fastdiff",)
+    if name == "cpu":
+        try:
+            from . import _cpu  # noqa: F401  (loads fastdiff._C and registers the ops)
+        except ImportError as error:
+            return (f"the C++ extension fastdiff._C is not available: {build_reason('cpu') or error}",)
+        return ()
+    return (f"the cuda kernels (csrc/cuda) are not built: {build_reason('cuda') or 'not implemented in this version'}",)
+
+
+def build_reason(part: str) -> str | None:
+    """Why setup.py did not build `part` ("cpu" or "cuda"), from fastdiff/_build_info.json; None if unknown."""
+    import json
+    from pathlib import Path
+
+    info = Path(__file__).with_name("_build_info.json")
+    try:
+        return json.loads(info.read_text()).get("not_built", {}).get(part)
+    except (OSError, ValueError):
+        return "fastdiff was installed without running its build (no fastdiff/_build_info.json)"
 
 
 def input_reasons(name: str, state: torch.Tensor | None, tensors: tuple[torch.Tensor, ...]) -> list[str]:
@@ -74,6 +92,8 @@ def input_reasons(name: str, state: torch.Tensor | None, tensors: tuple[torch.Te
     devices = {t.device.type for t in tensors}
     if len(devices) > 1:
         reasons.append(f"the tensors are on different device types {sorted(devices)}")
+    if name == "cpu" and devices - {"cpu"}:
+        reasons.append(f"the C++ CPU kernels take CPU tensors, got tensors on {sorted(devices - {'cpu'})}")
     if name == "triton":
         if "cpu" in devices and not triton_interpreted():
             reasons.append("the tensors are on the CPU; Triton kernels run on CUDA devices (or on the CPU under TRITON_INTERPRET=1)")

@@ -23,11 +23,8 @@ import torch
 
 from . import reference
 from .backends import resolve
-from .reference.skip_mix import PRECONDS
+from .reference.skip_mix import PRECOND_CODES, PRECONDS
 from .rng import MASK32, MAX_OFFSET, check_randn_args, normal_from_seeds, seeds_tensor
-
-_PRECOND_KINDS = {"edm": 0, "vp": 1, "iddpm": 1, "ve": 2}  # the Triton kernel's KIND codes
-
 
 def randn(seeds, shape, *, offset=0, dtype: torch.dtype = torch.float32, device=None, backend: str = "auto") -> torch.Tensor:
     """Standard normals of `shape` ([B, ...]) whose sample b comes from the stream of seeds[b] at `offset`."""
@@ -94,7 +91,7 @@ def skip_mix(x: torch.Tensor, F: torch.Tensor, sigma, *, precond: str = "edm", s
     name = resolve(backend, state, (x, F, sigma))
     if name == "reference":
         return reference.skip_mix(x, F, sigma, precond, float(sigma_data))
-    return _impl(name).skip_mix(x.contiguous(), F.contiguous(), sigma, _PRECOND_KINDS[precond], float(sigma_data))
+    return _impl(name).skip_mix(x.contiguous(), F.contiguous(), sigma, PRECOND_CODES[precond], float(sigma_data))
 
 
 def _impl(name: str):
@@ -103,6 +100,10 @@ def _impl(name: str):
         from . import _triton
 
         return _triton
+    if name == "cpu":
+        from . import _cpu
+
+        return _cpu
     raise AssertionError(f"backend {name!r} has no implementation")  # resolve() never returns one
 
 

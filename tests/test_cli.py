@@ -7,6 +7,7 @@ import zlib
 import pytest
 import torch
 
+from fastdiff import backends
 from fastdiff.cli import main
 from fastdiff.png import scatter_image, write_png
 
@@ -35,7 +36,8 @@ def test_sample_reports_its_work_and_draws_the_ring(tmp_path, capsys):
     out = tmp_path / "s.png"
     assert main(["sample", "--num-samples", "2048", "--steps", "12", "--out", str(out)]) == 0
     text = capsys.readouterr().out
-    assert "12 steps, NFE 23" in text and "backend reference" in text and " s (" in text
+    x = torch.empty(1)
+    assert "12 steps, NFE 23" in text and f"backend {backends.resolve('auto', x, (x,))}" in text and " s (" in text
     assert f"wrote {out}" in text
     image = read_png(out).int()
     assert image.shape == (512, 512, 3)
@@ -62,7 +64,7 @@ def test_sample_quality_line_is_near_the_floor(capsys):
     (["sample", "--num-samples", "0", "--out", ""], "--num-samples: must be >= 1, got 0"),
     (["sample", "--steps", "0", "--out", ""], "num_steps: must be >= 1, got 0"),
     (["sample", "--sigma-min", "90", "--out", ""], "sigma_min: must be below sigma_max"),
-    (["sample", "--backend", "cuda", "--out", ""], "backend='cuda' cannot run: the cuda kernels (csrc/) are not built"),
+    (["sample", "--backend", "cuda", "--out", ""], "backend='cuda' cannot run: the cuda kernels (csrc/cuda) are not built"),
 ])
 def test_errors_exit_2_with_the_argument_named(argv, message, capsys):
     """Bad options print one error line naming the option and exit with status 2."""
@@ -76,7 +78,8 @@ def test_info_and_module_entry_point():
     assert result.returncode == 0, result.stderr
     for name in ("reference", "triton", "cpu", "cuda"):
         assert f"  {name}" in result.stdout
-    assert "auto       -> reference for float32 cpu tensors" in result.stdout
+    x = torch.empty(1)
+    assert f"auto       -> {backends.resolve('auto', x, (x,))} for float32 cpu tensors" in result.stdout
     assert "triton     installed; runs on CPU tensors through the interpreter" in result.stdout  # conftest sets it
 
 

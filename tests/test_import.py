@@ -1,4 +1,5 @@
 """`import fastdiff` works without Triton, a GPU or a compiled extension, and says what is missing."""
+import importlib.util
 import subprocess
 import sys
 
@@ -21,7 +22,7 @@ def test_import_without_triton_and_the_reason_is_shown():
         "print(tuple(x.shape))\n"
     )
     lines = out.splitlines()
-    assert lines[0] == "reference"
+    assert lines[0] == ("cpu" if importlib.util.find_spec("fastdiff._C") else "reference")  # never triton
     assert "triton package is not installed" in lines[1]
     assert lines[2] == "(4, 2)"
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 import torch
 
 PRECONDS = ("edm", "vp", "ve", "iddpm")
+PRECOND_CODES = {"edm": 0, "vp": 1, "iddpm": 1, "ve": 2}  # the compiled kernels' KIND codes (iDDPM mixes like VP)
 
 
 def compute_dtype(*tensors: torch.Tensor) -> torch.dtype:

@@ -1,0 +1,156 @@
+// The torch-facing layer of the C++ CPU kernels: the fastdiff_cpu operator library.
+//
+// Inputs are checked here (messages say what was expected), made contiguous, and handed to csrc/cpu/kernels.cpp
+// as raw pointers. The op schemas equal the Triton backend's (fastdiff/_triton.py); fake implementations and
+// skip_mix's autograd are registered from Python (fastdiff/_cpu.py).
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+#include <torch/extension.h>
+#include <torch/library.h>
+
+#include "cpu/kernels.h"
+
+namespace {
+
+using fastdiff::cpu::DType;
+using fastdiff::cpu::Scalars;
+using fastdiff::cpu::Shape;
+
+DType dtype_of(const at::Tensor& t, const char* name) {
+  switch (t.scalar_type()) {
+    case at::kFloat: return fastdiff::cpu::kFloat32;
+    case at::kHalf: return fastdiff::cpu::kFloat16;
+    case at::kBFloat16: return fastdiff::cpu::kBFloat16;
+    default: TORCH_CHECK(false, name, ": expected a float32, float16 or bfloat16 tensor, got ", t.scalar_type());
+  }
+}
+
+void check_cpu(const at::Tensor& t, const char* name) {
+  TORCH_CHECK(t.device().is_cpu(), name, ": expected a CPU tensor, got one on ", t.device());
+}
+
+// A data tensor the kernels read: contiguous, and float32 if it came in a dtype they do not read (e.g. float64).
+at::Tensor data(const at::Tensor& t, const char* name, const at::Tensor& like) {
+  check_cpu(t, name);
+  TORCH_CHECK(t.sizes() == like.sizes(), name, ": expected the shape ", like.sizes(), ", got ", t.sizes());
+  TORCH_CHECK(at::isFloatingType(t.scalar_type()), name, ": expected a floating-point tensor, got ", t.scalar_type());
+  const bool readable = t.scalar_type() == at::kFloat || t.scalar_type() == at::kHalf || t.scalar_type() == at::kBFloat16;
+  return (readable ? t : t.to(at::kFloat)).contiguous();
+}
+
+Shape shape_of(const at::Tensor& t) {
+  TORCH_CHECK(t.dim() >= 1, "expected a tensor of shape [B, ...], got a 0-d tensor");
+  const int64_t batch = t.size(0);
+  return Shape{batch, batch ? t.numel() / batch : 0, at::get_num_threads()};
+}
+
+// A per-step value as float32: one value, or one per sample. `holder` keeps the converted copy alive.
+Scalars scalars(const at::Tensor& t, const char* name, int64_t batch, at::Tensor& holder) {
+  check_cpu(t, name);
+  TORCH_CHECK(t.numel() == 1 || t.numel() == batch, name, ": expected one value or one per sample (", batch, "), got ",
+              t.numel());
+  holder = t.to(at::kFloat).contiguous();
+  return Scalars{holder.data_ptr<float>(), holder.numel() > 1};
+}
+
+uint64_t offset_of(const at::Tensor& offset) {
+  check_cpu(offset, "offset");
+  TORCH_CHECK(offset.scalar_type() == at::kLong && offset.numel() == 1, "offset: expected an int64 tensor of one value");
+  return (uint64_t)offset.item<int64_t>();  // a host tensor: reading it is not a device sync
+}
+
+const int64_t* seeds_of(const at::Tensor& seeds, int64_t batch) {
+  check_cpu(seeds, "seeds");
+  TORCH_CHECK(seeds.scalar_type() == at::kLong && seeds.dim() == 1 && seeds.numel() == batch,
+              "seeds: expected an int64 tensor of one seed per sample (", batch, ")");
+  TORCH_CHECK(seeds.is_contiguous(), "seeds: expected a contiguous tensor");
+  return seeds.data_ptr<int64_t>();
+}
+
+at::Tensor randn(const at::Tensor& seeds, const at::Tensor& offset, c10::SymIntArrayRef shape, at::ScalarType dtype) {
+  auto out = at::empty(C10_AS_INTARRAYREF_SLOW(shape), at::TensorOptions().dtype(dtype));
+  const Shape s = shape_of(out);
+  fastdiff::cpu::randn(out.data_ptr(), dtype_of(out, "dtype"), seeds_of(seeds, s.batch), offset_of(offset), s);
+  return out;
+}
+
+at::Tensor churn(const at::Tensor& x_in, const at::Tensor& seeds, const at::Tensor& offset, const at::Tensor& noise_std) {
+  const at::Tensor x = data(x_in, "x", x_in);
+  auto out = at::empty_like(x);
+  const Shape s = shape_of(x);
+  at::Tensor std_holder;
+  fastdiff::cpu::churn(x.data_ptr(), out.data_ptr(), dtype_of(x, "x"), seeds_of(seeds, s.batch), offset_of(offset),
+                       scalars(noise_std, "noise_std", s.batch, std_holder), s);
+  return out;
+}
+
+at::Tensor euler_step(const at::Tensor& x_hat_in, const at::Tensor& denoised_in, const at::Tensor& t_hat,
+                      const at::Tensor& t_next) {
+  const at::Tensor x_hat = data(x_hat_in, "x_hat", x_hat_in), denoised = data(denoised_in, "denoised", x_hat_in);
+  auto out = at::empty_like(x_hat);
+  const Shape s = shape_of(x_hat);
+  at::Tensor h1, h2;
+  fastdiff::cpu::euler_step(x_hat.data_ptr(), dtype_of(x_hat, "x_hat"), denoised.data_ptr(), dtype_of(denoised, "denoised"),
+                            out.data_ptr(), scalars(t_hat, "t_hat", s.batch, h1), scalars(t_next, "t_next", s.batch, h2), s);
+  return out;
+}
+
+at::Tensor heun_step(const at::Tensor& x_hat_in, const at::Tensor& denoised_in, const at::Tensor& denoised_next_in,
+                     const at::Tensor& t_hat, const at::Tensor& t_next) {
+  const at::Tensor x_hat = data(x_hat_in, "x_hat", x_hat_in);
+  at::Tensor denoised = data(denoised_in, "denoised", x_hat_in);
+  at::Tensor denoised_next = data(denoised_next_in, "denoised_next", x_hat_in);
+  if (denoised_next.scalar_type() != denoised.scalar_type()) {  // the kernels take one dtype for both
+    denoised_next = denoised_next.to(at::kFloat);
+    denoised = denoised.to(at::kFloat);
+  }
+  auto out = at::empty_like(x_hat);
+  const Shape s = shape_of(x_hat);
+  at::Tensor h1, h2;
+  fastdiff::cpu::heun_step(x_hat.data_ptr(), dtype_of(x_hat, "x_hat"), denoised.data_ptr(), denoised_next.data_ptr(),
+                           dtype_of(denoised, "denoised"), out.data_ptr(), scalars(t_hat, "t_hat", s.batch, h1),
+                           scalars(t_next, "t_next", s.batch, h2), s);
+  return out;
+}
+
+at::Tensor skip_mix(const at::Tensor& x_in, const at::Tensor& F_in, const at::Tensor& sigma, int64_t kind, double sigma_data) {
+  TORCH_CHECK(kind >= 0 && kind <= 2, "kind: expected 0 (EDM), 1 (VP/iDDPM) or 2 (VE), got ", kind);
+  const at::Tensor x = data(x_in, "x", x_in), F = data(F_in, "F", x_in);
+  auto out = at::empty(x.sizes(), x.options().dtype(at::kFloat));
+  const Shape s = shape_of(x);
+  at::Tensor holder;
+  fastdiff::cpu::skip_mix(x.data_ptr(), dtype_of(x, "x"), F.data_ptr(), dtype_of(F, "F"), out.data_ptr<float>(),
+                          scalars(sigma, "sigma", s.batch, holder), (int)kind, (float)sigma_data, s);
+  return out;
+}
+
+at::Tensor stream_words(const at::Tensor& seeds, int64_t numel_per_sample, const at::Tensor& offset) {
+  TORCH_CHECK(numel_per_sample >= 0, "numel_per_sample: expected >= 0, got ", numel_per_sample);
+  auto out = at::empty({seeds.numel(), numel_per_sample}, at::TensorOptions().dtype(at::kLong));
+  const Shape s{seeds.numel(), numel_per_sample, at::get_num_threads()};
+  fastdiff::cpu::stream_words(out.data_ptr<int64_t>(), seeds_of(seeds, s.batch), offset_of(offset), s);
+  return out;
+}
+
+}  // namespace
+
+TORCH_LIBRARY(fastdiff_cpu, m) {
+  m.def("randn(Tensor seeds, Tensor offset, SymInt[] shape, ScalarType dtype) -> Tensor");
+  m.def("churn(Tensor x, Tensor seeds, Tensor offset, Tensor noise_std) -> Tensor");
+  m.def("euler_step(Tensor x_hat, Tensor denoised, Tensor t_hat, Tensor t_next) -> Tensor");
+  m.def("heun_step(Tensor x_hat, Tensor denoised, Tensor denoised_next, Tensor t_hat, Tensor t_next) -> Tensor");
+  m.def("skip_mix(Tensor x, Tensor F, Tensor sigma, int kind, float sigma_data) -> Tensor");
+  m.def("stream_words(Tensor seeds, int numel_per_sample, Tensor offset) -> Tensor");
+}
+
+TORCH_LIBRARY_IMPL(fastdiff_cpu, CPU, m) {
+  m.impl("randn", &randn);
+  m.impl("churn", &churn);
+  m.impl("euler_step", &euler_step);
+  m.impl("heun_step", &heun_step);
+  m.impl("skip_mix", &skip_mix);
+  m.impl("stream_words", &stream_words);
+}
+
+// Importing fastdiff._C registers the ops above; the module itself has no Python functions.
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, module) {}

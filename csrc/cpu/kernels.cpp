@@ -1,0 +1,265 @@
+// fastdiff's C++ CPU kernels (see kernels.h): OpenMP threads over contiguous ranges, loops the compiler vectorizes.
+//
+// Each hot loop is compiled for x86-64-v4 (AVX-512), x86-64-v3 (AVX2) and the baseline, and the best one the CPU
+// supports is picked at load time (GCC target_clones). The build uses -ffp-contract=off, so every variant
+// computes the same float32 operations in the same order: results do not depend on the CPU.
+#include "kernels.h"
+
+#include <omp.h>
+
+#include <algorithm>
+
+#include "../fastdiff_math.h"
+
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
+#define FD_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#else
+#define FD_CLONES
+#endif
+#define FD_INLINE inline __attribute__((always_inline))
+
+namespace fastdiff {
+namespace cpu {
+namespace {
+
+// ---------------------------------------------------------------------------------------------------------
+// Element types: float, IEEE half (_Float16) and bfloat16 (round to nearest even on store), read as float.
+// ---------------------------------------------------------------------------------------------------------
+struct BFloat16 {
+  uint16_t bits;
+};
+using Float16 = _Float16;
+
+FD_INLINE float to_float(float v) { return v; }
+FD_INLINE float to_float(Float16 v) { return (float)v; }
+FD_INLINE float to_float(BFloat16 v) { return bits_to_float((uint32_t)v.bits << 16); }
+
+template <class T>
+FD_INLINE T from_float(float v);
+template <>
+FD_INLINE float from_float<float>(float v) { return v; }
+template <>
+FD_INLINE Float16 from_float<Float16>(float v) { return (Float16)v; }
+template <>
+FD_INLINE BFloat16 from_float<BFloat16>(float v) {
+  const uint32_t u = float_to_bits(v);
+  const uint32_t rounded = (u + 0x7FFFu + ((u >> 16) & 1u)) >> 16;
+  const bool nan = (u & 0x7FFFFFFFu) > 0x7F800000u;
+  return BFloat16{(uint16_t)(nan ? ((u >> 16) | 0x40u) : rounded)};  // NaN stays a (quiet) NaN
+}
+
+FD_INLINE float value(Scalars s, int64_t b) { return s.ptr[s.per_sample ? b : 0]; }
+
+// Run body(begin, end) over [0, items) on up to num_threads threads, in chunks aligned to 64 items.
+template <class Body>
+void parallel_for(int64_t items, int num_threads, const Body& body) {
+  constexpr int64_t kMinItemsPerThread = 16384;  // below this a thread costs more than it saves
+  const int64_t useful = std::max<int64_t>(1, items / kMinItemsPerThread);
+  const int threads = (int)std::min<int64_t>(std::max(num_threads, 1), useful);
+  if (threads <= 1) {
+    if (items > 0) body(0, items);
+    return;
+  }
+#pragma omp parallel num_threads(threads)
+  {
+    const int64_t nt = omp_get_num_threads(), t = omp_get_thread_num();
+    const int64_t chunk = ((items + nt - 1) / nt + 63) / 64 * 64;
+    const int64_t begin = std::min(items, t * chunk), end = std::min(items, begin + chunk);
+    if (begin < end) body(begin, end);
+  }
+}
+
+// The end of the run of items [i, end) that share sample b's per-step values (all of them when none is per sample).
+FD_INLINE int64_t segment_end(int64_t i, int64_t end, int64_t per_sample, bool any_per_sample) {
+  return any_per_sample ? std::min(end, (i / per_sample + 1) * per_sample) : end;
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Loop bodies (inlined into the cloned entry points below).
+// ---------------------------------------------------------------------------------------------------------
+template <class TX, class TD>
+FD_INLINE void euler_body(const TX* x_hat, const TD* denoised, TX* out, Scalars t_hat, Scalars t_next, int64_t P,
+                          int64_t begin, int64_t end) {
+  const bool per_sample = t_hat.per_sample || t_next.per_sample;
+  for (int64_t i = begin; i < end;) {
+    const int64_t b = i / P, stop = segment_end(i, end, P, per_sample);
+    const float th = value(t_hat, b), tn = value(t_next, b);
+    for (int64_t j = i; j < stop; ++j) out[j] = from_float<TX>(::fastdiff::euler_step(to_float(x_hat[j]), to_float(denoised[j]), th, tn));
+    i = stop;
+  }
+}
+
+template <class TX, class TD>
+FD_INLINE void heun_body(const TX* x_hat, const TD* denoised, const TD* denoised_next, TX* out, Scalars t_hat,
+                         Scalars t_next, int64_t P, int64_t begin, int64_t end) {
+  const bool per_sample = t_hat.per_sample || t_next.per_sample;
+  for (int64_t i = begin; i < end;) {
+    const int64_t b = i / P, stop = segment_end(i, end, P, per_sample);
+    const float th = value(t_hat, b), tn = value(t_next, b);
+    for (int64_t j = i; j < stop; ++j)
+      out[j] = from_float<TX>(::fastdiff::heun_step(to_float(x_hat[j]), to_float(denoised[j]), to_float(denoised_next[j]), th, tn));
+    i = stop;
+  }
+}
+
+template <class TX, class TF>
+FD_INLINE void skip_mix_body(const TX* x, const TF* F, float* out, Scalars sigma, int kind, float sigma_data, int64_t P,
+                             int64_t begin, int64_t end) {
+  for (int64_t i = begin; i < end;) {
+    const int64_t b = i / P, stop = segment_end(i, end, P, sigma.per_sample);
+    float c_skip, c_out;
+    skip_coefficients(kind, value(sigma, b), sigma_data, &c_skip, &c_out);
+    for (int64_t j = i; j < stop; ++j) out[j] = ::fastdiff::skip_mix(to_float(x[j]), to_float(F[j]), c_skip, c_out);
+    i = stop;
+  }
+}
+
+// Noise over whole Philox blocks: items are groups of 4 elements (per_sample % 4 == 0), so group g is block
+// g % groups_per_sample of sample g / groups_per_sample and covers elements 4g..4g+3.
+template <class TX, bool kHasX>
+FD_INLINE void noise_groups_body(const TX* x, TX* out, const int64_t* seeds, uint64_t offset, Scalars noise_std,
+                                 int64_t groups_per_sample, int64_t begin, int64_t end) {
+  for (int64_t g = begin; g < end;) {
+    const int64_t b = g / groups_per_sample, stop = std::min(end, (b + 1) * groups_per_sample);
+    const uint64_t seed = (uint64_t)seeds[b];
+    const float s = kHasX ? value(noise_std, b) : 0.0f;
+    const int64_t first_block = g - b * groups_per_sample;
+    for (int64_t j = g; j < stop; ++j) {
+      float n[4];
+      block_normals(seed, (uint64_t)(first_block + (j - g)), offset, n);
+      for (int l = 0; l < 4; ++l) out[4 * j + l] = from_float<TX>(kHasX ? ::fastdiff::churn(to_float(x[4 * j + l]), s, n[l]) : n[l]);
+    }
+    g = stop;
+  }
+}
+
+// Noise for any sample size: items are (sample, block) pairs; a sample's last block may be partial.
+template <class TX, bool kHasX>
+FD_INLINE void noise_blocks_body(const TX* x, TX* out, const int64_t* seeds, uint64_t offset, Scalars noise_std,
+                                 int64_t P, int64_t begin, int64_t end) {
+  const int64_t blocks_per_sample = (P + 3) / 4;
+  for (int64_t item = begin; item < end; ++item) {
+    const int64_t b = item / blocks_per_sample, block = item - b * blocks_per_sample;
+    float n[4];
+    block_normals((uint64_t)seeds[b], (uint64_t)block, offset, n);
+    const int64_t first = b * P + 4 * block, lanes = std::min<int64_t>(4, P - 4 * block);
+    const float s = kHasX ? value(noise_std, b) : 0.0f;
+    for (int64_t l = 0; l < lanes; ++l) out[first + l] = from_float<TX>(kHasX ? ::fastdiff::churn(to_float(x[first + l]), s, n[l]) : n[l]);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Cloned entry points, one per dtype combination (target_clones does not take templates).
+// ---------------------------------------------------------------------------------------------------------
+#define FD_EULER(NAME, TX, TD)                                                                                        \
+  FD_CLONES void NAME(const void* x, const void* d, void* out, Scalars th, Scalars tn, int64_t P, int64_t b, int64_t e) { \
+    euler_body<TX, TD>((const TX*)x, (const TD*)d, (TX*)out, th, tn, P, b, e);                                        \
+  }
+#define FD_HEUN(NAME, TX, TD)                                                                                         \
+  FD_CLONES void NAME(const void* x, const void* d, const void* dn, void* out, Scalars th, Scalars tn, int64_t P,      \
+                      int64_t b, int64_t e) {                                                                         \
+    heun_body<TX, TD>((const TX*)x, (const TD*)d, (const TD*)dn, (TX*)out, th, tn, P, b, e);                          \
+  }
+#define FD_SKIP(NAME, TX, TF)                                                                                         \
+  FD_CLONES void NAME(const void* x, const void* F, float* out, Scalars s, int k, float sd, int64_t P, int64_t b,     \
+                      int64_t e) {                                                                                    \
+    skip_mix_body<TX, TF>((const TX*)x, (const TF*)F, out, s, k, sd, P, b, e);                                        \
+  }
+#define FD_NOISE(NAME, TX, HAS_X, BODY, SIZE)                                                                         \
+  FD_CLONES void NAME(const void* x, void* out, const int64_t* seeds, uint64_t off, Scalars s, int64_t SIZE,           \
+                      int64_t b, int64_t e) {                                                                         \
+    BODY<TX, HAS_X>((const TX*)x, (TX*)out, seeds, off, s, SIZE, b, e);                                               \
+  }
+
+#define FD_FOR_PAIRS(M, PREFIX)                                                                                       \
+  M(PREFIX##_f_f, float, float) M(PREFIX##_f_h, float, Float16) M(PREFIX##_f_b, float, BFloat16)                      \
+  M(PREFIX##_h_f, Float16, float) M(PREFIX##_h_h, Float16, Float16) M(PREFIX##_h_b, Float16, BFloat16)               \
+  M(PREFIX##_b_f, BFloat16, float) M(PREFIX##_b_h, BFloat16, Float16) M(PREFIX##_b_b, BFloat16, BFloat16)
+
+FD_FOR_PAIRS(FD_EULER, euler)
+FD_FOR_PAIRS(FD_HEUN, heun)
+FD_FOR_PAIRS(FD_SKIP, skip)
+FD_NOISE(churn_groups_f, float, true, noise_groups_body, G)
+FD_NOISE(churn_groups_h, Float16, true, noise_groups_body, G)
+FD_NOISE(churn_groups_b, BFloat16, true, noise_groups_body, G)
+FD_NOISE(churn_blocks_f, float, true, noise_blocks_body, P)
+FD_NOISE(churn_blocks_h, Float16, true, noise_blocks_body, P)
+FD_NOISE(churn_blocks_b, BFloat16, true, noise_blocks_body, P)
+FD_NOISE(randn_groups_f, float, false, noise_groups_body, G)
+FD_NOISE(randn_groups_h, Float16, false, noise_groups_body, G)
+FD_NOISE(randn_groups_b, BFloat16, false, noise_groups_body, G)
+FD_NOISE(randn_blocks_f, float, false, noise_blocks_body, P)
+FD_NOISE(randn_blocks_h, Float16, false, noise_blocks_body, P)
+FD_NOISE(randn_blocks_b, BFloat16, false, noise_blocks_body, P)
+
+using EulerFn = void (*)(const void*, const void*, void*, Scalars, Scalars, int64_t, int64_t, int64_t);
+using HeunFn = void (*)(const void*, const void*, const void*, void*, Scalars, Scalars, int64_t, int64_t, int64_t);
+using SkipFn = void (*)(const void*, const void*, float*, Scalars, int, float, int64_t, int64_t, int64_t);
+using NoiseFn = void (*)(const void*, void*, const int64_t*, uint64_t, Scalars, int64_t, int64_t, int64_t);
+
+const EulerFn kEuler[3][3] = {{euler_f_f, euler_f_h, euler_f_b}, {euler_h_f, euler_h_h, euler_h_b}, {euler_b_f, euler_b_h, euler_b_b}};
+const HeunFn kHeun[3][3] = {{heun_f_f, heun_f_h, heun_f_b}, {heun_h_f, heun_h_h, heun_h_b}, {heun_b_f, heun_b_h, heun_b_b}};
+const SkipFn kSkip[3][3] = {{skip_f_f, skip_f_h, skip_f_b}, {skip_h_f, skip_h_h, skip_h_b}, {skip_b_f, skip_b_h, skip_b_b}};
+const NoiseFn kChurnGroups[3] = {churn_groups_f, churn_groups_h, churn_groups_b};
+const NoiseFn kChurnBlocks[3] = {churn_blocks_f, churn_blocks_h, churn_blocks_b};
+const NoiseFn kRandnGroups[3] = {randn_groups_f, randn_groups_h, randn_groups_b};
+const NoiseFn kRandnBlocks[3] = {randn_blocks_f, randn_blocks_h, randn_blocks_b};
+
+void noise(const void* x, void* out, DType type, const int64_t* seeds, uint64_t offset, Scalars noise_std, Shape shape,
+           const NoiseFn groups[3], const NoiseFn blocks[3]) {
+  const int64_t P = shape.per_sample;
+  if (P % 4 == 0) {
+    const int64_t G = P / 4;
+    parallel_for(shape.batch * G, shape.num_threads,
+                 [&](int64_t b, int64_t e) { groups[type](x, out, seeds, offset, noise_std, G, b, e); });
+  } else {
+    parallel_for(shape.batch * ((P + 3) / 4), shape.num_threads,
+                 [&](int64_t b, int64_t e) { blocks[type](x, out, seeds, offset, noise_std, P, b, e); });
+  }
+}
+
+}  // namespace
+
+void randn(void* out, DType out_type, const int64_t* seeds, uint64_t offset, Shape shape) {
+  noise(nullptr, out, out_type, seeds, offset, Scalars{nullptr, false}, shape, kRandnGroups, kRandnBlocks);
+}
+
+void churn(const void* x, void* out, DType x_type, const int64_t* seeds, uint64_t offset, Scalars noise_std, Shape shape) {
+  noise(x, out, x_type, seeds, offset, noise_std, shape, kChurnGroups, kChurnBlocks);
+}
+
+void stream_words(int64_t* out, const int64_t* seeds, uint64_t offset, Shape shape) {
+  const int64_t P = shape.per_sample, blocks_per_sample = (P + 3) / 4;
+  parallel_for(shape.batch * blocks_per_sample, shape.num_threads, [&](int64_t begin, int64_t end) {
+    for (int64_t item = begin; item < end; ++item) {
+      const int64_t b = item / blocks_per_sample, block = item - b * blocks_per_sample;
+      const Words v = fastdiff::stream_words((uint64_t)seeds[b], (uint64_t)block, offset);
+      const uint32_t words[4] = {v.w0, v.w1, v.w2, v.w3};
+      for (int64_t l = 0; l < std::min<int64_t>(4, P - 4 * block); ++l) out[b * P + 4 * block + l] = words[l];
+    }
+  });
+}
+
+void euler_step(const void* x_hat, DType x_type, const void* denoised, DType d_type, void* out, Scalars t_hat,
+                Scalars t_next, Shape shape) {
+  parallel_for(shape.batch * shape.per_sample, shape.num_threads, [&](int64_t b, int64_t e) {
+    kEuler[x_type][d_type](x_hat, denoised, out, t_hat, t_next, shape.per_sample, b, e);
+  });
+}
+
+void heun_step(const void* x_hat, DType x_type, const void* denoised, const void* denoised_next, DType d_type, void* out,
+               Scalars t_hat, Scalars t_next, Shape shape) {
+  parallel_for(shape.batch * shape.per_sample, shape.num_threads, [&](int64_t b, int64_t e) {
+    kHeun[x_type][d_type](x_hat, denoised, denoised_next, out, t_hat, t_next, shape.per_sample, b, e);
+  });
+}
+
+void skip_mix(const void* x, DType x_type, const void* F, DType F_type, float* out, Scalars sigma, int kind,
+              float sigma_data, Shape shape) {
+  parallel_for(shape.batch * shape.per_sample, shape.num_threads, [&](int64_t b, int64_t e) {
+    kSkip[x_type][F_type](x, F, out, sigma, kind, sigma_data, shape.per_sample, b, e);
+  });
+}
+
+}  // namespace cpu
+}  // namespace fastdiff

@@ -1,0 +1,43 @@
+// fastdiff's C++ CPU kernels: raw-pointer entry points, no torch (csrc/bindings.cpp holds the torch code).
+//
+// Every tensor is contiguous with shape [batch, per_sample]; per-step values (t_hat, t_next, noise_std, sigma)
+// are float32 arrays of one value (per_sample = false) or one per sample. Data tensors are float32, float16 or
+// bfloat16 (DType); the math is float32 (csrc/fastdiff_math.h). num_threads <= 1 runs on the calling thread.
+#pragma once
+
+#include <stdint.h>
+
+namespace fastdiff {
+namespace cpu {
+
+enum DType { kFloat32 = 0, kFloat16 = 1, kBFloat16 = 2 };
+
+struct Scalars {  // a per-step value: ptr[0] for every sample, or ptr[b] for sample b
+  const float* ptr;
+  bool per_sample;
+};
+
+struct Shape {
+  int64_t batch;
+  int64_t per_sample;
+  int num_threads;
+};
+
+// out = eps, the normals of each sample's seed at `offset` (fastdiff/rng.py).
+void randn(void* out, DType out_type, const int64_t* seeds, uint64_t offset, Shape shape);
+// out[b, e] = the raw uint32 word of element e of sample b (for bit-exact tests).
+void stream_words(int64_t* out, const int64_t* seeds, uint64_t offset, Shape shape);
+// out = x + noise_std * eps.
+void churn(const void* x, void* out, DType x_type, const int64_t* seeds, uint64_t offset, Scalars noise_std, Shape shape);
+// out = x_hat + (t_next - t_hat) (x_hat - denoised) / t_hat, in x_hat's dtype.
+void euler_step(const void* x_hat, DType x_type, const void* denoised, DType d_type, void* out, Scalars t_hat,
+                Scalars t_next, Shape shape);
+// out = Heun's corrected step from x_hat, D(x_hat), D(x_next), in x_hat's dtype.
+void heun_step(const void* x_hat, DType x_type, const void* denoised, const void* denoised_next, DType d_type, void* out,
+               Scalars t_hat, Scalars t_next, Shape shape);
+// out (float32) = c_skip(sigma) x + c_out(sigma) F for preconditioner `kind` (fastdiff_math.h PrecondKind).
+void skip_mix(const void* x, DType x_type, const void* F, DType F_type, float* out, Scalars sigma, int kind,
+              float sigma_data, Shape shape);
+
+}  // namespace cpu
+}  // namespace fastdiff
