@@ -8,69 +8,32 @@
 #include <torch/extension.h>
 #include <torch/library.h>
 
+#include "binding_utils.h"
 #include "cpu/kernels.h"
 
 namespace {
 
-using fastdiff::cpu::DType;
+using namespace fastdiff::binding;
 using fastdiff::cpu::Scalars;
 using fastdiff::cpu::Shape;
-
-DType dtype_of(const at::Tensor& t, const char* name) {
-  switch (t.scalar_type()) {
-    case at::kFloat: return fastdiff::cpu::kFloat32;
-    case at::kHalf: return fastdiff::cpu::kFloat16;
-    case at::kBFloat16: return fastdiff::cpu::kBFloat16;
-    default: TORCH_CHECK(false, name, ": expected a float32, float16 or bfloat16 tensor, got ", t.scalar_type());
-  }
-}
-
-void check_cpu(const at::Tensor& t, const char* name) {
-  TORCH_CHECK(t.device().is_cpu(), name, ": expected a CPU tensor, got one on ", t.device());
-}
-
-// A data tensor the kernels read: contiguous, and float32 if it came in a dtype they do not read (e.g. float64).
-at::Tensor data(const at::Tensor& t, const char* name, const at::Tensor& like) {
-  check_cpu(t, name);
-  TORCH_CHECK(t.sizes() == like.sizes(), name, ": expected the shape ", like.sizes(), ", got ", t.sizes());
-  TORCH_CHECK(at::isFloatingType(t.scalar_type()), name, ": expected a floating-point tensor, got ", t.scalar_type());
-  const bool readable = t.scalar_type() == at::kFloat || t.scalar_type() == at::kHalf || t.scalar_type() == at::kBFloat16;
-  return (readable ? t : t.to(at::kFloat)).contiguous();
-}
+constexpr auto kCPU = c10::DeviceType::CPU;
 
 Shape shape_of(const at::Tensor& t) {
-  TORCH_CHECK(t.dim() >= 1, "expected a tensor of shape [B, ...], got a 0-d tensor");
-  const int64_t batch = t.size(0);
-  return Shape{batch, batch ? t.numel() / batch : 0, at::get_num_threads()};
+  const auto [batch, per_sample] = batch_shape(t);
+  return Shape{batch, per_sample, at::get_num_threads()};
 }
 
-// A per-step value as float32: one value, or one per sample. `holder` keeps the converted copy alive.
-Scalars scalars(const at::Tensor& t, const char* name, int64_t batch, at::Tensor& holder) {
-  check_cpu(t, name);
-  TORCH_CHECK(t.numel() == 1 || t.numel() == batch, name, ": expected one value or one per sample (", batch, "), got ",
-              t.numel());
-  holder = t.to(at::kFloat).contiguous();
-  return Scalars{holder.data_ptr<float>(), holder.numel() > 1};
-}
+Scalars scalars(const at::Tensor& values) { return Scalars{values.data_ptr<float>(), values.numel() > 1}; }
 
 uint64_t offset_of(const at::Tensor& offset) {
-  check_cpu(offset, "offset");
-  TORCH_CHECK(offset.scalar_type() == at::kLong && offset.numel() == 1, "offset: expected an int64 tensor of one value");
+  check_offset(offset, kCPU);
   return (uint64_t)offset.item<int64_t>();  // a host tensor: reading it is not a device sync
-}
-
-const int64_t* seeds_of(const at::Tensor& seeds, int64_t batch) {
-  check_cpu(seeds, "seeds");
-  TORCH_CHECK(seeds.scalar_type() == at::kLong && seeds.dim() == 1 && seeds.numel() == batch,
-              "seeds: expected an int64 tensor of one seed per sample (", batch, ")");
-  TORCH_CHECK(seeds.is_contiguous(), "seeds: expected a contiguous tensor");
-  return seeds.data_ptr<int64_t>();
 }
 
 at::Tensor randn(const at::Tensor& seeds, const at::Tensor& offset, c10::SymIntArrayRef shape, at::ScalarType dtype) {
   auto out = at::empty(C10_AS_INTARRAYREF_SLOW(shape), at::TensorOptions().dtype(dtype));
   const Shape s = shape_of(out);
-  fastdiff::cpu::randn(out.data_ptr(), dtype_of(out, "dtype"), seeds_of(seeds, s.batch), offset_of(offset), s);
+  fastdiff::cpu::randn(out.data_ptr(), dtype_of(out, "dtype"), seeds_of(seeds, s.batch, kCPU), offset_of(offset), s);
   return out;
 }
 
@@ -78,9 +41,9 @@ at::Tensor churn(const at::Tensor& x_in, const at::Tensor& seeds, const at::Tens
   const at::Tensor x = data(x_in, "x", x_in);
   auto out = at::empty_like(x);
   const Shape s = shape_of(x);
-  at::Tensor std_holder;
-  fastdiff::cpu::churn(x.data_ptr(), out.data_ptr(), dtype_of(x, "x"), seeds_of(seeds, s.batch), offset_of(offset),
-                       scalars(noise_std, "noise_std", s.batch, std_holder), s);
+  const at::Tensor std_values = per_step(noise_std, "noise_std", s.batch, x);
+  fastdiff::cpu::churn(x.data_ptr(), out.data_ptr(), dtype_of(x, "x"), seeds_of(seeds, s.batch, kCPU), offset_of(offset),
+                       scalars(std_values), s);
   return out;
 }
 
@@ -89,9 +52,9 @@ at::Tensor euler_step(const at::Tensor& x_hat_in, const at::Tensor& denoised_in,
   const at::Tensor x_hat = data(x_hat_in, "x_hat", x_hat_in), denoised = data(denoised_in, "denoised", x_hat_in);
   auto out = at::empty_like(x_hat);
   const Shape s = shape_of(x_hat);
-  at::Tensor h1, h2;
+  const at::Tensor th = per_step(t_hat, "t_hat", s.batch, x_hat), tn = per_step(t_next, "t_next", s.batch, x_hat);
   fastdiff::cpu::euler_step(x_hat.data_ptr(), dtype_of(x_hat, "x_hat"), denoised.data_ptr(), dtype_of(denoised, "denoised"),
-                            out.data_ptr(), scalars(t_hat, "t_hat", s.batch, h1), scalars(t_next, "t_next", s.batch, h2), s);
+                            out.data_ptr(), scalars(th), scalars(tn), s);
   return out;
 }
 
@@ -106,10 +69,9 @@ at::Tensor heun_step(const at::Tensor& x_hat_in, const at::Tensor& denoised_in, 
   }
   auto out = at::empty_like(x_hat);
   const Shape s = shape_of(x_hat);
-  at::Tensor h1, h2;
+  const at::Tensor th = per_step(t_hat, "t_hat", s.batch, x_hat), tn = per_step(t_next, "t_next", s.batch, x_hat);
   fastdiff::cpu::heun_step(x_hat.data_ptr(), dtype_of(x_hat, "x_hat"), denoised.data_ptr(), denoised_next.data_ptr(),
-                           dtype_of(denoised, "denoised"), out.data_ptr(), scalars(t_hat, "t_hat", s.batch, h1),
-                           scalars(t_next, "t_next", s.batch, h2), s);
+                           dtype_of(denoised, "denoised"), out.data_ptr(), scalars(th), scalars(tn), s);
   return out;
 }
 
@@ -118,9 +80,9 @@ at::Tensor skip_mix(const at::Tensor& x_in, const at::Tensor& F_in, const at::Te
   const at::Tensor x = data(x_in, "x", x_in), F = data(F_in, "F", x_in);
   auto out = at::empty(x.sizes(), x.options().dtype(at::kFloat));
   const Shape s = shape_of(x);
-  at::Tensor holder;
+  const at::Tensor sigma_values = per_step(sigma, "sigma", s.batch, x);
   fastdiff::cpu::skip_mix(x.data_ptr(), dtype_of(x, "x"), F.data_ptr(), dtype_of(F, "F"), out.data_ptr<float>(),
-                          scalars(sigma, "sigma", s.batch, holder), (int)kind, (float)sigma_data, s);
+                          scalars(sigma_values), (int)kind, (float)sigma_data, s);
   return out;
 }
 
@@ -128,7 +90,7 @@ at::Tensor stream_words(const at::Tensor& seeds, int64_t numel_per_sample, const
   TORCH_CHECK(numel_per_sample >= 0, "numel_per_sample: expected >= 0, got ", numel_per_sample);
   auto out = at::empty({seeds.numel(), numel_per_sample}, at::TensorOptions().dtype(at::kLong));
   const Shape s{seeds.numel(), numel_per_sample, at::get_num_threads()};
-  fastdiff::cpu::stream_words(out.data_ptr<int64_t>(), seeds_of(seeds, s.batch), offset_of(offset), s);
+  fastdiff::cpu::stream_words(out.data_ptr<int64_t>(), seeds_of(seeds, s.batch, kCPU), offset_of(offset), s);
   return out;
 }
 

@@ -63,13 +63,12 @@ def _find_install_reasons(name: str) -> tuple[str, ...]:
             except Exception as error:  # a broken triton install must not break `import fastdiff`
                 reasons.append(f"importing the Triton kernels failed: {type(error).__name__}: {error}")
         return tuple(reasons)
-    if name == "cpu":
-        try:
-            from . import _cpu  # noqa: F401  (loads fastdiff._C and registers the ops)
-        except ImportError as error:
-            return (f"the C++ extension fastdiff._C is not available: {build_reason('cpu') or error}",)
-        return ()
-    return (f"the cuda kernels (csrc/cuda) are not built: {build_reason('cuda') or 'not implemented in this version'}",)
+    module, extension = ("_cpu", "fastdiff._C") if name == "cpu" else ("_cuda", "fastdiff._C_cuda")
+    try:
+        importlib.import_module(f".{module}", __package__)  # loads the extension and registers its ops
+    except ImportError as error:
+        return (f"the C++ extension {extension} is not available: {build_reason(name) or error}",)
+    return ()
 
 
 def build_reason(part: str) -> str | None:
@@ -94,6 +93,8 @@ def input_reasons(name: str, state: torch.Tensor | None, tensors: tuple[torch.Te
         reasons.append(f"the tensors are on different device types {sorted(devices)}")
     if name == "cpu" and devices - {"cpu"}:
         reasons.append(f"the C++ CPU kernels take CPU tensors, got tensors on {sorted(devices - {'cpu'})}")
+    if name == "cuda" and devices - {"cuda"}:
+        reasons.append(f"the CUDA kernels take CUDA tensors, got tensors on {sorted(devices - {'cuda'})}")
     if name == "triton":
         if "cpu" in devices and not triton_interpreted():
             reasons.append("the tensors are on the CPU; Triton kernels run on CUDA devices (or on the CPU under TRITON_INTERPRET=1)")

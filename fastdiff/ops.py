@@ -104,6 +104,10 @@ def _impl(name: str):
         from . import _cpu
 
         return _cpu
+    if name == "cuda":
+        from . import _cuda
+
+        return _cuda
     raise AssertionError(f"backend {name!r} has no implementation")  # resolve() never returns one
 
 

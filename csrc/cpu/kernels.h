@@ -7,10 +7,12 @@
 
 #include <stdint.h>
 
+#include "../dtypes.h"
+
 namespace fastdiff {
 namespace cpu {
 
-enum DType { kFloat32 = 0, kFloat16 = 1, kBFloat16 = 2 };
+using ::fastdiff::DType;
 
 struct Scalars {  // a per-step value: ptr[0] for every sample, or ptr[b] for sample b
   const float* ptr;

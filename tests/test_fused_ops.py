@@ -1,8 +1,11 @@
-"""Every Triton kernel against its reference twin: odd shapes, batch 1, non-contiguous inputs, every dtype.
+"""Every compiled backend's ops against their reference twins: odd shapes, batch 1, non-contiguous inputs,
+every dtype, scalar and per-sample per-step values.
 
-Without a GPU the kernels run on CPU tensors under TRITON_INTERPRET=1 (set by conftest.py); with one, on CUDA.
+Backends: "triton" (without a GPU its kernels run on CPU tensors under TRITON_INTERPRET=1, set by conftest.py;
+with one, on CUDA) and "cpu" (the C++ kernels of fastdiff._C, run with 1 and with 2 threads).
 """
 import math
+import re
 import os
 
 import pytest
@@ -11,50 +14,70 @@ import torch._functorch.config as functorch_config
 import triton  # noqa: F401  (the Triton backend is under test: a missing triton is a failure, not a skip)
 
 import fastdiff
+import fastdiff._C  # noqa: F401  (the C++ backend is under test: a failed build is a failure, not a skip)
 from fastdiff import backends, ops, reference
 from fastdiff.kernels.randn import philox_words as triton_philox_words
 from fastdiff.rng import SAMPLER_OFFSET, philox_words
 from fastdiff.testing import assert_close, assert_equal, assert_error_bounded, tolerance
 
-DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+TRITON_DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+DEVICES = {"triton": TRITON_DEVICE, "cpu": "cpu"}
+DEVICE = TRITON_DEVICE  # the device of the backend-independent tests below
+
+
+@pytest.fixture(params=["triton", "cpu-1-thread", "cpu-2-threads"])
+def backend(request):
+    """A compiled backend; the C++ one with torch's thread count set to 1 and to 2 (restored afterwards)."""
+    name, _, threads = request.param.partition("-")
+    if not threads:
+        yield name
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(int(threads[0]))
+    try:
+        yield name
+    finally:
+        torch.set_num_threads(before)
 SHAPES = [(3, 5, 37, 41), (1, 7), (2, 3), (4, 8), (1, 1), (5, 1, 3)]  # odd sizes, batch 1, sizes % 4 == 0 and not
 STATE_DTYPES = [torch.float32, torch.float16, torch.bfloat16]
 SEEDS = [0, 2**63 - 1, 12345, 7, 99]
 
 
-def make(shape, dtype, seed, noncontiguous=False):
-    """A random tensor on DEVICE; non-contiguous ones are a transposed view of a larger buffer."""
+def make(shape, dtype, seed, noncontiguous=False, device=None):
+    """A random tensor on `device` (default DEVICE); non-contiguous ones are a strided view of a larger buffer."""
     generator = torch.Generator().manual_seed(seed)
     if noncontiguous:  # every other element of a buffer twice as long in the last dimension
         t = torch.randn(*shape[:-1], 2 * shape[-1], generator=generator)[..., ::2]
         assert not t.is_contiguous() or t.numel() == shape[0]  # a single element per sample cannot be strided
     else:
         t = torch.randn(*shape, generator=generator)
-    return t.to(device=DEVICE, dtype=dtype)
+    return t.to(device=device or DEVICE, dtype=dtype)
 
 
-def per_sample_or_scalar(batch, per_sample, low, high, seed):
+def per_sample_or_scalar(batch, per_sample, low, high, seed, device=None):
     generator = torch.Generator().manual_seed(seed)
     if per_sample:
-        return (low + (high - low) * torch.rand(batch, generator=generator)).to(DEVICE)
-    return torch.tensor(low + (high - low) * torch.rand((), generator=generator).item(), device=DEVICE)
+        return (low + (high - low) * torch.rand(batch, generator=generator)).to(device or DEVICE)
+    return torch.tensor(low + (high - low) * torch.rand((), generator=generator).item(), device=device or DEVICE)
 
 
 @pytest.mark.parametrize("numel", [1, 3, 4, 7, 8, 37 * 41, 1024, 1029])
 @pytest.mark.parametrize("offset", [0, 5, SAMPLER_OFFSET + 17, 2**64 - 1])
-def test_stream_words_are_bit_exact(numel, offset):
-    """The kernel's Philox words equal the reference's, bit for bit, for any sample size and offset."""
-    seeds = torch.tensor([0, -1, 2**62 + 3], device=DEVICE)
-    offset_t = ops._offset_tensor(offset, DEVICE)
-    assert_equal(triton_philox_words(seeds, numel, offset_t).cpu(), philox_words(seeds.cpu(), numel, offset))
+def test_stream_words_are_bit_exact(numel, offset, backend):
+    """The kernels' Philox words equal the reference's, bit for bit, for any sample size and offset."""
+    device = DEVICES[backend]
+    seeds = torch.tensor([0, -1, 2**62 + 3], device=device)
+    offset_t = ops._offset_tensor(offset, device)
+    words = triton_philox_words if backend == "triton" else torch.ops.fastdiff_cpu.stream_words
+    assert_equal(words(seeds, numel, offset_t).cpu(), philox_words(seeds.cpu(), numel, offset))
 
 
 @pytest.mark.parametrize("shape", SHAPES)
 @pytest.mark.parametrize("dtype", STATE_DTYPES)
-def test_randn_matches_reference(shape, dtype):
-    """Normals equal the reference's up to the last ulp of log/cos/sin (then rounded to dtype)."""
+def test_randn_matches_reference(shape, dtype, backend):
+    """Normals equal the reference's up to the last ulps of log/cos/sin (then rounded to dtype)."""
     seeds = SEEDS[: shape[0]]
-    got = ops.randn(seeds, shape, offset=3, dtype=dtype, device=DEVICE, backend="triton")
+    got = ops.randn(seeds, shape, offset=3, dtype=dtype, device=DEVICES[backend], backend=backend)
     want = ops.randn(seeds, shape, offset=3, dtype=torch.float32, backend="reference")
     assert got.dtype == dtype and got.shape == shape
     assert_close(got, want, dtype=dtype, rtol=max(tolerance(dtype)[0], 1e-6), atol=2e-6, name="randn")
@@ -64,13 +87,14 @@ def test_randn_matches_reference(shape, dtype):
 @pytest.mark.parametrize("dtype", STATE_DTYPES)
 @pytest.mark.parametrize("per_sample", [False, True])
 @pytest.mark.parametrize("noncontiguous", [False, True])
-def test_churn_matches_reference(shape, dtype, per_sample, noncontiguous):
+def test_churn_matches_reference(shape, dtype, per_sample, noncontiguous, backend):
     """x + noise_std * eps with in-kernel noise equals the reference (per-sample or shared noise_std)."""
-    x = make(shape, dtype, 1, noncontiguous)
-    noise_std = per_sample_or_scalar(shape[0], per_sample, 0.1, 3.0, 2)
-    seeds = torch.tensor(SEEDS[: shape[0]], device=DEVICE)
-    offset = torch.tensor(SAMPLER_OFFSET + 4, device=DEVICE)
-    got = ops.churn(x, seeds, offset, noise_std, backend="triton")
+    device = DEVICES[backend]
+    x = make(shape, dtype, 1, noncontiguous, device)
+    noise_std = per_sample_or_scalar(shape[0], per_sample, 0.1, 3.0, 2, device)
+    seeds = torch.tensor(SEEDS[: shape[0]], device=device)
+    offset = torch.tensor(SAMPLER_OFFSET + 4, device=device)
+    got = ops.churn(x, seeds, offset, noise_std, backend=backend)
     want = ops.churn(x.cpu(), seeds.cpu(), offset.cpu(), noise_std.cpu(), backend="reference")
     assert got.dtype == dtype and got.shape == shape and got.is_contiguous()
     # Both compute in float32 from the same words; only log/cos/sin ulps and the final rounding may differ.
@@ -80,13 +104,13 @@ def test_churn_matches_reference(shape, dtype, per_sample, noncontiguous):
 PER_SAMPLE = [False, True, "t_hat only", "t_next only"]
 
 
-def step_inputs(shape, state_dtype, denoised_dtype, per_sample, noncontiguous):
+def step_inputs(shape, state_dtype, denoised_dtype, per_sample, noncontiguous, device):
     """Step inputs; per_sample says which of t_hat, t_next hold one value per sample (True: both)."""
-    x_hat = make(shape, state_dtype, 3, noncontiguous) * 2.0
-    denoised = make(shape, denoised_dtype, 4, noncontiguous)
-    denoised_next = make(shape, denoised_dtype, 5, noncontiguous)
-    t_hat = per_sample_or_scalar(shape[0], per_sample in (True, "t_hat only"), 0.5, 10.0, 6)
-    t_next = per_sample_or_scalar(shape[0], per_sample in (True, "t_next only"), 0.2, 0.4, 7)
+    x_hat = make(shape, state_dtype, 3, noncontiguous, device) * 2.0
+    denoised = make(shape, denoised_dtype, 4, noncontiguous, device)
+    denoised_next = make(shape, denoised_dtype, 5, noncontiguous, device)
+    t_hat = per_sample_or_scalar(shape[0], per_sample in (True, "t_hat only"), 0.5, 10.0, 6, device)
+    t_next = per_sample_or_scalar(shape[0], per_sample in (True, "t_next only"), 0.2, 0.4, 7, device)
     return x_hat, denoised, denoised_next, t_hat, t_next
 
 
@@ -99,10 +123,11 @@ def float64_twin(*tensors):
 @pytest.mark.parametrize("denoised_dtype", [torch.float32, torch.bfloat16, torch.float16])
 @pytest.mark.parametrize("per_sample", PER_SAMPLE)
 @pytest.mark.parametrize("noncontiguous", [False, True])
-def test_euler_step_matches_reference(shape, state_dtype, denoised_dtype, per_sample, noncontiguous):
+def test_euler_step_matches_reference(shape, state_dtype, denoised_dtype, per_sample, noncontiguous, backend):
     """euler_step: within the state dtype's tolerance of the reference, and within 2x eager's float64 error."""
-    x_hat, denoised, _, t_hat, t_next = step_inputs(shape, state_dtype, denoised_dtype, per_sample, noncontiguous)
-    got = ops.euler_step(x_hat, denoised, t_hat, t_next, backend="triton")
+    x_hat, denoised, _, t_hat, t_next = step_inputs(shape, state_dtype, denoised_dtype, per_sample, noncontiguous,
+                                                    DEVICES[backend])
+    got = ops.euler_step(x_hat, denoised, t_hat, t_next, backend=backend)
     want = ops.euler_step(x_hat.cpu(), denoised.cpu(), t_hat.cpu(), t_next.cpu(), backend="reference")
     exact = reference.euler_step(*float64_twin(x_hat, denoised, t_hat, t_next))
     assert got.dtype == state_dtype and got.shape == shape
@@ -115,10 +140,11 @@ def test_euler_step_matches_reference(shape, state_dtype, denoised_dtype, per_sa
 @pytest.mark.parametrize("denoised_dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("per_sample", PER_SAMPLE)
 @pytest.mark.parametrize("noncontiguous", [False, True])
-def test_heun_step_matches_reference(shape, state_dtype, denoised_dtype, per_sample, noncontiguous):
+def test_heun_step_matches_reference(shape, state_dtype, denoised_dtype, per_sample, noncontiguous, backend):
     """heun_step: within the state dtype's tolerance of the reference, and within 2x eager's float64 error."""
-    x_hat, denoised, denoised_next, t_hat, t_next = step_inputs(shape, state_dtype, denoised_dtype, per_sample, noncontiguous)
-    got = ops.heun_step(x_hat, denoised, denoised_next, t_hat, t_next, backend="triton")
+    x_hat, denoised, denoised_next, t_hat, t_next = step_inputs(shape, state_dtype, denoised_dtype, per_sample,
+                                                                noncontiguous, DEVICES[backend])
+    got = ops.heun_step(x_hat, denoised, denoised_next, t_hat, t_next, backend=backend)
     want = ops.heun_step(x_hat.cpu(), denoised.cpu(), denoised_next.cpu(), t_hat.cpu(), t_next.cpu(), backend="reference")
     exact = reference.heun_step(*float64_twin(x_hat, denoised, denoised_next, t_hat, t_next))
     assert got.dtype == state_dtype and got.shape == shape
@@ -131,12 +157,13 @@ def test_heun_step_matches_reference(shape, state_dtype, denoised_dtype, per_sam
 @pytest.mark.parametrize("dtype", STATE_DTYPES)
 @pytest.mark.parametrize("per_sample", [False, True])
 @pytest.mark.parametrize("noncontiguous", [False, True])
-def test_skip_mix_matches_reference(shape, precond, dtype, per_sample, noncontiguous):
+def test_skip_mix_matches_reference(shape, precond, dtype, per_sample, noncontiguous, backend):
     """skip_mix: float32 result within float32 tolerance of the reference for every preconditioner."""
-    x = make(shape, dtype, 7, noncontiguous)
-    F = make(shape, dtype, 8, noncontiguous)
-    sigma = per_sample_or_scalar(shape[0], per_sample, 0.002, 80.0, 9)
-    got = ops.skip_mix(x, F, sigma, precond=precond, sigma_data=0.6, backend="triton")
+    device = DEVICES[backend]
+    x = make(shape, dtype, 7, noncontiguous, device)
+    F = make(shape, dtype, 8, noncontiguous, device)
+    sigma = per_sample_or_scalar(shape[0], per_sample, 0.002, 80.0, 9, device)
+    got = ops.skip_mix(x, F, sigma, precond=precond, sigma_data=0.6, backend=backend)
     want = ops.skip_mix(x.cpu(), F.cpu(), sigma.cpu(), precond=precond, sigma_data=0.6, backend="reference")
     exact = reference.skip_mix(*float64_twin(x, F, sigma), precond, 0.6)
     assert got.dtype == torch.float32 and got.shape == shape
@@ -145,18 +172,19 @@ def test_skip_mix_matches_reference(shape, precond, dtype, per_sample, noncontig
 
 
 @pytest.mark.parametrize("per_sample", [False, True])
-def test_skip_mix_gradients_match_reference(per_sample):
+def test_skip_mix_gradients_match_reference(per_sample, backend):
     """Gradients of skip_mix in x, F and sigma equal the reference's autograd."""
     shape = (3, 5, 7)
     grads = {}
-    for backend in ("triton", "reference"):
-        x, F = make(shape, torch.float32, 10), make(shape, torch.float32, 11)
-        sigma = per_sample_or_scalar(3, per_sample, 0.1, 5.0, 12)
+    for name in (backend, "reference"):
+        device = DEVICES[backend]
+        x, F = make(shape, torch.float32, 10, device=device), make(shape, torch.float32, 11, device=device)
+        sigma = per_sample_or_scalar(3, per_sample, 0.1, 5.0, 12, device)
         x.requires_grad_(), F.requires_grad_(), sigma.requires_grad_()
-        weight = make(shape, torch.float32, 13)
-        (ops.skip_mix(x, F, sigma, precond="edm", backend=backend) * weight).sum().backward()
-        grads[backend] = (x.grad, F.grad, sigma.grad)
-    for name, got, want in zip(("x", "F", "sigma"), grads["triton"], grads["reference"]):
+        weight = make(shape, torch.float32, 13, device=device)
+        (ops.skip_mix(x, F, sigma, precond="edm", backend=name) * weight).sum().backward()
+        grads[name] = (x.grad, F.grad, sigma.grad)
+    for name, got, want in zip(("x", "F", "sigma"), grads[backend], grads["reference"]):
         assert_close(got, want, rtol=1e-5, atol=1e-5, name=f"d/d{name}")
 
 
@@ -174,39 +202,41 @@ def opaque_triton_ops():
         yield
 
 
-def op_cases():
-    x = make((3, 5, 8), torch.float32, 20)
-    d1, d2 = make((3, 5, 8), torch.bfloat16, 21), make((3, 5, 8), torch.float32, 22)
-    seeds = torch.tensor([1, 2, 3], device=DEVICE)
-    offset = torch.tensor(9, device=DEVICE)
-    t_hat, t_next = torch.tensor([2.0, 3.0, 4.0], device=DEVICE), torch.tensor(1.0, device=DEVICE)
-    from fastdiff import _triton
-
+def op_cases(backend):
+    """Each op of `backend`'s torch.library namespace with a typical argument tuple."""
+    device = DEVICES[backend]
+    x = make((3, 5, 8), torch.float32, 20, device=device)
+    d1, d2 = make((3, 5, 8), torch.bfloat16, 21, device=device), make((3, 5, 8), torch.float32, 22, device=device)
+    seeds = torch.tensor([1, 2, 3], device=device)
+    offset = torch.tensor(9, device=device)
+    t_hat, t_next = torch.tensor([2.0, 3.0, 4.0], device=device), torch.tensor(1.0, device=device)
+    impl = ops._impl(backend)
     return {
-        "randn": (_triton.randn, (seeds, offset, [3, 5, 7], torch.float32)),
-        "churn": (_triton.churn, (x, seeds, offset, t_hat)),
-        "euler_step": (_triton.euler_step, (x, d1, t_hat, t_next)),
-        "heun_step": (_triton.heun_step, (x, d1, d2, t_hat, t_next)),
-        "skip_mix": (_triton.skip_mix, (x, d2, t_hat, 0, 0.5)),
+        "randn": (impl.randn, (seeds, offset, [3, 5, 7], torch.float32)),
+        "churn": (impl.churn, (x, seeds, offset, t_hat)),
+        "euler_step": (impl.euler_step, (x, d1, t_hat, t_next)),
+        "heun_step": (impl.heun_step, (x, d1, d2, t_hat, t_next)),
+        "skip_mix": (impl.skip_mix, (x, d2, t_hat, 0, 0.5)),
     }
 
 
 @pytest.mark.parametrize("name", ["randn", "churn", "euler_step", "heun_step", "skip_mix"])
-def test_opcheck(name, opaque_triton_ops):
+@pytest.mark.parametrize("backend_name", ["triton", "cpu"])
+def test_opcheck(name, backend_name, opaque_triton_ops):
     """torch.library.opcheck: schema, fake implementation, autograd registration and AOT dispatch all agree."""
-    op, args = op_cases()[name]
+    op, args = op_cases(backend_name)[name]
     result = torch.library.opcheck(op, args)
     assert set(result.values()) == {"SUCCESS"}, result
 
 
-def test_opcheck_skip_mix_with_gradients(opaque_triton_ops):
+@pytest.mark.parametrize("backend_name", ["triton", "cpu"])
+def test_opcheck_skip_mix_with_gradients(backend_name, opaque_triton_ops):
     """opcheck with inputs that require grad exercises skip_mix's registered backward."""
-    from fastdiff import _triton
-
-    x = make((2, 3, 4), torch.float32, 30).requires_grad_()
-    F = make((2, 3, 4), torch.float32, 31).requires_grad_()
-    sigma = torch.tensor([0.5, 2.0], device=DEVICE, requires_grad=True)
-    result = torch.library.opcheck(_triton.skip_mix, (x, F, sigma, 0, 0.5))
+    device = DEVICES[backend_name]
+    x = make((2, 3, 4), torch.float32, 30, device=device).requires_grad_()
+    F = make((2, 3, 4), torch.float32, 31, device=device).requires_grad_()
+    sigma = torch.tensor([0.5, 2.0], device=device, requires_grad=True)
+    result = torch.library.opcheck(ops._impl(backend_name).skip_mix, (x, F, sigma, 0, 0.5))
     assert set(result.values()) == {"SUCCESS"}, result
 
 
@@ -219,14 +249,16 @@ def heun_churn_step(x, seeds, offset, noise_std, t_hat, t_next, backend):
     return ops.heun_step(x_hat, denoised, denoised_next, t_hat, t_next, backend=backend)
 
 
-@pytest.mark.parametrize("backend", ["triton", "reference"])
-def test_torch_compile_fullgraph_of_a_sampling_step(backend, opaque_triton_ops):
+@pytest.mark.parametrize("backend_name", ["triton", "cpu", "reference"])
+def test_torch_compile_fullgraph_of_a_sampling_step(backend_name, opaque_triton_ops):
     """A whole Heun step with churn compiles with fullgraph=True (no graph break) and gives the eager result."""
-    args = (make((2, 3, 8), torch.float32, 40), torch.tensor([5, 6], device=DEVICE), torch.tensor(SAMPLER_OFFSET, device=DEVICE),
-            torch.tensor(0.7, device=DEVICE), torch.tensor(3.0, device=DEVICE), torch.tensor(2.0, device=DEVICE))
+    device = DEVICES.get(backend_name, "cpu")
+    args = (make((2, 3, 8), torch.float32, 40, device=device), torch.tensor([5, 6], device=device),
+            torch.tensor(SAMPLER_OFFSET, device=device), torch.tensor(0.7, device=device), torch.tensor(3.0, device=device),
+            torch.tensor(2.0, device=device))
     torch._dynamo.reset()
     compiled = torch.compile(heun_churn_step, fullgraph=True, backend="aot_eager")
-    assert_close(compiled(*args, backend), heun_churn_step(*args, backend), name=f"compiled {backend} step")
+    assert_close(compiled(*args, backend_name), heun_churn_step(*args, backend_name), name=f"compiled {backend_name} step")
 
 
 def mixture_net():
@@ -236,21 +268,21 @@ def mixture_net():
 
 @pytest.mark.parametrize("solver", ["heun", "euler"])
 @pytest.mark.parametrize("churn", [dict(), dict(S_churn=30.0, S_min=0.05, S_max=50.0, S_noise=1.003)])
-def test_whole_sampler_triton_equals_reference(solver, churn):
-    """sample(backend="triton") equals sample(backend="reference") within float32 accumulation over 16 steps."""
+def test_whole_sampler_equals_reference(solver, churn, backend):
+    """sample(backend=...) equals sample(backend="reference") within float32 accumulation over 16 steps."""
     seeds = [3, 1, 4, 1, 5]
-    latents = fastdiff.randn(seeds, (5, 4)).to(DEVICE)
+    latents = fastdiff.randn(seeds, (5, 4), backend="reference").to(DEVICES[backend])
     settings = dict(num_steps=16, solver=solver, seeds=seeds, **churn)
-    got = fastdiff.sample(mixture_net(), latents, backend="triton", **settings)
+    got = fastdiff.sample(mixture_net(), latents, backend=backend, **settings)
     want = fastdiff.sample(mixture_net(), latents.cpu(), backend="reference", **settings)
     assert_close(got, want, rtol=2e-4, atol=2e-4, name="samples")
 
 
-def test_preconditioned_sampling_with_triton_skip_mix():
-    """An EDMPrecond net whose skip mix runs in Triton samples like the reference within float32 accumulation."""
+def test_preconditioned_sampling_with_fused_skip_mix(backend):
+    """An EDMPrecond net whose skip mix runs fused samples like the reference within float32 accumulation."""
     model = lambda x, c_noise: torch.tanh(x) * (1 + 0.1 * c_noise.reshape(-1, 1))  # noqa: E731
-    latents = fastdiff.randn([0, 1, 2], (3, 6)).to(DEVICE)
-    got = fastdiff.sample(fastdiff.EDMPrecond(model, backend="triton"), latents, num_steps=10, seeds=[0, 1, 2], backend="triton")
+    latents = fastdiff.randn([0, 1, 2], (3, 6), backend="reference").to(DEVICES[backend])
+    got = fastdiff.sample(fastdiff.EDMPrecond(model, backend=backend), latents, num_steps=10, seeds=[0, 1, 2], backend=backend)
     want = fastdiff.sample(fastdiff.EDMPrecond(model, backend="reference"), latents.cpu(), num_steps=10, seeds=[0, 1, 2],
                            backend="reference")
     assert_close(got, want, rtol=2e-4, atol=2e-4, name="samples")
@@ -273,7 +305,7 @@ def test_auto_and_environment_override(monkeypatch):
     assert backends.resolve("auto", x, (x,)) == "triton"
     assert backends.resolve("reference", x, (x,)) == "reference"  # a named backend wins over the variable
     monkeypatch.setenv("FASTDIFF_BACKEND", "cuda")
-    with pytest.raises(backends.BackendUnavailableError, match="backend='cuda' cannot run: the cuda kernels"):
+    with pytest.raises(backends.BackendUnavailableError, match=re.escape("backend='cuda' cannot run: the C++ extension fastdiff._C_cuda is not available")):
         backends.resolve("auto", x, (x,))
     monkeypatch.setenv("FASTDIFF_BACKEND", "gpu")
     with pytest.raises(ValueError, match="FASTDIFF_BACKEND: expected one of"):
@@ -312,9 +344,40 @@ def test_op_argument_errors_name_the_argument():
         ops.randn([1], (1, -2))
 
 
-def test_empty_batch_elements():
+def test_empty_batch_elements(backend):
     """Tensors with zero elements per sample pass through every op without launching a kernel."""
-    x = torch.zeros(2, 0, device=DEVICE)
-    assert ops.euler_step(x, x, 1.0, 0.5, backend="triton").shape == (2, 0)
-    assert ops.churn(x, [1, 2], 0, 1.0, backend="triton").shape == (2, 0)
-    assert ops.randn([1, 2], (2, 0), backend="triton").shape == (2, 0)
+    x = torch.zeros(2, 0, device=DEVICES[backend])
+    assert ops.euler_step(x, x, 1.0, 0.5, backend=backend).shape == (2, 0)
+    assert ops.churn(x, [1, 2], 0, 1.0, backend=backend).shape == (2, 0)
+    assert ops.randn([1, 2], (2, 0), device=DEVICES[backend], backend=backend).shape == (2, 0)
+
+
+@pytest.mark.parametrize("shape", [(3, 5, 67, 131), (4, 16, 64, 64)])  # per-sample sizes odd and a multiple of 4
+@pytest.mark.parametrize("dtype", STATE_DTYPES)
+def test_cpu_threads_split_work_without_changing_bits(shape, dtype):
+    """Tensors large enough to be split across 2 threads give the 1-thread result bit for bit, and the reference's
+    within tolerance."""
+    x = make(shape, dtype, 50, device="cpu")
+    d1, d2 = make(shape, dtype, 51, device="cpu"), make(shape, dtype, 52, device="cpu")
+    seeds = torch.arange(shape[0])
+    t_hat, t_next = torch.linspace(2.0, 3.0, shape[0]), torch.tensor(1.0)
+
+    def run():
+        return [ops.churn(x, seeds, SAMPLER_OFFSET, t_hat, backend="cpu"),
+                ops.euler_step(x, d1, t_hat, t_next, backend="cpu"),
+                ops.heun_step(x, d1, d2, t_hat, t_next, backend="cpu"),
+                ops.skip_mix(x, d1, t_hat, precond="edm", backend="cpu")]
+
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = run()
+        torch.set_num_threads(2)
+        two = run()
+    finally:
+        torch.set_num_threads(before)
+    for a, b in zip(one, two):
+        assert_equal(b, a, name="2 threads vs 1")
+    want = ops.churn(x, seeds, SAMPLER_OFFSET, t_hat, backend="reference")
+    assert_close(two[0], want, dtype=dtype, rtol=max(tolerance(dtype)[0], 1e-6), atol=1e-5, name="churn")
+    assert_close(two[2], ops.heun_step(x, d1, d2, t_hat, t_next, backend="reference"), dtype=dtype, name="heun_step")

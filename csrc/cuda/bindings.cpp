@@ -1,0 +1,119 @@
+// The torch-facing layer of the CUDA kernels: the fastdiff_cuda operator library (built only with a CUDA torch).
+//
+// Same schemas as fastdiff_cpu and the Triton ops. Kernels run on the current stream; seeds, the offset and the
+// per-step values stay in device memory (nothing is read back to the host).
+#include <ATen/ATen.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
+#include <torch/extension.h>
+#include <torch/library.h>
+
+#include "../binding_utils.h"
+#include "kernels.h"
+
+namespace {
+
+using namespace fastdiff::binding;
+using fastdiff::cuda::Scalars;
+using fastdiff::cuda::Shape;
+constexpr auto kCUDA = c10::DeviceType::CUDA;
+
+Shape shape_of(const at::Tensor& t) {
+  const auto [batch, per_sample] = batch_shape(t);
+  return Shape{batch, per_sample};
+}
+
+Scalars scalars(const at::Tensor& values) { return Scalars{values.data_ptr<float>(), values.numel() > 1}; }
+
+void check(cudaError_t status, const char* op) {
+  TORCH_CHECK(status == cudaSuccess, "fastdiff_cuda::", op, ": kernel launch failed: ", cudaGetErrorString(status));
+}
+
+cudaStream_t stream_of(const at::Tensor& t) { return c10::cuda::getCurrentCUDAStream(t.device().index()).stream(); }
+
+at::Tensor randn(const at::Tensor& seeds, const at::Tensor& offset, c10::SymIntArrayRef shape, at::ScalarType dtype) {
+  const c10::cuda::CUDAGuard guard(seeds.device());
+  auto out = at::empty(C10_AS_INTARRAYREF_SLOW(shape), seeds.options().dtype(dtype));
+  const Shape s = shape_of(out);
+  check_offset(offset, kCUDA);
+  check(fastdiff::cuda::randn(out.data_ptr(), dtype_of(out, "dtype"), seeds_of(seeds, s.batch, kCUDA),
+                              offset.data_ptr<int64_t>(), s, stream_of(out)), "randn");
+  return out;
+}
+
+at::Tensor churn(const at::Tensor& x_in, const at::Tensor& seeds, const at::Tensor& offset, const at::Tensor& noise_std) {
+  const c10::cuda::CUDAGuard guard(x_in.device());
+  const at::Tensor x = data(x_in, "x", x_in);
+  auto out = at::empty_like(x);
+  const Shape s = shape_of(x);
+  check_offset(offset, kCUDA);
+  const at::Tensor std_values = per_step(noise_std, "noise_std", s.batch, x);
+  check(fastdiff::cuda::churn(x.data_ptr(), out.data_ptr(), dtype_of(x, "x"), seeds_of(seeds, s.batch, kCUDA),
+                              offset.data_ptr<int64_t>(), scalars(std_values), s, stream_of(x)), "churn");
+  return out;
+}
+
+at::Tensor euler_step(const at::Tensor& x_hat_in, const at::Tensor& denoised_in, const at::Tensor& t_hat,
+                      const at::Tensor& t_next) {
+  const c10::cuda::CUDAGuard guard(x_hat_in.device());
+  const at::Tensor x_hat = data(x_hat_in, "x_hat", x_hat_in), denoised = data(denoised_in, "denoised", x_hat_in);
+  auto out = at::empty_like(x_hat);
+  const Shape s = shape_of(x_hat);
+  const at::Tensor th = per_step(t_hat, "t_hat", s.batch, x_hat), tn = per_step(t_next, "t_next", s.batch, x_hat);
+  check(fastdiff::cuda::euler_step(x_hat.data_ptr(), dtype_of(x_hat, "x_hat"), denoised.data_ptr(),
+                                   dtype_of(denoised, "denoised"), out.data_ptr(), scalars(th), scalars(tn), s,
+                                   stream_of(x_hat)), "euler_step");
+  return out;
+}
+
+at::Tensor heun_step(const at::Tensor& x_hat_in, const at::Tensor& denoised_in, const at::Tensor& denoised_next_in,
+                     const at::Tensor& t_hat, const at::Tensor& t_next) {
+  const c10::cuda::CUDAGuard guard(x_hat_in.device());
+  const at::Tensor x_hat = data(x_hat_in, "x_hat", x_hat_in);
+  at::Tensor denoised = data(denoised_in, "denoised", x_hat_in);
+  at::Tensor denoised_next = data(denoised_next_in, "denoised_next", x_hat_in);
+  if (denoised_next.scalar_type() != denoised.scalar_type()) {  // the kernels take one dtype for both
+    denoised_next = denoised_next.to(at::kFloat);
+    denoised = denoised.to(at::kFloat);
+  }
+  auto out = at::empty_like(x_hat);
+  const Shape s = shape_of(x_hat);
+  const at::Tensor th = per_step(t_hat, "t_hat", s.batch, x_hat), tn = per_step(t_next, "t_next", s.batch, x_hat);
+  check(fastdiff::cuda::heun_step(x_hat.data_ptr(), dtype_of(x_hat, "x_hat"), denoised.data_ptr(), denoised_next.data_ptr(),
+                                  dtype_of(denoised, "denoised"), out.data_ptr(), scalars(th), scalars(tn), s,
+                                  stream_of(x_hat)), "heun_step");
+  return out;
+}
+
+at::Tensor skip_mix(const at::Tensor& x_in, const at::Tensor& F_in, const at::Tensor& sigma, int64_t kind, double sigma_data) {
+  TORCH_CHECK(kind >= 0 && kind <= 2, "kind: expected 0 (EDM), 1 (VP/iDDPM) or 2 (VE), got ", kind);
+  const c10::cuda::CUDAGuard guard(x_in.device());
+  const at::Tensor x = data(x_in, "x", x_in), F = data(F_in, "F", x_in);
+  auto out = at::empty(x.sizes(), x.options().dtype(at::kFloat));
+  const Shape s = shape_of(x);
+  const at::Tensor sigma_values = per_step(sigma, "sigma", s.batch, x);
+  check(fastdiff::cuda::skip_mix(x.data_ptr(), dtype_of(x, "x"), F.data_ptr(), dtype_of(F, "F"), out.data_ptr<float>(),
+                                 scalars(sigma_values), (int)kind, (float)sigma_data, s, stream_of(x)), "skip_mix");
+  return out;
+}
+
+}  // namespace
+
+TORCH_LIBRARY(fastdiff_cuda, m) {
+  m.def("randn(Tensor seeds, Tensor offset, SymInt[] shape, ScalarType dtype) -> Tensor");
+  m.def("churn(Tensor x, Tensor seeds, Tensor offset, Tensor noise_std) -> Tensor");
+  m.def("euler_step(Tensor x_hat, Tensor denoised, Tensor t_hat, Tensor t_next) -> Tensor");
+  m.def("heun_step(Tensor x_hat, Tensor denoised, Tensor denoised_next, Tensor t_hat, Tensor t_next) -> Tensor");
+  m.def("skip_mix(Tensor x, Tensor F, Tensor sigma, int kind, float sigma_data) -> Tensor");
+}
+
+TORCH_LIBRARY_IMPL(fastdiff_cuda, CUDA, m) {
+  m.impl("randn", &randn);
+  m.impl("churn", &churn);
+  m.impl("euler_step", &euler_step);
+  m.impl("heun_step", &heun_step);
+  m.impl("skip_mix", &skip_mix);
+}
+
+// Importing fastdiff._C_cuda registers the ops above; the module itself has no Python functions.
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, module) {}

@@ -1,0 +1,40 @@
+// fastdiff's CUDA kernels: raw-pointer launchers, no torch (csrc/cuda/bindings.cpp holds the torch code), so that
+// nvcc compiles kernels.cu on its own (CI does, for sm_80 and sm_90, and checks ptxas for spills).
+//
+// Tensors are contiguous [batch, per_sample]; per-step values are float32 device arrays of one value or one per
+// sample; seeds (int64 [batch]) and the stream offset (int64, one value) are read from device memory, so no
+// per-call value is baked into a launch.
+#pragma once
+
+#include <cuda_runtime.h>
+#include <stdint.h>
+
+#include "../dtypes.h"
+
+namespace fastdiff {
+namespace cuda {
+
+using ::fastdiff::DType;
+
+struct Scalars {
+  const float* ptr;  // device memory
+  bool per_sample;
+};
+
+struct Shape {
+  int64_t batch;
+  int64_t per_sample;
+};
+
+cudaError_t randn(void* out, DType out_type, const int64_t* seeds, const int64_t* offset, Shape shape, cudaStream_t stream);
+cudaError_t churn(const void* x, void* out, DType x_type, const int64_t* seeds, const int64_t* offset, Scalars noise_std,
+                  Shape shape, cudaStream_t stream);
+cudaError_t euler_step(const void* x_hat, DType x_type, const void* denoised, DType d_type, void* out, Scalars t_hat,
+                       Scalars t_next, Shape shape, cudaStream_t stream);
+cudaError_t heun_step(const void* x_hat, DType x_type, const void* denoised, const void* denoised_next, DType d_type,
+                      void* out, Scalars t_hat, Scalars t_next, Shape shape, cudaStream_t stream);
+cudaError_t skip_mix(const void* x, DType x_type, const void* F, DType F_type, float* out, Scalars sigma, int kind,
+                     float sigma_data, Shape shape, cudaStream_t stream);
+
+}  // namespace cuda
+}  // namespace fastdiff
