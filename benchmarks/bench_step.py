@@ -84,6 +84,7 @@ LABELS = {
     "reference": "eager reference",
     "kdiffusion": "k-diffusion pattern",
     "fused": "fused (triton)",
+    "cpu": "fused (C++ cpu)",
     "compile": "torch.compile(reference)",
     "copy": "device copy",
 }
@@ -332,6 +333,8 @@ def step_functions(inputs, fused_reasons):
         "kdiffusion": lambda mark=_unmarked: kdiffusion_step(x, den, den2, sigmas, STEP_INDEX, s["S_churn"], s["S_min"],
                                                              s["S_max"], s["S_noise"], mark=mark),
         "fused": None if fused_reasons else (lambda mark=_unmarked: fastdiff_step(*args, backend="triton", mark=mark)),
+        "cpu": (lambda mark=_unmarked: fastdiff_step(*args, backend="cpu", mark=mark))
+        if x.device.type == "cpu" and not backends.reasons("cpu", x, (x,)) else None,
     }, args
 
 
@@ -380,6 +383,15 @@ def bench_size(shape, device, repeats, budget_s, fused_reasons, show_ops) -> tup
         del result
         timed["fused"] = functions["fused"]
 
+    # The C++ CPU kernels (same traffic model as the Triton kernels: one pass per op), timed on CPU tensors.
+    if functions["cpu"] is not None:
+        work += modelled_rows(LABELS["cpu"], FUSED_MODEL, element_size)
+        bytes_per_element["cpu"] = work[-1]["bytes_per_element"]
+        result = functions["cpu"]()
+        checks["C++ cpu vs eager reference"] = relative_difference(result, expected)
+        del result
+        timed["cpu"] = functions["cpu"]
+
     # torch.compile of the whole eager reference step (its three ops, both denoiser outputs as inputs).
     torch._dynamo.reset()
     compiled = torch.compile(fastdiff_step, fullgraph=True, dynamic=False)
@@ -400,7 +412,9 @@ def bench_size(shape, device, repeats, budget_s, fused_reasons, show_ops) -> tup
 
     measured = time_calls(timed, device, repeats, budget_s)
     timings = []
-    for name in ("reference", "kdiffusion", "fused", "compile", "copy"):
+    for name in ("reference", "kdiffusion", "fused", "cpu", "compile", "copy"):
+        if name == "cpu" and functions["cpu"] is None:
+            continue
         if name in measured:
             timings.append(dict(implementation=LABELS[name], **measured[name], **extra.get(name, {})))
         else:
@@ -411,6 +425,57 @@ def bench_size(shape, device, repeats, budget_s, fused_reasons, show_ops) -> tup
     return work, timings, checks
 
 
+NOISE_LABELS = {
+    "eager": "eager x + s * randn_like(x)",
+    "compile": "torch.compile(eager)",
+    "reference": "fastdiff reference churn",
+    "cpu": "fastdiff C++ cpu churn",
+    "triton": "fastdiff triton churn",
+}
+
+
+def bench_noise(shape, device, repeats, budget_s, fused_reasons) -> list[dict]:
+    """Noise injection x + s * eps alone: PyTorch's generator (eager and compiled) against fastdiff's in-kernel one.
+
+    Modelled bytes are 8 per fp32 element for all (read x, write the result); eager PyTorch also writes and reads eps.
+    """
+    generator = torch.Generator().manual_seed(1)
+    x = torch.randn(shape, generator=generator).to(device)
+    seeds = torch.arange(shape[0], device=device)
+    offset, std = torch.tensor(SAMPLER_OFFSET, device=device), torch.tensor(0.7, device=device)
+
+    def eager():
+        return x + std * torch.randn_like(x)
+
+    torch._dynamo.reset()
+    compiled = torch.compile(eager, fullgraph=True)
+    compiled()
+    functions = {"eager": eager, "compile": compiled,
+                 "reference": lambda: ops.churn(x, seeds, offset, std, backend="reference")}
+    if device.type == "cpu" and not backends.reasons("cpu", x, (x,)):
+        functions["cpu"] = lambda: ops.churn(x, seeds, offset, std, backend="cpu")
+    if device.type == "cuda" and not fused_reasons:
+        functions["triton"] = lambda: ops.churn(x, seeds, offset, std, backend="triton")
+    measured = time_calls(functions, device, repeats, budget_s)
+    numel = x.numel()
+    rows = []
+    for name, m in measured.items():
+        rows.append(dict(size=numel, shape="x".join(map(str, shape)), implementation=NOISE_LABELS[name], **m,
+                         gbps=8 * numel / m["seconds"] / 1e9,
+                         speedup_vs_eager=measured["eager"]["seconds"] / m["seconds"],
+                         speedup_vs_compile=measured["compile"]["seconds"] / m["seconds"]))
+    return rows
+
+
+def print_noise(rows: list[dict], device: torch.device) -> None:
+    print(f"\nNoise injection x + s * eps on {device} (eps generated inside; GB/s at 8 B/element; "
+          f"xeager, xcomp = speedup vs eager x + s * randn_like(x) and vs its torch.compile)")
+    print(f"{'size':>11} {'shape':<14} {'implementation':<30} {'ms':>10} {'n':>3} {'ns/elem':>8} {'GB/s':>8} {'xeager':>7} {'xcomp':>7}")
+    for r in rows:
+        print(f"{r['size']:>11,} {r['shape']:<14} {r['implementation']:<30} {r['seconds'] * 1e3:>10.3f} {r['repeats']:>3} "
+              f"{r['seconds'] * 1e9 / r['size']:>8.3f} {r['gbps']:>8.2f} {r['speedup_vs_eager']:>7.2f} {r['speedup_vs_compile']:>7.2f}")
+
+
 def finish_timings(timings: list[dict], bytes_per_element: dict, numel: int) -> None:
     """Add modelled bytes, GB/s, fraction of the copy's GB/s and speedups (all from this run) to each row."""
     key = {label: name for name, label in LABELS.items()}
@@ -418,7 +483,7 @@ def finish_timings(timings: list[dict], bytes_per_element: dict, numel: int) -> 
     for row in timings:
         name = key[row["implementation"]]
         row["bytes_per_element"] = bytes_per_element[name]
-        row["bytes_source"] = {"reference": "measured", "kdiffusion": "measured", "fused": "model",
+        row["bytes_source"] = {"reference": "measured", "kdiffusion": "measured", "fused": "model", "cpu": "model",
                                "compile": "graph I/O model", "copy": "model"}[name]
         t = row["seconds"]
         row["gbps"] = bytes_per_element[name] * numel / t / 1e9 if t else None
@@ -566,19 +631,21 @@ def main(argv=None) -> int:
               f"cores): timings will be noisy, worst when {torch.get_num_threads()} OpenMP threads wait for a "
               f"descheduled one (--threads 1 is steadier)")
 
-    work, timings, checks = [], [], {}
+    work, timings, checks, noise = [], [], {}, []
     started = time.perf_counter()
     for shape in shapes:
         size_started = time.perf_counter()
         w, t, c = bench_size(shape, device, repeats, budget, fused_reasons, a.show_ops)
         work += w
         timings += t
+        noise += bench_noise(shape, device, repeats, budget, fused_reasons)
         checks.update({f"{k} @ {math.prod(shape)}": v for k, v in c.items()})
         print(f"  {math.prod(shape):>11,} elements done in {time.perf_counter() - size_started:.1f} s", flush=True)
     meta["total_seconds"] = time.perf_counter() - started
 
     print_work(work, device)
     print_timings(timings, device)
+    print_noise(noise, device)
     compile_times = [(r["size"], r["compile_seconds"]) for r in timings if "compile_seconds" in r]
     print("torch.compile time (first call, s): " + ", ".join(f"{n:,}: {t:.1f}" for n, t in compile_times))
     worst = max(checks.values(), default=0.0)
@@ -586,7 +653,7 @@ def main(argv=None) -> int:
           f"{worst:.2e} ({', '.join(sorted({k.split(' @ ')[0] for k in checks}))})")
     if worst > 1e-4:
         print("WARNING: an implementation disagrees with the eager reference; its timing measures something else")
-    paths = write_results(a.out, meta, work, timings, checks)
+    paths = write_results(a.out, meta, work, timings + noise, checks)
     print(f"wrote {', '.join(str(p) for p in paths)} ({meta['total_seconds']:.0f} s)")
     return 0
 
