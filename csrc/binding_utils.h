@@ -55,6 +55,14 @@ inline const int64_t* seeds_of(const at::Tensor& seeds, int64_t batch, c10::Devi
   return seeds.data_ptr<int64_t>();
 }
 
+// An output tensor the kernels write: contiguous, of like's shape and device, of `dtype`.
+inline void check_out(const at::Tensor& out, const at::Tensor& like, at::ScalarType dtype) {
+  check_device(out, "out", like.device().type());
+  TORCH_CHECK(out.sizes() == like.sizes(), "out: expected the shape ", like.sizes(), ", got ", out.sizes());
+  TORCH_CHECK(out.scalar_type() == dtype, "out: expected dtype ", dtype, ", got ", out.scalar_type());
+  TORCH_CHECK(out.is_contiguous(), "out: expected a contiguous tensor");
+}
+
 inline void check_offset(const at::Tensor& offset, c10::DeviceType device) {
   check_device(offset, "offset", device);
   TORCH_CHECK(offset.scalar_type() == at::kLong && offset.numel() == 1, "offset: expected an int64 tensor of one value");

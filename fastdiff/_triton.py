@@ -73,3 +73,30 @@ def _(x, F, sigma, kind, sigma_data):
 
 
 register_skip_mix_autograd(skip_mix)
+
+
+# The same kernels writing into a given `out` (which may be one of the inputs: every kernel is elementwise).
+@triton_op("fastdiff_triton::churn_out", mutates_args=("out",))
+def churn_out(x: torch.Tensor, seeds: torch.Tensor, offset: torch.Tensor, noise_std: torch.Tensor, out: torch.Tensor) -> None:
+    launch_noise(x, out, seeds, offset, noise_std, wrap=wrap_triton)
+
+
+@triton_op("fastdiff_triton::euler_step_out", mutates_args=("out",))
+def euler_step_out(x_hat: torch.Tensor, denoised: torch.Tensor, t_hat: torch.Tensor, t_next: torch.Tensor,
+                   out: torch.Tensor) -> None:
+    launch_euler_step(x_hat, denoised, t_hat, t_next, out, wrap=wrap_triton)
+
+
+@triton_op("fastdiff_triton::heun_step_out", mutates_args=("out",))
+def heun_step_out(x_hat: torch.Tensor, denoised: torch.Tensor, denoised_next: torch.Tensor, t_hat: torch.Tensor,
+                  t_next: torch.Tensor, out: torch.Tensor) -> None:
+    launch_heun_step(x_hat, denoised, denoised_next, t_hat, t_next, out, wrap=wrap_triton)
+
+
+@triton_op("fastdiff_triton::skip_mix_out", mutates_args=("out",))
+def skip_mix_out(x: torch.Tensor, F: torch.Tensor, sigma: torch.Tensor, kind: int, sigma_data: float, out: torch.Tensor) -> None:
+    launch_skip_mix(x, F, sigma, kind, sigma_data, out, wrap=wrap_triton)
+
+
+for _op in (churn_out, euler_step_out, heun_step_out, skip_mix_out):
+    _op.register_fake(lambda *args: None)

@@ -12,7 +12,8 @@ its inputs once here, and runs the same formula on whichever backend it dispatch
 
 Per-step values (offset, noise_std, t_hat, t_next, sigma) may be Python numbers or tensors of one value or one
 per sample ([B]); a sampling loop passes device tensors, so no per-step value is ever baked into a kernel
-launch. The fused kernels compute in float32 and return the state's dtype (float32 for skip_mix); the
+launch. `out=` writes the result into a given contiguous tensor (which may be one of the inputs: every op is
+elementwise), so a loop can run on fixed buffers. The fused kernels compute in float32 and return the state's dtype (float32 for skip_mix); the
 reference also runs float64.
 """
 from __future__ import annotations
@@ -36,46 +37,61 @@ def randn(seeds, shape, *, offset=0, dtype: torch.dtype = torch.float32, device=
     return _impl(name).randn(seeds, offset, list(shape), dtype)
 
 
-def churn(x: torch.Tensor, seeds, offset, noise_std, *, backend: str = "auto") -> torch.Tensor:
+def churn(x: torch.Tensor, seeds, offset, noise_std, *, out: torch.Tensor | None = None, backend: str = "auto") -> torch.Tensor:
     """x + noise_std * eps with eps = randn(seeds, x.shape, offset=offset): stochastic churn's noise injection."""
     _check_floating("x", x)
     seeds = seeds_tensor(seeds, batch_size=x.shape[0], device=x.device)
     offset = _offset_tensor(offset, x.device)
     noise_std = _per_sample_value("noise_std", noise_std, x)
+    _check_out(out, x, x.dtype)
     name = resolve(backend, x, (x, seeds, offset, noise_std))
     x = x.contiguous()
     if name == "reference":
-        return reference.churn(x, seeds, offset, noise_std)
+        return _into(out, reference.churn(x, seeds, offset, noise_std))
+    if out is not None:
+        _impl(name).churn_out(x, seeds, offset, noise_std, out)
+        return out
     return _impl(name).churn(x, seeds, offset, noise_std)
 
 
-def euler_step(x_hat: torch.Tensor, denoised: torch.Tensor, t_hat, t_next, *, backend: str = "auto") -> torch.Tensor:
+def euler_step(x_hat: torch.Tensor, denoised: torch.Tensor, t_hat, t_next, *, out: torch.Tensor | None = None,
+               backend: str = "auto") -> torch.Tensor:
     """x_hat + (t_next - t_hat) d_cur with d_cur = (x_hat - denoised) / t_hat; the result has x_hat's dtype."""
     _check_floating("x_hat", x_hat)
     _check_like("denoised", denoised, x_hat)
     t_hat, t_next = _per_sample_value("t_hat", t_hat, x_hat), _per_sample_value("t_next", t_next, x_hat)
+    _check_out(out, x_hat, x_hat.dtype)
     name = resolve(backend, x_hat, (x_hat, denoised, t_hat, t_next))
     if name == "reference":
-        return reference.euler_step(x_hat, denoised, t_hat, t_next)
-    return _impl(name).euler_step(x_hat.contiguous(), denoised.contiguous(), t_hat, t_next)
+        return _into(out, reference.euler_step(x_hat, denoised, t_hat, t_next))
+    args = (x_hat.contiguous(), denoised.contiguous(), t_hat, t_next)
+    if out is not None:
+        _impl(name).euler_step_out(*args, out)
+        return out
+    return _impl(name).euler_step(*args)
 
 
 def heun_step(x_hat: torch.Tensor, denoised: torch.Tensor, denoised_next: torch.Tensor, t_hat, t_next, *,
-              backend: str = "auto") -> torch.Tensor:
+              out: torch.Tensor | None = None, backend: str = "auto") -> torch.Tensor:
     """Heun's step x_hat + (t_next - t_hat) (d_cur + d_prime) / 2, given denoised = D(x_hat; t_hat) and
     denoised_next = D(x_next; t_next) for the Euler point x_next (which is recomputed, not passed)."""
     _check_floating("x_hat", x_hat)
     _check_like("denoised", denoised, x_hat)
     _check_like("denoised_next", denoised_next, x_hat)
     t_hat, t_next = _per_sample_value("t_hat", t_hat, x_hat), _per_sample_value("t_next", t_next, x_hat)
+    _check_out(out, x_hat, x_hat.dtype)
     name = resolve(backend, x_hat, (x_hat, denoised, denoised_next, t_hat, t_next))
     if name == "reference":
-        return reference.heun_step(x_hat, denoised, denoised_next, t_hat, t_next)
-    return _impl(name).heun_step(x_hat.contiguous(), denoised.contiguous(), denoised_next.contiguous(), t_hat, t_next)
+        return _into(out, reference.heun_step(x_hat, denoised, denoised_next, t_hat, t_next))
+    args = (x_hat.contiguous(), denoised.contiguous(), denoised_next.contiguous(), t_hat, t_next)
+    if out is not None:
+        _impl(name).heun_step_out(*args, out)
+        return out
+    return _impl(name).heun_step(*args)
 
 
 def skip_mix(x: torch.Tensor, F: torch.Tensor, sigma, *, precond: str = "edm", sigma_data: float = 0.5,
-             backend: str = "auto") -> torch.Tensor:
+             out: torch.Tensor | None = None, backend: str = "auto") -> torch.Tensor:
     """D = c_skip(sigma) x + c_out(sigma) F with EDM Table 1's coefficients for `precond` ("edm", "vp", "ve", "iddpm").
 
     The result is float32 (float64 on the reference path when x or F is float64). Differentiable in x, F and sigma.
@@ -90,8 +106,15 @@ def skip_mix(x: torch.Tensor, F: torch.Tensor, sigma, *, precond: str = "edm", s
     state = x if F.dtype != torch.float64 else F  # a float64 F keeps the computation on the reference path
     name = resolve(backend, state, (x, F, sigma))
     if name == "reference":
-        return reference.skip_mix(x, F, sigma, precond, float(sigma_data))
-    return _impl(name).skip_mix(x.contiguous(), F.contiguous(), sigma, PRECOND_CODES[precond], float(sigma_data))
+        result = reference.skip_mix(x, F, sigma, precond, float(sigma_data))
+        _check_out(out, x, result.dtype)
+        return _into(out, result)
+    _check_out(out, x, torch.float32)
+    args = (x.contiguous(), F.contiguous(), sigma, PRECOND_CODES[precond], float(sigma_data))
+    if out is not None:
+        _impl(name).skip_mix_out(*args, out)
+        return out
+    return _impl(name).skip_mix(*args)
 
 
 def _impl(name: str):
@@ -109,6 +132,23 @@ def _impl(name: str):
 
         return _cuda
     raise AssertionError(f"backend {name!r} has no implementation")  # resolve() never returns one
+
+
+def _check_out(out, like: torch.Tensor, dtype: torch.dtype) -> None:
+    """An out= tensor: like's shape and device, the result's dtype, contiguous (it may be one of the inputs)."""
+    if out is None:
+        return
+    if not isinstance(out, torch.Tensor):
+        raise TypeError(f"out: expected a tensor, got {type(out).__name__}")
+    if out.shape != like.shape or out.dtype != dtype or out.device != like.device or not out.is_contiguous():
+        raise ValueError(f"out: expected a contiguous {dtype} tensor of shape {tuple(like.shape)} on {like.device}, got a "
+                         f"{'' if out.is_contiguous() else 'non-contiguous '}{out.dtype} tensor of shape {tuple(out.shape)} "
+                         f"on {out.device}")
+
+
+def _into(out, result: torch.Tensor) -> torch.Tensor:
+    """The reference path's out=: the result copied into `out` (or returned as it is)."""
+    return result if out is None else out.copy_(result)
 
 
 def _check_floating(name: str, t) -> None:

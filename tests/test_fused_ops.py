@@ -15,6 +15,7 @@ import triton  # noqa: F401  (the Triton backend is under test: a missing triton
 
 import fastdiff
 import fastdiff._C  # noqa: F401  (the C++ backend is under test: a failed build is a failure, not a skip)
+from fastdiff import _triton  # noqa: F401  (imported now, under conftest's TRITON_INTERPRET, whatever tests run first)
 from fastdiff import backends, ops, reference
 from fastdiff.kernels.randn import philox_words as triton_philox_words
 from fastdiff.rng import SAMPLER_OFFSET, philox_words
@@ -381,3 +382,57 @@ def test_cpu_threads_split_work_without_changing_bits(shape, dtype):
     want = ops.churn(x, seeds, SAMPLER_OFFSET, t_hat, backend="reference")
     assert_close(two[0], want, dtype=dtype, rtol=max(tolerance(dtype)[0], 1e-6), atol=1e-5, name="churn")
     assert_close(two[2], ops.heun_step(x, d1, d2, t_hat, t_next, backend="reference"), dtype=dtype, name="heun_step")
+
+
+def out_cases(device):
+    """(op name, call(out=...) on (3, 5, 8) inputs, the out dtype) for every op that takes out=."""
+    x = make((3, 5, 8), torch.float32, 60, device=device)
+    d1, d2 = make((3, 5, 8), torch.bfloat16, 61, device=device), make((3, 5, 8), torch.bfloat16, 62, device=device)
+    t_hat, t_next = torch.tensor([2.0, 3.0, 4.0], device=device), torch.tensor(1.0, device=device)
+    seeds = torch.tensor([1, 2, 3], device=device)
+    return x, [
+        ("churn", lambda out, be, src=x: ops.churn(src, seeds, SAMPLER_OFFSET, t_hat, out=out, backend=be), torch.float32),
+        ("euler_step", lambda out, be, src=x: ops.euler_step(src, d1, t_hat, t_next, out=out, backend=be), torch.float32),
+        ("heun_step", lambda out, be, src=x: ops.heun_step(src, d1, d2, t_hat, t_next, out=out, backend=be), torch.float32),
+        ("skip_mix", lambda out, be, src=x: ops.skip_mix(src, d1, t_hat, precond="edm", out=out, backend=be), torch.float32),
+    ]
+
+
+@pytest.mark.parametrize("backend_name", ["triton", "cpu", "reference"])
+def test_out_writes_the_functional_result(backend_name):
+    """out= returns `out` holding the functional result bit for bit, also when out is the input itself (in place)."""
+    x, cases = out_cases(DEVICES.get(backend_name, "cpu"))
+    for name, call, dtype in cases:
+        want = call(None, backend_name)
+        out = torch.full_like(x, float("nan"), dtype=dtype)
+        assert call(out, backend_name) is out
+        assert_equal(out, want, name=f"{name} out=")
+        inplace = x.clone()
+        call(inplace, backend_name, inplace)
+        assert_equal(inplace, want, name=f"{name} in place")
+
+
+def test_bad_out_names_the_argument():
+    """A wrong-shape, wrong-dtype or strided out= is refused with what was expected."""
+    x = torch.zeros(2, 3)
+    with pytest.raises(ValueError, match=r"out: expected a contiguous torch.float32 tensor of shape \(2, 3\)"):
+        ops.euler_step(x, x, 1.0, 0.5, out=torch.zeros(2, 4))
+    with pytest.raises(ValueError, match="got a torch.float16 tensor"):
+        ops.euler_step(x, x, 1.0, 0.5, out=torch.zeros(2, 3, dtype=torch.float16))
+    with pytest.raises(ValueError, match="got a non-contiguous torch.float32 tensor"):
+        ops.churn(x, [1, 2], 0, 1.0, out=torch.zeros(3, 2).t())
+    with pytest.raises(TypeError, match="out: expected a tensor"):
+        ops.heun_step(x, x, x, 1.0, 0.5, out=[0.0])
+
+
+@pytest.mark.parametrize("name", ["churn_out", "euler_step_out", "heun_step_out", "skip_mix_out"])
+@pytest.mark.parametrize("backend_name", ["triton", "cpu"])
+def test_opcheck_out_ops(name, backend_name, opaque_triton_ops):
+    """The mutating out= ops pass opcheck (schema with Tensor(a!) out, fake, AOT dispatch)."""
+    cases = op_cases(backend_name)
+    op, args = cases[name.removesuffix("_out")]
+    out_dtype = torch.float32
+    shape = args[0].shape
+    out = torch.empty(shape, dtype=out_dtype, device=args[0].device)
+    result = torch.library.opcheck(getattr(ops._impl(backend_name), name), (*args, out))
+    assert set(result.values()) == {"SUCCESS"}, result

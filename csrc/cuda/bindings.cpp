@@ -41,34 +41,38 @@ at::Tensor randn(const at::Tensor& seeds, const at::Tensor& offset, c10::SymIntA
   return out;
 }
 
-at::Tensor churn(const at::Tensor& x_in, const at::Tensor& seeds, const at::Tensor& offset, const at::Tensor& noise_std) {
+// Each op writes into `out` (checked: contiguous, the result's shape and dtype); `out` may be one of the inputs,
+// since every output element depends only on the input elements at its own index.
+void churn_out(const at::Tensor& x_in, const at::Tensor& seeds, const at::Tensor& offset, const at::Tensor& noise_std,
+               at::Tensor out) {
   const c10::cuda::CUDAGuard guard(x_in.device());
+  dtype_of(x_in, "x");
   const at::Tensor x = data(x_in, "x", x_in);
-  auto out = at::empty_like(x);
+  check_out(out, x, x.scalar_type());
   const Shape s = shape_of(x);
   check_offset(offset, kCUDA);
   const at::Tensor std_values = per_step(noise_std, "noise_std", s.batch, x);
   check(fastdiff::cuda::churn(x.data_ptr(), out.data_ptr(), dtype_of(x, "x"), seeds_of(seeds, s.batch, kCUDA),
                               offset.data_ptr<int64_t>(), scalars(std_values), s, stream_of(x)), "churn");
-  return out;
 }
 
-at::Tensor euler_step(const at::Tensor& x_hat_in, const at::Tensor& denoised_in, const at::Tensor& t_hat,
-                      const at::Tensor& t_next) {
+void euler_step_out(const at::Tensor& x_hat_in, const at::Tensor& denoised_in, const at::Tensor& t_hat,
+                    const at::Tensor& t_next, at::Tensor out) {
   const c10::cuda::CUDAGuard guard(x_hat_in.device());
+  dtype_of(x_hat_in, "x_hat");
   const at::Tensor x_hat = data(x_hat_in, "x_hat", x_hat_in), denoised = data(denoised_in, "denoised", x_hat_in);
-  auto out = at::empty_like(x_hat);
+  check_out(out, x_hat, x_hat.scalar_type());
   const Shape s = shape_of(x_hat);
   const at::Tensor th = per_step(t_hat, "t_hat", s.batch, x_hat), tn = per_step(t_next, "t_next", s.batch, x_hat);
   check(fastdiff::cuda::euler_step(x_hat.data_ptr(), dtype_of(x_hat, "x_hat"), denoised.data_ptr(),
                                    dtype_of(denoised, "denoised"), out.data_ptr(), scalars(th), scalars(tn), s,
                                    stream_of(x_hat)), "euler_step");
-  return out;
 }
 
-at::Tensor heun_step(const at::Tensor& x_hat_in, const at::Tensor& denoised_in, const at::Tensor& denoised_next_in,
-                     const at::Tensor& t_hat, const at::Tensor& t_next) {
+void heun_step_out(const at::Tensor& x_hat_in, const at::Tensor& denoised_in, const at::Tensor& denoised_next_in,
+                   const at::Tensor& t_hat, const at::Tensor& t_next, at::Tensor out) {
   const c10::cuda::CUDAGuard guard(x_hat_in.device());
+  dtype_of(x_hat_in, "x_hat");
   const at::Tensor x_hat = data(x_hat_in, "x_hat", x_hat_in);
   at::Tensor denoised = data(denoised_in, "denoised", x_hat_in);
   at::Tensor denoised_next = data(denoised_next_in, "denoised_next", x_hat_in);
@@ -76,24 +80,50 @@ at::Tensor heun_step(const at::Tensor& x_hat_in, const at::Tensor& denoised_in, 
     denoised_next = denoised_next.to(at::kFloat);
     denoised = denoised.to(at::kFloat);
   }
-  auto out = at::empty_like(x_hat);
+  check_out(out, x_hat, x_hat.scalar_type());
   const Shape s = shape_of(x_hat);
   const at::Tensor th = per_step(t_hat, "t_hat", s.batch, x_hat), tn = per_step(t_next, "t_next", s.batch, x_hat);
   check(fastdiff::cuda::heun_step(x_hat.data_ptr(), dtype_of(x_hat, "x_hat"), denoised.data_ptr(), denoised_next.data_ptr(),
                                   dtype_of(denoised, "denoised"), out.data_ptr(), scalars(th), scalars(tn), s,
                                   stream_of(x_hat)), "heun_step");
-  return out;
 }
 
-at::Tensor skip_mix(const at::Tensor& x_in, const at::Tensor& F_in, const at::Tensor& sigma, int64_t kind, double sigma_data) {
+void skip_mix_out(const at::Tensor& x_in, const at::Tensor& F_in, const at::Tensor& sigma, int64_t kind, double sigma_data,
+                  at::Tensor out) {
   TORCH_CHECK(kind >= 0 && kind <= 2, "kind: expected 0 (EDM), 1 (VP/iDDPM) or 2 (VE), got ", kind);
   const c10::cuda::CUDAGuard guard(x_in.device());
   const at::Tensor x = data(x_in, "x", x_in), F = data(F_in, "F", x_in);
-  auto out = at::empty(x.sizes(), x.options().dtype(at::kFloat));
+  check_out(out, x, at::kFloat);
   const Shape s = shape_of(x);
   const at::Tensor sigma_values = per_step(sigma, "sigma", s.batch, x);
   check(fastdiff::cuda::skip_mix(x.data_ptr(), dtype_of(x, "x"), F.data_ptr(), dtype_of(F, "F"), out.data_ptr<float>(),
                                  scalars(sigma_values), (int)kind, (float)sigma_data, s, stream_of(x)), "skip_mix");
+}
+
+at::Tensor like(const at::Tensor& t, at::ScalarType dtype) { return at::empty(t.sizes(), t.options().dtype(dtype)); }
+
+at::Tensor churn(const at::Tensor& x, const at::Tensor& seeds, const at::Tensor& offset, const at::Tensor& noise_std) {
+  at::Tensor out = like(x, x.scalar_type());
+  churn_out(x, seeds, offset, noise_std, out);
+  return out;
+}
+
+at::Tensor euler_step(const at::Tensor& x_hat, const at::Tensor& denoised, const at::Tensor& t_hat, const at::Tensor& t_next) {
+  at::Tensor out = like(x_hat, x_hat.scalar_type());
+  euler_step_out(x_hat, denoised, t_hat, t_next, out);
+  return out;
+}
+
+at::Tensor heun_step(const at::Tensor& x_hat, const at::Tensor& denoised, const at::Tensor& denoised_next,
+                     const at::Tensor& t_hat, const at::Tensor& t_next) {
+  at::Tensor out = like(x_hat, x_hat.scalar_type());
+  heun_step_out(x_hat, denoised, denoised_next, t_hat, t_next, out);
+  return out;
+}
+
+at::Tensor skip_mix(const at::Tensor& x, const at::Tensor& F, const at::Tensor& sigma, int64_t kind, double sigma_data) {
+  at::Tensor out = like(x, at::kFloat);
+  skip_mix_out(x, F, sigma, kind, sigma_data, out);
   return out;
 }
 
@@ -105,6 +135,10 @@ TORCH_LIBRARY(fastdiff_cuda, m) {
   m.def("euler_step(Tensor x_hat, Tensor denoised, Tensor t_hat, Tensor t_next) -> Tensor");
   m.def("heun_step(Tensor x_hat, Tensor denoised, Tensor denoised_next, Tensor t_hat, Tensor t_next) -> Tensor");
   m.def("skip_mix(Tensor x, Tensor F, Tensor sigma, int kind, float sigma_data) -> Tensor");
+  m.def("churn_out(Tensor x, Tensor seeds, Tensor offset, Tensor noise_std, Tensor(a!) out) -> ()");
+  m.def("euler_step_out(Tensor x_hat, Tensor denoised, Tensor t_hat, Tensor t_next, Tensor(a!) out) -> ()");
+  m.def("heun_step_out(Tensor x_hat, Tensor denoised, Tensor denoised_next, Tensor t_hat, Tensor t_next, Tensor(a!) out) -> ()");
+  m.def("skip_mix_out(Tensor x, Tensor F, Tensor sigma, int kind, float sigma_data, Tensor(a!) out) -> ()");
 }
 
 TORCH_LIBRARY_IMPL(fastdiff_cuda, CUDA, m) {
@@ -113,6 +147,10 @@ TORCH_LIBRARY_IMPL(fastdiff_cuda, CUDA, m) {
   m.impl("euler_step", &euler_step);
   m.impl("heun_step", &heun_step);
   m.impl("skip_mix", &skip_mix);
+  m.impl("churn_out", &churn_out);
+  m.impl("euler_step_out", &euler_step_out);
+  m.impl("heun_step_out", &heun_step_out);
+  m.impl("skip_mix_out", &skip_mix_out);
 }
 
 // Importing fastdiff._C_cuda registers the ops above; the module itself has no Python functions.
