@@ -83,9 +83,9 @@ COPY_MODEL = (("x",), ("copy",))
 LABELS = {
     "reference": "eager reference",
     "kdiffusion": "k-diffusion pattern",
-    "fused": "fused (triton)",
-    "cpu": "fused (C++ cpu)",
-    "compile": "torch.compile(reference)",
+    "fused": "fused (triton), out",
+    "cpu": "fused (C++ cpu), out",
+    "compile": "torch.compile(reference), out",
     "copy": "device copy",
 }
 
@@ -100,15 +100,23 @@ def _unmarked(op: str) -> None:
 
 
 def fastdiff_step(x, denoised, denoised_next, seeds, offsets, t, t_hat, noise_std, i: int, *,
-                  backend: str = "reference", mark=_unmarked):
-    """Step i of fastdiff.sampler.run_plan with churn and Heun's correction, the denoiser outputs given."""
+                  backend: str = "reference", mark=_unmarked, outs=(None, None, None)):
+    """Step i of fastdiff.sampler.run_plan with churn and Heun's correction, the denoiser outputs given;
+    `outs` are preallocated buffers for (x_hat, x_next, out), as a loop on fixed buffers passes them."""
     mark("churn")
-    x_hat = ops.churn(x, seeds, offsets[i], noise_std[i], backend=backend)
+    x_hat = ops.churn(x, seeds, offsets[i], noise_std[i], out=outs[0], backend=backend)
     mark("euler_step")
-    x_next = ops.euler_step(x_hat, denoised, t_hat[i], t[i + 1], backend=backend)
+    x_next = ops.euler_step(x_hat, denoised, t_hat[i], t[i + 1], out=outs[1], backend=backend)
     mark("heun_step")
-    out = ops.heun_step(x_hat, denoised, denoised_next, t_hat[i], t[i + 1], backend=backend)
+    out = ops.heun_step(x_hat, denoised, denoised_next, t_hat[i], t[i + 1], out=outs[2], backend=backend)
     return x_hat, x_next, out
+
+
+def fastdiff_step_into(outs, *args):
+    """The eager reference step writing its three results into preallocated buffers (what torch.compile compiles)."""
+    for buffer, result in zip(outs, fastdiff_step(*args)):
+        buffer.copy_(result)
+    return outs
 
 
 def kdiffusion_step(x, denoised, denoised_2, sigmas, i: int, s_churn: float, s_tmin: float, s_tmax: float,
@@ -319,6 +327,7 @@ def make_inputs(shape, device):
         seeds=torch.arange(batch, dtype=torch.int64, device=device) * 7919,
         offsets=SAMPLER_OFFSET + torch.arange(plan.num_steps, dtype=torch.int64, device=device),
         t=table(plan.t), t_hat=table(plan.t_hat), noise_std=table(plan.noise_std),
+        outs=tuple(torch.empty_like(x) for _ in range(3)),
     )
 
 
@@ -328,12 +337,14 @@ def step_functions(inputs, fused_reasons):
     args = (x, den, den2, inputs["seeds"], inputs["offsets"], inputs["t"], inputs["t_hat"], inputs["noise_std"], STEP_INDEX)
     sigmas = inputs["t"]  # k-diffusion's sigmas: the schedule as a device tensor ending in 0
     s = SCHEDULE
+    outs = inputs["outs"]  # the fused paths write into fixed buffers, as a sampler loop on buffers does
     return {
         "reference": lambda mark=_unmarked: fastdiff_step(*args, backend="reference", mark=mark),
         "kdiffusion": lambda mark=_unmarked: kdiffusion_step(x, den, den2, sigmas, STEP_INDEX, s["S_churn"], s["S_min"],
                                                              s["S_max"], s["S_noise"], mark=mark),
-        "fused": None if fused_reasons else (lambda mark=_unmarked: fastdiff_step(*args, backend="triton", mark=mark)),
-        "cpu": (lambda mark=_unmarked: fastdiff_step(*args, backend="cpu", mark=mark))
+        "fused": None if fused_reasons else (lambda mark=_unmarked: fastdiff_step(*args, backend="triton", mark=mark,
+                                                                                  outs=outs)),
+        "cpu": (lambda mark=_unmarked: fastdiff_step(*args, backend="cpu", mark=mark, outs=outs))
         if x.device.type == "cpu" and not backends.reasons("cpu", x, (x,)) else None,
     }, args
 
@@ -392,9 +403,12 @@ def bench_size(shape, device, repeats, budget_s, fused_reasons, show_ops) -> tup
         del result
         timed["cpu"] = functions["cpu"]
 
-    # torch.compile of the whole eager reference step (its three ops, both denoiser outputs as inputs).
+    # torch.compile of the whole eager reference step (its three ops, both denoiser outputs as inputs), writing into
+    # preallocated buffers like the fused paths.
     torch._dynamo.reset()
-    compiled = torch.compile(fastdiff_step, fullgraph=True, dynamic=False)
+    compiled_into = torch.compile(fastdiff_step_into, fullgraph=True, dynamic=False)
+    compile_outs = tuple(torch.empty_like(inputs["x"]) for _ in range(3))
+    compiled = lambda *a: compiled_into(compile_outs, *a)  # noqa: E731
     start = time.perf_counter()
     result = compiled(*args)
     sync(device)
@@ -525,16 +539,16 @@ def print_work(work: list[dict], device: torch.device) -> None:
 def print_timings(timings: list[dict], device: torch.device) -> None:
     print(f"\nTime per step on {device} (median of n measurements after warm-up; GB/s = modelled bytes / time; "
           f"%copy = GB/s / copy GB/s; xref, xcomp = speedup vs eager reference, vs torch.compile)")
-    header = (f"{'size':>11} {'shape':<14} {'implementation':<25} {'ms/step':>10} {'n':>3} {'B/elem':>7} "
+    header = (f"{'size':>11} {'shape':<14} {'implementation':<30} {'ms/step':>10} {'n':>3} {'B/elem':>7} "
               f"{'GB/s':>8} {'%copy':>6} {'xref':>7} {'xcomp':>7}")
     print(header)
     for r in timings:
         if r["seconds"] is None:
-            print(f"{r['size']:>11,} {r['shape']:<14} {r['implementation']:<25} {'-':>10} {'':>3} "
+            print(f"{r['size']:>11,} {r['shape']:<14} {r['implementation']:<30} {'-':>10} {'':>3} "
                   f"{r['bytes_per_element']:>7.1f}  {r.get('note', '')}")
             continue
         pct = None if r["fraction_of_copy"] is None else 100 * r["fraction_of_copy"]
-        print(f"{r['size']:>11,} {r['shape']:<14} {r['implementation']:<25} {r['seconds'] * 1e3:>10.3f} {r['repeats']:>3} "
+        print(f"{r['size']:>11,} {r['shape']:<14} {r['implementation']:<30} {r['seconds'] * 1e3:>10.3f} {r['repeats']:>3} "
               f"{r['bytes_per_element']:>7.1f} {fmt(r['gbps'], '.2f', 8)} {fmt(pct, '.1f', 6)} "
               f"{fmt(r['speedup_vs_reference'], '.2f', 7)} {fmt(r['speedup_vs_compile'], '.2f', 7)}")
 

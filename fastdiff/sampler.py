@@ -127,8 +127,14 @@ def run_plan(net, latents, plan: StepPlan, class_labels, randn_like, seeds, stat
     def denoise(x, sigma):
         return _call_net(net, x, sigma, class_labels)
 
+    # Fused backends run on two buffers: the state, into which churn and Heun's step write in place (every op is
+    # elementwise), and the Euler point. The reference stays functional, and so does a run with a callback, whose
+    # tensors must not change after it has seen them.
+    in_place = backend != "reference" and callback is None
+    x_next = latents.to(state_dtype) * t[0]  # a new tensor: the state buffer
+    euler_point = torch.empty_like(x_next) if in_place else None
+
     # Main sampling loop.
-    x_next = latents.to(state_dtype) * t[0]
     for i in range(plan.num_steps):
         x_cur = x_next
 
@@ -136,20 +142,23 @@ def run_plan(net, latents, plan: StepPlan, class_labels, randn_like, seeds, stat
         if randn_like is not None:
             x_hat = x_cur + noise_std[i] * _check_noise(randn_like(x_cur), x_cur)
         elif plan.noise_std[i] > 0:
-            x_hat = ops.churn(x_cur, seeds, offsets[i], noise_std[i], backend=backend)
+            x_hat = ops.churn(x_cur, seeds, offsets[i], noise_std[i], out=x_cur if in_place else None, backend=backend)
         else:
             x_hat = x_cur
 
         # Euler step.
         denoised = denoise(x_hat, sigma_hat_batch[i])
-        x_next = ops.euler_step(x_hat, denoised, t_hat[i], t[i + 1], backend=backend)
+        write_over_x_hat = in_place and not _overlaps_differently(denoised, x_hat)
+        euler_out = (euler_point if plan.correct[i] else x_hat) if write_over_x_hat else None
+        x_next = ops.euler_step(x_hat, denoised, t_hat[i], t[i + 1], out=euler_out, backend=backend)
         if callback is not None:
             callback({"x": x_hat, "i": i, "sigma": plan.t[i], "sigma_hat": plan.t_hat[i], "denoised": denoised})
 
         # Apply 2nd order correction.
         if plan.correct[i]:
             denoised_next = denoise(x_next, sigma_next_batch[i])
-            x_next = ops.heun_step(x_hat, denoised, denoised_next, t_hat[i], t[i + 1], backend=backend)
+            heun_out = x_hat if write_over_x_hat and not _overlaps_differently(denoised_next, x_hat) else None
+            x_next = ops.heun_step(x_hat, denoised, denoised_next, t_hat[i], t[i + 1], out=heun_out, backend=backend)
 
         if nonfinite != "ignore":
             finite[i] = torch.isfinite(x_next).all()
@@ -248,6 +257,17 @@ def _call_net(net, x, sigma, class_labels) -> torch.Tensor:
     """D(x; sigma) from the user's net, checked (the step ops read it in its own dtype)."""
     denoised = net(x, sigma) if class_labels is None else net(x, sigma, class_labels)
     return check_output("net", denoised, x, "net(x, sigma)")
+
+
+def _overlaps_differently(t: torch.Tensor, buffer: torch.Tensor) -> bool:
+    """True when t shares memory with buffer other than as the very same elements (host metadata only).
+
+    An op may write its result over an input it reads elementwise, but not over memory another input reads
+    at different indices (say, a net that returned a view of its input in another order).
+    """
+    if t.untyped_storage().data_ptr() != buffer.untyped_storage().data_ptr():
+        return False
+    return not (t.data_ptr() == buffer.data_ptr() and t.stride() == buffer.stride() and t.shape == buffer.shape)
 
 
 def _check_noise(eps, x: torch.Tensor) -> torch.Tensor:

@@ -12,8 +12,9 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-IMPLEMENTATIONS = ("eager reference", "k-diffusion pattern", "fused (triton)")
-TIMED = ("eager reference", "k-diffusion pattern", "torch.compile(reference)", "device copy")
+IMPLEMENTATIONS = ("eager reference", "k-diffusion pattern", "fused (triton), out", "fused (C++ cpu), out")
+TIMED = ("eager reference", "k-diffusion pattern", "fused (C++ cpu), out", "torch.compile(reference), out", "device copy")
+NOISE = ("eager x + s * randn_like(x)", "torch.compile(eager)", "fastdiff reference churn", "fastdiff C++ cpu churn")
 OPS = ("churn", "euler_step", "heun_step", "step")
 
 
@@ -40,7 +41,7 @@ def test_table_has_every_row(quick_run):
             assert any(line.startswith(implementation) and line.split()[len(implementation.split())] == op for line in lines), \
                 f"no work row for {implementation} / {op} in:\n{stdout}"
     for size in sizes:
-        for implementation in TIMED + ("fused (triton)",):
+        for implementation in TIMED + ("fused (triton), out",) + NOISE:
             assert any(line.split()[:1] == [f"{size:,}"] and implementation in line for line in lines), \
                 f"no time row for {implementation} at {size:,} elements in:\n{stdout}"
     timed = {(row["size"], row["implementation"]) for row in result["timings"] if row["seconds"] is not None}
@@ -56,9 +57,9 @@ def test_work_counts_have_the_model_properties(quick_run):
         assert reference["launches"] > 0 and reference["bytes_per_element"] > 0
         assert reference["syncs"] == 0  # the sampler's step never waits for the device
         assert work[size, "k-diffusion pattern", "step"]["syncs"] >= 1  # its Python `if`s on tensor sigmas
-        fused = work[size, "fused (triton)", "step"]
-        assert fused["source"] == "model"
-        assert fused["launches"] <= 3 and fused["bytes_per_element"] <= 40
+        for fused in (work[size, "fused (triton), out", "step"], work[size, "fused (C++ cpu), out", "step"]):
+            assert fused["source"] == "model"
+            assert fused["launches"] <= 3 and fused["bytes_per_element"] <= 40
         for implementation in IMPLEMENTATIONS:
             parts = [work[size, implementation, op] for op in OPS[:-1]]
             step = work[size, implementation, "step"]
