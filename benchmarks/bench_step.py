@@ -87,6 +87,10 @@ LABELS = {
     "cpu": "fused (C++ cpu), out",
     "compile": "torch.compile(reference), out",
     "copy": "device copy",
+    # The C++ step's ops one at a time (speedups are per step, so these rows carry bandwidth only).
+    "cpu_churn": "  C++ cpu churn, out",
+    "cpu_euler_step": "  C++ cpu euler_step, out",
+    "cpu_heun_step": "  C++ cpu heun_step, out",
 }
 
 
@@ -402,6 +406,16 @@ def bench_size(shape, device, repeats, budget_s, fused_reasons, show_ops) -> tup
         checks["C++ cpu vs eager reference"] = relative_difference(result, expected)
         del result
         timed["cpu"] = functions["cpu"]
+        x_hat, x_next, out = inputs["outs"]
+        t, t_hat, i = inputs["t"], inputs["t_hat"], STEP_INDEX
+        timed["cpu_churn"] = lambda: ops.churn(inputs["x"], inputs["seeds"], inputs["offsets"][i], inputs["noise_std"][i],
+                                               out=x_hat, backend="cpu")
+        timed["cpu_euler_step"] = lambda: ops.euler_step(x_hat, inputs["denoised"], t_hat[i], t[i + 1], out=x_next,
+                                                         backend="cpu")
+        timed["cpu_heun_step"] = lambda: ops.heun_step(x_hat, inputs["denoised"], inputs["denoised_next"], t_hat[i],
+                                                       t[i + 1], out=out, backend="cpu")
+        for op in OPS:
+            bytes_per_element[f"cpu_{op}"] = model_bytes(FUSED_MODEL[op], element_size)
 
     # torch.compile of the whole eager reference step (its three ops, both denoiser outputs as inputs), writing into
     # preallocated buffers like the fused paths.
@@ -426,8 +440,8 @@ def bench_size(shape, device, repeats, budget_s, fused_reasons, show_ops) -> tup
 
     measured = time_calls(timed, device, repeats, budget_s)
     timings = []
-    for name in ("reference", "kdiffusion", "fused", "cpu", "compile", "copy"):
-        if name == "cpu" and functions["cpu"] is None:
+    for name in ("reference", "kdiffusion", "fused", "cpu", "cpu_churn", "cpu_euler_step", "cpu_heun_step", "compile", "copy"):
+        if name.startswith("cpu") and functions["cpu"] is None:
             continue
         if name in measured:
             timings.append(dict(implementation=LABELS[name], **measured[name], **extra.get(name, {})))
@@ -444,6 +458,8 @@ NOISE_LABELS = {
     "compile": "torch.compile(eager)",
     "reference": "fastdiff reference churn",
     "cpu": "fastdiff C++ cpu churn",
+    "cpu_out": "fastdiff C++ cpu churn, out",
+    "compile_out": "torch.compile(eager), out",
     "triton": "fastdiff triton churn",
 }
 
@@ -461,13 +477,21 @@ def bench_noise(shape, device, repeats, budget_s, fused_reasons) -> list[dict]:
     def eager():
         return x + std * torch.randn_like(x)
 
+    buffer = torch.empty_like(x)
+
+    def eager_into():
+        return buffer.copy_(x + std * torch.randn_like(x))
+
     torch._dynamo.reset()
     compiled = torch.compile(eager, fullgraph=True)
     compiled()
-    functions = {"eager": eager, "compile": compiled,
+    compiled_into = torch.compile(eager_into, fullgraph=True)
+    compiled_into()
+    functions = {"eager": eager, "compile": compiled, "compile_out": compiled_into,
                  "reference": lambda: ops.churn(x, seeds, offset, std, backend="reference")}
     if device.type == "cpu" and not backends.reasons("cpu", x, (x,)):
         functions["cpu"] = lambda: ops.churn(x, seeds, offset, std, backend="cpu")
+        functions["cpu_out"] = lambda: ops.churn(x, seeds, offset, std, out=buffer, backend="cpu")
     if device.type == "cuda" and not fused_reasons:
         functions["triton"] = lambda: ops.churn(x, seeds, offset, std, backend="triton")
     measured = time_calls(functions, device, repeats, budget_s)
@@ -498,13 +522,14 @@ def finish_timings(timings: list[dict], bytes_per_element: dict, numel: int) -> 
         name = key[row["implementation"]]
         row["bytes_per_element"] = bytes_per_element[name]
         row["bytes_source"] = {"reference": "measured", "kdiffusion": "measured", "fused": "model", "cpu": "model",
+                               "cpu_churn": "model", "cpu_euler_step": "model", "cpu_heun_step": "model",
                                "compile": "graph I/O model", "copy": "model"}[name]
         t = row["seconds"]
         row["gbps"] = bytes_per_element[name] * numel / t / 1e9 if t else None
     copy_gbps = next(r["gbps"] for r in timings if r["implementation"] == LABELS["copy"])
     for row in timings:
         name, t = key[row["implementation"]], row["seconds"]
-        timed = t is not None and name != "copy"
+        timed = t is not None and name != "copy" and not name.startswith("cpu_")  # per-step speedups only
         row["fraction_of_copy"] = row["gbps"] / copy_gbps if row["gbps"] is not None else None
         row["speedup_vs_reference"] = seconds["reference"] / t if timed else None
         row["speedup_vs_compile"] = seconds["compile"] / t if timed else None
