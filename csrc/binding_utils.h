@@ -68,5 +68,64 @@ inline void check_offset(const at::Tensor& offset, c10::DeviceType device) {
   TORCH_CHECK(offset.scalar_type() == at::kLong && offset.numel() == 1, "offset: expected an int64 tensor of one value");
 }
 
+// The functional form of an op, from its out= form: allocate the result, then write into it.
+inline at::Tensor empty_result(const at::Tensor& like, at::ScalarType dtype) {
+  return at::empty(like.sizes(), like.options().dtype(dtype));
+}
+
+template <auto ChurnOut>
+at::Tensor churn(const at::Tensor& x, const at::Tensor& seeds, const at::Tensor& offset, const at::Tensor& noise_std) {
+  at::Tensor out = empty_result(x, x.scalar_type());
+  ChurnOut(x, seeds, offset, noise_std, out);
+  return out;
+}
+
+template <auto EulerOut>
+at::Tensor euler_step(const at::Tensor& x_hat, const at::Tensor& denoised, const at::Tensor& t_hat, const at::Tensor& t_next) {
+  at::Tensor out = empty_result(x_hat, x_hat.scalar_type());
+  EulerOut(x_hat, denoised, t_hat, t_next, out);
+  return out;
+}
+
+template <auto HeunOut>
+at::Tensor heun_step(const at::Tensor& x_hat, const at::Tensor& denoised, const at::Tensor& denoised_next,
+                     const at::Tensor& t_hat, const at::Tensor& t_next) {
+  at::Tensor out = empty_result(x_hat, x_hat.scalar_type());
+  HeunOut(x_hat, denoised, denoised_next, t_hat, t_next, out);
+  return out;
+}
+
+template <auto SkipMixOut>
+at::Tensor skip_mix(const at::Tensor& x, const at::Tensor& F, const at::Tensor& sigma, int64_t kind, double sigma_data) {
+  at::Tensor out = empty_result(x, at::kFloat);
+  SkipMixOut(x, F, sigma, kind, sigma_data, out);
+  return out;
+}
+
 }  // namespace binding
 }  // namespace fastdiff
+
+// The op schemas every compiled backend's library defines (the Triton ops in fastdiff/_triton.py match them).
+#define FASTDIFF_DEFINE_OPS(m)                                                                                        \
+  m.def("randn(Tensor seeds, Tensor offset, SymInt[] shape, ScalarType dtype) -> Tensor");                         \
+  m.def("churn(Tensor x, Tensor seeds, Tensor offset, Tensor noise_std) -> Tensor");                                \
+  m.def("euler_step(Tensor x_hat, Tensor denoised, Tensor t_hat, Tensor t_next) -> Tensor");                        \
+  m.def("heun_step(Tensor x_hat, Tensor denoised, Tensor denoised_next, Tensor t_hat, Tensor t_next) -> Tensor");   \
+  m.def("skip_mix(Tensor x, Tensor F, Tensor sigma, int kind, float sigma_data) -> Tensor");                        \
+  m.def("churn_out(Tensor x, Tensor seeds, Tensor offset, Tensor noise_std, Tensor(a!) out) -> ()");                \
+  m.def("euler_step_out(Tensor x_hat, Tensor denoised, Tensor t_hat, Tensor t_next, Tensor(a!) out) -> ()");        \
+  m.def("heun_step_out(Tensor x_hat, Tensor denoised, Tensor denoised_next, Tensor t_hat, Tensor t_next, "          \
+        "Tensor(a!) out) -> ()");                                                                                    \
+  m.def("skip_mix_out(Tensor x, Tensor F, Tensor sigma, int kind, float sigma_data, Tensor(a!) out) -> ()")
+
+// Their implementations, given the backend's randn and out= functions.
+#define FASTDIFF_IMPL_OPS(m)                                                               \
+  m.impl("randn", &randn);                                                                 \
+  m.impl("churn", &fastdiff::binding::churn<churn_out>);                                   \
+  m.impl("euler_step", &fastdiff::binding::euler_step<euler_step_out>);                    \
+  m.impl("heun_step", &fastdiff::binding::heun_step<heun_step_out>);                       \
+  m.impl("skip_mix", &fastdiff::binding::skip_mix<skip_mix_out>);                          \
+  m.impl("churn_out", &churn_out);                                                         \
+  m.impl("euler_step_out", &euler_step_out);                                               \
+  m.impl("heun_step_out", &heun_step_out);                                                 \
+  m.impl("skip_mix_out", &skip_mix_out)

@@ -39,7 +39,7 @@ at::Tensor randn(const at::Tensor& seeds, const at::Tensor& offset, c10::SymIntA
 
 // Each op writes into `out` (checked: contiguous, the result's shape and dtype); `out` may be one of the inputs,
 // since every output element depends only on the input elements at its own index. The functional forms below
-// allocate `out` and call these.
+// (fastdiff::binding::churn<churn_out> and so on) allocate `out` and call these.
 void churn_out(const at::Tensor& x_in, const at::Tensor& seeds, const at::Tensor& offset, const at::Tensor& noise_std,
                at::Tensor out) {
   dtype_of(x_in, "x");  // the state's dtype is kept, so it must be one the kernels write
@@ -90,33 +90,6 @@ void skip_mix_out(const at::Tensor& x_in, const at::Tensor& F_in, const at::Tens
                           scalars(sigma_values), (int)kind, (float)sigma_data, s);
 }
 
-at::Tensor like(const at::Tensor& t, at::ScalarType dtype) { return at::empty(t.sizes(), t.options().dtype(dtype)); }
-
-at::Tensor churn(const at::Tensor& x, const at::Tensor& seeds, const at::Tensor& offset, const at::Tensor& noise_std) {
-  at::Tensor out = like(x, x.scalar_type());
-  churn_out(x, seeds, offset, noise_std, out);
-  return out;
-}
-
-at::Tensor euler_step(const at::Tensor& x_hat, const at::Tensor& denoised, const at::Tensor& t_hat, const at::Tensor& t_next) {
-  at::Tensor out = like(x_hat, x_hat.scalar_type());
-  euler_step_out(x_hat, denoised, t_hat, t_next, out);
-  return out;
-}
-
-at::Tensor heun_step(const at::Tensor& x_hat, const at::Tensor& denoised, const at::Tensor& denoised_next,
-                     const at::Tensor& t_hat, const at::Tensor& t_next) {
-  at::Tensor out = like(x_hat, x_hat.scalar_type());
-  heun_step_out(x_hat, denoised, denoised_next, t_hat, t_next, out);
-  return out;
-}
-
-at::Tensor skip_mix(const at::Tensor& x, const at::Tensor& F, const at::Tensor& sigma, int64_t kind, double sigma_data) {
-  at::Tensor out = like(x, at::kFloat);
-  skip_mix_out(x, F, sigma, kind, sigma_data, out);
-  return out;
-}
-
 at::Tensor stream_words(const at::Tensor& seeds, int64_t numel_per_sample, const at::Tensor& offset) {
   TORCH_CHECK(numel_per_sample >= 0, "numel_per_sample: expected >= 0, got ", numel_per_sample);
   auto out = at::empty({seeds.numel(), numel_per_sample}, at::TensorOptions().dtype(at::kLong));
@@ -128,29 +101,13 @@ at::Tensor stream_words(const at::Tensor& seeds, int64_t numel_per_sample, const
 }  // namespace
 
 TORCH_LIBRARY(fastdiff_cpu, m) {
-  m.def("randn(Tensor seeds, Tensor offset, SymInt[] shape, ScalarType dtype) -> Tensor");
-  m.def("churn(Tensor x, Tensor seeds, Tensor offset, Tensor noise_std) -> Tensor");
-  m.def("euler_step(Tensor x_hat, Tensor denoised, Tensor t_hat, Tensor t_next) -> Tensor");
-  m.def("heun_step(Tensor x_hat, Tensor denoised, Tensor denoised_next, Tensor t_hat, Tensor t_next) -> Tensor");
-  m.def("skip_mix(Tensor x, Tensor F, Tensor sigma, int kind, float sigma_data) -> Tensor");
+  FASTDIFF_DEFINE_OPS(m);
   m.def("stream_words(Tensor seeds, int numel_per_sample, Tensor offset) -> Tensor");
-  m.def("churn_out(Tensor x, Tensor seeds, Tensor offset, Tensor noise_std, Tensor(a!) out) -> ()");
-  m.def("euler_step_out(Tensor x_hat, Tensor denoised, Tensor t_hat, Tensor t_next, Tensor(a!) out) -> ()");
-  m.def("heun_step_out(Tensor x_hat, Tensor denoised, Tensor denoised_next, Tensor t_hat, Tensor t_next, Tensor(a!) out) -> ()");
-  m.def("skip_mix_out(Tensor x, Tensor F, Tensor sigma, int kind, float sigma_data, Tensor(a!) out) -> ()");
 }
 
 TORCH_LIBRARY_IMPL(fastdiff_cpu, CPU, m) {
-  m.impl("randn", &randn);
-  m.impl("churn", &churn);
-  m.impl("euler_step", &euler_step);
-  m.impl("heun_step", &heun_step);
-  m.impl("skip_mix", &skip_mix);
+  FASTDIFF_IMPL_OPS(m);
   m.impl("stream_words", &stream_words);
-  m.impl("churn_out", &churn_out);
-  m.impl("euler_step_out", &euler_step_out);
-  m.impl("heun_step_out", &heun_step_out);
-  m.impl("skip_mix_out", &skip_mix_out);
 }
 
 // Importing fastdiff._C registers the ops above; the module itself has no Python functions.

@@ -100,57 +100,14 @@ void skip_mix_out(const at::Tensor& x_in, const at::Tensor& F_in, const at::Tens
                                  scalars(sigma_values), (int)kind, (float)sigma_data, s, stream_of(x)), "skip_mix");
 }
 
-at::Tensor like(const at::Tensor& t, at::ScalarType dtype) { return at::empty(t.sizes(), t.options().dtype(dtype)); }
-
-at::Tensor churn(const at::Tensor& x, const at::Tensor& seeds, const at::Tensor& offset, const at::Tensor& noise_std) {
-  at::Tensor out = like(x, x.scalar_type());
-  churn_out(x, seeds, offset, noise_std, out);
-  return out;
-}
-
-at::Tensor euler_step(const at::Tensor& x_hat, const at::Tensor& denoised, const at::Tensor& t_hat, const at::Tensor& t_next) {
-  at::Tensor out = like(x_hat, x_hat.scalar_type());
-  euler_step_out(x_hat, denoised, t_hat, t_next, out);
-  return out;
-}
-
-at::Tensor heun_step(const at::Tensor& x_hat, const at::Tensor& denoised, const at::Tensor& denoised_next,
-                     const at::Tensor& t_hat, const at::Tensor& t_next) {
-  at::Tensor out = like(x_hat, x_hat.scalar_type());
-  heun_step_out(x_hat, denoised, denoised_next, t_hat, t_next, out);
-  return out;
-}
-
-at::Tensor skip_mix(const at::Tensor& x, const at::Tensor& F, const at::Tensor& sigma, int64_t kind, double sigma_data) {
-  at::Tensor out = like(x, at::kFloat);
-  skip_mix_out(x, F, sigma, kind, sigma_data, out);
-  return out;
-}
-
 }  // namespace
 
 TORCH_LIBRARY(fastdiff_cuda, m) {
-  m.def("randn(Tensor seeds, Tensor offset, SymInt[] shape, ScalarType dtype) -> Tensor");
-  m.def("churn(Tensor x, Tensor seeds, Tensor offset, Tensor noise_std) -> Tensor");
-  m.def("euler_step(Tensor x_hat, Tensor denoised, Tensor t_hat, Tensor t_next) -> Tensor");
-  m.def("heun_step(Tensor x_hat, Tensor denoised, Tensor denoised_next, Tensor t_hat, Tensor t_next) -> Tensor");
-  m.def("skip_mix(Tensor x, Tensor F, Tensor sigma, int kind, float sigma_data) -> Tensor");
-  m.def("churn_out(Tensor x, Tensor seeds, Tensor offset, Tensor noise_std, Tensor(a!) out) -> ()");
-  m.def("euler_step_out(Tensor x_hat, Tensor denoised, Tensor t_hat, Tensor t_next, Tensor(a!) out) -> ()");
-  m.def("heun_step_out(Tensor x_hat, Tensor denoised, Tensor denoised_next, Tensor t_hat, Tensor t_next, Tensor(a!) out) -> ()");
-  m.def("skip_mix_out(Tensor x, Tensor F, Tensor sigma, int kind, float sigma_data, Tensor(a!) out) -> ()");
+  FASTDIFF_DEFINE_OPS(m);
 }
 
 TORCH_LIBRARY_IMPL(fastdiff_cuda, CUDA, m) {
-  m.impl("randn", &randn);
-  m.impl("churn", &churn);
-  m.impl("euler_step", &euler_step);
-  m.impl("heun_step", &heun_step);
-  m.impl("skip_mix", &skip_mix);
-  m.impl("churn_out", &churn_out);
-  m.impl("euler_step_out", &euler_step_out);
-  m.impl("heun_step_out", &heun_step_out);
-  m.impl("skip_mix_out", &skip_mix_out);
+  FASTDIFF_IMPL_OPS(m);
 }
 
 // Importing fastdiff._C_cuda registers the ops above; the module itself has no Python functions.
