@@ -44,8 +44,9 @@ def extensions():
         include_dirs=[str(CSRC)],
         extra_compile_args={"cxx": CXX_FLAGS},
         extra_link_args=["-fopenmp"],
+        depends=[str(p.relative_to(ROOT)) for p in CSRC.rglob("*.h")],  # a header change rebuilds
     )]
-    cuda_sources = sorted((CSRC / "cuda").glob("*.c[up]*")) if (CSRC / "cuda").is_dir() else []
+    cuda_sources = sorted((CSRC / "cuda").glob("*.cu")) + sorted((CSRC / "cuda").glob("*.cpp"))
     if torch.version.cuda is None:
         skipped["cuda"] = f"torch {torch.__version__} is a CPU build"
     elif CUDA_HOME is None:
@@ -71,6 +72,20 @@ def extensions():
             except Exception as error:  # noqa: BLE001 - any compiler or ninja failure
                 self.outcome[part] = f"the build failed: {type(error).__name__}: {error}".strip()[:2000]
                 print(f"WARNING: fastdiff: building {ext.name} failed; continuing without it: {error}", file=sys.stderr)
+
+        def build_extensions(self):
+            # torch checks the CUDA toolchain (versions, host compiler) for all extensions before building any: a
+            # failing check must cost only the CUDA part, so retry without it.
+            try:
+                super().build_extensions()
+            except Exception as error:  # noqa: BLE001
+                cuda = [ext for ext in self.extensions if ext.name.endswith("_cuda")]
+                if not cuda:
+                    raise
+                self.outcome["cuda"] = f"the CUDA toolchain check failed: {type(error).__name__}: {error}".strip()[:2000]
+                print(f"WARNING: fastdiff: not building the CUDA kernels: {error}", file=sys.stderr)
+                self.extensions = [ext for ext in self.extensions if ext not in cuda]
+                super().build_extensions()
 
         def run(self):
             self.outcome = dict(skipped)

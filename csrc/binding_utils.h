@@ -3,6 +3,7 @@
 #pragma once
 
 #include <ATen/ATen.h>
+#include <ATen/MemoryOverlap.h>
 
 #include "dtypes.h"
 
@@ -25,7 +26,7 @@ inline void check_device(const at::Tensor& t, const char* name, c10::DeviceType 
 
 // A data tensor the kernels read: like's shape, contiguous, float32 if it came in a dtype they do not read.
 inline at::Tensor data(const at::Tensor& t, const char* name, const at::Tensor& like) {
-  check_device(t, name, like.device().type());
+  TORCH_CHECK(t.device() == like.device(), name, ": expected a tensor on ", like.device(), ", got one on ", t.device());
   TORCH_CHECK(t.sizes() == like.sizes(), name, ": expected the shape ", like.sizes(), ", got ", t.sizes());
   TORCH_CHECK(at::isFloatingType(t.scalar_type()), name, ": expected a floating-point tensor, got ", t.scalar_type());
   const bool readable = t.scalar_type() == at::kFloat || t.scalar_type() == at::kHalf || t.scalar_type() == at::kBFloat16;
@@ -57,10 +58,16 @@ inline const int64_t* seeds_of(const at::Tensor& seeds, int64_t batch, c10::Devi
 
 // An output tensor the kernels write: contiguous, of like's shape and device, of `dtype`.
 inline void check_out(const at::Tensor& out, const at::Tensor& like, at::ScalarType dtype) {
-  check_device(out, "out", like.device().type());
+  TORCH_CHECK(out.device() == like.device(), "out: expected a tensor on ", like.device(), ", got one on ", out.device());
   TORCH_CHECK(out.sizes() == like.sizes(), "out: expected the shape ", like.sizes(), ", got ", out.sizes());
   TORCH_CHECK(out.scalar_type() == dtype, "out: expected dtype ", dtype, ", got ", out.scalar_type());
   TORCH_CHECK(out.is_contiguous(), "out: expected a contiguous tensor");
+}
+
+// out may be an input itself (every op is elementwise) but must not overlap one at other elements.
+inline void check_overlap(const at::Tensor& out, std::initializer_list<const at::Tensor*> inputs) {
+  at::assert_no_internal_overlap(out);
+  for (const at::Tensor* input : inputs) at::assert_no_partial_overlap(out, *input);
 }
 
 inline void check_offset(const at::Tensor& offset, c10::DeviceType device) {

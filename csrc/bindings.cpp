@@ -45,6 +45,7 @@ void churn_out(const at::Tensor& x_in, const at::Tensor& seeds, const at::Tensor
   dtype_of(x_in, "x");  // the state's dtype is kept, so it must be one the kernels write
   const at::Tensor x = data(x_in, "x", x_in);
   check_out(out, x, x.scalar_type());
+  check_overlap(out, {&x_in});
   const Shape s = shape_of(x);
   const at::Tensor std_values = per_step(noise_std, "noise_std", s.batch, x);
   fastdiff::cpu::churn(x.data_ptr(), out.data_ptr(), dtype_of(x, "x"), seeds_of(seeds, s.batch, kCPU), offset_of(offset),
@@ -56,6 +57,7 @@ void euler_step_out(const at::Tensor& x_hat_in, const at::Tensor& denoised_in, c
   dtype_of(x_hat_in, "x_hat");
   const at::Tensor x_hat = data(x_hat_in, "x_hat", x_hat_in), denoised = data(denoised_in, "denoised", x_hat_in);
   check_out(out, x_hat, x_hat.scalar_type());
+  check_overlap(out, {&x_hat_in, &denoised_in});
   const Shape s = shape_of(x_hat);
   const at::Tensor th = per_step(t_hat, "t_hat", s.batch, x_hat), tn = per_step(t_next, "t_next", s.batch, x_hat);
   fastdiff::cpu::euler_step(x_hat.data_ptr(), dtype_of(x_hat, "x_hat"), denoised.data_ptr(), dtype_of(denoised, "denoised"),
@@ -73,6 +75,7 @@ void heun_step_out(const at::Tensor& x_hat_in, const at::Tensor& denoised_in, co
     denoised = denoised.to(at::kFloat);
   }
   check_out(out, x_hat, x_hat.scalar_type());
+  check_overlap(out, {&x_hat_in, &denoised_in, &denoised_next_in});
   const Shape s = shape_of(x_hat);
   const at::Tensor th = per_step(t_hat, "t_hat", s.batch, x_hat), tn = per_step(t_next, "t_next", s.batch, x_hat);
   fastdiff::cpu::heun_step(x_hat.data_ptr(), dtype_of(x_hat, "x_hat"), denoised.data_ptr(), denoised_next.data_ptr(),
@@ -84,6 +87,7 @@ void skip_mix_out(const at::Tensor& x_in, const at::Tensor& F_in, const at::Tens
   TORCH_CHECK(kind >= 0 && kind <= 2, "kind: expected 0 (EDM), 1 (VP/iDDPM) or 2 (VE), got ", kind);
   const at::Tensor x = data(x_in, "x", x_in), F = data(F_in, "F", x_in);
   check_out(out, x, at::kFloat);
+  check_overlap(out, {&x_in, &F_in});
   const Shape s = shape_of(x);
   const at::Tensor sigma_values = per_step(sigma, "sigma", s.batch, x);
   fastdiff::cpu::skip_mix(x.data_ptr(), dtype_of(x, "x"), F.data_ptr(), dtype_of(F, "F"), out.data_ptr<float>(),

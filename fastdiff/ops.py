@@ -43,7 +43,7 @@ def churn(x: torch.Tensor, seeds, offset, noise_std, *, out: torch.Tensor | None
     seeds = seeds_tensor(seeds, batch_size=x.shape[0], device=x.device)
     offset = _offset_tensor(offset, x.device)
     noise_std = _per_sample_value("noise_std", noise_std, x)
-    _check_out(out, x, x.dtype)
+    _check_out(out, x, x.dtype, (("x", x),))
     name = resolve(backend, x, (x, seeds, offset, noise_std))
     x = x.contiguous()
     if name == "reference":
@@ -60,7 +60,7 @@ def euler_step(x_hat: torch.Tensor, denoised: torch.Tensor, t_hat, t_next, *, ou
     _check_floating("x_hat", x_hat)
     _check_like("denoised", denoised, x_hat)
     t_hat, t_next = _per_sample_value("t_hat", t_hat, x_hat), _per_sample_value("t_next", t_next, x_hat)
-    _check_out(out, x_hat, x_hat.dtype)
+    _check_out(out, x_hat, x_hat.dtype, (("x_hat", x_hat), ("denoised", denoised)))
     name = resolve(backend, x_hat, (x_hat, denoised, t_hat, t_next))
     if name == "reference":
         return _into(out, reference.euler_step(x_hat, denoised, t_hat, t_next))
@@ -79,7 +79,7 @@ def heun_step(x_hat: torch.Tensor, denoised: torch.Tensor, denoised_next: torch.
     _check_like("denoised", denoised, x_hat)
     _check_like("denoised_next", denoised_next, x_hat)
     t_hat, t_next = _per_sample_value("t_hat", t_hat, x_hat), _per_sample_value("t_next", t_next, x_hat)
-    _check_out(out, x_hat, x_hat.dtype)
+    _check_out(out, x_hat, x_hat.dtype, (("x_hat", x_hat), ("denoised", denoised), ("denoised_next", denoised_next)))
     name = resolve(backend, x_hat, (x_hat, denoised, denoised_next, t_hat, t_next))
     if name == "reference":
         return _into(out, reference.heun_step(x_hat, denoised, denoised_next, t_hat, t_next))
@@ -107,9 +107,9 @@ def skip_mix(x: torch.Tensor, F: torch.Tensor, sigma, *, precond: str = "edm", s
     name = resolve(backend, state, (x, F, sigma))
     if name == "reference":
         result = reference.skip_mix(x, F, sigma, precond, float(sigma_data))
-        _check_out(out, x, result.dtype)
+        _check_out(out, x, result.dtype, (("x", x), ("F", F)))
         return _into(out, result)
-    _check_out(out, x, torch.float32)
+    _check_out(out, x, torch.float32, (("x", x), ("F", F)))
     args = (x.contiguous(), F.contiguous(), sigma, PRECOND_CODES[precond], float(sigma_data))
     if out is not None:
         _impl(name).skip_mix_out(*args, out)
@@ -134,8 +134,20 @@ def _impl(name: str):
     raise AssertionError(f"backend {name!r} has no implementation")  # resolve() never returns one
 
 
-def _check_out(out, like: torch.Tensor, dtype: torch.dtype) -> None:
-    """An out= tensor: like's shape and device, the result's dtype, contiguous (it may be one of the inputs)."""
+def overlaps_differently(t: torch.Tensor, buffer: torch.Tensor) -> bool:
+    """True when t and buffer share memory other than as the very same elements (host metadata only).
+
+    An op may write its result over an input it reads elementwise, but not over memory that another input reads
+    at other indices: the result would then depend on the order in which elements are written.
+    """
+    if t.untyped_storage().data_ptr() != buffer.untyped_storage().data_ptr():
+        return False
+    return not (t.data_ptr() == buffer.data_ptr() and t.stride() == buffer.stride() and t.shape == buffer.shape)
+
+
+def _check_out(out, like: torch.Tensor, dtype: torch.dtype, inputs: tuple = ()) -> None:
+    """An out= tensor: like's shape and device, the result's dtype, contiguous; it may be one of the inputs
+    exactly, but must not overlap one otherwise."""
     if out is None:
         return
     if not isinstance(out, torch.Tensor):
@@ -144,6 +156,10 @@ def _check_out(out, like: torch.Tensor, dtype: torch.dtype) -> None:
         raise ValueError(f"out: expected a contiguous {dtype} tensor of shape {tuple(like.shape)} on {like.device}, got a "
                          f"{'' if out.is_contiguous() else 'non-contiguous '}{out.dtype} tensor of shape {tuple(out.shape)} "
                          f"on {out.device}")
+    for name, t in inputs:
+        if overlaps_differently(t, out):
+            raise ValueError(f"out: overlaps the input {name} other than element for element; pass a separate tensor "
+                             f"or {name} itself")
 
 
 def _into(out, result: torch.Tensor) -> torch.Tensor:

@@ -91,7 +91,7 @@ def seeds_tensor(seeds, batch_size: int | None = None, device=None) -> torch.Ten
             raise TypeError(f"seeds: expected a tensor of integers ({accepted}), got dtype {seeds.dtype}")
         if seeds.ndim != 1:
             raise ValueError(f"seeds: expected one seed per sample (a 1-D sequence), got shape {tuple(seeds.shape)}")
-        out = seeds.to(device=device, dtype=torch.int64)
+        out = seeds.to(device=device, dtype=torch.int64).contiguous()  # the kernels read seeds[b] directly
     else:
         if isinstance(seeds, int):
             raise TypeError(f"seeds: expected one int per sample (a list or 1-D tensor), got the int {seeds}")

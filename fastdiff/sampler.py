@@ -83,7 +83,7 @@ def plan_steps(net=None, num_steps=18, sigma_min=0.002, sigma_max=80.0, rho=7.0,
 
 def sample(net, latents, class_labels=None, randn_like=None, num_steps=18, sigma_min=0.002, sigma_max=80.0,
            rho=7.0, S_churn=0.0, S_min=0.0, S_max=float("inf"), S_noise=1.0, *, solver="heun", sigmas=None,
-           seeds=None, dtype=None, backend="auto", callback=None, nonfinite="warn"):
+           seeds=None, dtype=None, backend="auto", callback=None, nonfinite="warn", reuse_buffers=False):
     """Sample with EDM's stochastic sampler (Algorithm 2); drop-in for NVlabs/edm's `edm_sampler`.
 
     net(x, sigma[, class_labels]) returns the denoised D(x; sigma) with sigma of shape [B]. latents are
@@ -92,9 +92,13 @@ def sample(net, latents, class_labels=None, randn_like=None, num_steps=18, sigma
     when given (called once per step, as edm_sampler does), else from fastdiff's generator keyed by
     `seeds` (one int per sample; drawn from torch's default generator when omitted). `backend` picks who
     runs the elementwise step math (fastdiff.ops). `nonfinite` says what to do if NaN or inf appear:
-    "warn" (default), "raise" (FloatingPointError) or "ignore".
+    "warn" (default), "raise" (FloatingPointError) or "ignore". `reuse_buffers=True` lets a fused backend write
+    every step into two fixed buffers (no per-step allocation), which overwrites the tensors the net was given:
+    only for nets that keep no reference to their inputs.
     """
     state_dtype = _check_inputs(net, latents, class_labels, randn_like, seeds, dtype, callback, nonfinite)
+    if not isinstance(reuse_buffers, bool):
+        raise TypeError(f"reuse_buffers: expected True or False, got {reuse_buffers!r}")
     plan = plan_steps(net, num_steps, sigma_min, sigma_max, rho, S_churn, S_min, S_max, S_noise, solver=solver, sigmas=sigmas)
     backend = backends.resolve(backend, torch.empty(0, dtype=state_dtype, device=latents.device), (latents,))
     if randn_like is None:
@@ -103,11 +107,12 @@ def sample(net, latents, class_labels=None, randn_like=None, num_steps=18, sigma
             seeds = seeds_tensor(seeds, batch, device)
         elif any(std > 0 for std in plan.noise_std):  # a deterministic run leaves torch's generator untouched
             seeds = _draw_seeds(batch, device)
-    return run_plan(net, latents, plan, class_labels, randn_like, seeds, state_dtype, callback, nonfinite, backend)
+    return run_plan(net, latents, plan, class_labels, randn_like, seeds, state_dtype, callback, nonfinite, backend,
+                    reuse_buffers)
 
 
 def run_plan(net, latents, plan: StepPlan, class_labels, randn_like, seeds, state_dtype, callback, nonfinite,
-             backend="reference"):
+             backend="reference", reuse_buffers=False):
     """The sampling loop of `sample` for a checked plan: device work only, no host sync until the loop ends.
 
     seeds is an int64 tensor [B] on latents' device when randn_like is None; backend is a resolved name.
@@ -127,11 +132,12 @@ def run_plan(net, latents, plan: StepPlan, class_labels, randn_like, seeds, stat
     def denoise(x, sigma):
         return _call_net(net, x, sigma, class_labels)
 
-    # Fused backends run on two buffers: the state, into which churn and Heun's step write in place (every op is
-    # elementwise), and the Euler point. The reference stays functional, and so does a run with a callback, whose
-    # tensors must not change after it has seen them.
-    in_place = backend != "reference" and callback is None
-    x_next = latents.to(state_dtype) * t[0]  # a new tensor: the state buffer
+    # With reuse_buffers, a fused backend runs on two buffers: the state, into which churn and Heun's step write in
+    # place (every op is elementwise), and the Euler point. Otherwise, and on the reference path or with a callback
+    # (whose tensors must not change after it has seen them), every step makes new tensors.
+    in_place = reuse_buffers and backend != "reference" and callback is None
+    x_next = torch.empty(latents.shape, dtype=state_dtype, device=device)  # contiguous, whatever the latents' layout
+    torch.mul(latents, t[0], out=x_next)
     euler_point = torch.empty_like(x_next) if in_place else None
 
     # Main sampling loop.
@@ -148,7 +154,7 @@ def run_plan(net, latents, plan: StepPlan, class_labels, randn_like, seeds, stat
 
         # Euler step.
         denoised = denoise(x_hat, sigma_hat_batch[i])
-        write_over_x_hat = in_place and not _overlaps_differently(denoised, x_hat)
+        write_over_x_hat = in_place and not ops.overlaps_differently(denoised, x_hat)
         euler_out = (euler_point if plan.correct[i] else x_hat) if write_over_x_hat else None
         x_next = ops.euler_step(x_hat, denoised, t_hat[i], t[i + 1], out=euler_out, backend=backend)
         if callback is not None:
@@ -157,7 +163,7 @@ def run_plan(net, latents, plan: StepPlan, class_labels, randn_like, seeds, stat
         # Apply 2nd order correction.
         if plan.correct[i]:
             denoised_next = denoise(x_next, sigma_next_batch[i])
-            heun_out = x_hat if write_over_x_hat and not _overlaps_differently(denoised_next, x_hat) else None
+            heun_out = x_hat if write_over_x_hat and not ops.overlaps_differently(denoised_next, x_hat) else None
             x_next = ops.heun_step(x_hat, denoised, denoised_next, t_hat[i], t[i + 1], out=heun_out, backend=backend)
 
         if nonfinite != "ignore":
@@ -257,17 +263,6 @@ def _call_net(net, x, sigma, class_labels) -> torch.Tensor:
     """D(x; sigma) from the user's net, checked (the step ops read it in its own dtype)."""
     denoised = net(x, sigma) if class_labels is None else net(x, sigma, class_labels)
     return check_output("net", denoised, x, "net(x, sigma)")
-
-
-def _overlaps_differently(t: torch.Tensor, buffer: torch.Tensor) -> bool:
-    """True when t shares memory with buffer other than as the very same elements (host metadata only).
-
-    An op may write its result over an input it reads elementwise, but not over memory another input reads
-    at different indices (say, a net that returned a view of its input in another order).
-    """
-    if t.untyped_storage().data_ptr() != buffer.untyped_storage().data_ptr():
-        return False
-    return not (t.data_ptr() == buffer.data_ptr() and t.stride() == buffer.stride() and t.shape == buffer.shape)
 
 
 def _check_noise(eps, x: torch.Tensor) -> torch.Tensor:

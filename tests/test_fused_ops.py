@@ -22,13 +22,17 @@ from fastdiff.rng import SAMPLER_OFFSET, philox_words
 from fastdiff.testing import assert_close, assert_equal, assert_error_bounded, tolerance
 
 TRITON_DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
-DEVICES = {"triton": TRITON_DEVICE, "cpu": "cpu"}
+DEVICES = {"triton": TRITON_DEVICE, "cpu": "cpu", "cuda": "cuda"}
 DEVICE = TRITON_DEVICE  # the device of the backend-independent tests below
+# The C++ CUDA backend joins the matrix wherever it is built (with a CUDA torch, on a GPU machine).
+COMPILED = ["triton", "cpu-1-thread"] + (["cuda"] if torch.cuda.is_available() and not backends.reasons(
+    "cuda", torch.empty(1, device="cuda"), (torch.empty(1, device="cuda"),)) else [])
 
 
-@pytest.fixture(params=["triton", "cpu-1-thread", "cpu-2-threads"])
+@pytest.fixture(params=COMPILED)
 def backend(request):
-    """A compiled backend; the C++ one with torch's thread count set to 1 and to 2 (restored afterwards)."""
+    """A compiled backend; the C++ CPU one with torch's thread count set to 1 (restored afterwards): these small
+    inputs run on one thread anyway, and test_cpu_threads_split_work_without_changing_bits covers 2 threads."""
     name, _, threads = request.param.partition("-")
     if not threads:
         yield name
@@ -69,6 +73,8 @@ def test_stream_words_are_bit_exact(numel, offset, backend):
     device = DEVICES[backend]
     seeds = torch.tensor([0, -1, 2**62 + 3], device=device)
     offset_t = ops._offset_tensor(offset, device)
+    if backend == "cuda":
+        pytest.skip("the CUDA backend has no raw-words op; its normals are checked against the reference below")
     words = triton_philox_words if backend == "triton" else torch.ops.fastdiff_cpu.stream_words
     assert_equal(words(seeds, numel, offset_t).cpu(), philox_words(seeds.cpu(), numel, offset))
 
@@ -413,7 +419,13 @@ def test_out_writes_the_functional_result(backend_name):
 
 
 def test_bad_out_names_the_argument():
-    """A wrong-shape, wrong-dtype or strided out= is refused with what was expected."""
+    """A wrong-shape, wrong-dtype, strided or partly overlapping out= is refused with what was expected."""
+    buf = torch.arange(1.0, 12.0).reshape(1, 11)
+    with pytest.raises(ValueError, match="out: overlaps the input x_hat other than element for element"):
+        ops.euler_step(buf[:, :-1], torch.zeros(1, 10), 2.0, 1.0, out=buf[:, 1:], backend="cpu")
+    with pytest.raises(RuntimeError, match="refer to a single memory location"):  # the binding checks too
+        torch.ops.fastdiff_cpu.euler_step_out(buf[:, :-1], torch.zeros(1, 10), torch.tensor(2.0), torch.tensor(1.0),
+                                              buf[:, 1:])
     x = torch.zeros(2, 3)
     with pytest.raises(ValueError, match=r"out: expected a contiguous torch.float32 tensor of shape \(2, 3\)"):
         ops.euler_step(x, x, 1.0, 0.5, out=torch.zeros(2, 4))

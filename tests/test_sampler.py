@@ -435,11 +435,11 @@ class OpNames(TorchDispatchMode):
 
 @pytest.mark.parametrize("backend", ["cpu", "triton"])
 def test_fused_loop_runs_on_fixed_buffers(backend):
-    """On a fused backend each step writes into the state and Euler buffers (only *_out ops run) and gives the
-    same bits as the functional loop, which a callback selects (its tensors must not change afterwards)."""
+    """With reuse_buffers, a fused backend writes each step into the state and Euler buffers (only *_out ops run) and
+    gives the same bits as the functional loop, which a callback selects (its tensors must not change afterwards)."""
     settings = dict(num_steps=8, S_churn=20.0, S_min=0.1, S_max=30.0, seeds=[1, 2, 3, 4, 5], backend=backend)
     with OpNames() as recorder:
-        got = fastdiff.sample(mixture_net(), LATENTS.float(), **settings)
+        got = fastdiff.sample(mixture_net(), LATENTS.float(), reuse_buffers=True, **settings)
     assert recorder.names and all(name.endswith("_out") for name in recorder.names), recorder.names
     seen = []
     functional = fastdiff.sample(mixture_net(), LATENTS.float(), callback=seen.append, **settings)
@@ -451,5 +451,35 @@ def test_identity_net_on_fixed_buffers():
     """A net that returns its input (so denoised is the state buffer itself) still samples correctly in place."""
     identity = lambda x, sigma: x  # noqa: E731  D(x) = x: every step leaves x unchanged
     latents = fastdiff.randn([1, 2, 3], (3, 4, 8), backend="reference")
-    got = fastdiff.sample(identity, latents, num_steps=5, backend="cpu")
+    got = fastdiff.sample(identity, latents, num_steps=5, backend="cpu", reuse_buffers=True)
     assert_close(got, latents * 80.0, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("backend", ["cpu", "triton", "reference"])
+def test_tensors_a_net_keeps_are_never_overwritten_by_default(backend):
+    """A net that keeps its inputs finds them unchanged after sampling: buffers are reused only when asked for."""
+    kept, copies = [], []
+
+    def net(x, sigma):
+        kept.append(x)
+        copies.append(x.clone())
+        return x / (1 + sigma.reshape(-1, 1) ** 2)
+
+    result = fastdiff.sample(net, torch.randn(2, 6), num_steps=4, S_churn=5.0, seeds=[1, 2], backend=backend)
+    assert len({t.data_ptr() for t in kept}) == len(kept) == 7
+    for t, copy in zip(kept, copies):
+        assert_equal(t, copy)
+    assert all(result.data_ptr() != t.data_ptr() for t in kept)
+
+
+@pytest.mark.parametrize("backend", ["cpu", "triton", "reference"])
+def test_channels_last_and_strided_latents_and_seeds(backend):
+    """Latents in any layout and seeds as a strided tensor sample like their contiguous copies, on every backend."""
+    latents = fastdiff.randn([1, 2], (2, 3, 4, 5), backend="reference")
+    net = lambda x, s: x / (1 + s.reshape(-1, 1, 1, 1) ** 2)  # noqa: E731
+    settings = dict(num_steps=4, S_churn=10.0, backend=backend)
+    want = fastdiff.sample(net, latents, seeds=torch.tensor([7, 9]), **settings)
+    for layout in (latents.to(memory_format=torch.channels_last), latents.transpose(2, 3).contiguous().transpose(2, 3)):
+        assert not layout.is_contiguous()
+        assert_equal(fastdiff.sample(net, layout, seeds=torch.tensor([7, 9]), **settings), want)
+    assert_equal(fastdiff.sample(net, latents, seeds=torch.tensor([7, 0, 9])[::2], **settings), want)

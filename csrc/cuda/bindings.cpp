@@ -49,6 +49,7 @@ void churn_out(const at::Tensor& x_in, const at::Tensor& seeds, const at::Tensor
   dtype_of(x_in, "x");
   const at::Tensor x = data(x_in, "x", x_in);
   check_out(out, x, x.scalar_type());
+  check_overlap(out, {&x_in});
   const Shape s = shape_of(x);
   check_offset(offset, kCUDA);
   const at::Tensor std_values = per_step(noise_std, "noise_std", s.batch, x);
@@ -62,6 +63,7 @@ void euler_step_out(const at::Tensor& x_hat_in, const at::Tensor& denoised_in, c
   dtype_of(x_hat_in, "x_hat");
   const at::Tensor x_hat = data(x_hat_in, "x_hat", x_hat_in), denoised = data(denoised_in, "denoised", x_hat_in);
   check_out(out, x_hat, x_hat.scalar_type());
+  check_overlap(out, {&x_hat_in, &denoised_in});
   const Shape s = shape_of(x_hat);
   const at::Tensor th = per_step(t_hat, "t_hat", s.batch, x_hat), tn = per_step(t_next, "t_next", s.batch, x_hat);
   check(fastdiff::cuda::euler_step(x_hat.data_ptr(), dtype_of(x_hat, "x_hat"), denoised.data_ptr(),
@@ -81,6 +83,7 @@ void heun_step_out(const at::Tensor& x_hat_in, const at::Tensor& denoised_in, co
     denoised = denoised.to(at::kFloat);
   }
   check_out(out, x_hat, x_hat.scalar_type());
+  check_overlap(out, {&x_hat_in, &denoised_in, &denoised_next_in});
   const Shape s = shape_of(x_hat);
   const at::Tensor th = per_step(t_hat, "t_hat", s.batch, x_hat), tn = per_step(t_next, "t_next", s.batch, x_hat);
   check(fastdiff::cuda::heun_step(x_hat.data_ptr(), dtype_of(x_hat, "x_hat"), denoised.data_ptr(), denoised_next.data_ptr(),
@@ -94,6 +97,7 @@ void skip_mix_out(const at::Tensor& x_in, const at::Tensor& F_in, const at::Tens
   const c10::cuda::CUDAGuard guard(x_in.device());
   const at::Tensor x = data(x_in, "x", x_in), F = data(F_in, "F", x_in);
   check_out(out, x, at::kFloat);
+  check_overlap(out, {&x_in, &F_in});
   const Shape s = shape_of(x);
   const at::Tensor sigma_values = per_step(sigma, "sigma", s.batch, x);
   check(fastdiff::cuda::skip_mix(x.data_ptr(), dtype_of(x, "x"), F.data_ptr(), dtype_of(F, "F"), out.data_ptr<float>(),
