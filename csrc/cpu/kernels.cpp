@@ -23,23 +23,43 @@ namespace cpu {
 namespace {
 
 // ---------------------------------------------------------------------------------------------------------
-// Element types: float, IEEE half (_Float16) and bfloat16 (round to nearest even on store), read as float.
+// Element types: float, IEEE half and bfloat16, read as float and stored rounding to nearest even. Both 16-bit
+// conversions are branch-free integer and float operations, so the loops vectorize in every clone and build
+// with any C++17 compiler (no _Float16).
 // ---------------------------------------------------------------------------------------------------------
 struct BFloat16 {
   uint16_t bits;
 };
-using Float16 = _Float16;
+struct Float16 {
+  uint16_t bits;
+};
 
 FD_INLINE float to_float(float v) { return v; }
-FD_INLINE float to_float(Float16 v) { return (float)v; }
 FD_INLINE float to_float(BFloat16 v) { return bits_to_float((uint32_t)v.bits << 16); }
+FD_INLINE float to_float(Float16 v) {
+  const uint32_t sign = ((uint32_t)v.bits & 0x8000u) << 16, magnitude = (uint32_t)v.bits & 0x7FFFu;
+  // Shifted into a float's fields, a half is off by 2^-112 in scale (subnormals included): multiply it back.
+  const uint32_t finite = float_to_bits(bits_to_float(magnitude << 13) * 5.192296858534828e+33f);
+  const uint32_t special = 0x7F800000u | ((magnitude & 0x3FFu) << 13);  // inf, NaN (payload kept)
+  return bits_to_float(sign | (magnitude >= 0x7C00u ? special : finite));
+}
 
 template <class T>
 FD_INLINE T from_float(float v);
 template <>
 FD_INLINE float from_float<float>(float v) { return v; }
 template <>
-FD_INLINE Float16 from_float<Float16>(float v) { return (Float16)v; }
+FD_INLINE Float16 from_float<Float16>(float v) {
+  const uint32_t bits = float_to_bits(v), sign = (bits >> 16) & 0x8000u, f = bits & 0x7FFFFFFFu;
+  // |v| >= 65536: inf, or a quiet NaN.
+  const uint32_t overflow = f > 0x7F800000u ? 0x7E00u : 0x7C00u;
+  // |v| < 2^-14: a half subnormal; adding 0.5 (2^-1) lets the FPU round the 10 fraction bits to nearest even.
+  const uint32_t subnormal = float_to_bits(bits_to_float(f) + 0.5f) - 0x3F000000u;
+  // Otherwise: rebias the exponent and round to nearest even on the 13 dropped bits (a carry may reach inf).
+  const uint32_t normal = (f + 0xC8000FFFu + ((f >> 13) & 1u)) >> 13;
+  const uint32_t magnitude = f >= 0x47800000u ? overflow : (f < 0x38800000u ? subnormal : normal);
+  return Float16{(uint16_t)(sign | magnitude)};
+}
 template <>
 FD_INLINE BFloat16 from_float<BFloat16>(float v) {
   const uint32_t u = float_to_bits(v);
