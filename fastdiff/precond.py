@@ -207,7 +207,7 @@ def _prepare(x: torch.Tensor, sigma) -> tuple[torch.Tensor, torch.Tensor]:
         got = x.dtype if isinstance(x, torch.Tensor) else type(x).__name__
         raise TypeError(f"x: expected a floating-point tensor of shape [B, ...], got {got}")
     if x.ndim < 1:
-        raise ValueError(f"x: expected shape [B, ...] with a batch dimension, got a 0-d tensor")
+        raise ValueError("x: expected shape [B, ...] with a batch dimension, got a 0-d tensor")
     sigma_t = _as_sigma_tensor(sigma).to(x.device)
     dtype = compute_dtype(x)  # x alone sets the precision: a float64 sigma must not turn a float32 net to float64
     batch = x.shape[0]

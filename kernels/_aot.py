@@ -30,6 +30,7 @@ import triton
 from triton.backends.compiler import GPUTarget
 
 from . import euler_step, heun_step, randn, skip_mix
+from ..reference.skip_mix import PRECOND_CODES
 from ._utils import BLOCK, LAUNCH_OPTIONS, NOISE_LAUNCH_OPTIONS
 
 ARCHS = (80, 90)
@@ -67,7 +68,7 @@ class Kernel:
 
 BF16_X = {"x_ptr": "bf16", "out_ptr": "bf16"}  # churn keeps x's dtype (fastdiff/_triton.py: out = empty_like(x))
 NO_STD = {"std_ptr": "i64"}  # randn passes the offset tensor as the unused std pointer
-SKIP = skip_mix.PRECOND_KINDS
+SKIP = {name: code for name, code in PRECOND_CODES.items() if name != "iddpm"}  # iDDPM mixes like VP
 SCALAR_T = dict(T_HAT_PER_SAMPLE=False, T_NEXT_PER_SAMPLE=False)  # t_hat, t_next of one value
 PER_SAMPLE_T = dict(T_HAT_PER_SAMPLE=True, T_NEXT_PER_SAMPLE=True)  # a batch mixing noise levels
 

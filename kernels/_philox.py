@@ -50,34 +50,3 @@ def stream_words(seeds_ptr, sample, block, offset_lo, offset_hi):
     c2 = tl.zeros_like(c0) + offset_lo.to(tl.uint32)
     c3 = tl.zeros_like(c0) + offset_hi.to(tl.uint32)
     return philox4x32_10(c0, c1, c2, c3, k0, k1)
-
-
-@triton.jit
-def normal_per_element(seeds_ptr, idx, numel_per_sample, offset_lo, offset_hi):
-    """The normal value of each flat element index idx (int64) of a [B, numel_per_sample] tensor.
-
-    General layout: each element computes its own block, so a sample of any size works (4x the Philox work
-    of the grouped path; used only when numel_per_sample is not a multiple of 4).
-    """
-    sample = idx // numel_per_sample
-    e = idx - sample * numel_per_sample
-    w0, w1, w2, w3 = stream_words(seeds_ptr, sample, e >> 2, offset_lo, offset_hi)
-    lane = e & 3
-    first = lane < 2
-    n_a, n_b = box_muller(tl.where(first, w0, w2), tl.where(first, w1, w3))
-    return tl.where((lane & 1) == 0, n_a, n_b)
-
-
-@triton.jit
-def normal_per_group(seeds_ptr, group, numel_per_sample, offset_lo, offset_hi):
-    """The four normals (lanes 0..3) of each flat group index `group` (int64) when numel_per_sample % 4 == 0.
-
-    Group g covers flat elements 4g..4g+3, which then lie in one sample and one Philox block.
-    """
-    groups_per_sample = numel_per_sample // 4
-    sample = group // groups_per_sample
-    block = group - sample * groups_per_sample
-    w0, w1, w2, w3 = stream_words(seeds_ptr, sample, block, offset_lo, offset_hi)
-    n0, n1 = box_muller(w0, w1)
-    n2, n3 = box_muller(w2, w3)
-    return n0, n1, n2, n3

@@ -4,9 +4,6 @@ import triton.language as tl
 
 from ._utils import BLOCK, LAUNCH_OPTIONS, grid_1d, load_per_sample
 
-PRECOND_KINDS = {"edm": 0, "vp": 1, "ve": 2}  # iDDPM shares VP's c_skip and c_out
-
-
 @triton.jit
 def _skip_mix_kernel(x_ptr, F_ptr, sigma_ptr, out_ptr, numel, numel_per_sample, sigma_data,
                      KIND: tl.constexpr, PER_SAMPLE: tl.constexpr, BLOCK: tl.constexpr):

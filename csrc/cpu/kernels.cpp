@@ -199,18 +199,12 @@ FD_INLINE void noise_blocks_body(const TX* x, TX* out, const int64_t* seeds, uin
 FD_FOR_PAIRS(FD_EULER, euler)
 FD_FOR_PAIRS(FD_HEUN, heun)
 FD_FOR_PAIRS(FD_SKIP, skip)
-FD_NOISE(churn_groups_f, float, true, noise_groups_body, G)
-FD_NOISE(churn_groups_h, Float16, true, noise_groups_body, G)
-FD_NOISE(churn_groups_b, BFloat16, true, noise_groups_body, G)
-FD_NOISE(churn_blocks_f, float, true, noise_blocks_body, P)
-FD_NOISE(churn_blocks_h, Float16, true, noise_blocks_body, P)
-FD_NOISE(churn_blocks_b, BFloat16, true, noise_blocks_body, P)
-FD_NOISE(randn_groups_f, float, false, noise_groups_body, G)
-FD_NOISE(randn_groups_h, Float16, false, noise_groups_body, G)
-FD_NOISE(randn_groups_b, BFloat16, false, noise_groups_body, G)
-FD_NOISE(randn_blocks_f, float, false, noise_blocks_body, P)
-FD_NOISE(randn_blocks_h, Float16, false, noise_blocks_body, P)
-FD_NOISE(randn_blocks_b, BFloat16, false, noise_blocks_body, P)
+#define FD_FOR_TYPES(M, PREFIX, ...) M(PREFIX##_f, float, __VA_ARGS__) M(PREFIX##_h, Float16, __VA_ARGS__) M(PREFIX##_b, BFloat16, __VA_ARGS__)
+
+FD_FOR_TYPES(FD_NOISE, churn_groups, true, noise_groups_body, G)
+FD_FOR_TYPES(FD_NOISE, churn_blocks, true, noise_blocks_body, P)
+FD_FOR_TYPES(FD_NOISE, randn_groups, false, noise_groups_body, G)
+FD_FOR_TYPES(FD_NOISE, randn_blocks, false, noise_blocks_body, P)
 
 using EulerFn = void (*)(const void*, const void*, void*, Scalars, Scalars, int64_t, int64_t, int64_t);
 using HeunFn = void (*)(const void*, const void*, const void*, void*, Scalars, Scalars, int64_t, int64_t, int64_t);
