@@ -117,61 +117,122 @@ def run_plan(net, latents, plan: StepPlan, class_labels, randn_like, seeds, stat
 
     seeds is an int64 tensor [B] on latents' device when randn_like is None; backend is a resolved name.
     """
-    batch, device = latents.shape[0], latents.device
+    loop = SamplingLoop(net, plan, latents, state_dtype, randn_like=randn_like, callback=callback,
+                        nonfinite=nonfinite, backend=backend, in_place=reuse_buffers)
+    result = loop.run(latents, seeds, class_labels)
+    loop.report_nonfinite(stacklevel=3)  # warnings name the caller of sample()
+    return result
 
-    # Per-step values live in device tensors made once; the loop only indexes them.
-    def device_table(values):  # float64 host values, rounded once to the state dtype
-        return torch.tensor(values, dtype=torch.float64).to(device=device, dtype=state_dtype)
 
-    t, t_hat, noise_std = device_table(plan.t), device_table(plan.t_hat), device_table(plan.noise_std)
-    sigma_hat_batch = t_hat[:, None].expand(-1, batch).contiguous()  # [N, B], what the net sees
-    sigma_next_batch = t[1:, None].expand(-1, batch).contiguous()
-    offsets = SAMPLER_OFFSET + torch.arange(plan.num_steps, dtype=torch.int64, device=device)  # step i's noise stream
-    finite = torch.ones(plan.num_steps, dtype=torch.bool, device=device)
+class SamplingLoop:
+    """The loop of one plan for one batch shape: tables and buffers are made once, then run() as often as wanted.
 
-    def denoise(x, sigma):
-        return _call_net(net, x, sigma, class_labels)
+    run() is the sampler: device work only. It never reads a device value on the host, and every per-step
+    value it hands to an op is a view of a device table made here, never a Python number; the host decides
+    only the plan's structure (which steps add noise, which take Heun's correction). So the same code runs
+    eagerly, under fastdiff.check_capture, and captured in a CUDA graph (fastdiff.GraphedSampler).
 
-    # With reuse_buffers, a fused backend runs on two buffers: the state, into which churn and Heun's step write in
-    # place (every op is elementwise), and the Euler point. Otherwise, and on the reference path or with a callback
-    # (whose tensors must not change after it has seen them), every step makes new tensors.
-    in_place = reuse_buffers and backend != "reference" and callback is None
-    x_next = torch.empty(latents.shape, dtype=state_dtype, device=device)  # contiguous, whatever the latents' layout
-    torch.mul(latents, t[0], out=x_next)
-    euler_point = torch.empty_like(x_next) if in_place else None
+    With in_place (a fused backend, no callback), every step writes into two fixed buffers, the state and the
+    Euler point, and run() allocates nothing but what the net returns; otherwise each step makes new tensors.
+    """
 
-    # Main sampling loop.
-    for i in range(plan.num_steps):
-        x_cur = x_next
+    def __init__(self, net, plan: StepPlan, latents_like: torch.Tensor, state_dtype: torch.dtype, *, randn_like=None,
+                 callback=None, nonfinite="warn", backend="reference", in_place=False):
+        self.net, self.plan, self.randn_like, self.callback = net, plan, randn_like, callback
+        self.nonfinite, self.backend, self.state_dtype = nonfinite, backend, state_dtype
+        self.shape, self.device = tuple(latents_like.shape), latents_like.device
+        batch, N = self.shape[0], plan.num_steps
+        # With reuse_buffers, a fused backend runs on two buffers: the state, into which churn and Heun's step write in
+        # place (every op is elementwise), and the Euler point. Otherwise, and on the reference path or with a callback
+        # (whose tensors must not change after it has seen them), every step makes new tensors.
+        self.in_place = in_place and backend != "reference" and callback is None
 
-        # Increase noise temporarily.
-        if randn_like is not None:
-            x_hat = x_cur + noise_std[i] * _check_noise(randn_like(x_cur), x_cur)
-        elif plan.noise_std[i] > 0:
-            x_hat = ops.churn(x_cur, seeds, offsets[i], noise_std[i], out=x_cur if in_place else None, backend=backend)
-        else:
-            x_hat = x_cur
+        # Per-step values live in device tensors made once; the loop only indexes them.
+        self.t, self.t_hat, self.noise_std = (self._device_table(v) for v in (plan.t, plan.t_hat, plan.noise_std))
+        self.sigma_hat_batch = self.t_hat[:, None].expand(-1, batch).contiguous()  # [N, B], what the net sees
+        self.sigma_next_batch = self.t[1:, None].expand(-1, batch).contiguous()
+        self.offsets = SAMPLER_OFFSET + torch.arange(N, dtype=torch.int64, device=self.device)  # step i's noise stream
+        # Each step's smallest and largest state value: NaN or inf in the state shows in one of them (NaN propagates).
+        self.minima = torch.zeros(N, dtype=state_dtype, device=self.device)
+        self.maxima = torch.zeros(N, dtype=state_dtype, device=self.device)
+        self.state = torch.empty(self.shape, dtype=state_dtype, device=self.device)  # contiguous, whatever the latents' layout
+        self.euler_point = torch.empty_like(self.state) if self.in_place and any(plan.correct) else None
 
-        # Euler step.
-        denoised = denoise(x_hat, sigma_hat_batch[i])
-        write_over_x_hat = in_place and not ops.overlaps_differently(denoised, x_hat)
-        euler_out = (euler_point if plan.correct[i] else x_hat) if write_over_x_hat else None
-        x_next = ops.euler_step(x_hat, denoised, t_hat[i], t[i + 1], out=euler_out, backend=backend)
-        if callback is not None:
-            callback({"x": x_hat, "i": i, "sigma": plan.t[i], "sigma_hat": plan.t_hat[i], "denoised": denoised})
+    def _device_table(self, values) -> torch.Tensor:
+        """float64 host values, rounded once to the state dtype, on the device."""
+        return torch.tensor(values, dtype=torch.float64).to(device=self.device, dtype=self.state_dtype)
 
-        # Apply 2nd order correction.
-        if plan.correct[i]:
-            denoised_next = denoise(x_next, sigma_next_batch[i])
-            heun_out = x_hat if write_over_x_hat and not ops.overlaps_differently(denoised_next, x_hat) else None
-            x_next = ops.heun_step(x_hat, denoised, denoised_next, t_hat[i], t[i + 1], out=heun_out, backend=backend)
+    def set_plan(self, plan: StepPlan) -> None:
+        """Load another plan of the same structure into the tables (host-to-device copies, outside any loop)."""
+        if structure(plan) != structure(self.plan):
+            raise ValueError("plan: expected a schedule with the same structure as the one this loop was built for "
+                             f"(steps, which steps add noise, which correct): {structure(self.plan)}, got {structure(plan)}")
+        for table, values in ((self.t, plan.t), (self.t_hat, plan.t_hat), (self.noise_std, plan.noise_std)):
+            table.copy_(torch.tensor(values, dtype=torch.float64))
+        self.sigma_hat_batch.copy_(self.t_hat[:, None].expand_as(self.sigma_hat_batch))
+        self.sigma_next_batch.copy_(self.t[1:, None].expand_as(self.sigma_next_batch))
+        self.plan = plan
 
-        if nonfinite != "ignore":
-            finite[i] = torch.isfinite(x_next).all()
+    def run(self, latents: torch.Tensor, seeds=None, class_labels=None, *, out=None, on_step=None) -> torch.Tensor:
+        """Sample from latents (and seeds [B] int64 on the device, when the plan adds noise and there is no
+        randn_like); the result goes into `out` when given, else it is returned in latents' dtype.
+        on_step(i), when given, is called on the host as step i begins (fastdiff.check_capture uses it)."""
+        plan, backend, in_place = self.plan, self.backend, self.in_place
+        t, t_hat, noise_std = self.t, self.t_hat, self.noise_std
 
-    if nonfinite != "ignore":
-        _report_nonfinite(finite, plan, nonfinite)
-    return x_next.to(latents.dtype)
+        def denoise(x, sigma):
+            return _call_net(self.net, x, sigma, class_labels)
+
+        x_next = self.state
+        torch.mul(latents, t[0], out=x_next)
+
+        # Main sampling loop.
+        for i in range(plan.num_steps):
+            if on_step is not None:
+                on_step(i)
+            x_cur = x_next
+
+            # Increase noise temporarily.
+            if self.randn_like is not None:
+                x_hat = x_cur + noise_std[i] * _check_noise(self.randn_like(x_cur), x_cur)
+            elif plan.noise_std[i] > 0:
+                x_hat = ops.churn(x_cur, seeds, self.offsets[i], noise_std[i], out=x_cur if in_place else None,
+                                  backend=backend)
+            else:
+                x_hat = x_cur
+
+            # Euler step.
+            denoised = denoise(x_hat, self.sigma_hat_batch[i])
+            write_over_x_hat = in_place and not ops.overlaps_differently(denoised, x_hat)
+            euler_out = (self.euler_point if plan.correct[i] else x_hat) if write_over_x_hat else None
+            x_next = ops.euler_step(x_hat, denoised, t_hat[i], t[i + 1], out=euler_out, backend=backend)
+            if self.callback is not None:
+                self.callback({"x": x_hat, "i": i, "sigma": plan.t[i], "sigma_hat": plan.t_hat[i], "denoised": denoised})
+
+            # Apply 2nd order correction.
+            if plan.correct[i]:
+                denoised_next = denoise(x_next, self.sigma_next_batch[i])
+                heun_out = x_hat if write_over_x_hat and not ops.overlaps_differently(denoised_next, x_hat) else None
+                x_next = ops.heun_step(x_hat, denoised, denoised_next, t_hat[i], t[i + 1], out=heun_out, backend=backend)
+
+            if self.nonfinite != "ignore":
+                torch.aminmax(x_next.detach(), out=(self.minima[i], self.maxima[i]))
+
+        if out is not None:
+            return out.copy_(x_next)
+        return x_next.to(latents.dtype)
+
+    def report_nonfinite(self, stacklevel: int = 1) -> None:
+        """After run(): warn or raise (per `nonfinite`) if the state held NaN or inf; one host sync.
+        stacklevel is warnings.warn's, counted from the caller of this method."""
+        if self.nonfinite != "ignore":
+            finite = self.minima.isfinite() & self.maxima.isfinite()
+            _report_nonfinite(finite, self.plan, self.nonfinite, stacklevel + 2)
+
+
+def structure(plan: StepPlan) -> tuple:
+    """What a captured loop fixes about a plan: the number of steps, which add noise and which correct."""
+    return plan.num_steps, tuple(std > 0 for std in plan.noise_std), plan.correct
 
 
 def _check_inputs(net, latents, class_labels, randn_like, seeds, dtype, callback, nonfinite) -> torch.dtype:
@@ -270,7 +331,7 @@ def _check_noise(eps, x: torch.Tensor) -> torch.Tensor:
     return check_output("randn_like", eps, x, "randn_like(x)")
 
 
-def _report_nonfinite(finite: torch.Tensor, plan: StepPlan, mode: str) -> None:
+def _report_nonfinite(finite: torch.Tensor, plan: StepPlan, mode: str, stacklevel: int) -> None:
     """One host sync after the loop: name the first step whose result held NaN or inf."""
     bad = (~finite).nonzero()
     if bad.numel() == 0:
@@ -280,4 +341,4 @@ def _report_nonfinite(finite: torch.Tensor, plan: StepPlan, mode: str) -> None:
                f"(sigma {plan.t[i]:.6g} -> {plan.t[i + 1]:.6g}); check the net's output at that noise level")
     if mode == "raise":
         raise FloatingPointError(message)
-    warnings.warn(message, RuntimeWarning, stacklevel=4)  # the caller of sample()
+    warnings.warn(message, RuntimeWarning, stacklevel=stacklevel)
