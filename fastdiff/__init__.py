@@ -3,7 +3,10 @@
 `import fastdiff` needs only torch: Triton, a GPU and the compiled extension are all optional.
 """
 from ._version import __version__
+from . import nets
 from .backends import BackendUnavailableError
+from .capture import CaptureError, CaptureReport, check_capture
+from .graphed import GraphedSampler
 from .loss import EDMLoss, VELoss, VPLoss
 from .mixture import GaussianMixture
 from .precond import EDMPrecond, VEPrecond, VPPrecond, iDDPMPrecond
@@ -14,15 +17,19 @@ from .schedules import karras_sigmas
 __all__ = [
     "__version__",
     "BackendUnavailableError",
+    "CaptureError",
+    "CaptureReport",
     "EDMLoss",
     "EDMPrecond",
     "GaussianMixture",
+    "GraphedSampler",
     "StepPlan",
     "VELoss",
     "VEPrecond",
     "VPLoss",
     "VPPrecond",
     "iDDPMPrecond",
+    "check_capture",
     "karras_sigmas",
     "plan_steps",
     "randn",

@@ -31,7 +31,7 @@ def randn(seeds, shape, *, offset=0, dtype: torch.dtype = torch.float32, device=
     """Standard normals of `shape` ([B, ...]) whose sample b comes from the stream of seeds[b] at `offset`."""
     seeds, shape = check_randn_args(seeds, shape, dtype, device)
     offset = _offset_tensor(offset, seeds.device)
-    name = resolve(backend, torch.empty(0, dtype=dtype), (seeds, offset))
+    name = resolve(backend, torch.empty(0, dtype=dtype, device=seeds.device), (seeds, offset))
     if name == "reference":
         return normal_from_seeds(seeds, shape, offset & MASK32, (offset >> 32) & MASK32, dtype)
     return _impl(name).randn(seeds, offset, list(shape), dtype)

@@ -83,7 +83,8 @@ def plan_steps(net=None, num_steps=18, sigma_min=0.002, sigma_max=80.0, rho=7.0,
 
 def sample(net, latents, class_labels=None, randn_like=None, num_steps=18, sigma_min=0.002, sigma_max=80.0,
            rho=7.0, S_churn=0.0, S_min=0.0, S_max=float("inf"), S_noise=1.0, *, solver="heun", sigmas=None,
-           seeds=None, dtype=None, backend="auto", callback=None, nonfinite="warn", reuse_buffers=False):
+           seeds=None, dtype=None, backend="auto", callback=None, nonfinite="warn", reuse_buffers=False,
+           cuda_graph=False):
     """Sample with EDM's stochastic sampler (Algorithm 2); drop-in for NVlabs/edm's `edm_sampler`.
 
     net(x, sigma[, class_labels]) returns the denoised D(x; sigma) with sigma of shape [B]. latents are
@@ -95,7 +96,33 @@ def sample(net, latents, class_labels=None, randn_like=None, num_steps=18, sigma
     "warn" (default), "raise" (FloatingPointError) or "ignore". `reuse_buffers=True` lets a fused backend write
     every step into two fixed buffers (no per-step allocation), which overwrites the tensors the net was given:
     only for nets that keep no reference to their inputs.
+
+    `cuda_graph=True` runs the whole loop, net included, as one CUDA graph (fastdiff.GraphedSampler, captured on
+    first use and cached by shape, dtype, schedule structure, solver and net); it raises fastdiff.CaptureError when
+    that cannot be done. "auto" does so on CUDA when it can and otherwise samples eagerly, logging the reason once.
+    A captured net's Python code runs only while capturing: see GraphedSampler for what that means.
     """
+    if cuda_graph is not False:
+        from .graphed import sample_graphed
+
+        result = sample_graphed(cuda_graph, net, latents, class_labels, randn_like, num_steps, sigma_min, sigma_max,
+                                rho, S_churn, S_min, S_max, S_noise, solver=solver, sigmas=sigmas, seeds=seeds,
+                                dtype=dtype, backend=backend, callback=callback, nonfinite=nonfinite)
+        if result is not None:
+            return result
+    loop, seeds = build_loop(net, latents, class_labels, randn_like, num_steps, sigma_min, sigma_max, rho, S_churn,
+                             S_min, S_max, S_noise, solver=solver, sigmas=sigmas, seeds=seeds, dtype=dtype,
+                             backend=backend, callback=callback, nonfinite=nonfinite, reuse_buffers=reuse_buffers)
+    result = loop.run(latents, seeds, class_labels)
+    loop.report_nonfinite(stacklevel=2)  # warnings name the caller of sample()
+    return result
+
+
+def build_loop(net, latents, class_labels=None, randn_like=None, num_steps=18, sigma_min=0.002, sigma_max=80.0,
+               rho=7.0, S_churn=0.0, S_min=0.0, S_max=float("inf"), S_noise=1.0, *, solver="heun", sigmas=None,
+               seeds=None, dtype=None, backend="auto", callback=None, nonfinite="warn", reuse_buffers=False):
+    """Check sample()'s arguments and build its loop: (SamplingLoop, seeds), seeds an int64 tensor [B] on latents'
+    device (drawn from torch's default generator when omitted and the plan adds noise) or None."""
     state_dtype = _check_inputs(net, latents, class_labels, randn_like, seeds, dtype, callback, nonfinite)
     if not isinstance(reuse_buffers, bool):
         raise TypeError(f"reuse_buffers: expected True or False, got {reuse_buffers!r}")
@@ -107,8 +134,9 @@ def sample(net, latents, class_labels=None, randn_like=None, num_steps=18, sigma
             seeds = seeds_tensor(seeds, batch, device)
         elif any(std > 0 for std in plan.noise_std):  # a deterministic run leaves torch's generator untouched
             seeds = _draw_seeds(batch, device)
-    return run_plan(net, latents, plan, class_labels, randn_like, seeds, state_dtype, callback, nonfinite, backend,
-                    reuse_buffers)
+    loop = SamplingLoop(net, plan, latents, state_dtype, randn_like=randn_like, callback=callback,
+                        nonfinite=nonfinite, backend=backend, in_place=reuse_buffers)
+    return loop, seeds
 
 
 def run_plan(net, latents, plan: StepPlan, class_labels, randn_like, seeds, state_dtype, callback, nonfinite,
@@ -157,6 +185,7 @@ class SamplingLoop:
         self.maxima = torch.zeros(N, dtype=state_dtype, device=self.device)
         self.state = torch.empty(self.shape, dtype=state_dtype, device=self.device)  # contiguous, whatever the latents' layout
         self.euler_point = torch.empty_like(self.state) if self.in_place and any(plan.correct) else None
+        self.on_step = None  # on_step(i), when set, is called on the host as step i begins (fastdiff.check_capture)
 
     def _device_table(self, values) -> torch.Tensor:
         """float64 host values, rounded once to the state dtype, on the device."""
@@ -173,47 +202,45 @@ class SamplingLoop:
         self.sigma_next_batch.copy_(self.t[1:, None].expand_as(self.sigma_next_batch))
         self.plan = plan
 
-    def run(self, latents: torch.Tensor, seeds=None, class_labels=None, *, out=None, on_step=None) -> torch.Tensor:
+    def run(self, latents: torch.Tensor, seeds=None, class_labels=None, *, out=None) -> torch.Tensor:
         """Sample from latents (and seeds [B] int64 on the device, when the plan adds noise and there is no
-        randn_like); the result goes into `out` when given, else it is returned in latents' dtype.
-        on_step(i), when given, is called on the host as step i begins (fastdiff.check_capture uses it)."""
-        plan, backend, in_place = self.plan, self.backend, self.in_place
-        t, t_hat, noise_std = self.t, self.t_hat, self.noise_std
+        randn_like); the result goes into `out` when given, else it is returned in latents' dtype."""
+        plan, backend, in_place, on_step = self.plan, self.backend, self.in_place, self.on_step
 
         def denoise(x, sigma):
             return _call_net(self.net, x, sigma, class_labels)
 
         x_next = self.state
-        torch.mul(latents, t[0], out=x_next)
+        torch.mul(latents, self.t[0], out=x_next)
 
         # Main sampling loop.
         for i in range(plan.num_steps):
             if on_step is not None:
                 on_step(i)
+            offset, noise_std, t_hat, t_next, sigma_hat, sigma_next = self.step_values(i)
             x_cur = x_next
 
             # Increase noise temporarily.
             if self.randn_like is not None:
-                x_hat = x_cur + noise_std[i] * _check_noise(self.randn_like(x_cur), x_cur)
+                x_hat = x_cur + noise_std * _check_noise(self.randn_like(x_cur), x_cur)
             elif plan.noise_std[i] > 0:
-                x_hat = ops.churn(x_cur, seeds, self.offsets[i], noise_std[i], out=x_cur if in_place else None,
-                                  backend=backend)
+                x_hat = ops.churn(x_cur, seeds, offset, noise_std, out=x_cur if in_place else None, backend=backend)
             else:
                 x_hat = x_cur
 
             # Euler step.
-            denoised = denoise(x_hat, self.sigma_hat_batch[i])
+            denoised = denoise(x_hat, sigma_hat)
             write_over_x_hat = in_place and not ops.overlaps_differently(denoised, x_hat)
             euler_out = (self.euler_point if plan.correct[i] else x_hat) if write_over_x_hat else None
-            x_next = ops.euler_step(x_hat, denoised, t_hat[i], t[i + 1], out=euler_out, backend=backend)
+            x_next = ops.euler_step(x_hat, denoised, t_hat, t_next, out=euler_out, backend=backend)
             if self.callback is not None:
                 self.callback({"x": x_hat, "i": i, "sigma": plan.t[i], "sigma_hat": plan.t_hat[i], "denoised": denoised})
 
             # Apply 2nd order correction.
             if plan.correct[i]:
-                denoised_next = denoise(x_next, self.sigma_next_batch[i])
+                denoised_next = denoise(x_next, sigma_next)
                 heun_out = x_hat if write_over_x_hat and not ops.overlaps_differently(denoised_next, x_hat) else None
-                x_next = ops.heun_step(x_hat, denoised, denoised_next, t_hat[i], t[i + 1], out=heun_out, backend=backend)
+                x_next = ops.heun_step(x_hat, denoised, denoised_next, t_hat, t_next, out=heun_out, backend=backend)
 
             if self.nonfinite != "ignore":
                 torch.aminmax(x_next.detach(), out=(self.minima[i], self.maxima[i]))
@@ -221,6 +248,12 @@ class SamplingLoop:
         if out is not None:
             return out.copy_(x_next)
         return x_next.to(latents.dtype)
+
+    def step_values(self, i: int):
+        """Step i's values, as views of the device tables: (noise offset, noise std, t_hat, t_next, the sigma [B]
+        the net sees at t_hat, and at t_next)."""
+        return (self.offsets[i], self.noise_std[i], self.t_hat[i], self.t[i + 1], self.sigma_hat_batch[i],
+                self.sigma_next_batch[i])
 
     def report_nonfinite(self, stacklevel: int = 1) -> None:
         """After run(): warn or raise (per `nonfinite`) if the state held NaN or inf; one host sync.

@@ -1,0 +1,281 @@
+"""fastdiff.GraphedSampler: the whole sampling loop, every network call included, captured once in a CUDA graph.
+
+A replay costs one graph launch per sampling call, plus the copies of that call's inputs into the graph's
+static buffers. This replaces the per-step kernel launches that bound small-batch sampling.
+"""
+from __future__ import annotations
+
+import logging
+from collections import OrderedDict
+
+import torch
+
+from . import ops
+from .capture import CaptureError, EmulatedGraph, scaled_plan, trace_loop
+from .rng import seeds_tensor
+from .sampler import _draw_seeds, build_loop, plan_steps, structure
+
+__all__ = ["GraphedSampler", "clear_cache"]
+
+log = logging.getLogger("fastdiff")
+
+GRAPHS = ("auto", "cuda", "emulated")
+NOT_ACCEPTED = {
+    "randn_like": "a Python noise function runs on the host every step and cannot be replayed; the graph draws its "
+                  "noise from fastdiff's generator, keyed by the seeds passed per call",
+    "callback": "host code cannot run inside a graph",
+    "seeds": "seeds change per call: pass them to the sampler's __call__",
+    "reuse_buffers": "a graphed loop always runs on fixed buffers",
+    "cuda_graph": "this is the graphed sampler",
+}
+
+
+class GraphedSampler:
+    """fastdiff.sample for one shape, dtype, schedule and solver, captured once in a CUDA graph and then replayed.
+
+        sampler = fastdiff.GraphedSampler(net, latents_like, class_labels_like=None, **sampler_kwargs)
+        images = sampler(latents=None, seeds=None, class_labels=None)
+
+    sampler_kwargs are sample()'s (num_steps, sigma_min, ..., solver, sigmas, dtype, backend, nonfinite), except
+    randn_like, callback, seeds and reuse_buffers. The whole loop is captured: every step's noise injection, net
+    calls and updates, on two fixed buffers. Each call copies its inputs into static device buffers and replays:
+      - latents: [B, ...] of latents_like's shape, dtype and device. When omitted, they are drawn inside the graph
+        from the seeds, as fastdiff.randn(seeds, shape) draws them.
+      - seeds: one int per sample, keying the churn noise (and omitted latents). When omitted, fresh seeds are drawn
+        from torch's default generator, as sample() draws them, so calls never repeat noise and torch.manual_seed
+        makes them repeatable.
+      - class_labels: required on every call when class_labels_like was given (same shape and dtype), else refused.
+    For the same inputs, the result equals sample(net, latents, seeds=seeds, reuse_buffers=True, ...) bit for bit.
+    It is returned as a new tensor.
+
+    Before capturing, the loop is checked (fastdiff.check_capture's rules, `check=True`) and warmed up `warmup`
+    times on a side stream. A net that cannot be captured raises CaptureError, which names each reason.
+    Capture freezes the net's Python code: what it decides on the host (Python attributes, branches on
+    settings) is replayed as it was at capture. Parameters changed in place (optimizer steps,
+    load_state_dict) are seen; replacing a parameter tensor or changing a Python setting needs a new
+    sampler. The net's inputs are the loop's fixed buffers, which later steps overwrite, so the net must not
+    keep references to them.
+
+    graph: "cuda" (a torch.cuda.CUDAGraph with a private memory pool; latents on CUDA), "emulated" (the recorded ops
+    replayed on any device: fastdiff.capture.EmulatedGraph, no speedup, for checking without a GPU), or "auto":
+    "cuda" for CUDA latents. `memory` reports the bytes the sampler holds: static and loop buffers, and the
+    graph's pool.
+    """
+
+    def __init__(self, net, latents_like: torch.Tensor, class_labels_like: torch.Tensor | None = None, *,
+                 graph: str = "auto", check: bool = True, warmup: int = 2, **sampler_kwargs):
+        for name in sampler_kwargs:
+            if name in NOT_ACCEPTED:
+                raise TypeError(f"{name}: not accepted by GraphedSampler: {NOT_ACCEPTED[name]}")
+        if not isinstance(latents_like, torch.Tensor):
+            raise TypeError(f"latents_like: expected a tensor of the latents' shape, dtype and device, got "
+                            f"{type(latents_like).__name__}")
+        self.graph_kind = _graph_kind(graph, latents_like)
+        if isinstance(check, bool) is False:
+            raise TypeError(f"check: expected True or False, got {check!r}")
+        if isinstance(warmup, bool) or not isinstance(warmup, int) or warmup < 1:
+            raise ValueError(f"warmup: expected an int >= 1 (eager runs before capture), got {warmup!r}")
+        device, batch = latents_like.device, latents_like.shape[0] if latents_like.ndim else 0
+        self.shape, self.dtype, self.device = tuple(latents_like.shape), latents_like.dtype, device
+
+        # Static inputs and output: every call copies into these, the graph reads and writes only them.
+        self.seeds = torch.zeros(batch, dtype=torch.int64, device=device)
+        self.loop, _ = build_loop(net, latents_like, class_labels_like, seeds=self.seeds, reuse_buffers=True,
+                                  **sampler_kwargs)
+        if not self.loop.in_place:
+            raise CaptureError(f"backend: {self.loop.backend!r} makes new tensors every step; a graphed loop runs on "
+                               "fixed buffers, which needs a fused backend (cuda, triton or cpu): pass one, or 'auto' "
+                               "where one is available (fastdiff info lists them)")
+        self.latents = torch.zeros(self.shape, dtype=self.dtype, device=device)
+        self.labels = None if class_labels_like is None else class_labels_like.detach().clone(
+            memory_format=torch.contiguous_format)
+        self.use_latents = torch.ones((), dtype=torch.bool, device=device)  # False: draw latents from the seeds
+        self.start = torch.empty_like(self.latents)
+        self.output = torch.empty_like(self.latents)
+        self._latents_offset = torch.zeros((), dtype=torch.int64, device=device)  # fastdiff.randn's stream for latents
+        self._noisy = any(std > 0 for std in self.loop.plan.noise_std)
+
+        with torch.no_grad():
+            self.report = self._check(latents_like, class_labels_like) if check else None
+            if self.report is not None:
+                self.report.raise_if_unsafe()
+            self._capture(warmup)
+
+    @property
+    def plan(self):
+        """The StepPlan replayed: its values may change (set_plan), its structure may not."""
+        return self.loop.plan
+
+    def set_plan(self, plan) -> None:
+        """Replay another schedule of the same structure (number of steps, which add noise, which correct): the
+        noise levels live in device tables, so this copies them there and needs no new capture."""
+        self.loop.set_plan(plan)
+        self._noisy = any(std > 0 for std in plan.noise_std)
+
+    def __call__(self, latents: torch.Tensor | None = None, seeds=None, class_labels: torch.Tensor | None = None):
+        batch = self.shape[0]
+        if latents is not None:
+            if not isinstance(latents, torch.Tensor) or tuple(latents.shape) != self.shape or \
+                    latents.dtype != self.dtype or latents.device != self.device:
+                got = (f"{latents.dtype} tensor of shape {tuple(latents.shape)} on {latents.device}"
+                       if isinstance(latents, torch.Tensor) else type(latents).__name__)
+                raise ValueError(f"latents: expected a {self.dtype} tensor of shape {self.shape} on {self.device} "
+                                 f"(what this sampler was captured for), got a {got}")
+            self.latents.copy_(latents)
+        self.use_latents.fill_(latents is not None)
+        if seeds is not None:
+            self.seeds.copy_(seeds_tensor(seeds, batch, self.device))
+        elif latents is None or self._noisy:  # sample() draws seeds exactly when it needs them, and so do we
+            self.seeds.copy_(_draw_seeds(batch, self.device))
+        if self.labels is not None:
+            if not isinstance(class_labels, torch.Tensor) or class_labels.shape != self.labels.shape or \
+                    class_labels.dtype != self.labels.dtype or class_labels.device != self.device:
+                got = (f"{class_labels.dtype} tensor of shape {tuple(class_labels.shape)}"
+                       if isinstance(class_labels, torch.Tensor) else repr(class_labels))
+                raise ValueError(f"class_labels: this sampler was captured with labels; expected a {self.labels.dtype} "
+                                 f"tensor of shape {tuple(self.labels.shape)} on {self.device}, got {got}")
+            self.labels.copy_(class_labels)
+        elif class_labels is not None:
+            raise ValueError("class_labels: this sampler was captured without labels; make one with class_labels_like "
+                             "to sample with labels")
+        self._graph.replay()
+        self.loop.report_nonfinite(stacklevel=1)  # warnings name our caller
+        return self.output.clone()
+
+    @property
+    def memory(self) -> dict[str, int]:
+        """Bytes held: "buffers" (static inputs and output, the loop's state and tables) and "pool" (what the
+        graph's private memory pool kept at capture: the net's activations and other intermediates)."""
+        return {"buffers": self._buffer_bytes, "pool": self._pool_bytes}
+
+    def _body(self) -> None:
+        """What the graph runs: the starting latents (given, or drawn from the seeds), then the sampling loop."""
+        drawn = ops.randn(self.seeds, self.shape, offset=self._latents_offset, dtype=self.dtype,
+                          backend=self.loop.backend)
+        torch.where(self.use_latents, self.latents, drawn, out=self.start)
+        self.loop.run(self.start, self.seeds, self.labels, out=self.output)
+
+    def _check(self, latents_like, labels_like):
+        """fastdiff.check_capture's rules on the graph's body, over two calls with different inputs and schedule."""
+        plan = self.loop.plan
+        other = scaled_plan(plan, 0.75)
+
+        def prepare(call):
+            self.latents.copy_(latents_like if call == 0 else -latents_like)
+            self.seeds.copy_(torch.arange(1, self.shape[0] + 1, device=self.device) * (1 + call))
+            if self.labels is not None:
+                self.labels.copy_(labels_like if call == 0 else labels_like.roll(1, 0))
+            self.loop.set_plan(plan if call == 0 else other)
+
+        try:
+            return trace_loop(self.loop, lambda call: self._body(), prepare)
+        finally:
+            self.loop.set_plan(plan)
+
+    def _capture(self, warmup: int) -> None:
+        buffers = [self.latents, self.seeds, self.use_latents, self.start, self.output, self.loop.state,
+                   self.loop.euler_point, self.labels, self.loop.t, self.loop.t_hat, self.loop.noise_std,
+                   self.loop.sigma_hat_batch, self.loop.sigma_next_batch, self.loop.offsets, self.loop.minima,
+                   self.loop.maxima]
+        self._buffer_bytes = sum(t.untyped_storage().nbytes() for t in buffers if t is not None)
+        if self.graph_kind == "emulated":
+            for _ in range(warmup):
+                self._body()
+            self._graph = EmulatedGraph()
+            self._graph.capture(self._body)
+            self._pool_bytes = self._graph.fresh_bytes
+            return
+        device = self.device
+        side = torch.cuda.Stream(device=device)
+        side.wait_stream(torch.cuda.current_stream(device))
+        with torch.cuda.stream(side):  # warm-up: Triton compiles, cuBLAS and cuDNN pick kernels, caches fill
+            for _ in range(warmup):
+                self._body()
+        torch.cuda.current_stream(device).wait_stream(side)
+        torch.cuda.synchronize(device)
+        reserved = torch.cuda.memory_reserved(device)
+        self._graph = torch.cuda.CUDAGraph()
+        try:
+            with torch.cuda.graph(self._graph):
+                self._body()
+        except RuntimeError as error:
+            raise CaptureError(f"capturing the sampling loop failed: {error}") from error
+        torch.cuda.synchronize(device)
+        self._pool_bytes = torch.cuda.memory_reserved(device) - reserved
+
+
+def _graph_kind(graph, latents_like: torch.Tensor) -> str:
+    if graph not in GRAPHS:
+        raise ValueError(f"graph: expected one of {', '.join(map(repr, GRAPHS))}, got {graph!r}")
+    if graph == "emulated":
+        return graph
+    if latents_like.device.type != "cuda":
+        raise ValueError(f"graph: {graph!r} needs CUDA latents, got latents_like on {latents_like.device}; "
+                         "graph='emulated' replays the recorded ops on any device (for checking, no speedup)")
+    return "cuda"
+
+
+# sample(cuda_graph=...): a small cache of graphed samplers.
+CACHE_SIZE = 8
+_cache: OrderedDict = OrderedDict()
+_logged: set[str] = set()
+
+
+def clear_cache() -> None:
+    """Drop every GraphedSampler that sample(cuda_graph=...) keeps (and the nets they hold)."""
+    _cache.clear()
+
+
+def _graph_kind_for(latents: torch.Tensor):
+    """The graph sample(cuda_graph=...) uses for these latents, or None (tests substitute "emulated")."""
+    return "cuda" if latents.device.type == "cuda" else None
+
+
+def sample_graphed(mode, net, latents, class_labels, randn_like, num_steps, sigma_min, sigma_max, rho, S_churn, S_min,
+                   S_max, S_noise, *, solver, sigmas, seeds, dtype, backend, callback, nonfinite):
+    """sample() through a cached GraphedSampler; None when mode is "auto" and the loop cannot be graphed."""
+    if mode is not True and mode != "auto":
+        raise ValueError(f"cuda_graph: expected True, False or 'auto', got {mode!r}")
+    kind = _graph_kind_for(latents) if isinstance(latents, torch.Tensor) else None
+    reason = None
+    if kind is None:
+        where = latents.device if isinstance(latents, torch.Tensor) else type(latents).__name__
+        reason = f"CUDA graphs need CUDA latents, got latents on {where}"
+    elif randn_like is not None:
+        reason = "randn_like: " + NOT_ACCEPTED["randn_like"]
+    elif callback is not None:
+        reason = "callback: " + NOT_ACCEPTED["callback"]
+    if reason is not None:
+        return _decline(mode, reason)
+    schedule = dict(num_steps=num_steps, sigma_min=sigma_min, sigma_max=sigma_max, rho=rho, S_churn=S_churn,
+                    S_min=S_min, S_max=S_max, S_noise=S_noise, solver=solver, sigmas=sigmas)
+    plan = plan_steps(net, **schedule)
+    labels = None if class_labels is None else (tuple(class_labels.shape), class_labels.dtype)
+    key = (id(net), tuple(latents.shape), latents.dtype, latents.device, labels, structure(plan), dtype, backend,
+           nonfinite)
+    entry = _cache.get(key)
+    if entry is None:
+        try:
+            entry = GraphedSampler(net, latents, class_labels, graph=kind, dtype=dtype, backend=backend,
+                                   nonfinite=nonfinite, **schedule)
+        except CaptureError as error:
+            entry = str(error)
+        _cache[key] = entry
+        while len(_cache) > CACHE_SIZE:
+            _cache.popitem(last=False)
+    _cache.move_to_end(key)
+    if isinstance(entry, str):
+        return _decline(mode, entry)
+    if entry.plan != plan:
+        entry.set_plan(plan)
+    return entry(latents, seeds, class_labels)
+
+
+def _decline(mode, reason: str):
+    """cuda_graph=True raises the reason; "auto" logs it (once) and samples eagerly."""
+    if mode is True:
+        raise CaptureError(f"cuda_graph=True: {reason}")
+    if reason not in _logged:
+        _logged.add(reason)
+        log.info("fastdiff: sampling without a CUDA graph: %s", reason)
+    return None
