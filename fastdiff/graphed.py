@@ -40,7 +40,7 @@ class GraphedSampler:
     randn_like, callback, seeds and reuse_buffers. The whole loop is captured: every step's noise injection, net
     calls and updates, on two fixed buffers. Each call copies its inputs into static device buffers and replays:
       - latents: [B, ...] of latents_like's shape, dtype and device. When omitted, they are drawn inside the graph
-        from the seeds, as fastdiff.randn(seeds, shape) draws them.
+        from the seeds, as fastdiff.randn(seeds, shape, dtype=..., backend=...) draws them on the loop's backend.
       - seeds: one int per sample, keying the churn noise (and omitted latents). When omitted, fresh seeds are drawn
         from torch's default generator, as sample() draws them, so calls never repeat noise and torch.manual_seed
         makes them repeatable.
@@ -139,7 +139,7 @@ class GraphedSampler:
             raise ValueError("class_labels: this sampler was captured without labels; make one with class_labels_like "
                              "to sample with labels")
         self._graph.replay()
-        self.loop.report_nonfinite(stacklevel=1)  # warnings name our caller
+        self.loop.report_nonfinite(stacklevel=2)  # warnings name our caller
         return self.output.clone()
 
     @property
