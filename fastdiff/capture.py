@@ -31,12 +31,13 @@ from __future__ import annotations
 import dataclasses
 import os
 import sys
+import weakref
 from dataclasses import dataclass, field
 
 import torch
 from torch.overrides import TorchFunctionMode
 from torch.utils._python_dispatch import TorchDispatchMode
-from torch.utils._pytree import tree_flatten
+from torch.utils._pytree import tree_flatten, tree_map
 
 __all__ = ["CaptureError", "CaptureReport", "EmulatedGraph", "Violation", "check_capture"]
 
@@ -75,7 +76,7 @@ class CaptureError(RuntimeError):
 @dataclass
 class Violation:
     """One way in which a loop is not capture-safe: `kind` (a key of KINDS), the op, where in the code, at which
-    step (-1: before the loop), whether inside the net, how often it happened, and details."""
+    step (-1: before the loop; `steps`: after it), whether inside the net, how often it happened, and details."""
 
     kind: str
     op: str
@@ -85,8 +86,11 @@ class Violation:
     detail: str = ""
     count: int = 1
 
+    steps: int = field(default=0, compare=False)  # of the loop: step == steps means after the loop
+
     def __str__(self) -> str:
-        step = "before the first step" if self.step < 0 else f"step {self.step}"
+        step = ("before the first step" if self.step < 0 else "after the last step" if self.step >= self.steps > 0
+                else f"step {self.step}")
         who = "in the net" if self.in_net else "in the sampler"
         times = f", {self.count} times" if self.count > 1 else ""
         detail = f": {self.detail}" if self.detail else ""
@@ -150,8 +154,8 @@ def scaled_plan(plan, factor: float):
 def trace_loop(loop, run, prepare) -> CaptureReport:
     """Run run(call) for call 0 and 1 under the tracing modes, prepare(call) before each on the host (untraced);
     loop is the SamplingLoop they run, whose net and step hook are instrumented meanwhile."""
-    state = _TraceState(loop.device)
-    net = loop.net
+    state = _TraceState(loop.device, loop.plan.num_steps)
+    net, on_step = loop.net, loop.on_step
 
     def traced_net(*args):
         state.in_net += 1
@@ -168,7 +172,7 @@ def trace_loop(loop, run, prepare) -> CaptureReport:
             with torch.no_grad(), _ConversionMode(state), _OpMode(state):
                 run(call)
     finally:
-        loop.net, loop.on_step = net, None
+        loop.net, loop.on_step = net, on_step
     return state.report()
 
 
@@ -177,16 +181,19 @@ class _Entry:
     """One op call as the call-to-call comparison sees it."""
 
     op: str
+    overload: str
     where: str
     scalars: tuple  # the non-tensor arguments, in order
     metas: tuple  # (shape, dtype) of each tensor argument
+    step: int = field(compare=False)
+    in_net: int = field(compare=False)
 
 
 class _TraceState:
     """What the two tracing modes share: the position in the loop, the traces of both calls and the violations."""
 
-    def __init__(self, device):
-        self.device = torch.device(device)
+    def __init__(self, device, steps: int):
+        self.device, self.steps = torch.device(device), steps
         self.call, self.step, self.in_net, self.converting = 0, -1, 0, 0
         self.traces: list[list[_Entry]] = [[], []]
         self.kernels: list[list[int]] = []
@@ -196,16 +203,18 @@ class _TraceState:
         self.call, self.step = call, -1
 
     def begin_step(self, i: int) -> None:
+        """Step i begins (i == the number of steps: the loop has ended)."""
         self.step = i
-        if self.call == 0:
+        if self.call == 0 and i < self.steps:
             self.kernels.append([0, 0])
 
     def add(self, kind: str, op: str, where: str, detail: str = "") -> None:
-        key = (kind, op, where, detail)
+        """Record a violation; repeats of a kind at one op and line count into the first one (and its detail)."""
+        key = (kind, op, where)
         if key in self.found:
             self.found[key].count += 1
         else:
-            self.found[key] = Violation(kind, op, where, self.step, self.in_net > 0, detail)
+            self.found[key] = Violation(kind, op, where, self.step, self.in_net > 0, detail, steps=self.steps)
 
     def conversion(self, name: str) -> None:
         self.add("sync", f"Tensor.{name}", _where())
@@ -227,13 +236,14 @@ class _TraceState:
                 self.add("host tensor", name, where, f"a tensor on {t.device}, the loop runs on {self.device}")
                 break
         allocates = _allocates(func)
-        if allocates and self.step >= 1 and not self.in_net:
+        in_loop = 0 <= self.step < self.steps
+        if allocates and in_loop and self.step >= 1 and not self.in_net:
             self.add("allocation", name, where)
-        if self.call == 0 and self.step >= 0 and (allocates or _mutates(func)) and name not in NO_KERNEL_OPS:
+        if self.call == 0 and in_loop and (allocates or _mutates(func)) and name not in NO_KERNEL_OPS:
             self.kernels[-1][1 if self.in_net else 0] += 1
         scalars = tuple(_describe(x) for x in leaves if not isinstance(x, torch.Tensor))
         metas = tuple((tuple(t.shape), t.dtype) for t in tensors)
-        self.traces[self.call].append(_Entry(f"{name}.{func._overloadname}", where, scalars, metas))
+        self.traces[self.call].append(_Entry(name, func._overloadname, where, scalars, metas, self.step, self.in_net))
 
     def report(self) -> CaptureReport:
         self._compare_calls()
@@ -242,9 +252,9 @@ class _TraceState:
     def _compare_calls(self) -> None:
         """The two calls must run the same ops with the same Python arguments and tensor shapes."""
         first, second = self.traces
-        self.step, self.in_net = -1, 0
         for a, b in zip(first, second):
-            if (a.op, a.where) != (b.op, b.where):
+            self.step, self.in_net = a.step, a.in_net
+            if (a.op, a.overload, a.where) != (b.op, b.overload, b.where):
                 self.add("control flow", a.op, a.where, f"the other call ran {b.op} at {b.where} instead")
                 return  # after a divergence, positions no longer correspond
             if a.metas != b.metas:
@@ -253,6 +263,7 @@ class _TraceState:
                 changed = [(x, y) for x, y in zip(a.scalars, b.scalars) if x != y]
                 self.add("scalar", a.op, a.where, f"{changed[0][0]} in one call, {changed[0][1]} in the other")
         if len(first) != len(second):
+            self.step, self.in_net = -1, 0
             self.add("control flow", "(end of call)", "-", f"one call ran {len(first)} ops, the other {len(second)}")
 
 
@@ -291,66 +302,126 @@ class _ConversionMode(TorchFunctionMode):
 class EmulatedGraph:
     """A CUDA graph's semantics on any device, for checking graphed code where there is no GPU.
 
-    capture(fn) runs fn once and records every op that runs a kernel, with the very tensors and Python arguments it
-    got. replay() runs those ops again: in-place and out= ops on the same tensors, and the others with their results
-    copied to where the capture's results are. It does not run fn's Python code again, so, as with a CUDA graph,
-    anything the host decided at capture is replayed as it was. Reading a device value on the host during capture
-    raises CaptureError, as a real capture fails. The recorded tensors stay alive with the graph, like a graph's
-    memory pool. It runs no faster than eager: it is for tests.
+    capture(fn) runs fn once and records every op it runs, with its Python arguments. replay() runs those ops again
+    in order, without fn's Python code, so (as with a CUDA graph) whatever the host decided at capture is replayed
+    as it was. Tensors that existed before the capture (static inputs and outputs, parameters) are used as they
+    are, so replays read their current values and write into them. Tensors the capture made are remade by each
+    replay and freed after their last use, as a graph's private pool reuses their memory. A capture-made tensor
+    that the caller still holds receives its new value at the end of each replay. Reading a device value on the
+    host during capture raises CaptureError, as a real capture fails. An emulated graph runs no faster than eager:
+    it is for tests.
     """
 
     def __init__(self):
-        self._entries: list[tuple] = []
-        self._kept: list[torch.Tensor] = []  # every tensor the ops touched
-        self._fresh: list[torch.Tensor] = []  # the tensors capture made: the graph's "pool"
+        self._ops: list[tuple] = []  # (func, args template, kwargs template, [(output position, slot)])
+        self._constants: dict[int, torch.Tensor] = {}  # tensors from before the capture, by id
+        self._slot_of: dict[int, int] = {}  # id of a capture-made tensor -> its slot
+        self._made: list[weakref.ref] = []  # per slot, the capture-made tensor
+        self._frees: list[list[int]] = []  # per op, the slots it used last
+        self._kept_slots: list[int] = []  # slots whose tensors the caller still held after capture
+        self._live_bytes = self._peak_bytes = 0
+        self.num_ops = 0  # ops that run a kernel (views and empty tensors run none)
         self.captured = False
 
     def capture(self, fn) -> None:
         if self.captured:
             raise RuntimeError("capture: this graph was already captured; make a new EmulatedGraph")
-        with torch.no_grad(), _RecordingConversionMode(), _RecordingMode(self):
-            fn()
+        try:
+            with torch.no_grad(), _RecordingConversionMode(), _RecordingMode(self):
+                fn()
+        except BaseException:
+            self.__init__()  # a failed capture leaves nothing to replay
+            raise
+        last_use: dict[int, int] = {}
+        for index, (_, args, kwargs, _) in enumerate(self._ops):
+            for leaf in tree_flatten((args, kwargs))[0]:
+                if isinstance(leaf, _Slot):
+                    last_use[leaf.index] = index
+        self._kept_slots = [slot for slot, ref in enumerate(self._made) if ref() is not None]
+        kept = set(self._kept_slots)
+        self._frees = [[] for _ in self._ops]
+        for slot, index in last_use.items():
+            if slot not in kept:
+                self._frees[index].append(slot)
         self.captured = True
 
     def replay(self) -> None:
         if not self.captured:
             raise RuntimeError("replay: nothing captured yet; call capture(fn) first")
+        values: list = [None] * len(self._made)
+
+        def fill(leaf):
+            return values[leaf.index] if isinstance(leaf, _Slot) else leaf
+
         with torch.no_grad():
-            for func, args, kwargs, fresh in self._entries:
-                result = func(*args, **kwargs)
-                for kept, new in fresh:
-                    kept.copy_(_flat_returns(result)[new])
-
-    @property
-    def num_ops(self) -> int:
-        """Kernels a replay runs."""
-        return len(self._entries)
-
-    @property
-    def memory_bytes(self) -> int:
-        """Bytes of the distinct storages the recorded ops read or write (inputs and parameters included)."""
-        return _storage_bytes(self._kept)
+            for (func, args, kwargs, outputs), frees in zip(self._ops, self._frees):
+                result = func(*tree_map(fill, args), **tree_map(fill, kwargs))
+                flat = _flat_returns(result)
+                for position, slot in outputs:
+                    values[slot] = flat[position]
+                for slot in frees:
+                    values[slot] = None
+            for slot in self._kept_slots:
+                held = self._made[slot]()
+                if held is not None and values[slot] is not None and values[slot] is not held:
+                    held.copy_(values[slot])
 
     @property
     def fresh_bytes(self) -> int:
-        """Bytes of the distinct storages made during capture, which a CUDA graph's private pool would hold."""
-        return _storage_bytes(self._fresh)
+        """The most bytes of capture-made tensors alive at once during capture: what a graph's private pool holds."""
+        return self._peak_bytes
+
+    @property
+    def memory_bytes(self) -> int:
+        """fresh_bytes plus the distinct storages of the tensors from before the capture that the ops use."""
+        return _storage_bytes(self._constants.values()) + self._peak_bytes
+
+    def _template(self, leaf):
+        """An argument as recorded: a capture-made tensor becomes its slot; anything else is kept as it is."""
+        if not isinstance(leaf, torch.Tensor):
+            return leaf
+        slot = self._slot_of.get(id(leaf))
+        if slot is not None and self._made[slot]() is leaf:
+            return _Slot(slot)
+        self._constants[id(leaf)] = leaf
+        return leaf
 
     def _record(self, func, args, kwargs, out) -> None:
         name = func._schema.name
         where = _where()
-        tensors = [x for x in tree_flatten((args, kwargs))[0] if isinstance(x, torch.Tensor)]
-        if name in SYNC_OPS or (_returns_value(func) and tensors and name not in METADATA_OPS):
+        inputs = [x for x in tree_flatten((args, kwargs))[0] if isinstance(x, torch.Tensor)]
+        if name in SYNC_OPS or (_returns_value(func) and inputs and name not in METADATA_OPS):
             raise CaptureError(f"{name} at {where} reads a device value on the host, which capture forbids")
-        if name in DATA_DEPENDENT_OPS or _has_mask_index(name, tensors):
+        if name in DATA_DEPENDENT_OPS or _has_mask_index(name, inputs):
             raise CaptureError(f"{name} at {where}: its output's shape depends on tensor values, which capture forbids")
-        if name in NO_KERNEL_OPS or not (_allocates(func) or _mutates(func)):
-            return  # views and empty tensors: no kernel to replay
-        returns = _flat_returns(out)
-        fresh = [(returns[k], k) for k in _fresh_positions(func, returns)]
-        self._entries.append((func, args, kwargs, fresh))
-        self._kept.extend(tensors + [t for t, _ in fresh])
-        self._fresh.extend(t for t, _ in fresh)
+        args_template, kwargs_template = tree_map(self._template, args), tree_map(self._template, kwargs)
+        allocates = _allocates(func) or name in NO_KERNEL_OPS
+        if name not in NO_KERNEL_OPS and (_allocates(func) or _mutates(func)):
+            self.num_ops += 1
+        outputs = []
+        for position, tensor in enumerate(_flat_returns(out)):
+            if not isinstance(tensor, torch.Tensor) or any(tensor is x for x in inputs):
+                continue  # an in-place or out= op returns its argument, which keeps its identity
+            slot = len(self._made)
+            self._made.append(weakref.ref(tensor))
+            self._slot_of[id(tensor)] = slot
+            outputs.append((position, slot))
+            if allocates and tensor._base is None:
+                nbytes = tensor.untyped_storage().nbytes()
+                self._live_bytes += nbytes
+                self._peak_bytes = max(self._peak_bytes, self._live_bytes)
+                weakref.finalize(tensor, self._release, nbytes)
+        self._ops.append((func, args_template, kwargs_template, outputs))
+
+    def _release(self, nbytes: int) -> None:
+        self._live_bytes -= nbytes
+
+
+@dataclass(frozen=True)
+class _Slot:
+    """A capture-made tensor in a recorded op's arguments: replay substitutes the tensor it made there."""
+
+    index: int
 
 
 class _RecordingMode(TorchDispatchMode):
@@ -386,17 +457,6 @@ def _allocates(func) -> bool:
 def _mutates(func) -> bool:
     """Whether the op writes into one of its arguments (in-place, out=, or a custom op's mutable argument)."""
     return any(a.alias_info is not None and a.alias_info.is_write for a in func._schema.arguments)
-
-
-def _fresh_positions(func, returns: list) -> list[int]:
-    """Indices into the flattened returns of the tensors with new memory."""
-    positions, k = [], 0
-    for r in func._schema.returns:
-        n = len(returns) - k if str(r.type).endswith("[]") else 1  # a Tensor[] return is flattened in place
-        if r.alias_info is None and "Tensor" in str(r.type):
-            positions.extend(i for i in range(k, k + n) if isinstance(returns[i], torch.Tensor))
-        k += n
-    return positions
 
 
 def _storage_bytes(tensors) -> int:

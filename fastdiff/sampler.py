@@ -185,7 +185,8 @@ class SamplingLoop:
         self.maxima = torch.zeros(N, dtype=state_dtype, device=self.device)
         self.state = torch.empty(self.shape, dtype=state_dtype, device=self.device)  # contiguous, whatever the latents' layout
         self.euler_point = torch.empty_like(self.state) if self.in_place and any(plan.correct) else None
-        self.on_step = None  # on_step(i), when set, is called on the host as step i begins (fastdiff.check_capture)
+        self.on_step = None  # on_step(i), when set, is called on the host as step i begins, and with i = N after the
+        #                     last step (fastdiff.check_capture)
 
     def _device_table(self, values) -> torch.Tensor:
         """float64 host values, rounded once to the state dtype, on the device."""
@@ -245,6 +246,8 @@ class SamplingLoop:
             if self.nonfinite != "ignore":
                 torch.aminmax(x_next.detach(), out=(self.minima[i], self.maxima[i]))
 
+        if on_step is not None:
+            on_step(plan.num_steps)  # the loop has ended: what follows happens once per call
         if out is not None:
             return out.copy_(x_next)
         return x_next.to(latents.dtype)

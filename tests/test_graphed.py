@@ -328,10 +328,11 @@ def test_cuda_graph_is_one_launch_without_syncs():
                                                  channel_mult=(1, 2), num_blocks=1, attn_resolutions=(8,))).cuda().eval()
     x0 = torch.randn(2, 3, 16, 16, device="cuda")
     sampler = fastdiff.GraphedSampler(net, x0, graph="cuda", num_steps=8, nonfinite="ignore", **CHURN)
-    sampler(x0, seeds=[1, 2])
+    seeds = torch.tensor([1, 2], device="cuda")  # a host list would be a blocking host-to-device copy
+    sampler(x0, seeds=seeds)
     torch.cuda.synchronize()
     with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
-        sampler(x0, seeds=[1, 2])
+        sampler(x0, seeds=seeds)
     names = [e.name for e in prof.events()]
     assert sum(name == "cudaGraphLaunch" for name in names) == 1
     assert not [n for n in names if "Synchronize" in n], [n for n in names if "Synchronize" in n]
