@@ -105,18 +105,23 @@ def device_work(net, x0, seeds, settings) -> dict:
     return work
 
 
-def count_cuda(fn, steps: int) -> tuple[float, float]:
-    """(launches per step, syncs per call) of one call, from the CUDA runtime calls the profiler records."""
+def count_cuda(fn, steps: int) -> tuple[float, int]:
+    """(launches per step, syncs per call) of one warmed-up call, from the CUDA runtime calls the profiler records,
+    less what the profiler itself records around an empty call (its exit synchronises)."""
     from torch.profiler import ProfilerActivity, profile
 
-    torch.cuda.synchronize()
-    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
-        fn()
+    def events(f):
         torch.cuda.synchronize()
-    names = [e.name for e in prof.events()]
-    launches = sum(n in LAUNCH_EVENTS for n in names)
-    syncs = sum(("Synchronize" in n) or n == "cudaMemcpy" for n in names) - 1  # less our own synchronize
-    return launches / steps, syncs
+        with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+            f()
+        names = [e.name for e in prof.events()]
+        return (sum(n in LAUNCH_EVENTS for n in names),
+                sum(("Synchronize" in n) or n == "cudaMemcpy" for n in names))
+
+    fn()  # compilation, cudagraph-tree recording and Triton's first launch are not what a call costs
+    launches, syncs = events(fn)
+    _, baseline = events(lambda: None)
+    return launches / steps, syncs - baseline
 
 
 def count_dispatch(fn, batch: int, steps: int) -> tuple[float, float]:

@@ -42,11 +42,12 @@ from torch.utils._pytree import tree_flatten, tree_map
 __all__ = ["CaptureError", "CaptureReport", "EmulatedGraph", "Violation", "check_capture"]
 
 # Ops that hand a device value to the host.
-SYNC_OPS = frozenset({"aten::_local_scalar_dense", "aten::is_nonzero", "aten::item", "aten::equal"})
+SYNC_OPS = frozenset({"aten::_local_scalar_dense", "aten::is_nonzero", "aten::item", "aten::equal",
+                      "aten::_linalg_check_errors"})  # the last raises on singular inputs: it reads their info
 # Ops whose output shape depends on tensor values: the host waits for the device to size the output.
 DATA_DEPENDENT_OPS = frozenset({"aten::nonzero", "aten::nonzero_numpy", "aten::argwhere", "aten::masked_select",
                                 "aten::_unique", "aten::_unique2", "aten::unique_dim", "aten::unique_consecutive",
-                                "aten::unique_dim_consecutive"})
+                                "aten::unique_dim_consecutive", "aten::bincount"})
 # Ops that take tensors but return a Python value computed from their metadata only, not from their values.
 METADATA_OPS = frozenset({"aten::result_type", "aten::is_same_size", "aten::is_pinned", "aten::_nnz", "aten::is_coalesced",
                           "aten::is_set_to", "aten::_has_same_storage_numel", "aten::dense_dim", "aten::sparse_dim"})
@@ -123,13 +124,16 @@ class CaptureReport:
 
 def check_capture(net, latents, class_labels=None, **sample_kwargs) -> CaptureReport:
     """Check whether fastdiff.sample(net, latents, class_labels, **sample_kwargs) can be captured in a CUDA graph,
-    on whatever device latents are on. Runs the sampler's loop twice, the second time with other latents, seeds,
-    labels (rolled over the batch) and noise levels (the same schedule scaled by 3/4), and reports every
-    violation of the four rules in this module's docstring. reuse_buffers defaults to True (what GraphedSampler
+    on whatever device latents are on. After one untraced warm-up run (what a net sets up on its first call, as a
+    graph's warm-up would, is not held against it), runs the sampler's loop twice, the second time with other
+    latents, seeds, labels (rolled over the batch) and noise levels (the same schedule scaled by 3/4), and reports
+    every violation of the four rules in this module's docstring. A torch.compile'd net runs eagerly under the
+    checker's modes, so the verdict is about its Python source. reuse_buffers defaults to True (what GraphedSampler
     runs): without it, or on the reference backend, each step allocates its results."""
     from .sampler import build_loop
 
     sample_kwargs.setdefault("reuse_buffers", True)
+    check_no_autocast(latents.device if isinstance(latents, torch.Tensor) else None)
     loop, seeds = build_loop(net, latents, class_labels, **sample_kwargs)
     other_seeds = None if seeds is None else seeds ^ 0x5DEECE66D
     other_labels = None if class_labels is None else class_labels.roll(1, 0)
@@ -139,10 +143,25 @@ def check_capture(net, latents, class_labels=None, **sample_kwargs) -> CaptureRe
     def prepare(call):
         loop.set_plan(plan if call == 0 else scaled_plan(plan, 0.75))
 
+    with torch.no_grad():
+        loop.run(*calls[0])  # a warm-up, untraced: what a net sets up on its first call is not held against it
     try:
         return trace_loop(loop, lambda call: loop.run(*calls[call]), prepare)
     finally:
         loop.set_plan(plan)
+
+
+def check_no_autocast(device) -> None:
+    """An enclosing torch.autocast casts weights outside the graph and caches them: refuse it by name."""
+    kinds = {"cpu", "cuda"} if device is None else {torch.device(device).type}
+    for kind in kinds:
+        try:
+            enabled = torch.is_autocast_enabled(kind)
+        except (TypeError, RuntimeError):  # a device type autocast does not know
+            enabled = False
+        if enabled:
+            raise CaptureError(f"autocast: a torch.autocast({kind!r}) region encloses the sampler; its cast weights "
+                               "are cached outside the graph. Enter autocast inside the net's forward instead")
 
 
 def scaled_plan(plan, factor: float):
@@ -194,7 +213,7 @@ class _TraceState:
 
     def __init__(self, device, steps: int):
         self.device, self.steps = torch.device(device), steps
-        self.call, self.step, self.in_net, self.converting = 0, -1, 0, 0
+        self.call, self.step, self.in_net, self.converting, self.setitem = 0, -1, 0, 0, 0
         self.traces: list[list[_Entry]] = [[], []]
         self.kernels: list[list[int]] = []
         self.found: dict[tuple, Violation] = {}
@@ -227,10 +246,18 @@ class _TraceState:
         if not self.converting:  # a conversion seen by the function mode is reported once, there
             if name in SYNC_OPS or (_returns_value(func) and tensors and name not in METADATA_OPS):
                 self.add("sync", name, where)
-            elif name in DATA_DEPENDENT_OPS or _has_mask_index(name, tensors):
+            elif _data_dependent(func, args, kwargs):
                 self.add("sync", name, where, "its output's shape depends on tensor values")
+        scalars = tuple(_describe(x) for x in leaves if not isinstance(x, torch.Tensor))
         if name in HOST_DATA_OPS:
-            self.add("host data", name, where)
+            if self.setitem and all(t.dim() == 0 for t in outputs):  # t[i] = 0.5: a scalar fill, no copy on a GPU
+                self.converting += 1
+                try:
+                    scalars = (_describe(outputs[0].item()),)  # compared between calls like any Python argument
+                finally:
+                    self.converting -= 1
+            else:
+                self.add("host data", name, where)
         for t in tensors + outputs:
             if t.device != self.device:
                 self.add("host tensor", name, where, f"a tensor on {t.device}, the loop runs on {self.device}")
@@ -241,7 +268,6 @@ class _TraceState:
             self.add("allocation", name, where)
         if self.call == 0 and in_loop and (allocates or _mutates(func)) and name not in NO_KERNEL_OPS:
             self.kernels[-1][1 if self.in_net else 0] += 1
-        scalars = tuple(_describe(x) for x in leaves if not isinstance(x, torch.Tensor))
         metas = tuple((tuple(t.shape), t.dtype) for t in tensors)
         self.traces[self.call].append(_Entry(name, func._overloadname, where, scalars, metas, self.step, self.in_net))
 
@@ -289,9 +315,16 @@ class _ConversionMode(TorchFunctionMode):
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         name = getattr(func, "__name__", "")
+        if name == "__setitem__":
+            self.state.setitem += 1
+            try:
+                return func(*args, **(kwargs or {}))
+            finally:
+                self.state.setitem -= 1
         if name not in CONVERSIONS:
             return func(*args, **(kwargs or {}))
-        self.state.conversion(name)
+        if not self.state.converting:
+            self.state.conversion(name)
         self.state.converting += 1
         try:
             return func(*args, **(kwargs or {}))
@@ -319,7 +352,9 @@ class EmulatedGraph:
         self._made: list[weakref.ref] = []  # per slot, the capture-made tensor
         self._frees: list[list[int]] = []  # per op, the slots it used last
         self._kept_slots: list[int] = []  # slots whose tensors the caller still held after capture
+        self._addresses: dict[int, int] = {}  # id -> data_ptr of each tensor from before the capture, at capture
         self._live_bytes = self._peak_bytes = 0
+        self.setitem = 0
         self.num_ops = 0  # ops that run a kernel (views and empty tensors run none)
         self.captured = False
 
@@ -327,7 +362,7 @@ class EmulatedGraph:
         if self.captured:
             raise RuntimeError("capture: this graph was already captured; make a new EmulatedGraph")
         try:
-            with torch.no_grad(), _RecordingConversionMode(), _RecordingMode(self):
+            with torch.no_grad(), _RecordingConversionMode(self), _RecordingMode(self):
                 fn()
         except BaseException:
             self.__init__()  # a failed capture leaves nothing to replay
@@ -348,12 +383,18 @@ class EmulatedGraph:
     def replay(self) -> None:
         if not self.captured:
             raise RuntimeError("replay: nothing captured yet; call capture(fn) first")
+        for key, tensor in self._constants.items():  # a CUDA graph holds addresses, not tensors
+            if tensor.data_ptr() != self._addresses[key]:
+                raise RuntimeError(f"replay: a {tuple(tensor.shape)} {tensor.dtype} tensor the graph reads or writes has "
+                                   "new memory since capture (a parameter replaced, .data assigned, .to() moved it); a "
+                                   "CUDA graph would use the old address: capture again")
         values: list = [None] * len(self._made)
 
         def fill(leaf):
             return values[leaf.index] if isinstance(leaf, _Slot) else leaf
 
-        with torch.no_grad():
+        # Autocast off: an enclosing autocast must not change the recorded ops (a graph replays kernels, not ops).
+        with torch.no_grad(), torch.autocast("cpu", enabled=False), _no_cuda_autocast():
             for (func, args, kwargs, outputs), frees in zip(self._ops, self._frees):
                 result = func(*tree_map(fill, args), **tree_map(fill, kwargs))
                 flat = _flat_returns(result)
@@ -384,6 +425,7 @@ class EmulatedGraph:
         if slot is not None and self._made[slot]() is leaf:
             return _Slot(slot)
         self._constants[id(leaf)] = leaf
+        self._addresses[id(leaf)] = leaf.data_ptr()
         return leaf
 
     def _record(self, func, args, kwargs, out) -> None:
@@ -392,8 +434,11 @@ class EmulatedGraph:
         inputs = [x for x in tree_flatten((args, kwargs))[0] if isinstance(x, torch.Tensor)]
         if name in SYNC_OPS or (_returns_value(func) and inputs and name not in METADATA_OPS):
             raise CaptureError(f"{name} at {where} reads a device value on the host, which capture forbids")
-        if name in DATA_DEPENDENT_OPS or _has_mask_index(name, inputs):
+        if _data_dependent(func, args, kwargs):
             raise CaptureError(f"{name} at {where}: its output's shape depends on tensor values, which capture forbids")
+        if name in HOST_DATA_OPS and not (self.setitem and all(t.dim() == 0 for t in _flat_returns(out))):
+            raise CaptureError(f"{name} at {where} makes a tensor from host data (a host-to-device copy), which "
+                               "capture forbids")
         args_template, kwargs_template = tree_map(self._template, args), tree_map(self._template, kwargs)
         allocates = _allocates(func) or name in NO_KERNEL_OPS
         if name not in NO_KERNEL_OPS and (_allocates(func) or _mutates(func)):
@@ -436,16 +481,28 @@ class _RecordingMode(TorchDispatchMode):
 
 
 class _RecordingConversionMode(TorchFunctionMode):
+    def __init__(self, graph: EmulatedGraph):
+        super().__init__()
+        self.graph = graph
+
     def __torch_function__(self, func, types, args=(), kwargs=None):
         name = getattr(func, "__name__", "")
+        if name == "__setitem__":
+            self.graph.setitem += 1
+            try:
+                return func(*args, **(kwargs or {}))
+            finally:
+                self.graph.setitem -= 1
         if name in CONVERSIONS:
             raise CaptureError(f"Tensor.{name} at {_where()} reads a device value on the host, which capture forbids")
         return func(*args, **(kwargs or {}))
 
 
 def _returns_value(func) -> bool:
-    """Whether the op returns a Python value (a number or bool; a dtype is an int in schemas) rather than tensors."""
-    return any(str(r.type) in ("Scalar", "bool", "int", "float", "complex", "SymInt", "SymFloat", "SymBool")
+    """Whether the op returns only Python values (numbers, bools; a dtype is an int in schemas), no tensor. Ops that
+    return tensors and sizes (flash attention's max_q, max_k) know the sizes on the host: no sync."""
+    returns = func._schema.returns
+    return bool(returns) and all(str(r.type) in ("Scalar", "bool", "int", "float", "complex", "SymInt", "SymFloat", "SymBool")
                for r in func._schema.returns)
 
 
@@ -459,6 +516,12 @@ def _mutates(func) -> bool:
     return any(a.alias_info is not None and a.alias_info.is_write for a in func._schema.arguments)
 
 
+def _no_cuda_autocast():
+    import contextlib
+
+    return torch.autocast("cuda", enabled=False) if torch.cuda.is_available() else contextlib.nullcontext()
+
+
 def _storage_bytes(tensors) -> int:
     storages = {t.untyped_storage().data_ptr(): t.untyped_storage().nbytes() for t in tensors}
     return sum(storages.values())
@@ -468,14 +531,23 @@ def _flat_returns(out) -> list:
     return tree_flatten(out)[0]
 
 
-def _has_mask_index(name: str, tensors: list) -> bool:
-    """Indexing with a boolean mask: the result's size is the number of True values."""
-    return name in ("aten::index", "aten::index_put", "aten::index_put_", "aten::_index_put_impl_") and any(
-        t.dtype in (torch.bool, torch.uint8) for t in tensors[1:])
+def _data_dependent(func, args, kwargs) -> bool:
+    """Whether the op's output shape depends on tensor values: the host must wait for them to size it."""
+    name = func._schema.name
+    if name in DATA_DEPENDENT_OPS:
+        return True
+    if name == "aten::repeat_interleave" and func._overloadname in ("Tensor", "self_Tensor"):
+        return kwargs.get("output_size") is None
+    if name in ("aten::index", "aten::index_put", "aten::index_put_", "aten::_index_put_impl_") and len(args) > 1:
+        indices = args[1] if isinstance(args[1], (list, tuple)) else [args[1]]
+        return any(isinstance(t, torch.Tensor) and t.dtype in (torch.bool, torch.uint8) for t in indices)
+    return False
 
 
 def _describe(x):
-    """A non-tensor argument, comparable between calls."""
+    """A non-tensor argument, comparable between calls (NaN equal to NaN)."""
+    if isinstance(x, float) and x != x:
+        return "nan"
     if isinstance(x, (bool, int, float, complex, str, type(None))):
         return x
     return repr(x)

@@ -11,9 +11,13 @@ from collections import OrderedDict
 import torch
 
 from . import ops
-from .capture import CaptureError, EmulatedGraph, scaled_plan, trace_loop
+import contextlib
+import itertools
+
+from . import backends
+from .capture import CaptureError, EmulatedGraph, check_no_autocast, scaled_plan, trace_loop
 from .rng import seeds_tensor
-from .sampler import _draw_seeds, build_loop, plan_steps, structure
+from .sampler import _check_inputs, _draw_seeds, build_loop, plan_steps, structure
 
 __all__ = ["GraphedSampler", "clear_cache"]
 
@@ -77,6 +81,7 @@ class GraphedSampler:
             raise ValueError(f"warmup: expected an int >= 1 (eager runs before capture), got {warmup!r}")
         device, batch = latents_like.device, latents_like.shape[0] if latents_like.ndim else 0
         self.shape, self.dtype, self.device = tuple(latents_like.shape), latents_like.dtype, device
+        check_no_autocast(device)
 
         # Static inputs and output: every call copies into these, the graph reads and writes only them.
         self.seeds = torch.zeros(batch, dtype=torch.int64, device=device)
@@ -95,7 +100,7 @@ class GraphedSampler:
         self._latents_offset = torch.zeros((), dtype=torch.int64, device=device)  # fastdiff.randn's stream for latents
         self._noisy = any(std > 0 for std in self.loop.plan.noise_std)
 
-        with torch.no_grad():
+        with torch.no_grad(), self._on_device():
             self.report = self._check(latents_like, class_labels_like) if check else None
             if self.report is not None:
                 self.report.raise_if_unsafe()
@@ -113,7 +118,12 @@ class GraphedSampler:
         self._noisy = any(std > 0 for std in plan.noise_std)
 
     def __call__(self, latents: torch.Tensor | None = None, seeds=None, class_labels: torch.Tensor | None = None):
+        return self._run(latents, seeds, class_labels, stacklevel=3)
+
+    def _run(self, latents, seeds, class_labels, stacklevel: int):
+        """__call__, with warnings attributed `stacklevel` frames up from here."""
         batch = self.shape[0]
+        # Check every argument before changing any state (the buffers, torch's generator).
         if latents is not None:
             if not isinstance(latents, torch.Tensor) or tuple(latents.shape) != self.shape or \
                     latents.dtype != self.dtype or latents.device != self.device:
@@ -121,26 +131,35 @@ class GraphedSampler:
                        if isinstance(latents, torch.Tensor) else type(latents).__name__)
                 raise ValueError(f"latents: expected a {self.dtype} tensor of shape {self.shape} on {self.device} "
                                  f"(what this sampler was captured for), got a {got}")
-            self.latents.copy_(latents)
-        self.use_latents.fill_(latents is not None)
-        if seeds is not None:
-            self.seeds.copy_(seeds_tensor(seeds, batch, self.device))
-        elif latents is None or self._noisy:  # sample() draws seeds exactly when it needs them, and so do we
-            self.seeds.copy_(_draw_seeds(batch, self.device))
         if self.labels is not None:
             if not isinstance(class_labels, torch.Tensor) or class_labels.shape != self.labels.shape or \
                     class_labels.dtype != self.labels.dtype or class_labels.device != self.device:
-                got = (f"{class_labels.dtype} tensor of shape {tuple(class_labels.shape)}"
+                got = (f"a {class_labels.dtype} tensor of shape {tuple(class_labels.shape)} on {class_labels.device}"
                        if isinstance(class_labels, torch.Tensor) else repr(class_labels))
                 raise ValueError(f"class_labels: this sampler was captured with labels; expected a {self.labels.dtype} "
                                  f"tensor of shape {tuple(self.labels.shape)} on {self.device}, got {got}")
-            self.labels.copy_(class_labels)
         elif class_labels is not None:
             raise ValueError("class_labels: this sampler was captured without labels; make one with class_labels_like "
                              "to sample with labels")
-        self._graph.replay()
-        self.loop.report_nonfinite(stacklevel=2)  # warnings name our caller
-        return self.output.clone()
+        if seeds is not None:
+            seeds = seeds_tensor(seeds, batch, self.device)
+        elif latents is None or self._noisy:  # sample() draws seeds exactly when it needs them, and so do we
+            seeds = _draw_seeds(batch, self.device)
+        with self._on_device():
+            if latents is not None:
+                self.latents.copy_(latents)
+            self.use_latents.fill_(latents is not None)
+            if seeds is not None:
+                self.seeds.copy_(seeds)
+            if self.labels is not None:
+                self.labels.copy_(class_labels)
+            self._graph.replay()
+            self.loop.report_nonfinite(stacklevel=stacklevel)
+            return self.output.clone()
+
+    def _on_device(self):
+        """CUDA work on the sampler's device (a graph captures the current device's stream)."""
+        return torch.cuda.device(self.device) if self.device.type == "cuda" else contextlib.nullcontext()
 
     @property
     def memory(self) -> dict[str, int]:
@@ -167,6 +186,8 @@ class GraphedSampler:
                 self.labels.copy_(labels_like if call == 0 else labels_like.roll(1, 0))
             self.loop.set_plan(plan if call == 0 else other)
 
+        prepare(0)
+        self._body()  # a warm-up, untraced: what the net sets up on its first call (tables on the device, caches)
         try:
             return trace_loop(self.loop, lambda call: self._body(), prepare)
         finally:
@@ -193,10 +214,11 @@ class GraphedSampler:
                 self._body()
         torch.cuda.current_stream(device).wait_stream(side)
         torch.cuda.synchronize(device)
+        torch.cuda.empty_cache()  # torch.cuda.graph empties it too: do it before measuring
         reserved = torch.cuda.memory_reserved(device)
         self._graph = torch.cuda.CUDAGraph()
         try:
-            with torch.cuda.graph(self._graph):
+            with torch.cuda.graph(self._graph, stream=torch.cuda.Stream(device=device)):
                 self._body()
         except RuntimeError as error:
             raise CaptureError(f"capturing the sampling loop failed: {error}") from error
@@ -222,8 +244,19 @@ _logged: set[str] = set()
 
 
 def clear_cache() -> None:
-    """Drop every GraphedSampler that sample(cuda_graph=...) keeps (and the nets they hold)."""
+    """Drop every GraphedSampler that sample(cuda_graph=...) keeps (and the nets they hold), and forget which
+    fallback reasons were logged."""
     _cache.clear()
+    _logged.clear()
+
+
+def fingerprint(net) -> tuple:
+    """What a captured net's graph depends on beyond its identity: the address, dtype and shape of every parameter and
+    buffer (a graph reads addresses) and every submodule's training flag (a Python branch). Cheap next to sampling."""
+    if not isinstance(net, torch.nn.Module):
+        return ()
+    tensors = tuple((t.data_ptr(), t.dtype, tuple(t.shape)) for t in itertools.chain(net.parameters(), net.buffers()))
+    return tensors + tuple(m.training for m in net.modules())
 
 
 def _graph_kind_for(latents: torch.Tensor):
@@ -237,45 +270,54 @@ def sample_graphed(mode, net, latents, class_labels, randn_like, num_steps, sigm
     if mode is not True and mode != "auto":
         raise ValueError(f"cuda_graph: expected True, False or 'auto', got {mode!r}")
     kind = _graph_kind_for(latents) if isinstance(latents, torch.Tensor) else None
-    reason = None
     if kind is None:
         where = latents.device if isinstance(latents, torch.Tensor) else type(latents).__name__
-        reason = f"CUDA graphs need CUDA latents, got latents on {where}"
-    elif randn_like is not None:
+        return _decline(mode, f"CUDA graphs need CUDA latents, got latents on {where}", loud=False)
+    reason = None
+    if randn_like is not None:
         reason = "randn_like: " + NOT_ACCEPTED["randn_like"]
     elif callback is not None:
         reason = "callback: " + NOT_ACCEPTED["callback"]
+    elif kind == "cuda" and torch.cuda.is_current_stream_capturing():
+        reason = "the current stream is already capturing a graph (captures cannot nest)"
     if reason is not None:
         return _decline(mode, reason)
+    state_dtype = _check_inputs(net, latents, class_labels, randn_like, seeds, dtype, callback, nonfinite)
     schedule = dict(num_steps=num_steps, sigma_min=sigma_min, sigma_max=sigma_max, rho=rho, S_churn=S_churn,
                     S_min=S_min, S_max=S_max, S_noise=S_noise, solver=solver, sigmas=sigmas)
     plan = plan_steps(net, **schedule)
+    resolved = backends.resolve(backend, torch.empty(0, dtype=state_dtype, device=latents.device), (latents,))
     labels = None if class_labels is None else (tuple(class_labels.shape), class_labels.dtype)
-    key = (id(net), tuple(latents.shape), latents.dtype, latents.device, labels, structure(plan), dtype, backend,
+    key = (id(net), tuple(latents.shape), latents.dtype, latents.device, labels, structure(plan), state_dtype, resolved,
            nonfinite)
+    print_ = fingerprint(net)
     entry = _cache.get(key)
-    if entry is None:
+    if entry is None or entry[1] != print_:  # new, or the net's parameters, buffers or modes changed: capture again
         try:
-            entry = GraphedSampler(net, latents, class_labels, graph=kind, dtype=dtype, backend=backend,
-                                   nonfinite=nonfinite, **schedule)
+            sampler = GraphedSampler(net, latents, class_labels, graph=kind, dtype=state_dtype, backend=resolved,
+                                     nonfinite=nonfinite, **schedule)
         except CaptureError as error:
-            entry = str(error)
-        _cache[key] = entry
+            if error.__cause__ is not None:  # the capture itself failed (e.g. out of memory): maybe not next time
+                return _decline(mode, str(error))
+            sampler = str(error)
+        entry = _cache[key] = (net, print_, sampler)  # holding the net keeps its id from being reused while cached
         while len(_cache) > CACHE_SIZE:
             _cache.popitem(last=False)
     _cache.move_to_end(key)
-    if isinstance(entry, str):
-        return _decline(mode, entry)
-    if entry.plan != plan:
-        entry.set_plan(plan)
-    return entry(latents, seeds, class_labels)
+    sampler = entry[2]
+    if isinstance(sampler, str):
+        return _decline(mode, sampler)
+    if sampler.plan != plan:
+        sampler.set_plan(plan)
+    return sampler._run(latents, seeds, class_labels, stacklevel=4)  # warnings name the caller of sample()
 
 
-def _decline(mode, reason: str):
-    """cuda_graph=True raises the reason; "auto" logs it (once) and samples eagerly."""
+def _decline(mode, reason: str, loud: bool = True):
+    """cuda_graph=True raises the reason; "auto" logs it once (a warning for CUDA latents: the user asked for speed
+    there; an info line otherwise) and samples eagerly."""
     if mode is True:
         raise CaptureError(f"cuda_graph=True: {reason}")
     if reason not in _logged:
         _logged.add(reason)
-        log.info("fastdiff: sampling without a CUDA graph: %s", reason)
+        (log.warning if loud else log.info)("fastdiff: sampling without a CUDA graph: %s", reason)
     return None

@@ -33,6 +33,15 @@ class GaussianMixture:
         if weights.shape != (K,) or not bool(((weights > 0) & torch.isfinite(weights)).all()):
             raise ValueError(f"weights: expected {K} finite positive weights, got {weights.tolist()}")
         self.means, self.stds, self.weights = means, stds, weights / weights.sum()
+        self._tables: dict = {}  # (device, dtype) -> (means, stds, log weights), made on first use there
+
+    def tables_on(self, device, dtype):
+        """(means, stds, weights) on a device and dtype, copied once: later calls copy nothing from the host, so
+        a CUDA graph can capture the denoiser (after one warm-up call on the device)."""
+        key = (torch.device(device), dtype)
+        if key not in self._tables:
+            self._tables[key] = tuple(t.to(device=device, dtype=dtype) for t in (self.means, self.stds, self.weights))
+        return self._tables[key]
 
     @classmethod
     def ring(cls, num_components: int = 8, radius: float = 1.0, std: float = 0.08) -> "GaussianMixture":
@@ -51,7 +60,7 @@ class GaussianMixture:
             raise ValueError(f"x: expected {self.dim} values per sample, got shape {tuple(x.shape)}")
         dtype = torch.promote_types(x.dtype, torch.float32)
         flat = flat.to(dtype)
-        means, stds, weights = (t.to(device=x.device, dtype=dtype) for t in (self.means, self.stds, self.weights))
+        means, stds, weights = self.tables_on(x.device, dtype)
         sigma = torch.as_tensor(sigma, device=x.device, dtype=dtype).reshape(-1, 1).expand(x.shape[0], 1)
         var = stds**2 + sigma**2  # [B, K]
         sq_dist = ((flat[:, None, :] - means) ** 2).sum(-1)  # [B, K]

@@ -243,7 +243,7 @@ class SamplingLoop:
                 heun_out = x_hat if write_over_x_hat and not ops.overlaps_differently(denoised_next, x_hat) else None
                 x_next = ops.heun_step(x_hat, denoised, denoised_next, t_hat, t_next, out=heun_out, backend=backend)
 
-            if self.nonfinite != "ignore":
+            if self.nonfinite != "ignore" and x_next.numel() > 0:  # (aminmax refuses empty tensors)
                 torch.aminmax(x_next.detach(), out=(self.minima[i], self.maxima[i]))
 
         if on_step is not None:

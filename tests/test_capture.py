@@ -148,8 +148,8 @@ def test_the_two_calls_differ_in_every_input():
     plan = fastdiff.plan_steps(num_steps=3, solver="euler")
     report = check(recording_net, LATENTS, LABELS, num_steps=3, solver="euler")
     assert report.ok
-    assert len(seen) == 2 * 3
-    first, second = seen[:3], seen[3:]
+    assert len(seen) == 3 * 3  # an untraced warm-up run, then the two traced calls
+    first, second = seen[3:6], seen[6:]
     assert_equal(first[0][0], LATENTS * plan.t[0])  # no churn at step 0: the net sees the scaled latents
     assert_equal(second[0][0], -LATENTS * (plan.t[0] * 0.75))
     for i in range(3):
@@ -366,7 +366,7 @@ def test_printing_a_tensor_is_caught():
     report = check(printing_net, num_steps=2, solver="euler")
     assert Violation("sync", "Tensor.__repr__", here("print", "printing_net"), 0, True, "", 2 * 2) in report.violations
     assert all(v.kind != "sync" or v.op == "Tensor.__repr__" for v in report.violations)  # the nested item()s are not
-    assert sink.getvalue().count("tensor(") == 4
+    assert sink.getvalue().count("tensor(") == 6  # the warm-up run prints too
 
 
 # --------------------------------------------------------------------- planted in the net: host data and devices
@@ -409,7 +409,7 @@ class CountingNet:
 
 
 class LazyNet:
-    """Makes a buffer on its first call only: the first sampling call runs ops the second does not."""
+    """Makes a buffer on its first call only."""
 
     def __init__(self):
         self.offset = None
@@ -428,7 +428,7 @@ class FlipNet:
 
     def __call__(self, x, sigma):
         self.calls += 1
-        if self.calls % 2:
+        if self.calls % 2 == 0:  # the traced calls are the 4th to 6th and 7th to 9th evaluations (Euler, 3 steps)
             x = x.clone()  # <flip>
         return BASE(x, sigma)
 
@@ -451,16 +451,15 @@ def test_per_call_python_scalar_is_caught():
     assert {(v.kind, v.op, v.where) for v in report.violations} == {("scalar", "aten::mul", where)}
     assert sum(v.count for v in report.violations) == 5  # each of the 5 evaluations got another number
     first = report.violations[0]
-    assert first.detail == "1.001 in one call, 1.006 in the other"
+    assert first.detail == "1.006 in one call, 1.011 in the other"  # calls 6 and 11: 5 evaluations warm up first
 
 
-def test_first_call_only_ops_are_control_flow():
-    """Lazy initialisation runs ops in the first call only: the calls diverge there, and one violation says where."""
-    report = check(LazyNet(), num_steps=3)
-    assert len(report.violations) == 1
-    v = report.violations[0]
-    assert (v.kind, v.op, v.where) == ("control flow", "aten::zeros", here("lazy", "__call__"))
-    assert v.detail.startswith("the other call ran ") and v.detail.endswith(" instead")
+def test_first_call_only_setup_is_warmed_up():
+    """Lazy initialisation runs ops in the first call only; the untraced warm-up run does it, as a graph's warm-up
+    would before capture, so it is not held against the net."""
+    net = LazyNet()
+    assert check(net, num_steps=3).ok
+    assert net.offset is not None
 
 
 def test_branch_on_a_per_call_flag_is_control_flow():
@@ -482,7 +481,7 @@ def test_shapes_that_differ_between_calls_are_caught():
         ("scalar", "aten::zeros", where), ("dynamic shape", "aten::sum", where)}
     shape_changes = [v for v in report.violations if v.kind == "dynamic shape"]
     assert {v.detail for v in shape_changes} <= {"[2] in one call, [1] in the other", "[1] in one call, [2] in the other"}
-    assert shape_changes[0].detail == "[2] in one call, [1] in the other"  # the first evaluation: 2 then 1
+    assert shape_changes[0].detail == "[1] in one call, [2] in the other"  # evaluations 4 and 7: 1, then 2
     assert sum(v.count for v in shape_changes) == 3  # every evaluation's temporary differs between the calls
 
 
@@ -493,8 +492,6 @@ def test_call_comparison_violations_name_their_step_and_the_net():
     first = report.violations[0]
     assert (first.step, first.in_net) == (0, True)
     assert "(in the net, step 0" in str(first)
-    lazy = check(LazyNet(), num_steps=3).violations[0]
-    assert (lazy.kind, lazy.step, lazy.in_net) == ("control flow", 0, True)
     flip = check(FlipNet(), num_steps=3, solver="euler").violations[0]
     assert (flip.kind, flip.step, flip.in_net) == ("control flow", 0, True)
 
@@ -831,3 +828,74 @@ def test_emulated_graph_counts_fresh_bytes_of_intermediates():
     x.fill_(math.pi / 4)
     graph.replay()
     assert_equal(y, (torch.full((6,), math.pi / 4) * 2 + 1).to(torch.float64).sin())
+
+
+# ------------------------------------------------------------------------- review fixes: no false alarms, no holes
+
+def test_ordinary_code_is_not_flagged():
+    """A scalar written by setitem, bool values written through integer indices and a constant NaN are safe."""
+
+    def net(x, sigma):
+        d = BASE(x, sigma).clone()
+        d[:, 0] = 0.5  # a scalar fill: no host-to-device copy on a GPU
+        keep = torch.zeros(x.shape[0], dtype=torch.bool)
+        keep[torch.arange(x.shape[0])] = True  # index_put_ with integer indices and bool values
+        return torch.where(keep[:, None, None], d, d.clamp(max=float("nan")))
+
+    report = check(net, num_steps=2)
+    assert report.ok, str(report)
+
+
+def test_setitem_scalars_that_change_between_calls_are_caught():
+    class Filling:
+        calls = 0
+
+        def __call__(self, x, sigma):
+            self.calls += 1
+            d = BASE(x, sigma).clone()
+            d[:, 0] = 0.001 * self.calls  # <fill>
+            return d
+
+    report = check(Filling(), num_steps=2, solver="euler")
+    assert {v.kind for v in report.violations} == {"scalar"}
+
+
+def test_hidden_syncs_are_caught():
+    """bincount sizes its output from the values; repeat_interleave with tensor repeats too, unless given its size."""
+
+    def counting(x, sigma):
+        torch.bincount(torch.zeros(3, dtype=torch.int64))  # <bincount>
+        return BASE(x, sigma)
+
+    def repeating(x, sigma):
+        torch.repeat_interleave(torch.arange(3), torch.ones(3, dtype=torch.int64))  # <repeat>
+        torch.repeat_interleave(torch.arange(3), torch.ones(3, dtype=torch.int64), output_size=3)
+        return BASE(x, sigma)
+
+    assert {(v.kind, v.op) for v in check(counting, num_steps=2).violations} == {("sync", "aten::bincount")}
+    assert {(v.kind, v.op, v.where) for v in check(repeating, num_steps=2).violations} == {
+        ("sync", "aten::repeat_interleave", here("repeat", "repeating"))}
+
+
+def test_emulated_graph_refuses_a_replaced_tensor_and_host_data():
+    """A CUDA graph holds addresses: a tensor given new memory after capture cannot be replayed; making a tensor
+    from host data in the captured code fails as a real capture does."""
+    w, y = torch.ones(4), torch.zeros(4)
+    graph = EmulatedGraph()
+    graph.capture(lambda: y.copy_(w * 2))
+    w.data = torch.full((4,), 5.0)
+    with pytest.raises(RuntimeError, match="replay: a \\(4,\\) torch.float32 tensor the graph reads or writes has new memory"):
+        graph.replay()
+    with pytest.raises(CaptureError, match="aten::lift_fresh at .* makes a tensor from host data"):
+        EmulatedGraph().capture(lambda: y.copy_(torch.tensor([1.0, 2.0, 3.0, 4.0])))
+
+
+def test_emulated_replay_ignores_an_enclosing_autocast():
+    x, w, y = torch.randn(4, 4), torch.randn(4, 4), torch.zeros(4, 4)
+    graph = EmulatedGraph()
+    graph.capture(lambda: y.copy_(x @ w))
+    expected = y.clone()
+    y.zero_()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        graph.replay()
+    assert_equal(y, expected)
