@@ -138,17 +138,7 @@ def check_capture(net, latents, class_labels=None, **sample_kwargs) -> CaptureRe
     other_seeds = None if seeds is None else seeds ^ 0x5DEECE66D
     other_labels = None if class_labels is None else class_labels.roll(1, 0)
     calls = [(latents, seeds, class_labels), (-latents, other_seeds, other_labels)]
-    plan = loop.plan
-
-    def prepare(call):
-        loop.set_plan(plan if call == 0 else scaled_plan(plan, 0.75))
-
-    with torch.no_grad():
-        loop.run(*calls[0])  # a warm-up, untraced: what a net sets up on its first call is not held against it
-    try:
-        return trace_loop(loop, lambda call: loop.run(*calls[call]), prepare)
-    finally:
-        loop.set_plan(plan)
+    return trace_loop(loop, lambda call: loop.run(*calls[call]))
 
 
 def check_no_autocast(device) -> None:
@@ -170,11 +160,18 @@ def scaled_plan(plan, factor: float):
                                noise_std=tuple(v * factor for v in plan.noise_std))
 
 
-def trace_loop(loop, run, prepare) -> CaptureReport:
-    """Run run(call) for call 0 and 1 under the tracing modes, prepare(call) before each on the host (untraced);
-    loop is the SamplingLoop they run, whose net and step hook are instrumented meanwhile."""
+def trace_loop(loop, run, prepare=None) -> CaptureReport:
+    """The check: run(0) once untraced (a warm-up: what a net sets up on its first call is not held against it, as a
+    graph's warm-up would do it before capture), then run(0) and run(1) under the tracing modes, call 1 on the loop's
+    schedule scaled by 3/4. prepare(call), when given, sets a call's other inputs first, on the host and untraced.
+    loop is the SamplingLoop that run drives; its net, step hook and schedule are restored afterwards."""
     state = _TraceState(loop.device, loop.plan.num_steps)
-    net, on_step = loop.net, loop.on_step
+    net, on_step, plan = loop.net, loop.on_step, loop.plan
+
+    def begin(call):
+        loop.set_plan(plan if call == 0 else scaled_plan(plan, 0.75))
+        if prepare is not None:
+            prepare(call)
 
     def traced_net(*args):
         state.in_net += 1
@@ -183,15 +180,19 @@ def trace_loop(loop, run, prepare) -> CaptureReport:
         finally:
             state.in_net -= 1
 
-    loop.net, loop.on_step = traced_net, state.begin_step
     try:
+        begin(0)
+        with torch.no_grad():
+            run(0)
+        loop.net, loop.on_step = traced_net, state.begin_step
         for call in (0, 1):
-            prepare(call)
+            begin(call)
             state.begin_call(call)
-            with torch.no_grad(), _ConversionMode(state), _OpMode(state):
+            with torch.no_grad(), _ConversionMode(state), _OpMode(state.op):
                 run(call)
     finally:
         loop.net, loop.on_step = net, on_step
+        loop.set_plan(plan)
     return state.report()
 
 
@@ -243,14 +244,12 @@ class _TraceState:
         leaves = tree_flatten((args, kwargs))[0]
         tensors = [x for x in leaves if isinstance(x, torch.Tensor)]
         outputs = [x for x in tree_flatten(out)[0] if isinstance(x, torch.Tensor)]
-        if not self.converting:  # a conversion seen by the function mode is reported once, there
-            if name in SYNC_OPS or (_returns_value(func) and tensors and name not in METADATA_OPS):
-                self.add("sync", name, where)
-            elif _data_dependent(func, args, kwargs):
-                self.add("sync", name, where, "its output's shape depends on tensor values")
+        read = _host_read(func, args, kwargs, tensors)
+        if read is not None and not self.converting:  # a conversion seen by the function mode is reported there
+            self.add("sync", name, where, read)
         scalars = tuple(_describe(x) for x in leaves if not isinstance(x, torch.Tensor))
         if name in HOST_DATA_OPS:
-            if self.setitem and all(t.dim() == 0 for t in outputs):  # t[i] = 0.5: a scalar fill, no copy on a GPU
+            if _scalar_fill(self.setitem, outputs):
                 self.converting += 1
                 try:
                     scalars = (_describe(outputs[0].item()),)  # compared between calls like any Python argument
@@ -294,42 +293,39 @@ class _TraceState:
 
 
 class _OpMode(TorchDispatchMode):
-    """Sees every op below autograd."""
+    """Sees every op below autograd and hands it, with its result, to on_op(func, args, kwargs, out)."""
 
-    def __init__(self, state: _TraceState):
+    def __init__(self, on_op):
         super().__init__()
-        self.state = state
+        self.on_op = on_op
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         out = func(*args, **(kwargs or {}))
-        self.state.op(func, args, kwargs or {}, out)
+        self.on_op(func, args, kwargs or {}, out)
         return out
 
 
 class _ConversionMode(TorchFunctionMode):
-    """Sees Tensor methods that turn values into Python objects; some (tolist, numpy on CPU) dispatch no op at all."""
+    """Sees Tensor methods that turn values into Python objects (some, tolist and numpy on CPU, dispatch no op at all)
+    and calls owner.conversion(name); counts owner.setitem while a __setitem__ runs and owner.converting while a
+    conversion runs (the ops it dispatches are then not reported again)."""
 
-    def __init__(self, state: _TraceState):
+    def __init__(self, owner):
         super().__init__()
-        self.state = state
+        self.owner = owner
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         name = getattr(func, "__name__", "")
-        if name == "__setitem__":
-            self.state.setitem += 1
-            try:
-                return func(*args, **(kwargs or {}))
-            finally:
-                self.state.setitem -= 1
-        if name not in CONVERSIONS:
+        counter = "setitem" if name == "__setitem__" else "converting" if name in CONVERSIONS else None
+        if counter is None:
             return func(*args, **(kwargs or {}))
-        if not self.state.converting:
-            self.state.conversion(name)
-        self.state.converting += 1
+        if counter == "converting" and not self.owner.converting:
+            self.owner.conversion(name)
+        setattr(self.owner, counter, getattr(self.owner, counter) + 1)
         try:
             return func(*args, **(kwargs or {}))
         finally:
-            self.state.converting -= 1
+            setattr(self.owner, counter, getattr(self.owner, counter) - 1)
 
 
 class EmulatedGraph:
@@ -354,7 +350,7 @@ class EmulatedGraph:
         self._kept_slots: list[int] = []  # slots whose tensors the caller still held after capture
         self._addresses: dict[int, int] = {}  # id -> data_ptr of each tensor from before the capture, at capture
         self._live_bytes = self._peak_bytes = 0
-        self.setitem = 0
+        self.setitem = self.converting = 0  # counted by _ConversionMode
         self.num_ops = 0  # ops that run a kernel (views and empty tensors run none)
         self.captured = False
 
@@ -362,7 +358,7 @@ class EmulatedGraph:
         if self.captured:
             raise RuntimeError("capture: this graph was already captured; make a new EmulatedGraph")
         try:
-            with torch.no_grad(), _RecordingConversionMode(self), _RecordingMode(self):
+            with torch.no_grad(), _ConversionMode(self), _OpMode(self._record):
                 fn()
         except BaseException:
             self.__init__()  # a failed capture leaves nothing to replay
@@ -432,11 +428,12 @@ class EmulatedGraph:
         name = func._schema.name
         where = _where()
         inputs = [x for x in tree_flatten((args, kwargs))[0] if isinstance(x, torch.Tensor)]
-        if name in SYNC_OPS or (_returns_value(func) and inputs and name not in METADATA_OPS):
+        read = _host_read(func, args, kwargs, inputs)
+        if read == "":
             raise CaptureError(f"{name} at {where} reads a device value on the host, which capture forbids")
-        if _data_dependent(func, args, kwargs):
-            raise CaptureError(f"{name} at {where}: its output's shape depends on tensor values, which capture forbids")
-        if name in HOST_DATA_OPS and not (self.setitem and all(t.dim() == 0 for t in _flat_returns(out))):
+        if read is not None:
+            raise CaptureError(f"{name} at {where}: {read}, which capture forbids")
+        if name in HOST_DATA_OPS and not _scalar_fill(self.setitem, _flat_returns(out)):
             raise CaptureError(f"{name} at {where} makes a tensor from host data (a host-to-device copy), which "
                                "capture forbids")
         args_template, kwargs_template = tree_map(self._template, args), tree_map(self._template, kwargs)
@@ -458,6 +455,9 @@ class EmulatedGraph:
                 weakref.finalize(tensor, self._release, nbytes)
         self._ops.append((func, args_template, kwargs_template, outputs))
 
+    def conversion(self, name: str) -> None:
+        raise CaptureError(f"Tensor.{name} at {_where()} reads a device value on the host, which capture forbids")
+
     def _release(self, nbytes: int) -> None:
         self._live_bytes -= nbytes
 
@@ -467,35 +467,6 @@ class _Slot:
     """A capture-made tensor in a recorded op's arguments: replay substitutes the tensor it made there."""
 
     index: int
-
-
-class _RecordingMode(TorchDispatchMode):
-    def __init__(self, graph: EmulatedGraph):
-        super().__init__()
-        self.graph = graph
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        out = func(*args, **(kwargs or {}))
-        self.graph._record(func, args, kwargs or {}, out)
-        return out
-
-
-class _RecordingConversionMode(TorchFunctionMode):
-    def __init__(self, graph: EmulatedGraph):
-        super().__init__()
-        self.graph = graph
-
-    def __torch_function__(self, func, types, args=(), kwargs=None):
-        name = getattr(func, "__name__", "")
-        if name == "__setitem__":
-            self.graph.setitem += 1
-            try:
-                return func(*args, **(kwargs or {}))
-            finally:
-                self.graph.setitem -= 1
-        if name in CONVERSIONS:
-            raise CaptureError(f"Tensor.{name} at {_where()} reads a device value on the host, which capture forbids")
-        return func(*args, **(kwargs or {}))
 
 
 def _returns_value(func) -> bool:
@@ -529,6 +500,22 @@ def _storage_bytes(tensors) -> int:
 
 def _flat_returns(out) -> list:
     return tree_flatten(out)[0]
+
+
+def _host_read(func, args, kwargs, tensors) -> str | None:
+    """None when the op needs no device value on the host; otherwise "" (it reads one) or how its output's shape
+    depends on tensor values."""
+    name = func._schema.name
+    if name in SYNC_OPS or (_returns_value(func) and tensors and name not in METADATA_OPS):
+        return ""
+    if _data_dependent(func, args, kwargs):
+        return "its output's shape depends on tensor values"
+    return None
+
+
+def _scalar_fill(setitem: int, outputs) -> bool:
+    """lift_fresh of 0-d tensors inside __setitem__ (t[i] = 0.5): a scalar fill, which copies nothing on a GPU."""
+    return bool(setitem) and all(t.dim() == 0 for t in outputs if isinstance(t, torch.Tensor))
 
 
 def _data_dependent(func, args, kwargs) -> bool:

@@ -55,6 +55,15 @@ def _check_probability(name: str, value, *, allow_one: bool) -> float:
     return value
 
 
+def _check_label_dropout(label_dropout, num_classes: int) -> float:
+    """A probability in [0, 1], and only for a class-conditional net."""
+    label_dropout = _check_probability("label_dropout", label_dropout, allow_one=True)
+    if label_dropout > 0 and num_classes == 0:
+        raise ValueError(f"label_dropout: needs a class-conditional net (num_classes > 0), got label_dropout={label_dropout} "
+                         "with num_classes=0")
+    return label_dropout
+
+
 def _check_int_tuple(name: str, value, minimum: int, allow_empty: bool) -> tuple[int, ...]:
     if isinstance(value, (str, bytes)) or not isinstance(value, Sequence):
         raise TypeError(f"{name}: expected a tuple of ints, got {value!r} of type {type(value).__name__}")
@@ -327,10 +336,7 @@ class UNet(nn.Module):
         attn_resolutions = _check_int_tuple("attn_resolutions", attn_resolutions, minimum=1, allow_empty=True)
         dropout = _check_probability("dropout", dropout, allow_one=False)
         self.num_classes = check_int("num_classes", num_classes, minimum=0)
-        label_dropout = _check_probability("label_dropout", label_dropout, allow_one=True)
-        if label_dropout > 0 and self.num_classes == 0:
-            raise ValueError(f"label_dropout: needs a class-conditional net (num_classes > 0), got label_dropout={label_dropout} "
-                             "with num_classes=0")
+        label_dropout = _check_label_dropout(label_dropout, self.num_classes)
         embedding = _check_choice("embedding", embedding, EMBEDDINGS)
         if num_heads is not None:
             num_heads = check_int("num_heads", num_heads, minimum=1)
@@ -463,10 +469,7 @@ class MLP(nn.Module):
         if embedding_dim % 2:
             raise ValueError(f"embedding_dim: must be even (cos and sin halves), got {embedding_dim}")
         self.num_classes = check_int("num_classes", num_classes, minimum=0)
-        label_dropout = _check_probability("label_dropout", label_dropout, allow_one=True)
-        if label_dropout > 0 and self.num_classes == 0:
-            raise ValueError(f"label_dropout: needs a class-conditional net (num_classes > 0), got label_dropout={label_dropout} "
-                             "with num_classes=0")
+        label_dropout = _check_label_dropout(label_dropout, self.num_classes)
         embedding = _check_choice("embedding", embedding, EMBEDDINGS)
         if not isinstance(residual, bool):
             raise TypeError(f"residual: expected True or False, got {residual!r}")
