@@ -70,6 +70,12 @@ inline void check_overlap(const at::Tensor& out, std::initializer_list<const at:
   for (const at::Tensor* input : inputs) at::assert_no_partial_overlap(out, *input);
 }
 
+// A loss op's noise: like's shape and device, contiguous, float32 if it came in a dtype the kernels do not read;
+// undefined when none was given (the kernels then draw it from the seeds' streams).
+inline at::Tensor given_noise(const std::optional<at::Tensor>& noise, const at::Tensor& like) {
+  return noise.has_value() ? data(*noise, "noise", like) : at::Tensor();
+}
+
 inline void check_offset(const at::Tensor& offset, c10::DeviceType device) {
   check_device(offset, "offset", device);
   TORCH_CHECK(offset.scalar_type() == at::kLong && offset.numel() == 1, "offset: expected an int64 tensor of one value");
@@ -123,9 +129,12 @@ at::Tensor skip_mix(const at::Tensor& x, const at::Tensor& F, const at::Tensor& 
   m.def("euler_step_out(Tensor x_hat, Tensor denoised, Tensor t_hat, Tensor t_next, Tensor(a!) out) -> ()");        \
   m.def("heun_step_out(Tensor x_hat, Tensor denoised, Tensor denoised_next, Tensor t_hat, Tensor t_next, "          \
         "Tensor(a!) out) -> ()");                                                                                    \
-  m.def("skip_mix_out(Tensor x, Tensor F, Tensor sigma, int kind, float sigma_data, Tensor(a!) out) -> ()")
+  m.def("skip_mix_out(Tensor x, Tensor F, Tensor sigma, int kind, float sigma_data, Tensor(a!) out) -> ()");       \
+  m.def("loss_input(Tensor y, Tensor seeds, Tensor offset, Tensor? noise, Tensor sigma, Tensor c_in) -> Tensor");  \
+  m.def("loss_error(Tensor y, Tensor F, Tensor seeds, Tensor offset, Tensor? noise, Tensor sigma, Tensor c_skip, " \
+        "Tensor c_out, Tensor weight) -> (Tensor, Tensor)")
 
-// Their implementations, given the backend's randn and out= functions.
+// Their implementations, given the backend's randn, out= and loss functions.
 #define FASTDIFF_IMPL_OPS(m)                                                               \
   m.impl("randn", &randn);                                                                 \
   m.impl("churn", &fastdiff::binding::churn<churn_out>);                                   \
@@ -135,4 +144,6 @@ at::Tensor skip_mix(const at::Tensor& x, const at::Tensor& F, const at::Tensor& 
   m.impl("churn_out", &churn_out);                                                         \
   m.impl("euler_step_out", &euler_step_out);                                               \
   m.impl("heun_step_out", &heun_step_out);                                                 \
-  m.impl("skip_mix_out", &skip_mix_out)
+  m.impl("skip_mix_out", &skip_mix_out);                                                   \
+  m.impl("loss_input", &loss_input);                                                       \
+  m.impl("loss_error", &loss_error)

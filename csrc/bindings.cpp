@@ -1,8 +1,8 @@
 // The torch-facing layer of the C++ CPU kernels: the fastdiff_cpu operator library.
 //
 // Inputs are checked here (messages say what was expected), made contiguous, and handed to csrc/cpu/kernels.cpp
-// as raw pointers. The op schemas equal the Triton backend's (fastdiff/_triton.py); fake implementations and
-// skip_mix's autograd are registered from Python (fastdiff/_cpu.py).
+// as raw pointers. The op schemas equal the Triton backend's (fastdiff/_triton.py); fake implementations and the
+// autograd of skip_mix and loss_error are registered from Python (fastdiff/_compiled.py).
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <torch/extension.h>
@@ -14,6 +14,7 @@
 namespace {
 
 using namespace fastdiff::binding;
+using fastdiff::cpu::Noise;
 using fastdiff::cpu::Scalars;
 using fastdiff::cpu::Shape;
 constexpr auto kCPU = c10::DeviceType::CPU;
@@ -92,6 +93,39 @@ void skip_mix_out(const at::Tensor& x_in, const at::Tensor& F_in, const at::Tens
   const at::Tensor sigma_values = per_step(sigma, "sigma", s.batch, x);
   fastdiff::cpu::skip_mix(x.data_ptr(), dtype_of(x, "x"), F.data_ptr(), dtype_of(F, "F"), out.data_ptr<float>(),
                           scalars(sigma_values), (int)kind, (float)sigma_data, s);
+}
+
+// The loss ops allocate their results (no out= forms). n is the given noise, or drawn from the seeds' streams.
+Noise noise_of(const at::Tensor& noise, const at::Tensor& seeds, const at::Tensor& offset, Shape s) {
+  return Noise{noise.defined() ? noise.data_ptr() : nullptr, noise.defined() ? dtype_of(noise, "noise") : fastdiff::kFloat32,
+               seeds_of(seeds, s.batch, kCPU), offset_of(offset)};
+}
+
+at::Tensor loss_input(const at::Tensor& y_in, const at::Tensor& seeds, const at::Tensor& offset,
+                      const std::optional<at::Tensor>& noise_in, const at::Tensor& sigma, const at::Tensor& c_in) {
+  dtype_of(y_in, "y");  // the result has y's dtype, so it must be one the kernels write
+  const at::Tensor y = data(y_in, "y", y_in), noise = given_noise(noise_in, y_in);
+  const Shape s = shape_of(y);
+  const at::Tensor sigma_values = per_step(sigma, "sigma", s.batch, y), c_in_values = per_step(c_in, "c_in", s.batch, y);
+  at::Tensor out = empty_result(y, y.scalar_type());
+  fastdiff::cpu::loss_input(y.data_ptr(), dtype_of(y, "y"), noise_of(noise, seeds, offset, s), out.data_ptr(),
+                            scalars(sigma_values), scalars(c_in_values), s);
+  return out;
+}
+
+std::tuple<at::Tensor, at::Tensor> loss_error(const at::Tensor& y_in, const at::Tensor& F_in, const at::Tensor& seeds,
+                                              const at::Tensor& offset, const std::optional<at::Tensor>& noise_in,
+                                              const at::Tensor& sigma, const at::Tensor& c_skip, const at::Tensor& c_out,
+                                              const at::Tensor& weight) {
+  const at::Tensor y = data(y_in, "y", y_in), F = data(F_in, "F", y_in), noise = given_noise(noise_in, y_in);
+  const Shape s = shape_of(y);
+  const at::Tensor sigma_values = per_step(sigma, "sigma", s.batch, y), c_skip_values = per_step(c_skip, "c_skip", s.batch, y);
+  const at::Tensor c_out_values = per_step(c_out, "c_out", s.batch, y), weight_values = per_step(weight, "weight", s.batch, y);
+  at::Tensor loss = empty_result(y, at::kFloat), grad = empty_result(y, at::kFloat);
+  fastdiff::cpu::loss_error(y.data_ptr(), dtype_of(y, "y"), F.data_ptr(), dtype_of(F, "F"), noise_of(noise, seeds, offset, s),
+                            loss.data_ptr<float>(), grad.data_ptr<float>(), scalars(sigma_values), scalars(c_skip_values),
+                            scalars(c_out_values), scalars(weight_values), s);
+  return {loss, grad};
 }
 
 at::Tensor stream_words(const at::Tensor& seeds, int64_t numel_per_sample, const at::Tensor& offset) {

@@ -155,4 +155,18 @@ FD_HD float heun_step(float x_hat, float denoised, float denoised_next, float t_
   return x_hat + h * (0.5f * d_cur + 0.5f * d_prime);
 }
 
+// A denoising loss (fastdiff/reference/loss.py), with n the given noise or the stream's normal of the element.
+// The network's input: c_in (y + sigma n).
+FD_HD float loss_input(float y, float n, float sigma, float c_in) { return c_in * (y + sigma * n); }
+
+// After the network: r = D - y with D = c_skip (y + sigma n) + c_out F; loss = weight r^2, dloss/dF = 2 weight c_out r.
+// r is summed as c_skip (sigma n) + c_out F + (c_skip - 1) y, so that c_skip = 1 (VP, VE, DDPM) never subtracts y
+// from y + sigma n: at small sigma that cancellation would cost the loss most of its float32 digits.
+FD_HD void loss_error(float y, float F, float n, float sigma, float c_skip, float c_out, float weight, float* loss,
+                      float* grad) {
+  const float r = c_skip * (sigma * n) + c_out * F + (c_skip - 1.0f) * y;
+  *loss = weight * (r * r);
+  *grad = 2.0f * weight * c_out * r;  // the leading product is per sample: loops hoist it
+}
+
 }  // namespace fastdiff

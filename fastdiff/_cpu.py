@@ -14,6 +14,7 @@ _ops = register("fastdiff_cpu")
 randn, churn, euler_step, heun_step, skip_mix = _ops.randn, _ops.churn, _ops.euler_step, _ops.heun_step, _ops.skip_mix
 churn_out, euler_step_out, heun_step_out, skip_mix_out = (_ops.churn_out, _ops.euler_step_out, _ops.heun_step_out,
                                                           _ops.skip_mix_out)
+loss_input, loss_error = _ops.loss_input, _ops.loss_error
 stream_words = _ops.stream_words  # the raw Philox words, for bit-exact tests
 
 

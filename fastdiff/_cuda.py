@@ -12,3 +12,4 @@ _ops = register("fastdiff_cuda")
 randn, churn, euler_step, heun_step, skip_mix = _ops.randn, _ops.churn, _ops.euler_step, _ops.heun_step, _ops.skip_mix
 churn_out, euler_step_out, heun_step_out, skip_mix_out = (_ops.churn_out, _ops.euler_step_out, _ops.heun_step_out,
                                                           _ops.skip_mix_out)
+loss_input, loss_error = _ops.loss_input, _ops.loss_error

@@ -2,7 +2,7 @@
 
 Importing this module imports triton; fastdiff imports it only when the Triton backend is first checked.
 Each op is a `triton_op` (so torch.compile can see and optimize the kernels) with an explicit fake
-implementation (shapes and dtypes only). `skip_mix` also has autograd; the sampler ops do not need it.
+implementation (shapes and dtypes only). `skip_mix` and `loss_error` also have autograd; the sampler ops do not need it.
 """
 from __future__ import annotations
 
@@ -11,7 +11,9 @@ from torch.library import triton_op, wrap_triton
 
 from .kernels.euler_step import launch_euler_step
 from .kernels.heun_step import launch_heun_step
+from .kernels.loss import launch_loss_error, launch_loss_input
 from .kernels.randn import launch_noise
+from ._loss_grad import register_loss_error_autograd
 from ._skip_mix_grad import register_skip_mix_autograd
 from .kernels.skip_mix import launch_skip_mix
 
@@ -100,3 +102,33 @@ def skip_mix_out(x: torch.Tensor, F: torch.Tensor, sigma: torch.Tensor, kind: in
 
 for _op in (churn_out, euler_step_out, heun_step_out, skip_mix_out):
     _op.register_fake(lambda *args: None)
+
+
+@triton_op("fastdiff_triton::loss_input", mutates_args=())
+def loss_input(y: torch.Tensor, seeds: torch.Tensor, offset: torch.Tensor, noise: torch.Tensor | None,
+               sigma: torch.Tensor, c_in: torch.Tensor) -> torch.Tensor:
+    out = torch.empty_like(y, memory_format=torch.contiguous_format)
+    return launch_loss_input(y, seeds, offset, noise, sigma, c_in, out, wrap=wrap_triton)
+
+
+@loss_input.register_fake
+def _(y, seeds, offset, noise, sigma, c_in):
+    return torch.empty_like(y, memory_format=torch.contiguous_format)
+
+
+@triton_op("fastdiff_triton::loss_error", mutates_args=())
+def loss_error(y: torch.Tensor, F: torch.Tensor, seeds: torch.Tensor, offset: torch.Tensor, noise: torch.Tensor | None,
+               sigma: torch.Tensor, c_skip: torch.Tensor, c_out: torch.Tensor,
+               weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    loss = torch.empty(y.shape, dtype=torch.float32, device=y.device)
+    grad = torch.empty(y.shape, dtype=torch.float32, device=y.device)
+    return launch_loss_error(y, F, seeds, offset, noise, sigma, c_skip, c_out, weight, loss, grad, wrap=wrap_triton)
+
+
+@loss_error.register_fake
+def _(y, F, seeds, offset, noise, sigma, c_skip, c_out, weight):
+    return (torch.empty(y.shape, dtype=torch.float32, device=y.device),
+            torch.empty(y.shape, dtype=torch.float32, device=y.device))
+
+
+register_loss_error_autograd(loss_error)

@@ -68,6 +68,9 @@ def _find_install_reasons(name: str) -> tuple[str, ...]:
         importlib.import_module(f".{module}", __package__)  # loads the extension and registers its ops
     except ImportError as error:
         return (f"the C++ extension {extension} is not available: {build_reason(name) or error}",)
+    except RuntimeError as error:  # built from older sources: an op the Python side registers is missing
+        return (f"the C++ extension {extension} is out of date with this fastdiff (rebuild it with "
+                f"`pip install --no-build-isolation -e .`): {error}",)
     return ()
 
 

@@ -9,6 +9,9 @@ its inputs once here, and runs the same formula on whichever backend it dispatch
     heun_step(x_hat, denoised, denoised_next, t_hat, t_next)
                                                    x_hat + (t_next - t_hat) (d_cur + d_prime) / 2
     skip_mix(x, F, sigma, precond, sigma_data)     c_skip(sigma) x + c_out(sigma) F
+    loss_input(y, sigma, c_in, seeds)              c_in (y + sigma n): a denoising loss's network input
+    loss_error(y, F, sigma, c_skip, c_out, weight, seeds)
+                                                   weight (c_skip (y + sigma n) + c_out F - y)^2, with d/dF
 
 Per-step values (offset, noise_std, t_hat, t_next, sigma) may be Python numbers or tensors of one value or one
 per sample ([B]); a sampling loop passes device tensors, so no per-step value is ever baked into a kernel
@@ -25,7 +28,7 @@ import torch
 from . import reference
 from .backends import resolve
 from .reference.skip_mix import PRECOND_CODES, PRECONDS
-from .rng import MASK32, MAX_OFFSET, check_randn_args, normal_from_seeds, seeds_tensor
+from .rng import LOSS_NOISE_OFFSET, MASK32, MAX_OFFSET, check_randn_args, normal_from_seeds, seeds_tensor
 
 def randn(seeds, shape, *, offset=0, dtype: torch.dtype = torch.float32, device=None, backend: str = "auto") -> torch.Tensor:
     """Standard normals of `shape` ([B, ...]) whose sample b comes from the stream of seeds[b] at `offset`."""
@@ -115,6 +118,79 @@ def skip_mix(x: torch.Tensor, F: torch.Tensor, sigma, *, precond: str = "edm", s
         _impl(name).skip_mix_out(*args, out)
         return out
     return _impl(name).skip_mix(*args)
+
+
+def loss_input(y: torch.Tensor, sigma, c_in, *, seeds=None, offset=LOSS_NOISE_OFFSET, noise: torch.Tensor | None = None,
+               backend: str = "auto") -> torch.Tensor:
+    """The network's input of a denoising loss, c_in * (y + sigma * n), in y's dtype.
+
+    n is `noise` when given, else fastdiff's normal stream of seeds[b] at `offset` (drawn in-kernel); sigma and
+    c_in are one value or one per sample. Not differentiable on the fused backends (training differentiates
+    through the network, not the data); the reference path is plain torch.
+    """
+    _check_floating("y", y)
+    seeds, offset, noise = _loss_noise_args(y, seeds, offset, noise)
+    values = [_per_sample_value(name, value, y) for name, value in (("sigma", sigma), ("c_in", c_in))]
+    name = resolve(backend, y, (y, seeds, offset, *values) + ((noise,) if noise is not None else ()))
+    if name == "reference":
+        return reference.loss_input(y, seeds, offset, noise, *values)
+    _refuse_grad(name, (("y", y), ("sigma", values[0]), ("c_in", values[1]), ("noise", noise)))
+    return _impl(name).loss_input(y.contiguous(), seeds, offset, _contiguous(noise), *_kernel_values(values, y))
+
+
+def loss_error(y: torch.Tensor, F: torch.Tensor, sigma, c_skip, c_out, weight, *, seeds=None, offset=LOSS_NOISE_OFFSET,
+               noise: torch.Tensor | None = None, backend: str = "auto") -> torch.Tensor:
+    """The elementwise loss after the network: weight * (c_skip * (y + sigma * n) + c_out * F - y)^2, float32
+    (float64 on the reference path for float64 inputs), with n as in loss_input.
+
+    Differentiable in F: the fused backends compute dloss/dF = 2 weight c_out (D - y) in the same pass and save
+    it, so the backward pass is one product. They refuse inputs other than F that require a gradient.
+    """
+    _check_floating("y", y)
+    _check_like("F", F, y)
+    seeds, offset, noise = _loss_noise_args(y, seeds, offset, noise)
+    names = ("sigma", "c_skip", "c_out", "weight")
+    values = [_per_sample_value(n, v, y) for n, v in zip(names, (sigma, c_skip, c_out, weight))]
+    state = y if F.dtype != torch.float64 else F
+    name = resolve(backend, state, (y, F, seeds, offset, *values) + ((noise,) if noise is not None else ()))
+    if name == "reference":
+        return reference.loss_error(y, F, seeds, offset, noise, *values)
+    _refuse_grad(name, (("y", y), ("noise", noise)) + tuple(zip(names, values)))
+    loss, _ = _impl(name).loss_error(y.contiguous(), F.contiguous(), seeds, offset, _contiguous(noise),
+                                     *_kernel_values(values, y))
+    return loss
+
+
+def _loss_noise_args(y, seeds, offset, noise):
+    """(seeds, offset, noise) of the loss ops: either noise (y's shape and device) or seeds; offset as for churn."""
+    if noise is not None:
+        _check_like("noise", noise, y)
+        seeds = torch.zeros(y.shape[0], dtype=torch.int64, device=y.device) if seeds is None else \
+            seeds_tensor(seeds, batch_size=y.shape[0], device=y.device)
+    elif seeds is None:
+        raise ValueError("seeds: expected one seed per sample (the noise is drawn from their streams) or noise=, got neither")
+    else:
+        seeds = seeds_tensor(seeds, batch_size=y.shape[0], device=y.device)
+    return seeds, _offset_tensor(offset, y.device), noise
+
+
+def _kernel_values(values, like: torch.Tensor) -> list[torch.Tensor]:
+    """Per-sample values as the compiled kernels take them: float32, contiguous, one per sample."""
+    return [v.to(torch.float32).expand(like.shape[0]).contiguous() for v in values]
+
+
+def _contiguous(t):
+    return None if t is None else t.contiguous()
+
+
+def _refuse_grad(backend: str, tensors) -> None:
+    """The fused loss ops differentiate in F only: an input that needs another gradient goes to the reference path."""
+    if not torch.is_grad_enabled():
+        return
+    for arg, t in tensors:
+        if t is not None and t.requires_grad:
+            raise ValueError(f"{arg}: requires a gradient, but backend={backend!r} differentiates the loss in F only; "
+                             f"detach {arg} or use backend='reference'")
 
 
 def _impl(name: str):

@@ -16,7 +16,8 @@ The normal transform (float32 arithmetic), applied to the pairs (w0, w1) -> lane
 So |z| <= sqrt(48 ln 2) ~= 5.77, and a sample's values depend only on its seed, the offset and the
 element index: never on the batch it is in or the device.
 
-Offsets in use: 0 for latents (`randn`), SAMPLER_OFFSET + i for the sampler's noise at step i.
+Offsets in use: 0 for latents (`randn`), SAMPLER_OFFSET + i for the sampler's noise at step i, LOSS_NOISE_OFFSET
+and LOSS_SIGMA_OFFSET for a training loss's noise and noise level.
 """
 from __future__ import annotations
 
@@ -37,6 +38,8 @@ MAX_SEED = 2**63 - 1
 MAX_OFFSET = 2**64 - 1
 TWO_PI_F32 = float(torch.tensor(2 * math.pi, dtype=torch.float32))
 SAMPLER_OFFSET = 1 << 32  # the sampler's step i draws its churn noise at offset SAMPLER_OFFSET + i
+LOSS_NOISE_OFFSET = 2 << 32  # a training loss draws its noise n at this offset of each sample's stream
+LOSS_SIGMA_OFFSET = (2 << 32) + 1  # ... and the normal behind its noise level (or time step) here
 
 
 def _mulhilo32(a: int, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 import triton
 from triton.backends.compiler import GPUTarget
 
-from . import euler_step, heun_step, randn, skip_mix
+from . import euler_step, heun_step, loss, randn, skip_mix
 from ..reference.skip_mix import PRECOND_CODES
 from ._utils import BLOCK, LAUNCH_OPTIONS, NOISE_LAUNCH_OPTIONS
 
@@ -72,6 +72,7 @@ SKIP = {name: code for name, code in PRECOND_CODES.items() if name != "iddpm"}  
 SCALAR_T = dict(T_HAT_PER_SAMPLE=False, T_NEXT_PER_SAMPLE=False)  # t_hat, t_next of one value
 PER_SAMPLE_T = dict(T_HAT_PER_SAMPLE=True, T_NEXT_PER_SAMPLE=True)  # a batch mixing noise levels
 
+LOSS_INDEX = {"seeds_ptr": "i64", "offset_ptr": "i64"}
 # The one table: a new kernel is one entry. Per kernel: the main fp32 path, bf16 data inputs, one per-sample variant.
 KERNELS = (
     Kernel(randn._noise_kernel, reads=("x_ptr",), writes=("out_ptr",), dtypes={"seeds_ptr": "i64", "offset_ptr": "i64"},
@@ -113,6 +114,25 @@ KERNELS = (
                Variant(f"{kind} {dtype}", dict(KIND=code, PER_SAMPLE=False), {"x_ptr": dtype, "F_ptr": dtype})
                for kind, code in SKIP.items() for dtype in ("fp32", "bf16")
            ) + (Variant("edm fp32 sigma[B]", dict(KIND=SKIP["edm"], PER_SAMPLE=True)),)),
+    # The loss passes: noise drawn in-kernel (grouped, or per element for sample sizes % 4 != 0) or read from a tensor.
+    Kernel(loss._loss_input_kernel, reads=("y_ptr",), writes=("out_ptr",), options=NOISE_LAUNCH_OPTIONS,
+           dtypes=LOSS_INDEX, variants=(
+               Variant("drawn", dict(HAS_NOISE=False, PER_SAMPLE=True, GROUPED=True)),
+               Variant("drawn bf16", dict(HAS_NOISE=False, PER_SAMPLE=True, GROUPED=True),
+                       {"y_ptr": "bf16", "noise_ptr": "bf16", "out_ptr": "bf16"}),
+               Variant("drawn per-element", dict(HAS_NOISE=False, PER_SAMPLE=True, GROUPED=False),
+                       unaligned=("numel_per_sample",)),
+               Variant("given noise", dict(HAS_NOISE=True, PER_SAMPLE=True, GROUPED=True), reads=("y_ptr", "noise_ptr")),
+           )),
+    Kernel(loss._loss_error_kernel, reads=("y_ptr", "F_ptr"), writes=("loss_ptr", "grad_ptr"),
+           options=NOISE_LAUNCH_OPTIONS, dtypes=LOSS_INDEX, variants=(
+               Variant("drawn", dict(HAS_NOISE=False, PER_SAMPLE=True, GROUPED=True)),
+               Variant("drawn F bf16", dict(HAS_NOISE=False, PER_SAMPLE=True, GROUPED=True), {"F_ptr": "bf16"}),  # autocast
+               Variant("drawn per-element", dict(HAS_NOISE=False, PER_SAMPLE=True, GROUPED=False),
+                       unaligned=("numel_per_sample",)),
+               Variant("given noise", dict(HAS_NOISE=True, PER_SAMPLE=True, GROUPED=True),
+                       reads=("y_ptr", "F_ptr", "noise_ptr")),
+           )),
 )
 
 

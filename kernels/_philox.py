@@ -50,3 +50,32 @@ def stream_words(seeds_ptr, sample, block, offset_lo, offset_hi):
     c2 = tl.zeros_like(c0) + offset_lo.to(tl.uint32)
     c3 = tl.zeros_like(c0) + offset_hi.to(tl.uint32)
     return philox4x32_10(c0, c1, c2, c3, k0, k1)
+
+
+@triton.jit
+def block_normals(seeds_ptr, pid, numel_per_sample, offset_lo, offset_hi, GROUPED: tl.constexpr, BLOCK: tl.constexpr):
+    """The stream's normals of the flat elements pid * BLOCK + arange(BLOCK) (each in its own sample's stream).
+
+    GROUPED (numel_per_sample % 4 == 0): one Philox call per group of four lanes, interleaved back into a flat
+    block (n0 n1 n2 n3 of group 0, then group 1, ...), so each thread holds contiguous elements and its loads
+    and stores stay 128-bit wide for fp16/bf16 too. Otherwise each element computes its own block and picks its
+    lane (4x the Philox work, for samples of any size).
+    """
+    if GROUPED:
+        group = pid * (BLOCK // 4) + tl.arange(0, BLOCK // 4)
+        groups_per_sample = numel_per_sample // 4
+        sample_of_group = group // groups_per_sample
+        w0, w1, w2, w3 = stream_words(seeds_ptr, sample_of_group, group - sample_of_group * groups_per_sample,
+                                      offset_lo, offset_hi)
+        n0, n1 = box_muller(w0, w1)
+        n2, n3 = box_muller(w2, w3)
+        eps = tl.reshape(tl.join(tl.join(n0, n2), tl.join(n1, n3)), [BLOCK])
+    else:
+        idx = pid * BLOCK + tl.arange(0, BLOCK)
+        sample = idx // numel_per_sample
+        e = idx - sample * numel_per_sample
+        w0, w1, w2, w3 = stream_words(seeds_ptr, sample, e >> 2, offset_lo, offset_hi)
+        lane = e & 3
+        n_a, n_b = box_muller(tl.where(lane < 2, w0, w2), tl.where(lane < 2, w1, w3))
+        eps = tl.where((lane & 1) == 0, n_a, n_b)
+    return eps

@@ -6,43 +6,21 @@ import torch
 import triton
 import triton.language as tl
 
-from ._philox import box_muller, stream_words
+from ._philox import block_normals, stream_words
 from ._utils import BLOCK, NOISE_LAUNCH_OPTIONS, grid_1d, load_per_sample
 
 
 @triton.jit
 def _noise_kernel(x_ptr, out_ptr, seeds_ptr, offset_ptr, std_ptr, numel, numel_per_sample,
                   HAS_X: tl.constexpr, STD_PER_SAMPLE: tl.constexpr, GROUPED: tl.constexpr, BLOCK: tl.constexpr):
-    """out = x + std * eps (HAS_X) or out = eps, with eps the stream of each sample's seed at offset *offset_ptr.
-
-    GROUPED (numel_per_sample % 4 == 0): one Philox call per group of four lanes. Otherwise: each element
-    computes its own block and picks its lane (4x the Philox work, for samples of any size).
-    """
+    """out = x + std * eps (HAS_X) or out = eps, with eps the stream of each sample's seed at offset *offset_ptr
+    (GROUPED: numel_per_sample % 4 == 0, see block_normals)."""
     offset = tl.load(offset_ptr)
-    offset_lo = offset & 0xFFFFFFFF
-    offset_hi = (offset >> 32) & 0xFFFFFFFF
     pid = tl.program_id(0).to(tl.int64)
-    if GROUPED:
-        # One Philox call per four lanes, interleaved back into a flat block (n0 n1 n2 n3 of group 0, then
-        # group 1, ...), so each thread holds contiguous elements: 128-bit accesses for fp16/bf16 too.
-        group = pid * (BLOCK // 4) + tl.arange(0, BLOCK // 4)
-        groups_per_sample = numel_per_sample // 4
-        sample_of_group = group // groups_per_sample
-        w0, w1, w2, w3 = stream_words(seeds_ptr, sample_of_group, group - sample_of_group * groups_per_sample,
-                                      offset_lo, offset_hi)
-        n0, n1 = box_muller(w0, w1)
-        n2, n3 = box_muller(w2, w3)
-        eps = tl.reshape(tl.join(tl.join(n0, n2), tl.join(n1, n3)), [BLOCK])
-        idx = pid * BLOCK + tl.arange(0, BLOCK)
-        sample = idx // numel_per_sample if STD_PER_SAMPLE else 0
-    else:
-        idx = pid * BLOCK + tl.arange(0, BLOCK)
-        sample = idx // numel_per_sample
-        e = idx - sample * numel_per_sample
-        w0, w1, w2, w3 = stream_words(seeds_ptr, sample, e >> 2, offset_lo, offset_hi)
-        lane = e & 3
-        n_a, n_b = box_muller(tl.where(lane < 2, w0, w2), tl.where(lane < 2, w1, w3))
-        eps = tl.where((lane & 1) == 0, n_a, n_b)
+    eps = block_normals(seeds_ptr, pid, numel_per_sample, offset & 0xFFFFFFFF, (offset >> 32) & 0xFFFFFFFF,
+                        GROUPED=GROUPED, BLOCK=BLOCK)
+    idx = pid * BLOCK + tl.arange(0, BLOCK)
+    sample = idx // numel_per_sample if STD_PER_SAMPLE else 0
     mask = idx < numel
     if HAS_X:
         x = tl.load(x_ptr + idx, mask=mask).to(tl.float32)

@@ -138,10 +138,13 @@ def test_streamed_stores_are_128_bit(report):
     assert not bad, "streamed tensors not written at full width:\n" + "\n".join(bad)
 
 
+DRAWS_NORMALS = {"_noise_kernel", "_loss_input_kernel", "_loss_error_kernel"}  # box_muller's sin/cos
+
+
 def test_no_local_memory(report):
     bad = []
     for r in compiled(report):
-        if r["kernel"] == "_noise_kernel":
+        if r["kernel"] in DRAWS_NORMALS:
             # tl.sin/tl.cos lower to libdevice sinf/cosf, whose Payne-Hanek reduction for |x| > ~1e5 keeps a 7-word
             # array in local memory (and reads the __cudart_i2opi_f table). theta = 2 pi u lies in [0, 2 pi), so
             # that path never runs; allowed here is exactly that array and nothing more.

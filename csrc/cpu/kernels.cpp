@@ -168,6 +168,85 @@ FD_INLINE void noise_blocks_body(const TX* x, TX* out, const int64_t* seeds, uin
   }
 }
 
+// The loss ops: an Op holds one op's tensors and per-sample coefficients and computes element i given its noise;
+// the three bodies below feed it the given noise, or the stream's normals over whole blocks or (sample, block) pairs.
+template <class TY>
+struct LossInputOp {
+  const TY* y;
+  TY* out;
+  Scalars sigma, c_in;
+  struct Coefficients {
+    float sigma, c_in;
+  };
+  FD_INLINE bool per_sample() const { return sigma.per_sample || c_in.per_sample; }
+  FD_INLINE Coefficients at(int64_t b) const { return {value(sigma, b), value(c_in, b)}; }
+  FD_INLINE void operator()(const Coefficients& k, int64_t i, float n) const {
+    out[i] = from_float<TY>(::fastdiff::loss_input(to_float(y[i]), n, k.sigma, k.c_in));
+  }
+};
+
+template <class TY, class TF>
+struct LossErrorOp {
+  const TY* y;
+  const TF* F;
+  float* loss;
+  float* grad;
+  Scalars sigma, c_skip, c_out, weight;
+  struct Coefficients {
+    float sigma, c_skip, c_out, weight;
+  };
+  FD_INLINE bool per_sample() const {
+    return sigma.per_sample || c_skip.per_sample || c_out.per_sample || weight.per_sample;
+  }
+  FD_INLINE Coefficients at(int64_t b) const { return {value(sigma, b), value(c_skip, b), value(c_out, b), value(weight, b)}; }
+  FD_INLINE void operator()(const Coefficients& k, int64_t i, float n) const {
+    ::fastdiff::loss_error(to_float(y[i]), to_float(F[i]), n, k.sigma, k.c_skip, k.c_out, k.weight, &loss[i], &grad[i]);
+  }
+};
+
+// Given noise (of type TN): items are elements, in runs that share a sample's coefficients.
+template <class TN, class Op>
+FD_INLINE void given_noise_body(Op op, Noise noise, int64_t P, int64_t begin, int64_t end) {
+  const TN* n = (const TN*)noise.ptr;
+  for (int64_t i = begin; i < end;) {
+    const int64_t b = i / P, stop = segment_end(i, end, P, op.per_sample());
+    const auto k = op.at(b);
+    for (int64_t j = i; j < stop; ++j) op(k, j, to_float(n[j]));
+    i = stop;
+  }
+}
+
+// Drawn noise over whole Philox blocks (per_sample % 4 == 0): items are groups of 4 elements, as in noise_groups_body.
+template <class Op>
+FD_INLINE void drawn_groups_body(Op op, Noise noise, int64_t groups_per_sample, int64_t begin, int64_t end) {
+  for (int64_t g = begin; g < end;) {
+    const int64_t b = g / groups_per_sample, stop = std::min(end, (b + 1) * groups_per_sample);
+    const uint64_t seed = (uint64_t)noise.seeds[b];
+    const auto k = op.at(b);
+    const int64_t first_block = g - b * groups_per_sample;
+    for (int64_t j = g; j < stop; ++j) {
+      float n[4];
+      block_normals(seed, (uint64_t)(first_block + (j - g)), noise.offset, n);
+      for (int l = 0; l < 4; ++l) op(k, 4 * j + l, n[l]);
+    }
+    g = stop;
+  }
+}
+
+// Drawn noise for any sample size: items are (sample, block) pairs, as in noise_blocks_body.
+template <class Op>
+FD_INLINE void drawn_blocks_body(Op op, Noise noise, int64_t P, int64_t begin, int64_t end) {
+  const int64_t blocks_per_sample = (P + 3) / 4;
+  for (int64_t item = begin; item < end; ++item) {
+    const int64_t b = item / blocks_per_sample, block = item - b * blocks_per_sample;
+    float n[4];
+    block_normals((uint64_t)noise.seeds[b], (uint64_t)block, noise.offset, n);
+    const int64_t first = b * P + 4 * block, lanes = std::min<int64_t>(4, P - 4 * block);
+    const auto k = op.at(b);
+    for (int64_t l = 0; l < lanes; ++l) op(k, first + l, n[l]);
+  }
+}
+
 // ---------------------------------------------------------------------------------------------------------
 // Cloned entry points, one per dtype combination (target_clones does not take templates).
 // ---------------------------------------------------------------------------------------------------------
@@ -206,6 +285,42 @@ FD_FOR_TYPES(FD_NOISE, churn_blocks, true, noise_blocks_body, P)
 FD_FOR_TYPES(FD_NOISE, randn_groups, false, noise_groups_body, G)
 FD_FOR_TYPES(FD_NOISE, randn_blocks, false, noise_blocks_body, P)
 
+// The loss ops: per dtype (pair), five noise sources (given fp32, fp16, bf16; drawn over groups, over blocks).
+struct LossInputArgs {
+  const void* y;
+  void* out;
+  Noise noise;
+  Scalars sigma, c_in;
+};
+struct LossErrorArgs {
+  const void* y;
+  const void* F;
+  float* loss;
+  float* grad;
+  Noise noise;
+  Scalars sigma, c_skip, c_out, weight;
+};
+#define FD_LOSS_INPUT(NAME, TY, BODY)                                                                                 \
+  FD_CLONES void NAME(const LossInputArgs& a, int64_t size, int64_t b, int64_t e) {                                   \
+    BODY(LossInputOp<TY>{(const TY*)a.y, (TY*)a.out, a.sigma, a.c_in}, a.noise, size, b, e);                          \
+  }
+#define FD_LOSS_ERROR(NAME, TY, TF, BODY)                                                                             \
+  FD_CLONES void NAME(const LossErrorArgs& a, int64_t size, int64_t b, int64_t e) {                                   \
+    BODY(LossErrorOp<TY, TF>{(const TY*)a.y, (const TF*)a.F, a.loss, a.grad, a.sigma, a.c_skip, a.c_out, a.weight},   \
+         a.noise, size, b, e);                                                                                        \
+  }
+#define FD_LOSS_SOURCES(M, PREFIX, ...)                                                                               \
+  M(PREFIX##_nf, __VA_ARGS__, given_noise_body<float>) M(PREFIX##_nh, __VA_ARGS__, given_noise_body<Float16>)         \
+  M(PREFIX##_nb, __VA_ARGS__, given_noise_body<BFloat16>) M(PREFIX##_groups, __VA_ARGS__, drawn_groups_body)          \
+  M(PREFIX##_blocks, __VA_ARGS__, drawn_blocks_body)
+#define FD_LOSS_INPUT_SOURCES(PREFIX, TY) FD_LOSS_SOURCES(FD_LOSS_INPUT, PREFIX, TY)
+#define FD_LOSS_ERROR_SOURCES(PREFIX, TY, TF) FD_LOSS_SOURCES(FD_LOSS_ERROR, PREFIX, TY, TF)
+
+FD_LOSS_INPUT_SOURCES(loss_input_f, float)
+FD_LOSS_INPUT_SOURCES(loss_input_h, Float16)
+FD_LOSS_INPUT_SOURCES(loss_input_b, BFloat16)
+FD_FOR_PAIRS(FD_LOSS_ERROR_SOURCES, loss_error)
+
 using EulerFn = void (*)(const void*, const void*, void*, Scalars, Scalars, int64_t, int64_t, int64_t);
 using HeunFn = void (*)(const void*, const void*, const void*, void*, Scalars, Scalars, int64_t, int64_t, int64_t);
 using SkipFn = void (*)(const void*, const void*, float*, Scalars, int, float, int64_t, int64_t, int64_t);
@@ -218,6 +333,29 @@ const NoiseFn kChurnGroups[3] = {churn_groups_f, churn_groups_h, churn_groups_b}
 const NoiseFn kChurnBlocks[3] = {churn_blocks_f, churn_blocks_h, churn_blocks_b};
 const NoiseFn kRandnGroups[3] = {randn_groups_f, randn_groups_h, randn_groups_b};
 const NoiseFn kRandnBlocks[3] = {randn_blocks_f, randn_blocks_h, randn_blocks_b};
+
+using LossInputFn = void (*)(const LossInputArgs&, int64_t, int64_t, int64_t);
+using LossErrorFn = void (*)(const LossErrorArgs&, int64_t, int64_t, int64_t);
+#define FD_SOURCES(PREFIX) {PREFIX##_nf, PREFIX##_nh, PREFIX##_nb, PREFIX##_groups, PREFIX##_blocks}
+const LossInputFn kLossInput[3][5] = {FD_SOURCES(loss_input_f), FD_SOURCES(loss_input_h), FD_SOURCES(loss_input_b)};
+const LossErrorFn kLossError[3][3][5] = {
+    {FD_SOURCES(loss_error_f_f), FD_SOURCES(loss_error_f_h), FD_SOURCES(loss_error_f_b)},
+    {FD_SOURCES(loss_error_h_f), FD_SOURCES(loss_error_h_h), FD_SOURCES(loss_error_h_b)},
+    {FD_SOURCES(loss_error_b_f), FD_SOURCES(loss_error_b_h), FD_SOURCES(loss_error_b_b)}};
+enum { kDrawnGroups = 3, kDrawnBlocks = 4 };  // noise sources 0..2 are given noise, by DType
+
+// Run fn(source, size, begin, end) of a loss op over its items: elements for given noise, else groups of 4
+// (per_sample % 4 == 0) or (sample, block) pairs; size is what the source's body takes (per_sample or groups).
+template <class Fn>
+void loss_loop(const Noise& noise, Shape shape, const Fn& fn) {
+  const int64_t P = shape.per_sample;
+  if (noise.ptr != nullptr)
+    parallel_for(shape.batch * P, shape.num_threads, [&](int64_t b, int64_t e) { fn(noise.type, P, b, e); });
+  else if (P % 4 == 0)
+    parallel_for(shape.batch * (P / 4), shape.num_threads, [&](int64_t b, int64_t e) { fn(kDrawnGroups, P / 4, b, e); });
+  else
+    parallel_for(shape.batch * ((P + 3) / 4), shape.num_threads, [&](int64_t b, int64_t e) { fn(kDrawnBlocks, P, b, e); });
+}
 
 void noise(const void* x, void* out, DType type, const int64_t* seeds, uint64_t offset, Scalars noise_std, Shape shape,
            const NoiseFn groups[3], const NoiseFn blocks[3]) {
@@ -272,6 +410,19 @@ void skip_mix(const void* x, DType x_type, const void* F, DType F_type, float* o
               float sigma_data, Shape shape) {
   parallel_for(shape.batch * shape.per_sample, shape.num_threads, [&](int64_t b, int64_t e) {
     kSkip[x_type][F_type](x, F, out, sigma, kind, sigma_data, shape.per_sample, b, e);
+  });
+}
+
+void loss_input(const void* y, DType y_type, Noise noise, void* out, Scalars sigma, Scalars c_in, Shape shape) {
+  const LossInputArgs args{y, out, noise, sigma, c_in};
+  loss_loop(noise, shape, [&](int source, int64_t size, int64_t b, int64_t e) { kLossInput[y_type][source](args, size, b, e); });
+}
+
+void loss_error(const void* y, DType y_type, const void* F, DType F_type, Noise noise, float* loss, float* grad,
+                Scalars sigma, Scalars c_skip, Scalars c_out, Scalars weight, Shape shape) {
+  const LossErrorArgs args{y, F, loss, grad, noise, sigma, c_skip, c_out, weight};
+  loss_loop(noise, shape, [&](int source, int64_t size, int64_t b, int64_t e) {
+    kLossError[y_type][F_type][source](args, size, b, e);
   });
 }
 

@@ -1,8 +1,9 @@
 // fastdiff's C++ CPU kernels: raw-pointer entry points, no torch (csrc/bindings.cpp holds the torch code).
 //
-// Every tensor is contiguous with shape [batch, per_sample]; per-step values (t_hat, t_next, noise_std, sigma)
-// are float32 arrays of one value (per_sample = false) or one per sample. Data tensors are float32, float16 or
-// bfloat16 (DType); the math is float32 (csrc/fastdiff_math.h). num_threads <= 1 runs on the calling thread.
+// Every tensor is contiguous with shape [batch, per_sample]; per-step values (t_hat, t_next, noise_std, sigma, the
+// loss coefficients) are float32 arrays of one value (per_sample = false) or one per sample. Data tensors are
+// float32, float16 or bfloat16 (DType); the math is float32 (csrc/fastdiff_math.h). num_threads <= 1 runs on the
+// calling thread.
 #pragma once
 
 #include <stdint.h>
@@ -25,6 +26,15 @@ struct Shape {
   int num_threads;
 };
 
+// A loss's noise n: the tensor at ptr (of `type`, contiguous, the data's shape) when ptr is not null, else the
+// normals of each sample's seed at `offset` (element e of sample b is lane e % 4 of block e / 4, as churn's eps).
+struct Noise {
+  const void* ptr;
+  DType type;
+  const int64_t* seeds;
+  uint64_t offset;
+};
+
 // out = eps, the normals of each sample's seed at `offset` (fastdiff/rng.py).
 void randn(void* out, DType out_type, const int64_t* seeds, uint64_t offset, Shape shape);
 // out[b, e] = the raw uint32 word of element e of sample b (for bit-exact tests).
@@ -40,6 +50,11 @@ void heun_step(const void* x_hat, DType x_type, const void* denoised, const void
 // out (float32) = c_skip(sigma) x + c_out(sigma) F for preconditioner `kind` (fastdiff_math.h PrecondKind).
 void skip_mix(const void* x, DType x_type, const void* F, DType F_type, float* out, Scalars sigma, int kind,
               float sigma_data, Shape shape);
+// out = c_in (y + sigma n), in y's dtype (a denoising loss's network input).
+void loss_input(const void* y, DType y_type, Noise noise, void* out, Scalars sigma, Scalars c_in, Shape shape);
+// With r = c_skip (y + sigma n) + c_out F - y: loss = weight r^2 and grad = dloss/dF = 2 weight c_out r, both float32.
+void loss_error(const void* y, DType y_type, const void* F, DType F_type, Noise noise, float* loss, float* grad,
+                Scalars sigma, Scalars c_skip, Scalars c_out, Scalars weight, Shape shape);
 
 }  // namespace cpu
 }  // namespace fastdiff

@@ -14,6 +14,7 @@
 namespace {
 
 using namespace fastdiff::binding;
+using fastdiff::cuda::Noise;
 using fastdiff::cuda::Scalars;
 using fastdiff::cuda::Shape;
 constexpr auto kCUDA = c10::DeviceType::CUDA;
@@ -102,6 +103,43 @@ void skip_mix_out(const at::Tensor& x_in, const at::Tensor& F_in, const at::Tens
   const at::Tensor sigma_values = per_step(sigma, "sigma", s.batch, x);
   check(fastdiff::cuda::skip_mix(x.data_ptr(), dtype_of(x, "x"), F.data_ptr(), dtype_of(F, "F"), out.data_ptr<float>(),
                                  scalars(sigma_values), (int)kind, (float)sigma_data, s, stream_of(x)), "skip_mix");
+}
+
+// The loss ops allocate their results (no out= forms). n is the given noise, or drawn from the seeds' streams.
+Noise noise_of(const at::Tensor& noise, const at::Tensor& seeds, const at::Tensor& offset, Shape s) {
+  check_offset(offset, kCUDA);
+  return Noise{noise.defined() ? noise.data_ptr() : nullptr, noise.defined() ? dtype_of(noise, "noise") : fastdiff::kFloat32,
+               seeds_of(seeds, s.batch, kCUDA), offset.data_ptr<int64_t>()};
+}
+
+at::Tensor loss_input(const at::Tensor& y_in, const at::Tensor& seeds, const at::Tensor& offset,
+                      const std::optional<at::Tensor>& noise_in, const at::Tensor& sigma, const at::Tensor& c_in) {
+  const c10::cuda::CUDAGuard guard(y_in.device());
+  dtype_of(y_in, "y");  // the result has y's dtype, so it must be one the kernels write
+  const at::Tensor y = data(y_in, "y", y_in), noise = given_noise(noise_in, y_in);
+  const Shape s = shape_of(y);
+  const at::Tensor sigma_values = per_step(sigma, "sigma", s.batch, y), c_in_values = per_step(c_in, "c_in", s.batch, y);
+  at::Tensor out = empty_result(y, y.scalar_type());
+  check(fastdiff::cuda::loss_input(y.data_ptr(), dtype_of(y, "y"), noise_of(noise, seeds, offset, s), out.data_ptr(),
+                                   scalars(sigma_values), scalars(c_in_values), s, stream_of(y)), "loss_input");
+  return out;
+}
+
+std::tuple<at::Tensor, at::Tensor> loss_error(const at::Tensor& y_in, const at::Tensor& F_in, const at::Tensor& seeds,
+                                              const at::Tensor& offset, const std::optional<at::Tensor>& noise_in,
+                                              const at::Tensor& sigma, const at::Tensor& c_skip, const at::Tensor& c_out,
+                                              const at::Tensor& weight) {
+  const c10::cuda::CUDAGuard guard(y_in.device());
+  const at::Tensor y = data(y_in, "y", y_in), F = data(F_in, "F", y_in), noise = given_noise(noise_in, y_in);
+  const Shape s = shape_of(y);
+  const at::Tensor sigma_values = per_step(sigma, "sigma", s.batch, y), c_skip_values = per_step(c_skip, "c_skip", s.batch, y);
+  const at::Tensor c_out_values = per_step(c_out, "c_out", s.batch, y), weight_values = per_step(weight, "weight", s.batch, y);
+  at::Tensor loss = empty_result(y, at::kFloat), grad = empty_result(y, at::kFloat);
+  check(fastdiff::cuda::loss_error(y.data_ptr(), dtype_of(y, "y"), F.data_ptr(), dtype_of(F, "F"),
+                                   noise_of(noise, seeds, offset, s), loss.data_ptr<float>(), grad.data_ptr<float>(),
+                                   scalars(sigma_values), scalars(c_skip_values), scalars(c_out_values),
+                                   scalars(weight_values), s, stream_of(y)), "loss_error");
+  return {loss, grad};
 }
 
 }  // namespace

@@ -7,6 +7,8 @@
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
+#include <type_traits>
+
 #include "../fastdiff_math.h"
 #include "kernels.h"
 
@@ -80,6 +82,40 @@ __device__ __forceinline__ float value(Scalars s, int64_t i, int64_t per_sample)
 }
 
 __device__ __forceinline__ int64_t thread_index() { return (int64_t)blockIdx.x * blockDim.x + threadIdx.x; }
+
+// The stream's normals (fastdiff/rng.py): those of thread t's 8 elements, its two whole Philox blocks (per_sample
+// % 4 == 0), or that of element i, which computes its own block and takes its lane.
+__device__ __forceinline__ void stream_normals8(const int64_t* seeds, uint64_t offset, int64_t t, int64_t P, float n[8]) {
+  const int64_t groups_per_sample = P / 4;
+#pragma unroll
+  for (int h = 0; h < 2; ++h) {
+    const int64_t g = 2 * t + h, b = g / groups_per_sample;
+    block_normals((uint64_t)__ldg(seeds + b), (uint64_t)(g - b * groups_per_sample), offset, n + 4 * h);
+  }
+}
+__device__ __forceinline__ float stream_normal(const int64_t* seeds, uint64_t offset, int64_t i, int64_t P) {
+  const int64_t b = i / P, e = i - b * P;
+  float n[4];
+  block_normals((uint64_t)__ldg(seeds + b), (uint64_t)(e >> 2), offset, n);
+  return n[e & 3];
+}
+
+// A loss's noise n (kernels.h Noise), the given tensor's (of type TN) or, for TN = Drawn, the stream's.
+struct Drawn {};
+template <class TN>
+__device__ __forceinline__ void loss_noise8(const Noise& noise, int64_t t, int64_t P, float n[8]) {
+  if constexpr (std::is_same_v<TN, Drawn>)
+    stream_normals8(noise.seeds, (uint64_t)__ldg(noise.offset), t, P, n);
+  else
+    load8(static_cast<const TN*>(noise.ptr) + t * 8, n);
+}
+template <class TN>
+__device__ __forceinline__ float loss_noise(const Noise& noise, int64_t i, int64_t P) {
+  if constexpr (std::is_same_v<TN, Drawn>)
+    return stream_normal(noise.seeds, (uint64_t)__ldg(noise.offset), i, P);
+  else
+    return to_float(static_cast<const TN*>(noise.ptr)[i]);
+}
 
 // ---------------------------------------------------------------------------------------------------------
 // Kernels. kVec: 8 elements per thread with 128-bit accesses; otherwise one element per thread.
@@ -157,14 +193,10 @@ __global__ void noise_kernel(const TX* x, TX* out, const int64_t* seeds, const i
                              int64_t numel, int64_t P) {
   const uint64_t offset = (uint64_t)__ldg(offset_ptr);
   if (kVec) {
-    const int64_t t = thread_index(), i0 = t * 8, groups_per_sample = P / 4;
+    const int64_t t = thread_index(), i0 = t * 8;
     if (i0 >= numel) return;
     float n[8];
-#pragma unroll
-    for (int h = 0; h < 2; ++h) {
-      const int64_t g = 2 * t + h, b = g / groups_per_sample;
-      block_normals((uint64_t)__ldg(seeds + b), (uint64_t)(g - b * groups_per_sample), offset, n + 4 * h);
-    }
+    stream_normals8(seeds, offset, t, P, n);
     if (kHasX) {
       float xv[8];
       load8(x + i0, xv);
@@ -175,11 +207,51 @@ __global__ void noise_kernel(const TX* x, TX* out, const int64_t* seeds, const i
   } else {
     const int64_t i = thread_index();
     if (i >= numel) return;
-    const int64_t b = i / P, e = i - b * P;
-    float n[4];
-    block_normals((uint64_t)__ldg(seeds + b), (uint64_t)(e >> 2), offset, n);
-    const float eps = n[e & 3];
+    const float eps = stream_normal(seeds, offset, i, P);
     out[i] = from_float<TX>(kHasX ? fastdiff::churn(to_float(x[i]), value(noise_std, i, P), eps) : eps);
+  }
+}
+
+// The loss ops, with the given noise (TN) or the stream's (TN = Drawn; kVec then needs per_sample % 4 == 0).
+template <class TY, class TN, bool kVec>
+__global__ void loss_input_kernel(const TY* y, Noise noise, TY* out, Scalars sigma, Scalars c_in, int64_t numel, int64_t P) {
+  if (kVec) {
+    const int64_t t = thread_index(), i0 = t * 8;
+    if (i0 >= numel) return;
+    float yv[8], n[8], o[8];
+    loss_noise8<TN>(noise, t, P, n);
+    load8(y + i0, yv);
+#pragma unroll
+    for (int k = 0; k < 8; ++k) o[k] = fastdiff::loss_input(yv[k], n[k], value(sigma, i0 + k, P), value(c_in, i0 + k, P));
+    store8(out + i0, o);
+  } else {
+    const int64_t i = thread_index();
+    if (i >= numel) return;
+    out[i] = from_float<TY>(fastdiff::loss_input(to_float(y[i]), loss_noise<TN>(noise, i, P), value(sigma, i, P), value(c_in, i, P)));
+  }
+}
+
+template <class TY, class TF, class TN, bool kVec>
+__global__ void loss_error_kernel(const TY* y, const TF* F, Noise noise, float* loss, float* grad, Scalars sigma,
+                                  Scalars c_skip, Scalars c_out, Scalars weight, int64_t numel, int64_t P) {
+  if (kVec) {
+    const int64_t t = thread_index(), i0 = t * 8;
+    if (i0 >= numel) return;
+    float yv[8], fv[8], n[8], l[8], g[8];
+    loss_noise8<TN>(noise, t, P, n);
+    load8(y + i0, yv);
+    load8(F + i0, fv);
+#pragma unroll
+    for (int k = 0; k < 8; ++k)
+      fastdiff::loss_error(yv[k], fv[k], n[k], value(sigma, i0 + k, P), value(c_skip, i0 + k, P), value(c_out, i0 + k, P),
+                           value(weight, i0 + k, P), &l[k], &g[k]);
+    store8(loss + i0, l);
+    store8(grad + i0, g);
+  } else {
+    const int64_t i = thread_index();
+    if (i >= numel) return;
+    fastdiff::loss_error(to_float(y[i]), to_float(F[i]), loss_noise<TN>(noise, i, P), value(sigma, i, P), value(c_skip, i, P),
+                         value(c_out, i, P), value(weight, i, P), &loss[i], &grad[i]);
   }
 }
 
@@ -198,6 +270,18 @@ cudaError_t with_type(DType type, F&& f) {
     case kBFloat16: return f(__nv_bfloat16());
   }
   return cudaErrorInvalidValue;
+}
+
+// A loss kernel's noise type: the given tensor's, or Drawn.
+template <class F>
+cudaError_t with_noise_type(const Noise& noise, F&& f) {
+  if (noise.ptr == nullptr) return f(Drawn());
+  return with_type(noise.type, f);
+}
+
+// The loss kernels run vectorized when the data and noise allow it, and drawn noise comes in whole blocks.
+bool loss_vec(const Noise& noise, int64_t numel, int64_t P) {
+  return numel % 8 == 0 && aligned16(noise.ptr) && (noise.ptr != nullptr || P % 4 == 0);
 }
 
 template <class TX, bool kHasX>
@@ -286,6 +370,49 @@ cudaError_t skip_mix(const void* x, DType x_type, const void* F, DType F_type, f
         skip_mix_kernel<TX, TF, false><<<grid_for(numel), kThreads, 0, stream>>>(
             (const TX*)x, (const TF*)F, out, sigma, kind, sigma_data, numel, s.per_sample);
       return cudaGetLastError();
+    });
+  });
+}
+
+cudaError_t loss_input(const void* y, DType y_type, Noise noise, void* out, Scalars sigma, Scalars c_in, Shape s,
+                       cudaStream_t stream) {
+  const int64_t numel = s.batch * s.per_sample;
+  if (numel == 0) return cudaSuccess;
+  const bool vec = loss_vec(noise, numel, s.per_sample) && aligned16(y) && aligned16(out);
+  return with_type(y_type, [&](auto ty) {
+    return with_noise_type(noise, [&](auto tn) {
+      using TY = decltype(ty);
+      using TN = decltype(tn);
+      if (vec)
+        loss_input_kernel<TY, TN, true><<<grid_for(numel / 8), kThreads, 0, stream>>>(
+            (const TY*)y, noise, (TY*)out, sigma, c_in, numel, s.per_sample);
+      else
+        loss_input_kernel<TY, TN, false><<<grid_for(numel), kThreads, 0, stream>>>(
+            (const TY*)y, noise, (TY*)out, sigma, c_in, numel, s.per_sample);
+      return cudaGetLastError();
+    });
+  });
+}
+
+cudaError_t loss_error(const void* y, DType y_type, const void* F, DType F_type, Noise noise, float* loss, float* grad,
+                       Scalars sigma, Scalars c_skip, Scalars c_out, Scalars weight, Shape s, cudaStream_t stream) {
+  const int64_t numel = s.batch * s.per_sample;
+  if (numel == 0) return cudaSuccess;
+  const bool vec = loss_vec(noise, numel, s.per_sample) && aligned16(y) && aligned16(F) && aligned16(loss) && aligned16(grad);
+  return with_type(y_type, [&](auto ty) {
+    return with_type(F_type, [&](auto tf) {
+      return with_noise_type(noise, [&](auto tn) {
+        using TY = decltype(ty);
+        using TF = decltype(tf);
+        using TN = decltype(tn);
+        if (vec)
+          loss_error_kernel<TY, TF, TN, true><<<grid_for(numel / 8), kThreads, 0, stream>>>(
+              (const TY*)y, (const TF*)F, noise, loss, grad, sigma, c_skip, c_out, weight, numel, s.per_sample);
+        else
+          loss_error_kernel<TY, TF, TN, false><<<grid_for(numel), kThreads, 0, stream>>>(
+              (const TY*)y, (const TF*)F, noise, loss, grad, sigma, c_skip, c_out, weight, numel, s.per_sample);
+        return cudaGetLastError();
+      });
     });
   });
 }

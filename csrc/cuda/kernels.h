@@ -26,6 +26,15 @@ struct Shape {
   int64_t per_sample;
 };
 
+// A loss's noise n: the tensor at ptr (of `type`, contiguous, the data's shape) when ptr is not null, else the
+// normals of each sample's seed at *offset (element e of sample b is lane e % 4 of block e / 4, as churn's eps).
+struct Noise {
+  const void* ptr;  // device memory, or null
+  DType type;
+  const int64_t* seeds;   // device memory
+  const int64_t* offset;  // device memory
+};
+
 cudaError_t randn(void* out, DType out_type, const int64_t* seeds, const int64_t* offset, Shape shape, cudaStream_t stream);
 cudaError_t churn(const void* x, void* out, DType x_type, const int64_t* seeds, const int64_t* offset, Scalars noise_std,
                   Shape shape, cudaStream_t stream);
@@ -35,6 +44,12 @@ cudaError_t heun_step(const void* x_hat, DType x_type, const void* denoised, con
                       void* out, Scalars t_hat, Scalars t_next, Shape shape, cudaStream_t stream);
 cudaError_t skip_mix(const void* x, DType x_type, const void* F, DType F_type, float* out, Scalars sigma, int kind,
                      float sigma_data, Shape shape, cudaStream_t stream);
+// out = c_in (y + sigma n) in y's dtype; loss = weight r^2 and grad = 2 weight c_out r (float32) with
+// r = c_skip (y + sigma n) + c_out F - y.
+cudaError_t loss_input(const void* y, DType y_type, Noise noise, void* out, Scalars sigma, Scalars c_in, Shape shape,
+                       cudaStream_t stream);
+cudaError_t loss_error(const void* y, DType y_type, const void* F, DType F_type, Noise noise, float* loss, float* grad,
+                       Scalars sigma, Scalars c_skip, Scalars c_out, Scalars weight, Shape shape, cudaStream_t stream);
 
 }  // namespace cuda
 }  // namespace fastdiff

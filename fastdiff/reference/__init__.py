@@ -7,6 +7,7 @@ from ..rng import randn
 from .churn import churn
 from .euler_step import euler_step
 from .heun_step import heun_step
+from .loss import loss_error, loss_input
 from .skip_mix import skip_mix
 
-__all__ = ["churn", "euler_step", "heun_step", "randn", "skip_mix"]
+__all__ = ["churn", "euler_step", "heun_step", "loss_error", "loss_input", "randn", "skip_mix"]
