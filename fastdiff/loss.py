@@ -1,102 +1,230 @@
-"""Training losses of EDM (Karras et al. 2022, Section 5 and Table 1): unreduced weighted squared errors.
+"""Training losses of EDM (Karras et al. 2022, Section 5 and Table 1) and DDPM's L_simple: unreduced weighted
+squared errors, with their elementwise work fused around the network.
 
 loss = lambda(sigma) * (D(y + sigma * n; sigma) - y)^2, elementwise, with n ~ N(0, I) and y the clean images.
 EDM's training loop then sums over elements and divides by the batch size.
+
+Randomness: each sample b has a seed (given, or drawn from torch's generator); its noise n is fastdiff's normal
+stream of seeds[b] at rng.LOSS_NOISE_OFFSET and its noise level comes from the stream at rng.LOSS_SIGMA_OFFSET.
+Every path draws the same values, so the fused and the reference losses agree for the same seeds.
+
+Paths: backend="reference" runs the readable formula with `net` as a black-box denoiser. A fused backend (what
+"auto" picks when it can) needs `net` to be a fastdiff preconditioner (`Precond`): it runs one pass before the
+network (ops.loss_input: c_in * (y + sigma * n), noise drawn in-kernel) and one after it (ops.loss_error: skip mix,
+weighted error and dloss/dF, saved so that backward is one pass too).
 """
 from __future__ import annotations
 
 import torch
 
-from .precond import vp_sigma
+from . import ops
+from .backends import check_name, resolve
+from .precond import Precond, vp_sigma
 from .reference.skip_mix import compute_dtype, per_sample
-from ._validate import check_below, check_output, check_positive, check_real, check_unit_interval
+from .rng import LOSS_NOISE_OFFSET, LOSS_SIGMA_OFFSET, MAX_SEED, seeds_tensor
+from .schedules import ddpm_alphas_cumprod
+from ._validate import check_below, check_int, check_output, check_positive, check_real, check_unit_interval
 
 
 class DiffusionLoss:
-    """Shared call of the losses; subclasses define `draw_sigma(batch, device)` and `weight(sigma)`."""
+    """Shared call of the EDM-style losses; subclasses define `sigma_from_normal(z)` and `weight(sigma)`."""
 
-    def draw_sigma(self, batch: int, device) -> torch.Tensor:
+    backend: str = "auto"
+
+    def sigma_from_normal(self, z: torch.Tensor) -> torch.Tensor:
+        """The noise levels [B] (float64) for standard normals z [B] (float64) drawn per sample."""
         raise NotImplementedError
 
     def weight(self, sigma: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
-    def __call__(self, net, images: torch.Tensor, class_labels=None, *, sigma=None, noise=None) -> torch.Tensor:
-        """Weighted squared error of net's denoising of images, same shape as images (fp32, or fp64 for fp64 images).
+    def draw_sigma(self, seeds: torch.Tensor) -> torch.Tensor:
+        """Each sample's noise level from its seed's stream (float64 [B]); no host sync."""
+        z = ops.randn(seeds, (seeds.shape[0],), offset=LOSS_SIGMA_OFFSET, backend=self.backend)
+        return self.sigma_from_normal(z.to(torch.float64))
 
-        sigma ([B]) and noise (unit variance, images' shape) are drawn from torch's default generator
-        unless given.
+    def __call__(self, net, images: torch.Tensor, class_labels=None, *, sigma=None, noise=None, seeds=None) -> torch.Tensor:
+        """Weighted squared error of net's denoising of images, images' shape, float32 (float64 for float64 images).
+
+        seeds ([B] ints) key each sample's noise and noise level; drawn from torch's generator unless given.
+        sigma ([B]) and noise (unit variance, images' shape) override what the seeds would draw.
         """
-        if not isinstance(images, torch.Tensor) or not images.is_floating_point() or images.ndim < 1:
-            got = f"{images.dtype} of shape {tuple(images.shape)}" if isinstance(images, torch.Tensor) else type(images).__name__
-            raise TypeError(f"images: expected a floating-point tensor of shape [B, ...], got {got}")
-        dtype = compute_dtype(images)
+        _check_images(images)
         batch = images.shape[0]
-        y = images.to(dtype)
+        seeds = draw_seeds(batch, images.device) if seeds is None else seeds_tensor(seeds, batch, images.device)
         if sigma is None:
-            sigma = self.draw_sigma(batch, images.device).to(dtype)
+            sigma = self.draw_sigma(seeds)
         else:
-            sigma = _check_sigma(sigma, batch, images.device, dtype)
-        if noise is None:
-            noise = torch.randn_like(y)
-        elif not isinstance(noise, torch.Tensor) or noise.shape != images.shape:
+            sigma = _check_sigma(sigma, batch, images.device)
+        sigma = sigma.to(compute_dtype(images))  # the precision the preconditioner computes its coefficients in
+        if noise is not None and (not isinstance(noise, torch.Tensor) or noise.shape != images.shape):
             got = tuple(noise.shape) if isinstance(noise, torch.Tensor) else type(noise).__name__
             raise ValueError(f"noise: expected a tensor of the images' shape {tuple(images.shape)}, got {got}")
-        n = noise.to(dtype) * per_sample(sigma, y)
-        D_yn = net(y + n, sigma) if class_labels is None else net(y + n, sigma, class_labels)
+        if self._fused_path(net, images):
+            return self._fused(net, images, class_labels, sigma, noise, seeds)
+        return self._reference(net, images, class_labels, sigma, noise, seeds)
+
+    def _fused_path(self, net, images) -> bool:
+        """Whether the fused backend runs (raises when one asked for by name cannot)."""
+        name = resolve(self.backend, images, (images,))
+        if name == "reference":
+            return False
+        if not isinstance(net, Precond):
+            if self.backend == "auto":
+                return False  # "auto" may pick the reference path; a backend named by the user may not
+            raise TypeError(f"net: backend={self.backend!r} fuses the loss around a fastdiff preconditioner's network "
+                            f"(EDMPrecond, VPPrecond, VEPrecond, iDDPMPrecond), got a {type(net).__name__}; wrap the "
+                            f"network in one, or use backend='reference'")
+        return True
+
+    def _reference(self, net, images, class_labels, sigma, noise, seeds):
+        """The readable formula: lambda(sigma) * (D(y + sigma n; sigma) - y)^2 with net a black-box denoiser."""
+        dtype = compute_dtype(images)
+        y = images.to(dtype)
+        n = noise.to(dtype) if noise is not None else ops.randn(seeds, y.shape, offset=LOSS_NOISE_OFFSET, dtype=dtype,
+                                                                 backend="reference")
+        x = y + per_sample(sigma, y) * n
+        D_yn = net(x, sigma) if class_labels is None else net(x, sigma, class_labels)
         check_output("net", D_yn, images, "the denoiser")
         return per_sample(self.weight(sigma), y) * (D_yn.to(dtype) - y) ** 2
 
+    def _fused(self, net: Precond, images, class_labels, sigma, noise, seeds):
+        """Two fused passes around the raw network F of the preconditioner."""
+        c_skip, c_out, c_in, c_noise = net.coefficients(sigma)
+        weight = self.weight(sigma)
+        common = dict(seeds=seeds, noise=noise, backend=self.backend)
+        model_input = ops.loss_input(images, sigma, c_in, **common)
+        F = net.model(model_input, c_noise) if class_labels is None else net.model(model_input, c_noise, class_labels)
+        check_output("model", F, images, "the network")
+        return ops.loss_error(images, F, sigma, c_skip, c_out, weight, **common)
+
 
 class EDMLoss(DiffusionLoss):
-    """sigma = exp(P_mean + P_std * n), n ~ N(0, 1); lambda = (sigma^2 + sd^2) / (sigma * sd)^2."""
+    """sigma = exp(P_mean + P_std * z), z ~ N(0, 1); lambda = (sigma^2 + sd^2) / (sigma * sd)^2."""
 
-    def __init__(self, P_mean: float = -1.2, P_std: float = 1.2, sigma_data: float = 0.5):
+    def __init__(self, P_mean: float = -1.2, P_std: float = 1.2, sigma_data: float = 0.5, *, backend: str = "auto"):
         self.P_mean = check_real("P_mean", P_mean)
         self.P_std = check_real("P_std", P_std, minimum=0.0)
         self.sigma_data = check_positive("sigma_data", sigma_data)
+        self.backend = check_name(backend)
 
-    def draw_sigma(self, batch, device):
-        rnd_normal = torch.randn(batch, device=device)
-        return (rnd_normal * self.P_std + self.P_mean).exp()
+    def sigma_from_normal(self, z):
+        return (z * self.P_std + self.P_mean).exp()
 
     def weight(self, sigma):
         return (sigma**2 + self.sigma_data**2) / (sigma * self.sigma_data) ** 2
 
 
 class VPLoss(DiffusionLoss):
-    """sigma = sigma_VP(1 + u (epsilon_t - 1)), u ~ U(0, 1); lambda = 1 / sigma^2."""
+    """sigma = sigma_VP(1 + u (epsilon_t - 1)), u = Phi(z) ~ U(0, 1); lambda = 1 / sigma^2."""
 
-    def __init__(self, beta_d: float = 19.9, beta_min: float = 0.1, epsilon_t: float = 1e-5):
+    def __init__(self, beta_d: float = 19.9, beta_min: float = 0.1, epsilon_t: float = 1e-5, *, backend: str = "auto"):
         self.beta_d = check_positive("beta_d", beta_d)
         self.beta_min = check_real("beta_min", beta_min, minimum=0.0)
         self.epsilon_t = check_unit_interval("epsilon_t", epsilon_t)
+        self.backend = check_name(backend)
 
-    def draw_sigma(self, batch, device):
-        rnd_uniform = torch.rand(batch, device=device)
-        return vp_sigma(1 + rnd_uniform * (self.epsilon_t - 1), self.beta_d, self.beta_min)
+    def sigma_from_normal(self, z):
+        return vp_sigma(1 + torch.special.ndtr(z) * (self.epsilon_t - 1), self.beta_d, self.beta_min)
 
     def weight(self, sigma):
         return 1 / sigma**2
 
 
 class VELoss(DiffusionLoss):
-    """sigma = sigma_min (sigma_max / sigma_min)^u, u ~ U(0, 1); lambda = 1 / sigma^2."""
+    """sigma = sigma_min (sigma_max / sigma_min)^u, u = Phi(z) ~ U(0, 1); lambda = 1 / sigma^2."""
 
-    def __init__(self, sigma_min: float = 0.02, sigma_max: float = 100.0):
+    def __init__(self, sigma_min: float = 0.02, sigma_max: float = 100.0, *, backend: str = "auto"):
         self.sigma_min = check_positive("sigma_min", sigma_min)
         self.sigma_max = check_positive("sigma_max", sigma_max)
         check_below("sigma_min", self.sigma_min, "sigma_max", self.sigma_max)
+        self.backend = check_name(backend)
 
-    def draw_sigma(self, batch, device):
-        rnd_uniform = torch.rand(batch, device=device)
-        return self.sigma_min * ((self.sigma_max / self.sigma_min) ** rnd_uniform)
+    def sigma_from_normal(self, z):
+        return self.sigma_min * (self.sigma_max / self.sigma_min) ** torch.special.ndtr(z)
 
     def weight(self, sigma):
         return 1 / sigma**2
 
 
-def _check_sigma(sigma, batch: int, device, dtype) -> torch.Tensor:
+class DDPMLoss:
+    """DDPM's L_simple (Ho et al. 2020): (n - eps_model(sqrt(a_t) y + sqrt(1 - a_t) n, t))^2 elementwise, with t
+    uniform on {0, ..., T-1} and a_t = alphas_cumprod[t] (FORMULAS.md section 6; t counts from 0, the paper's t - 1).
+
+    The fused path writes it as an EDM loss with VP preconditioning: sigma_t = sqrt((1 - a_t) / a_t), c_in = sqrt(a_t),
+    c_skip = 1, c_out = -sigma_t, weight 1 / sigma_t^2, so the same two passes run around eps_model.
+    eps_model(x_t, t[, class_labels]) takes t as a float tensor [B] of time steps.
+    """
+
+    def __init__(self, num_timesteps: int = 1000, beta_start: float = 1e-4, beta_end: float = 0.02,
+                 beta_schedule: str = "linear", *, backend: str = "auto"):
+        self.num_timesteps = check_int("num_timesteps", num_timesteps, minimum=1)
+        self.alphas_cumprod = ddpm_alphas_cumprod(self.num_timesteps, beta_start, beta_end, beta_schedule)
+        self.beta_schedule = beta_schedule
+        self.backend = check_name(backend)
+        self._tables = {}  # alphas_cumprod per device, copied there once
+
+    def draw_t(self, seeds: torch.Tensor) -> torch.Tensor:
+        """Each sample's time step (int64 [B]) from its seed's stream: floor(T * Phi(z))."""
+        z = ops.randn(seeds, (seeds.shape[0],), offset=LOSS_SIGMA_OFFSET, backend=self.backend).to(torch.float64)
+        return (torch.special.ndtr(z) * self.num_timesteps).long().clamp_(0, self.num_timesteps - 1)
+
+    def __call__(self, eps_model, images: torch.Tensor, class_labels=None, *, t=None, noise=None, seeds=None) -> torch.Tensor:
+        """L_simple elementwise, images' shape, float32 (float64 for float64 images)."""
+        _check_images(images)
+        batch = images.shape[0]
+        if not callable(eps_model):
+            raise TypeError(f"eps_model: expected a callable eps_model(x_t, t[, class_labels]), got {type(eps_model).__name__}")
+        seeds = draw_seeds(batch, images.device) if seeds is None else seeds_tensor(seeds, batch, images.device)
+        t = self.draw_t(seeds) if t is None else self._check_t(t, batch, images.device)
+        if noise is not None and (not isinstance(noise, torch.Tensor) or noise.shape != images.shape):
+            got = tuple(noise.shape) if isinstance(noise, torch.Tensor) else type(noise).__name__
+            raise ValueError(f"noise: expected a tensor of the images' shape {tuple(images.shape)}, got {got}")
+        dtype = compute_dtype(images)
+        alpha_bar = self._table(images.device)[t]
+        t_in = t.to(dtype)
+        call = (lambda x: eps_model(x, t_in)) if class_labels is None else (lambda x: eps_model(x, t_in, class_labels))
+        if resolve(self.backend, images, (images,)) != "reference":
+            sigma = ((1 - alpha_bar) / alpha_bar).sqrt().to(dtype)
+            common = dict(seeds=seeds, noise=noise, backend=self.backend)
+            eps = call(ops.loss_input(images, sigma, alpha_bar.sqrt().to(dtype), **common))
+            check_output("eps_model", eps, images, "the network")
+            return ops.loss_error(images, eps, sigma, 1.0, -sigma, 1 / sigma**2, **common)
+        y = images.to(dtype)
+        n = noise.to(dtype) if noise is not None else ops.randn(seeds, y.shape, offset=LOSS_NOISE_OFFSET, dtype=dtype,
+                                                                 backend="reference")
+        a = per_sample(alpha_bar.to(dtype), y)
+        eps = call(a.sqrt() * y + (1 - a).sqrt() * n)
+        check_output("eps_model", eps, images, "the network")
+        return (n - eps.to(dtype)) ** 2
+
+    def _table(self, device) -> torch.Tensor:
+        if device not in self._tables:
+            self._tables[device] = self.alphas_cumprod.to(device)
+        return self._tables[device]
+
+    def _check_t(self, t, batch: int, device) -> torch.Tensor:
+        t = torch.as_tensor(t, device=device)
+        if t.shape != (batch,) or t.dtype.is_floating_point or t.dtype == torch.bool:
+            raise ValueError(f"t: expected one integer time step per sample (shape [{batch}]), got {t.dtype} of shape "
+                             f"{tuple(t.shape)}")
+        if not bool(((t >= 0) & (t < self.num_timesteps)).all()):
+            raise ValueError(f"t: every time step must be in [0, {self.num_timesteps}), got {t.tolist()}")
+        return t.long()
+
+
+def draw_seeds(batch: int, device) -> torch.Tensor:
+    """Fresh per-sample seeds in [0, 2^63) from torch's generator of `device` (so torch.manual_seed repeats them)."""
+    return torch.randint(0, MAX_SEED, (batch,), dtype=torch.int64, device=device)
+
+
+def _check_images(images) -> None:
+    if not isinstance(images, torch.Tensor) or not images.is_floating_point() or images.ndim < 1:
+        got = f"{images.dtype} of shape {tuple(images.shape)}" if isinstance(images, torch.Tensor) else type(images).__name__
+        raise TypeError(f"images: expected a floating-point tensor of shape [B, ...], got {got}")
+
+
+def _check_sigma(sigma, batch: int, device) -> torch.Tensor:
     sigma = sigma if isinstance(sigma, torch.Tensor) else torch.tensor(sigma, dtype=torch.float64)  # never via float32
     sigma = sigma.to(device)
     if sigma.shape != (batch,):
@@ -105,4 +233,4 @@ def _check_sigma(sigma, batch: int, device, dtype) -> torch.Tensor:
         raise TypeError(f"sigma: expected a floating-point tensor, got {sigma.dtype}")
     if not bool((sigma > 0).all()) or not bool(torch.isfinite(sigma).all()):
         raise ValueError(f"sigma: every noise level must be finite and > 0, got {sigma.tolist()}")
-    return sigma.to(dtype)
+    return sigma
