@@ -120,8 +120,9 @@ setup(
     cmdclass=cmdclass,
     install_requires=["torch>=2.4", "numpy"],
     extras_require={
-        "test": ["pytest>=7", "triton>=3.2"],  # the Triton kernels are tested in its interpreter on CPU
+        "test": ["pytest>=7", "triton>=3.2", "pillow", "scikit-learn"],  # Triton: its interpreter on CPU
         "triton": ["triton>=3.0"],
+        "data": ["pillow", "scikit-learn"],  # fastdiff.data.image_folder and fastdiff.data.digits
     },
     entry_points={"console_scripts": ["fastdiff=fastdiff.cli:main"]},
     classifiers=[
