@@ -1,4 +1,4 @@
-"""The `fastdiff` command: `fastdiff sample` (the built-in main job) and `fastdiff info`."""
+"""The `fastdiff` command: `fastdiff sample` (the built-in main job), `fastdiff train` and `fastdiff info`."""
 from __future__ import annotations
 
 import argparse
@@ -41,15 +41,96 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backend", choices=backends.ACCEPTED, default="auto")
     p.add_argument("--out", default="fastdiff-samples.png", help="PNG scatter of the samples ('' to skip)")
 
+    add_train_parser(commands)
     commands.add_parser("info", help="show versions and which backends can run here, and why not")
     return parser
+
+
+TRAIN_HELP = {
+    "data": "built-in data set (mixture, moons, swiss_roll, checkerboard, digits) or a path (image folder, .npy, .pt)",
+    "net": "network: auto (MLP for points, U-Net for images), mlp or unet",
+    "precond": "preconditioning and its loss: edm, vp or ve",
+    "steps": "total optimizer steps (a resumed run continues up to this many)",
+    "batch_size": "global batch size (split over torchrun's processes)",
+    "lr": "Adam learning rate after the ramp-up",
+    "lr_rampup_kimg": "learning-rate ramp-up, in thousands of images",
+    "ema_halflife_kimg": "EMA half-life, in thousands of images",
+    "ema_rampup_ratio": "EMA half-life ramp-up: at most this fraction of the images seen ('none': off)",
+    "grad_clip": "clip the gradient norm to this value (default: no clipping)",
+    "precision": "fp32, or bf16 autocast of the network",
+    "conditional": "condition on the data set's class labels (with label dropout, for guidance)",
+    "label_dropout": "probability of dropping a label in training (conditional runs)",
+    "dropout": "dropout of the U-Net's residual blocks",
+    "net_kwargs": "JSON object of extra network arguments, e.g. '{\"hidden\": 512}'",
+    "seed": "seed of the batch order, the loss noise and the network's initialisation",
+    "backend": "who runs the fused loss",
+    "device": "auto, cpu, cuda, cuda:1, ...",
+    "run_dir": "folder for config.json, log.jsonl, sample grids and checkpoints ('' for none)",
+    "checkpoint_every": "steps between checkpoints",
+    "keep_checkpoints": "newest checkpoints kept",
+    "sample_every": "steps between sample grids (and distance to the data for points)",
+    "num_grid": "images in a sample grid",
+    "log_every": "steps between log records",
+    "resume": "'latest' (newest checkpoint in --run-dir) or a checkpoint path",
+}
+
+
+def add_train_parser(commands) -> None:
+    """`fastdiff train`: one option per TrainConfig field, with the same defaults."""
+    import dataclasses
+
+    from .training import TrainConfig
+
+    p = commands.add_parser("train", help="train a denoiser (EDM recipe) on a built-in data set or your own data")
+    for f in dataclasses.fields(TrainConfig):
+        flag = "--" + f.name.replace("_", "-")
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        if f.name == "progress":
+            p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
+        elif f.name == "conditional":
+            p.add_argument(flag, action="store_true", help=TRAIN_HELP[f.name])
+        elif f.name == "betas":
+            p.add_argument(flag, type=float, nargs=2, default=list(default), metavar=("BETA1", "BETA2"), help="Adam's betas")
+        elif f.name == "eps":
+            p.add_argument(flag, type=float, default=default, help="Adam's epsilon")
+        elif f.name == "net_kwargs":
+            p.add_argument(flag, type=_json_object, default={}, help=TRAIN_HELP[f.name])
+        elif f.name == "run_dir":
+            p.add_argument(flag, default="fastdiff-run", help=TRAIN_HELP[f.name] + " (default fastdiff-run)")
+        elif f.name in ("ema_rampup_ratio", "grad_clip"):
+            p.add_argument(flag, type=_optional_float, default=default, help=TRAIN_HELP[f.name])
+        elif f.name in ("net", "precond", "precision", "backend"):
+            choices = {"net": ("auto", "mlp", "unet"), "precond": ("edm", "vp", "ve"), "precision": ("fp32", "bf16"),
+                       "backend": backends.ACCEPTED}[f.name]
+            p.add_argument(flag, choices=choices, default=default, help=TRAIN_HELP[f.name])
+        else:
+            kind = type(default) if default is not None else str
+            p.add_argument(flag, type=kind, default=default, help=TRAIN_HELP[f.name] + f" (default {default})")
+
+
+def _optional_float(text: str):
+    return None if text.lower() == "none" else float(text)
+
+
+def _json_object(text: str) -> dict:
+    import json
+
+    try:
+        value = json.loads(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(f"expected a JSON object, got {text!r}: {error}") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(f"expected a JSON object, got {text!r}")
+    return value
 
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        if args.command == "train":
+            return run_train(args)
         return run_sample(args) if args.command == "sample" else run_info()
-    except (ValueError, TypeError, backends.BackendUnavailableError) as error:
+    except (ValueError, TypeError, ImportError, OSError, backends.BackendUnavailableError) as error:
         print(f"fastdiff {args.command}: error: {error}", file=sys.stderr)
         return 2
 
@@ -91,6 +172,34 @@ def run_sample(args) -> int:
         write_png(args.out, scatter_image(x, extent, background=density / density.max()))
         print(f"  wrote {args.out}")
     return 0
+
+
+def run_train(args) -> int:
+    """Train with the options given; print where the run went and how close its samples are (for points)."""
+    from .training import train
+
+    options = {k: v for k, v in vars(args).items() if k not in ("command", "data")}
+    options["run_dir"] = options["run_dir"] or None
+    start = time.perf_counter()
+    result = train(args.data, **options)
+    if _rank() != 0:
+        return 0
+    last = result.history[-1] if result.history else {}
+    print(f"fastdiff {__version__}: trained {result.step} steps ({result.nimg / 1000:g} kimg) on {result.dataset.name} "
+          f"in {time.perf_counter() - start:.1f} s; last loss {last.get('loss', float('nan')):.4f}")
+    if "sw" in last:
+        print(f"  sliced Wasserstein distance of EMA samples to the data: {last['sw']:.4f} "
+              f"(two halves of the data: {last['sw_floor']:.4f})")
+    if result.run_dir is not None:
+        print(f"  wrote {result.run_dir}/ (config.json, log.jsonl, samples-*.png, checkpoint-*.pt)")
+    return 0
+
+
+def _rank() -> int:
+    """This process's rank under torchrun (0 otherwise): only rank 0 reports."""
+    import os
+
+    return int(os.environ.get("RANK", "0"))
 
 
 def run_info() -> int:

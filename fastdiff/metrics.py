@@ -10,8 +10,8 @@ def sliced_wasserstein(x: torch.Tensor, y: torch.Tensor, num_projections: int = 
     In one dimension this is the exact W1 between the empirical distributions. The directions come from a
     fixed seed, so the value is repeatable.
     """
-    x = x.reshape(x.shape[0], -1).to(torch.float64).cpu()
-    y = y.reshape(y.shape[0], -1).to(torch.float64).cpu()
+    x = x.detach().reshape(x.shape[0], -1).to(torch.float64).cpu()
+    y = y.detach().reshape(y.shape[0], -1).to(torch.float64).cpu()
     if x.shape != y.shape:
         raise ValueError(f"y: expected the shape of x {tuple(x.shape)}, got {tuple(y.shape)}")
     generator = torch.Generator().manual_seed(seed)

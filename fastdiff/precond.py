@@ -8,6 +8,7 @@ float64) whatever dtype F returns.
 """
 from __future__ import annotations
 
+import copy
 import math
 
 import torch
@@ -36,6 +37,13 @@ class Precond(nn.Module):
             raise TypeError(f"model: expected a callable network F(x, c_noise[, class_labels]), got {type(model).__name__}")
         self.model = model
         self.backend = check_name(backend)
+
+    def with_model(self, model) -> "Precond":
+        """The same preconditioner around another network (sharing everything else), e.g. F wrapped in DDP."""
+        clone = copy.copy(self)
+        clone._modules = dict(self._modules)
+        clone._modules["model"] = model
+        return clone
 
     def input_coefficients(self, sigma: torch.Tensor):
         """(c_in, c_noise) for a [B] tensor of sigmas."""

@@ -1,0 +1,529 @@
+"""fastdiff.train (this module: fastdiff.training): EDM-style training of a denoiser (Karras et al. 2022, training/training_loop.py semantics).
+
+One step: the global batch's images (a deterministic function of seed and step) -> the loss (fastdiff.loss, fused
+around the network) summed and divided by the batch size -> backward -> gradients nan_to_num'ed and optionally
+clipped -> Adam with the learning rate ramped up over `lr_rampup_kimg` -> EMA with a half-life in images.
+
+Everything random is a function of (seed, step, sample position) or lives in the checkpoint: the batch order
+(one permutation per epoch), each sample's loss noise and noise level (fastdiff's per-sample seeds) and torch's
+generator (dropout, label dropout). So training N steps, stopping, and resuming for N more gives bit for bit the
+weights of 2N uninterrupted steps on the CPU, and the samples a rank sees do not depend on how many ranks there are.
+
+Multi-process: under torchrun (or with torch.distributed initialised) the network is wrapped in DDP, each rank
+takes its slice of the global batch, and rank 0 alone writes logs, grids and checkpoints.
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+import math
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from . import __version__
+from .backends import check_name
+from .loss import EDMLoss, VELoss, VPLoss
+from .precond import EDMPrecond, Precond, VEPrecond, VPPrecond
+from .rng import MAX_SEED
+from ._validate import check_int, check_positive, check_real
+
+PRECONDS = {"edm": (EDMPrecond, EDMLoss), "vp": (VPPrecond, VPLoss), "ve": (VEPrecond, VELoss)}
+PRECISIONS = ("fp32", "bf16")
+NETS = ("auto", "mlp", "unet")
+CHECKPOINT_FORMAT = "fastdiff-train-checkpoint"
+SEED_STRIDE = 0x9E3779B97F4A7C15  # spreads runs of different seeds apart in the per-sample seed space
+# What a resumed run may change: how long it runs and how it reports, not what it computes.
+RESUMABLE_CHANGES = {"steps", "run_dir", "checkpoint_every", "keep_checkpoints", "sample_every", "log_every",
+                     "progress", "resume", "num_grid"}
+
+
+@dataclass
+class TrainConfig:
+    """Everything that defines a training run (saved in every checkpoint; see `train` for the meaning)."""
+
+    data: str = "mixture"
+    net: str = "auto"
+    precond: str = "edm"
+    steps: int = 2000
+    batch_size: int = 256
+    lr: float = 2e-3
+    lr_rampup_kimg: float = 10.0
+    betas: tuple = (0.9, 0.999)
+    eps: float = 1e-8
+    ema_halflife_kimg: float = 500.0
+    ema_rampup_ratio: float | None = 0.05
+    grad_clip: float | None = None
+    precision: str = "fp32"
+    conditional: bool = False
+    label_dropout: float = 0.1
+    dropout: float = 0.0
+    net_kwargs: dict = field(default_factory=dict)
+    seed: int = 0
+    backend: str = "auto"
+    device: str = "auto"
+    run_dir: str | None = None
+    checkpoint_every: int = 1000
+    keep_checkpoints: int = 2
+    sample_every: int = 1000
+    num_grid: int = 64
+    log_every: int = 100
+    progress: bool = True
+    resume: str | None = None
+
+    def check(self) -> "TrainConfig":
+        """Validate every field; errors name the field, the value and what is accepted."""
+        _check_choice("precond", self.precond, tuple(PRECONDS))
+        _check_choice("net", self.net, NETS)
+        _check_choice("precision", self.precision, PRECISIONS)
+        check_name(self.backend)
+        for name in ("steps", "batch_size", "checkpoint_every", "sample_every", "log_every", "keep_checkpoints", "num_grid"):
+            check_int(name, getattr(self, name), minimum=1 if name not in ("steps",) else 0)
+        check_int("seed", self.seed, minimum=0)
+        check_positive("lr", self.lr)
+        check_real("lr_rampup_kimg", self.lr_rampup_kimg, minimum=0.0)
+        check_real("ema_halflife_kimg", self.ema_halflife_kimg, minimum=0.0)
+        if self.ema_rampup_ratio is not None:
+            check_positive("ema_rampup_ratio", self.ema_rampup_ratio)
+        if self.grad_clip is not None:
+            check_positive("grad_clip", self.grad_clip)
+        check_positive("eps", self.eps)
+        if len(tuple(self.betas)) != 2 or not all(0 <= b < 1 for b in self.betas):
+            raise ValueError(f"betas: expected two numbers in [0, 1), got {self.betas!r}")
+        self.betas = tuple(float(b) for b in self.betas)
+        for name in ("label_dropout", "dropout"):
+            value = check_real(name, getattr(self, name), minimum=0.0)
+            if value >= 1:
+                raise ValueError(f"{name}: expected a probability in [0, 1), got {value}")
+        if not isinstance(self.net_kwargs, dict):
+            raise TypeError(f"net_kwargs: expected a dict of network arguments, got {type(self.net_kwargs).__name__}")
+        return self
+
+    def to_dict(self) -> dict:
+        return {f.name: (list(v) if isinstance(v := getattr(self, f.name), tuple) else v) for f in dataclasses.fields(self)}
+
+
+@dataclass
+class TrainResult:
+    """What `train` returns: the trained denoiser, its EMA (sample with this one), and the run's record."""
+
+    net: Precond
+    ema: Precond
+    step: int
+    nimg: int
+    history: list
+    run_dir: Path | None
+    dataset: object
+    config: TrainConfig
+
+
+def train(data="mixture", net=None, **options) -> TrainResult:
+    """Train a denoiser on `data` with EDM's recipe; returns a TrainResult (net, ema, step, history, ...).
+
+    data: a built-in name ("mixture", "moons", "swiss_roll", "checkerboard", "digits"), a path (folder of images,
+        .npy or .pt file) or a fastdiff.data.Dataset / tensor [N, ...].
+    net: None or a kind ("auto" = MLP for points, U-Net for images; "mlp"; "unet") to build, a raw network
+        F(x, c_noise[, class_labels]) to wrap in the preconditioner, or a fastdiff Precond.
+    options: the fields of TrainConfig, e.g. steps=2000, batch_size=256 (global), lr=2e-3, lr_rampup_kimg=10,
+        ema_halflife_kimg=500, ema_rampup_ratio=0.05 (None: off), grad_clip=None (max gradient norm),
+        precision="fp32" | "bf16" (autocast of the network), precond="edm" | "vp" | "ve" (with its loss),
+        conditional=False (class labels with label_dropout for guidance), seed=0, backend="auto" (the fused loss),
+        device="auto", run_dir=None (no files), checkpoint_every=1000, keep_checkpoints=2, sample_every=1000,
+        log_every=100, progress=True, resume=None | "latest" | a checkpoint path.
+    """
+    unknown = set(options) - {f.name for f in dataclasses.fields(TrainConfig)}
+    if unknown:
+        raise TypeError(f"train: unknown option(s) {sorted(unknown)}; accepted: {[f.name for f in dataclasses.fields(TrainConfig)]}")
+    if isinstance(net, str):  # a network kind ("auto", "mlp", "unet"): the config's net
+        options["net"], net = net, None
+    dataset = _load_data(data)
+    config = TrainConfig(data=data if isinstance(data, (str, os.PathLike)) else f"<{type(data).__name__}>",
+                         **options).check()
+    config.data = str(config.data)
+    return Trainer(config, dataset, net).run()
+
+
+class Trainer:
+    """The training loop's state and steps (a class so tests and the CLI can drive and inspect it)."""
+
+    def __init__(self, config: TrainConfig, dataset, net=None):
+        self.config = config
+        self.dataset = dataset
+        self.rank, self.world_size, self._owns_process_group = _distributed_setup()
+        self.device = _pick_device(config.device, self.rank)
+        if config.batch_size % self.world_size:
+            raise ValueError(f"batch_size: the global batch {config.batch_size} must split evenly over "
+                             f"{self.world_size} processes")
+        self.batch_local = config.batch_size // self.world_size
+        torch.manual_seed(config.seed * 1_000_003 + self.rank)  # dropout and label dropout differ per rank
+        self.net = _build_net(config, dataset, net).to(self.device).train().requires_grad_(True)
+        self.ema = copy.deepcopy(self.net).eval().requires_grad_(False)
+        self.loss_fn = PRECONDS[config.precond][1](backend=config.backend)
+        if config.precond == "edm":
+            self.loss_fn.sigma_data = self.net.sigma_data
+        self.model = self.net.model
+        if self.world_size > 1:
+            self.model = nn.parallel.DistributedDataParallel(
+                self.net.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+        self.train_net = self.net.with_model(self.model)  # calls F through DDP, so gradients are averaged
+        self.optimizer = torch.optim.Adam(self.net.parameters(), lr=config.lr, betas=config.betas, eps=config.eps)
+        self.step = 0
+        self.history = []
+        self.run_dir = Path(config.run_dir) if config.run_dir else None
+        self._epoch_order = (None, None)  # (epoch, permutation) of the dataset, cached
+        self._loss_sum = torch.zeros((), dtype=torch.float64, device=self.device)
+        self._loss_count = 0
+        self._grid_seeds = list(range(config.num_grid))
+        if config.resume:
+            self._resume(config.resume)
+
+    # ----- the step -------------------------------------------------------------------------------------
+    def batch(self, step: int):
+        """This rank's slice of the global batch of `step`: (images, labels or None, loss seeds), on the device."""
+        n = len(self.dataset)
+        start = step * self.config.batch_size + self.rank * self.batch_local
+        positions = torch.arange(start, start + self.batch_local, dtype=torch.int64)
+        index = torch.empty_like(positions)
+        for epoch in torch.unique(positions // n).tolist():  # one or two epochs per batch (or many, for tiny sets)
+            in_epoch = positions // n == epoch
+            index[in_epoch] = self._permutation(epoch)[positions[in_epoch] % n]
+        images, labels = self.dataset.batch(index)
+        seeds = (self.config.seed * SEED_STRIDE + positions) % MAX_SEED  # one seed per global sample position
+        labels = labels.to(self.device) if (labels is not None and self.config.conditional) else None
+        return images.to(self.device, non_blocking=True), labels, seeds.to(self.device, non_blocking=True)
+
+    def _permutation(self, epoch: int) -> torch.Tensor:
+        if self._epoch_order[0] != epoch:
+            generator = torch.Generator().manual_seed(self.config.seed * 1_000_003 + epoch)
+            self._epoch_order = (epoch, torch.randperm(len(self.dataset), generator=generator))
+        return self._epoch_order[1]
+
+    def lr_at(self, nimg: int) -> float:
+        """EDM's ramp-up: lr * min(nimg / (lr_rampup_kimg * 1000), 1)."""
+        rampup = self.config.lr_rampup_kimg * 1000
+        return self.config.lr * (min(nimg / rampup, 1.0) if rampup > 0 else 1.0)
+
+    def ema_beta(self, nimg: int) -> float:
+        """EDM's EMA decay per step: 0.5 ** (batch / half-life in images), the half-life ramped up as nimg * ratio."""
+        halflife = self.config.ema_halflife_kimg * 1000
+        if self.config.ema_rampup_ratio is not None:
+            halflife = min(halflife, nimg * self.config.ema_rampup_ratio)
+        return 0.5 ** (self.config.batch_size / max(halflife, 1e-8))
+
+    def train_step(self) -> None:
+        """One optimizer step on the global batch of self.step; no host sync."""
+        config = self.config
+        images, labels, seeds = self.batch(self.step)
+        self.optimizer.zero_grad(set_to_none=True)
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=config.precision == "bf16"):
+            loss = self.loss_fn(self.train_net, images, labels, seeds=seeds)
+        # EDM's reduction: sum over elements / global batch per rank; DDP's mean over ranks makes it global.
+        loss.sum().mul(self.world_size / config.batch_size).backward()
+        self._loss_sum += loss.detach().sum(dtype=torch.float64)
+        self._loss_count += loss.numel()
+        params = [p for p in self.net.parameters() if p.grad is not None]
+        for p in params:
+            torch.nan_to_num(p.grad, nan=0.0, posinf=1e5, neginf=-1e5, out=p.grad)
+        if config.grad_clip is not None:
+            nn.utils.clip_grad_norm_(params, config.grad_clip, foreach=True)
+        nimg = (self.step + 1) * config.batch_size
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.lr_at(nimg)
+        self.optimizer.step()
+        self.update_ema(nimg)
+        self.step += 1
+
+    @torch.no_grad()
+    def update_ema(self, nimg: int) -> None:
+        beta = self.ema_beta(nimg)
+        ema_params, net_params = list(self.ema.parameters()), list(self.net.parameters())
+        torch._foreach_lerp_(ema_params, net_params, 1.0 - beta)  # ema = net + beta (ema - net)
+        for b_ema, b_net in zip(self.ema.buffers(), self.net.buffers()):
+            b_ema.copy_(b_net)
+
+    # ----- the run --------------------------------------------------------------------------------------
+    def run(self) -> TrainResult:
+        config = self.config
+        writer = self.rank == 0 and self.run_dir is not None
+        if writer:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            (self.run_dir / "config.json").write_text(json.dumps(config.to_dict(), indent=2) + "\n")
+        progress = _Progress(config.steps, self.step, config.batch_size, enabled=config.progress and self.rank == 0)
+        last_log = (time.perf_counter(), self.step)
+        while self.step < config.steps:
+            self.train_step()
+            at_end = self.step == config.steps
+            if self.step % config.log_every == 0 or at_end:
+                record = self._log_record(last_log)
+                last_log = (time.perf_counter(), self.step)
+                progress.update(self.step, record["loss"])
+                if self.step % config.sample_every == 0 or at_end:
+                    record.update(self._evaluate(write=writer))
+                self.history.append(record)
+                if writer:
+                    with open(self.run_dir / "log.jsonl", "a") as log:
+                        log.write(json.dumps(record) + "\n")
+            if self.run_dir is not None and (self.step % config.checkpoint_every == 0 or at_end):
+                self.save_checkpoint()  # on every rank: gathering the ranks' generator states is collective
+        progress.close()
+        if self._owns_process_group:
+            torch.distributed.destroy_process_group()
+        return TrainResult(self.net.eval(), self.ema, self.step, self.step * config.batch_size, self.history,
+                           self.run_dir, self.dataset, config)
+
+    def _log_record(self, last_log) -> dict:
+        """The mean loss since the last record (one host sync per record), speed and schedule values."""
+        loss_sum = self._loss_sum.clone()
+        if self.world_size > 1:
+            torch.distributed.all_reduce(loss_sum)
+        count = self._loss_count * self.world_size
+        self._loss_sum.zero_()
+        self._loss_count = 0
+        elapsed = time.perf_counter() - last_log[0]
+        nimg = self.step * self.config.batch_size
+        return {"step": self.step, "kimg": nimg / 1000, "loss": float(loss_sum) / max(count, 1),
+                "lr": self.lr_at(nimg), "ema_beta": self.ema_beta(nimg),
+                "img_per_s": (self.step - last_log[1]) * self.config.batch_size / max(elapsed, 1e-9),
+                "time": time.time()}
+
+    def _evaluate(self, write: bool) -> dict:
+        """Sample the EMA net on fixed seeds; write a grid (or scatter) PNG; for points, the distance to the data."""
+        from .grids import evaluate_samples  # imported here: only runs that evaluate need the sampler
+
+        return evaluate_samples(self, write)
+
+    # ----- checkpoints ----------------------------------------------------------------------------------
+    def state(self) -> dict:
+        rng = {"torch": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
+        rngs = [rng]
+        if self.world_size > 1:
+            rngs = [None] * self.world_size
+            torch.distributed.all_gather_object(rngs, rng)
+        return {"format": CHECKPOINT_FORMAT, "version": 1, "fastdiff": __version__, "step": self.step,
+                "nimg": self.step * self.config.batch_size, "config": self.config.to_dict(),
+                "net": self.net.state_dict(), "ema": self.ema.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "rng": rngs, "world_size": self.world_size}
+
+    def save_checkpoint(self) -> Path:
+        """Write checkpoint-<step>.pt atomically (temporary file, fsync, rename) and keep the newest few.
+
+        Call it on every rank (the state gathers each rank's generator); rank 0 writes."""
+        path = self.run_dir / f"checkpoint-{self.step:08d}.pt"
+        state = self.state()
+        if self.rank != 0:
+            return path
+        save_atomic(state, path)
+        for old in list_checkpoints(self.run_dir)[:-self.config.keep_checkpoints]:
+            old.unlink(missing_ok=True)
+        return path
+
+    def _resume(self, resume: str) -> None:
+        path = resolve_checkpoint(resume, self.run_dir)
+        state = load_checkpoint(path, map_location=self.device)
+        changed = {k: (v, getattr(self.config, k)) for k, v in state["config"].items()
+                   if k not in RESUMABLE_CHANGES and _normalise(v) != _normalise(getattr(self.config, k, None))}
+        if changed:
+            detail = ", ".join(f"{k}: checkpoint {a!r}, now {b!r}" for k, (a, b) in sorted(changed.items()))
+            raise ValueError(f"resume: {path} was written by a run with other settings ({detail}); resume with the "
+                             f"same settings (only {sorted(RESUMABLE_CHANGES)} may change)")
+        self.net.load_state_dict(state["net"])
+        self.ema.load_state_dict(state["ema"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.step = int(state["step"])
+        rngs = state["rng"]
+        if len(rngs) == self.world_size:
+            torch.set_rng_state(rngs[self.rank]["torch"].cpu())
+            if torch.cuda.is_available() and rngs[self.rank]["cuda"]:
+                torch.cuda.set_rng_state_all([s.cpu() for s in rngs[self.rank]["cuda"]])
+        if self.rank == 0 and self.run_dir is not None:
+            _truncate_log(self.run_dir / "log.jsonl", self.step)  # records after the checkpoint are redone
+
+
+# ----- checkpoint files ----------------------------------------------------------------------------------
+def save_atomic(obj, path: Path) -> None:
+    """torch.save to a temporary file in path's folder, fsync it, rename over path, fsync the folder:
+    a crash leaves either the old file or the new one, never a partial one."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        with open(tmp, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    if hasattr(os, "O_DIRECTORY"):
+        fd = os.open(path.parent, os.O_DIRECTORY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def list_checkpoints(run_dir) -> list[Path]:
+    """The run's checkpoints, oldest first (temporary files of interrupted writes are not checkpoints)."""
+    return sorted(Path(run_dir).glob("checkpoint-*.pt"))
+
+
+def resolve_checkpoint(resume, run_dir) -> Path:
+    """resume="latest" (the newest checkpoint in run_dir) or a path."""
+    if resume == "latest":
+        if run_dir is None:
+            raise ValueError("resume: 'latest' needs run_dir, the folder to look for checkpoints in")
+        found = list_checkpoints(run_dir)
+        if not found:
+            raise FileNotFoundError(f"resume: no checkpoint-*.pt in {run_dir}")
+        return found[-1]
+    path = Path(resume)
+    if not path.is_file():
+        raise FileNotFoundError(f"resume: no checkpoint file {path}")
+    return path
+
+
+def load_checkpoint(path, map_location="cpu") -> dict:
+    """A training checkpoint (only tensors and plain data are unpickled: weights_only=True)."""
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as error:
+        raise ValueError(f"resume: cannot read the checkpoint {path}: {type(error).__name__}: {error}") from error
+    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+        raise ValueError(f"resume: {path} is not a fastdiff training checkpoint")
+    return state
+
+
+def _truncate_log(path: Path, step: int) -> None:
+    if path.is_file():
+        lines = [line for line in path.read_text().splitlines() if line and json.loads(line)["step"] <= step]
+        path.write_text("".join(line + "\n" for line in lines))
+
+
+def _normalise(value):
+    return list(value) if isinstance(value, tuple) else value
+
+
+# ----- building the run ----------------------------------------------------------------------------------
+def _load_data(data):
+    from . import data as data_module
+
+    if isinstance(data, data_module.Dataset):
+        return data
+    if isinstance(data, torch.Tensor):
+        return data_module.Dataset(data.to(torch.float32), name="tensor")
+    if isinstance(data, (str, os.PathLike)):
+        return data_module.load(str(data))
+    raise TypeError(f"data: expected a built-in name, a path, a fastdiff.data.Dataset or a tensor, got {type(data).__name__}")
+
+
+def _build_net(config: TrainConfig, dataset, net) -> Precond:
+    """The preconditioned network: given, wrapped, or built from config.net for the data's shape."""
+    precond_cls = PRECONDS[config.precond][0]
+    if isinstance(net, Precond):
+        if not isinstance(net, precond_cls):
+            raise ValueError(f"net: a {type(net).__name__} cannot train with precond={config.precond!r} "
+                             f"(expects {precond_cls.__name__}); pass precond= to match")
+        return net
+    if net is None:
+        net = build_model(config, dataset)
+    elif not isinstance(net, nn.Module):
+        raise TypeError(f"net: expected None, an nn.Module F(x, c_noise[, class_labels]) or a fastdiff Precond, "
+                        f"got {type(net).__name__}")
+    return precond_cls(net, sigma_data=_sigma_data(dataset)) if precond_cls is EDMPrecond else precond_cls(net)
+
+
+def build_model(config: TrainConfig, dataset) -> nn.Module:
+    """config.net for the dataset: an MLP for points [N, d], a compact U-Net for images [N, C, H, W]."""
+    from .nets import MLP, UNet
+
+    kind = config.net if config.net != "auto" else ("unet" if dataset.is_image else "mlp")
+    num_classes = (dataset.num_classes or 0) if config.conditional else 0
+    if config.conditional and not num_classes:
+        raise ValueError(f"conditional: the dataset {dataset.name!r} has no labels")
+    label_dropout = config.label_dropout if num_classes else 0.0
+    if kind == "mlp":
+        if dataset.is_image:
+            raise ValueError(f"net: 'mlp' takes points [N, d], the dataset {dataset.name!r} holds images {tuple(dataset.shape)}")
+        return MLP(dim=dataset.shape[0], num_classes=num_classes, label_dropout=label_dropout, **config.net_kwargs)
+    if not dataset.is_image:
+        raise ValueError(f"net: 'unet' takes images [N, C, H, W], the dataset {dataset.name!r} holds {tuple(dataset.shape)}")
+    channels, height, width = dataset.shape
+    kwargs = dict(model_channels=32, channel_mult=(1, 2, 2), num_blocks=1, attn_resolutions=((height + 1) // 2,),
+                  dropout=config.dropout)
+    kwargs.update(config.net_kwargs)
+    return UNet(img_resolution=height, in_channels=channels, num_classes=num_classes, label_dropout=label_dropout, **kwargs)
+
+
+def _sigma_data(dataset) -> float:
+    """EDM's sigma_data = 0.5 (images in [-1, 1]); for points, the data's own standard deviation."""
+    if dataset.is_image:
+        return 0.5
+    return float(dataset.data.to(torch.float64).std())
+
+
+def _distributed_setup() -> tuple[int, int, bool]:
+    """(rank, world size, whether this call initialised the process group): from an initialised process group,
+    or from torchrun's environment (NCCL with CUDA, gloo without)."""
+    import torch.distributed as dist
+
+    if not dist.is_available():
+        return 0, 1, False
+    owns = False
+    if not dist.is_initialized() and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+        owns = True
+    if dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size(), owns
+    return 0, 1, False
+
+
+def _pick_device(device: str, rank: int) -> torch.device:
+    if device == "auto":
+        if torch.cuda.is_available():
+            local = int(os.environ.get("LOCAL_RANK", rank))
+            return torch.device("cuda", local % torch.cuda.device_count())
+        return torch.device("cpu")
+    return torch.device(device)
+
+
+def _check_choice(name: str, value, choices: tuple[str, ...]) -> str:
+    if value not in choices:
+        raise ValueError(f"{name}: expected one of {', '.join(map(repr, choices))}, got {value!r}")
+    return value
+
+
+class _Progress:
+    """A one-line progress bar on stderr: step, loss, images/s and ETA (a new line per update when not a terminal)."""
+
+    def __init__(self, total: int, start: int, batch_size: int, enabled: bool):
+        self.total, self.start, self.batch_size, self.enabled = total, start, batch_size, enabled
+        self.t0 = time.perf_counter()
+        self.tty = sys.stderr.isatty()
+
+    def update(self, step: int, loss: float) -> None:
+        if not self.enabled:
+            return
+        elapsed = time.perf_counter() - self.t0
+        rate = (step - self.start) / max(elapsed, 1e-9)
+        eta = (self.total - step) / rate if rate > 0 else math.inf
+        width = 24
+        filled = int(width * step / max(self.total, 1))
+        line = (f"[{'#' * filled}{'.' * (width - filled)}] step {step}/{self.total}  loss {loss:.4f}  "
+                f"{rate * self.batch_size:,.0f} img/s  ETA {_duration(eta)}")
+        print(("\r" + line) if self.tty else line, end="" if self.tty else "\n", file=sys.stderr, flush=True)
+
+    def close(self) -> None:
+        if self.enabled and self.tty:
+            print(file=sys.stderr)
+
+
+def _duration(seconds: float) -> str:
+    if not math.isfinite(seconds):
+        return "?"
+    seconds = int(round(seconds))
+    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
