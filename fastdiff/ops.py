@@ -273,7 +273,7 @@ def _per_sample_value(name: str, value, like: torch.Tensor) -> torch.Tensor:
             raise ValueError(f"{name}: expected one value or one per sample (shape [{batch}]), got shape {tuple(value.shape)}")
         if value.device != like.device:
             raise ValueError(f"{name}: expected a tensor on {like.device}, got one on {value.device}")
-        return value.reshape(batch) if value.numel() > 1 else value.reshape(())
+        return value.reshape(()) if value.numel() == 1 else value.reshape(batch)  # [B] may be empty
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise TypeError(f"{name}: expected a real number or a tensor, got {type(value).__name__}")
     dtype = torch.float64 if like.dtype == torch.float64 else torch.float32

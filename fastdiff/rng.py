@@ -160,9 +160,10 @@ def normal_from_seeds(seeds: torch.Tensor, shape, offset_lo, offset_hi, dtype: t
     a step never copies a host value to the device).
     """
     numel = math.prod(shape[1:])
-    words = _philox_blocks(seeds, numel, offset_lo, offset_hi).reshape(shape[0], -1, 2, 2)  # [B, blocks, pair, word]
+    blocks = (numel + 3) // 4  # explicit sizes: an empty batch leaves nothing to infer a -1 from
+    words = _philox_blocks(seeds, numel, offset_lo, offset_hi).reshape(shape[0], blocks, 2, 2)  # [B, blocks, pair, word]
     normals = torch.stack(box_muller(words[..., 0], words[..., 1]), dim=-1)  # pair 0 -> lanes 0, 1; pair 1 -> 2, 3
-    return normals.reshape(shape[0], -1)[:, :numel].reshape(shape).to(dtype)
+    return normals.reshape(shape[0], 4 * blocks)[:, :numel].reshape(shape).to(dtype)
 
 
 def split_offset(offset, device=None) -> tuple[torch.Tensor, torch.Tensor]:

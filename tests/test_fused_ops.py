@@ -359,7 +359,8 @@ def test_empty_batch_elements(backend):
     assert ops.randn([1, 2], (2, 0), device=DEVICES[backend], backend=backend).shape == (2, 0)
 
 
-@pytest.mark.parametrize("shape", [(3, 5, 67, 131), (4, 16, 64, 64)])  # per-sample sizes odd and a multiple of 4
+@pytest.mark.parametrize("shape", [(3, 5, 67, 131), (4, 16, 64, 128)])  # odd per-sample sizes, and a multiple of 4
+# with more than the C++ kernels' 2 x 16384 groups of four, so churn too is split across the 2 threads
 @pytest.mark.parametrize("dtype", STATE_DTYPES)
 def test_cpu_threads_split_work_without_changing_bits(shape, dtype):
     """Tensors large enough to be split across 2 threads give the 1-thread result bit for bit, and the reference's
