@@ -48,6 +48,17 @@ def install_reasons(name: str) -> tuple[str, ...]:
     return _INSTALL_REASONS[name]
 
 
+def prepare(backend: str = "auto") -> str:
+    """Check `backend` and find, now, the install reasons of every backend it may resolve to.
+
+    Finding them imports the backends' modules; objects that dispatch later (preconditioners, losses) call this
+    when built, so that a first call under torch.compile(fullgraph=True) traces no import. Returns `backend`.
+    """
+    for name in AUTO_ORDER if check_name(backend) == "auto" else (backend,):
+        install_reasons(name)
+    return backend
+
+
 def _find_install_reasons(name: str) -> tuple[str, ...]:
     if name == "reference":
         return ()

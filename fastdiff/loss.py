@@ -18,7 +18,7 @@ from __future__ import annotations
 import torch
 
 from . import ops
-from .backends import check_name, resolve
+from .backends import prepare, resolve
 from .precond import Precond, vp_sigma
 from .reference.skip_mix import compute_dtype, per_sample
 from .rng import LOSS_NOISE_OFFSET, LOSS_SIGMA_OFFSET, MAX_SEED, seeds_tensor
@@ -106,7 +106,7 @@ class EDMLoss(DiffusionLoss):
         self.P_mean = check_real("P_mean", P_mean)
         self.P_std = check_real("P_std", P_std, minimum=0.0)
         self.sigma_data = check_positive("sigma_data", sigma_data)
-        self.backend = check_name(backend)
+        self.backend = prepare(backend)
 
     def sigma_from_normal(self, z):
         return (z * self.P_std + self.P_mean).exp()
@@ -122,7 +122,7 @@ class VPLoss(DiffusionLoss):
         self.beta_d = check_positive("beta_d", beta_d)
         self.beta_min = check_real("beta_min", beta_min, minimum=0.0)
         self.epsilon_t = check_unit_interval("epsilon_t", epsilon_t)
-        self.backend = check_name(backend)
+        self.backend = prepare(backend)
 
     def sigma_from_normal(self, z):
         return vp_sigma(1 + torch.special.ndtr(z) * (self.epsilon_t - 1), self.beta_d, self.beta_min)
@@ -138,7 +138,7 @@ class VELoss(DiffusionLoss):
         self.sigma_min = check_positive("sigma_min", sigma_min)
         self.sigma_max = check_positive("sigma_max", sigma_max)
         check_below("sigma_min", self.sigma_min, "sigma_max", self.sigma_max)
-        self.backend = check_name(backend)
+        self.backend = prepare(backend)
 
     def sigma_from_normal(self, z):
         return self.sigma_min * (self.sigma_max / self.sigma_min) ** torch.special.ndtr(z)
@@ -161,7 +161,7 @@ class DDPMLoss:
         self.num_timesteps = check_int("num_timesteps", num_timesteps, minimum=1)
         self.alphas_cumprod = ddpm_alphas_cumprod(self.num_timesteps, beta_start, beta_end, beta_schedule)
         self.beta_schedule = beta_schedule
-        self.backend = check_name(backend)
+        self.backend = prepare(backend)
         self._tables = {}  # alphas_cumprod per device, copied there once
 
     def draw_t(self, seeds: torch.Tensor) -> torch.Tensor:

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from . import ops
-from .backends import check_name
+from .backends import prepare
 from .reference.skip_mix import compute_dtype, per_sample, skip_coefficients
 from ._validate import check_below, check_int, check_output, check_positive, check_real, check_unit_interval
 
@@ -36,7 +36,7 @@ class Precond(nn.Module):
         if not callable(model):
             raise TypeError(f"model: expected a callable network F(x, c_noise[, class_labels]), got {type(model).__name__}")
         self.model = model
-        self.backend = check_name(backend)
+        self.backend = prepare(backend)
 
     def with_model(self, model) -> "Precond":
         """The same preconditioner around another network (sharing everything else), e.g. F wrapped in DDP."""

@@ -539,6 +539,29 @@ def test_torch_compile_fullgraph_aot_eager(backend_name, opaque_triton_ops):
     compile_and_compare(backend_name, "aot_eager", assert_equal)
 
 
+@pytest.mark.parametrize("loss_name", ["edm", "ddpm"])
+def test_whole_loss_call_compiles_without_graph_breaks(loss_name):
+    """EDMLoss / DDPMLoss called on a preconditioned MLP (the fused C++ path: seeds, sigma draw, both passes,
+    the network) compile with fullgraph=True, and give eager's loss and gradients bit for bit (aot_eager)."""
+    net = tiny_mlp(seed=3, num_classes=0)
+    model = fastdiff.EDMPrecond(net) if loss_name == "edm" else net
+    loss_fn = fastdiff.EDMLoss(backend="cpu") if loss_name == "edm" else fastdiff.DDPMLoss(backend="cpu")
+    images, seeds = make((5, 2), torch.float32, 90, device="cpu"), torch.tensor([3, 1, 4, 1, 5])
+
+    def reduced(images, seeds):
+        return loss_fn(model, images, seeds=seeds).sum()
+
+    torch._dynamo.reset()
+    results = []
+    for fn in (torch.compile(reduced, fullgraph=True, backend="aot_eager"), reduced):
+        loss = fn(images, seeds)
+        results.append((loss.detach(), torch.autograd.grad(loss, list(net.parameters()))))
+    (loss_c, grads_c), (loss_e, grads_e) = results
+    assert_equal(loss_c, loss_e, name="compiled loss")
+    for g_c, g_e in zip(grads_c, grads_e):
+        assert_equal(g_c, g_e, name="compiled gradient")
+
+
 def test_torch_compile_fullgraph_inductor(opaque_triton_ops):
     """Inductor (one small case: it is slow to compile) gives eager's result within float32 rounding."""
     compile_and_compare("triton", "inductor", assert_close)
