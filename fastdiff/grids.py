@@ -26,7 +26,7 @@ def evaluate_samples(trainer, write: bool) -> dict:
     labels = None
     if config.conditional:
         labels = torch.arange(num, device=trainer.device) % dataset.num_classes
-    x = sample(trainer.ema, latents, labels, seeds=seeds).cpu()
+    x = sample(trainer.ema, latents, labels, seeds=seeds, backend=config.backend).cpu()
     record = {}
     if not dataset.is_image:
         reference, floor = _data_halves(dataset, num, config.seed)
@@ -41,14 +41,17 @@ def evaluate_samples(trainer, write: bool) -> dict:
 def _data_halves(dataset, num: int, seed: int):
     """Two disjoint random subsets of `num` points of the data (fixed by the run's seed)."""
     order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed + 7919))
-    return dataset.data[order[:num]], dataset.data[order[num:2 * num]]
+    data = dataset.data.cpu()
+    return data[order[:num]], data[order[num:2 * num]]
 
 
 def _scatter(x: torch.Tensor, dataset) -> torch.Tensor:
-    if x.shape[1] != 2:  # a 2-D picture of higher-dimensional points: the first two coordinates
-        x = x[:, :2]
-    extent = 1.1 * float(dataset.data[:, :2].abs().max())
-    return scatter_image(x, extent)
+    """The first two coordinates of the points (1-D points on the horizontal axis)."""
+    data = dataset.data.cpu()
+    if x.shape[1] == 1:
+        x, data = (torch.cat([t, torch.zeros_like(t)], dim=1) for t in (x, data))
+    extent = 1.1 * float(data[:, :2].abs().max())
+    return scatter_image(x[:, :2], extent)
 
 
 def image_grid(images: torch.Tensor, min_size: int = 256) -> torch.Tensor:

@@ -15,6 +15,9 @@ weighted error and dloss/dF, saved so that backward is one pass too).
 """
 from __future__ import annotations
 
+import functools
+import logging
+
 import torch
 
 from . import ops
@@ -24,6 +27,8 @@ from .reference.skip_mix import compute_dtype, per_sample
 from .rng import LOSS_NOISE_OFFSET, LOSS_SIGMA_OFFSET, MAX_SEED, seeds_tensor
 from .schedules import ddpm_alphas_cumprod
 from ._validate import check_below, check_int, check_output, check_positive, check_real, check_unit_interval
+
+log = logging.getLogger("fastdiff")
 
 
 class DiffusionLoss:
@@ -40,7 +45,7 @@ class DiffusionLoss:
 
     def draw_sigma(self, seeds: torch.Tensor) -> torch.Tensor:
         """Each sample's noise level from its seed's stream (float64 [B]); no host sync."""
-        z = ops.randn(seeds, (seeds.shape[0],), offset=LOSS_SIGMA_OFFSET, backend=self.backend)
+        z = ops.randn(seeds, (seeds.shape[0],), offset=loss_offsets(seeds.device)[1], backend=self.backend)
         return self.sigma_from_normal(z.to(torch.float64))
 
     def __call__(self, net, images: torch.Tensor, class_labels=None, *, sigma=None, noise=None, seeds=None) -> torch.Tensor:
@@ -70,8 +75,9 @@ class DiffusionLoss:
         if name == "reference":
             return False
         if not isinstance(net, Precond):
-            if self.backend == "auto":
-                return False  # "auto" may pick the reference path; a backend named by the user may not
+            if self.backend == "auto":  # "auto" may pick the reference path (said once); a named backend may not
+                _log_reference_once(type(net).__name__)
+                return False
             raise TypeError(f"net: backend={self.backend!r} fuses the loss around a fastdiff preconditioner's network "
                             f"(EDMPrecond, VPPrecond, VEPrecond, iDDPMPrecond), got a {type(net).__name__}; wrap the "
                             f"network in one, or use backend='reference'")
@@ -81,8 +87,8 @@ class DiffusionLoss:
         """The readable formula: lambda(sigma) * (D(y + sigma n; sigma) - y)^2 with net a black-box denoiser."""
         dtype = compute_dtype(images)
         y = images.to(dtype)
-        n = noise.to(dtype) if noise is not None else ops.randn(seeds, y.shape, offset=LOSS_NOISE_OFFSET, dtype=dtype,
-                                                                 backend="reference")
+        n = noise.to(dtype) if noise is not None else ops.randn(seeds, y.shape, offset=loss_offsets(y.device)[0],
+                                                                 dtype=dtype, backend="reference")
         x = y + per_sample(sigma, y) * n
         D_yn = net(x, sigma) if class_labels is None else net(x, sigma, class_labels)
         check_output("net", D_yn, images, "the denoiser")
@@ -92,7 +98,7 @@ class DiffusionLoss:
         """Two fused passes around the raw network F of the preconditioner."""
         c_skip, c_out, c_in, c_noise = net.coefficients(sigma)
         weight = self.weight(sigma)
-        common = dict(seeds=seeds, noise=noise, backend=self.backend)
+        common = dict(seeds=seeds, noise=noise, offset=loss_offsets(images.device)[0], backend=self.backend)
         model_input = ops.loss_input(images, sigma, c_in, **common)
         F = net.model(model_input, c_noise) if class_labels is None else net.model(model_input, c_noise, class_labels)
         check_output("model", F, images, "the network")
@@ -166,7 +172,8 @@ class DDPMLoss:
 
     def draw_t(self, seeds: torch.Tensor) -> torch.Tensor:
         """Each sample's time step (int64 [B]) from its seed's stream: floor(T * Phi(z))."""
-        z = ops.randn(seeds, (seeds.shape[0],), offset=LOSS_SIGMA_OFFSET, backend=self.backend).to(torch.float64)
+        z = ops.randn(seeds, (seeds.shape[0],), offset=loss_offsets(seeds.device)[1], backend=self.backend)
+        z = z.to(torch.float64)
         return (torch.special.ndtr(z) * self.num_timesteps).long().clamp_(0, self.num_timesteps - 1)
 
     def __call__(self, eps_model, images: torch.Tensor, class_labels=None, *, t=None, noise=None, seeds=None) -> torch.Tensor:
@@ -186,13 +193,13 @@ class DDPMLoss:
         call = (lambda x: eps_model(x, t_in)) if class_labels is None else (lambda x: eps_model(x, t_in, class_labels))
         if resolve(self.backend, images, (images,)) != "reference":
             sigma = ((1 - alpha_bar) / alpha_bar).sqrt().to(dtype)
-            common = dict(seeds=seeds, noise=noise, backend=self.backend)
+            common = dict(seeds=seeds, noise=noise, offset=loss_offsets(images.device)[0], backend=self.backend)
             eps = call(ops.loss_input(images, sigma, alpha_bar.sqrt().to(dtype), **common))
             check_output("eps_model", eps, images, "the network")
             return ops.loss_error(images, eps, sigma, 1.0, -sigma, 1 / sigma**2, **common)
         y = images.to(dtype)
-        n = noise.to(dtype) if noise is not None else ops.randn(seeds, y.shape, offset=LOSS_NOISE_OFFSET, dtype=dtype,
-                                                                 backend="reference")
+        n = noise.to(dtype) if noise is not None else ops.randn(seeds, y.shape, offset=loss_offsets(y.device)[0],
+                                                                 dtype=dtype, backend="reference")
         a = per_sample(alpha_bar.to(dtype), y)
         eps = call(a.sqrt() * y + (1 - a).sqrt() * n)
         check_output("eps_model", eps, images, "the network")
@@ -211,6 +218,24 @@ class DDPMLoss:
         if not bool(((t >= 0) & (t < self.num_timesteps)).all()):
             raise ValueError(f"t: every time step must be in [0, {self.num_timesteps}), got {t.tolist()}")
         return t.long()
+
+
+_OFFSETS: dict = {}  # device -> (noise offset, sigma offset) as int64 device tensors
+
+
+def loss_offsets(device) -> tuple[torch.Tensor, torch.Tensor]:
+    """The losses' stream offsets as int64 tensors on `device`, made once: a step copies no host value to the device."""
+    device = torch.device(device)
+    if device not in _OFFSETS:
+        _OFFSETS[device] = (torch.tensor(LOSS_NOISE_OFFSET, dtype=torch.int64, device=device),
+                            torch.tensor(LOSS_SIGMA_OFFSET, dtype=torch.int64, device=device))
+    return _OFFSETS[device]
+
+
+@functools.lru_cache(maxsize=16)
+def _log_reference_once(net_type: str) -> None:
+    log.info("fastdiff: the loss runs its reference formula for a %s (the fused passes need a fastdiff preconditioner)",
+             net_type)
 
 
 def draw_seeds(batch: int, device) -> torch.Tensor:

@@ -21,6 +21,7 @@ import math
 import os
 import sys
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -31,7 +32,6 @@ from . import __version__
 from .backends import check_name
 from .loss import EDMLoss, VELoss, VPLoss
 from .precond import EDMPrecond, Precond, VEPrecond, VPPrecond
-from .rng import MAX_SEED
 from ._validate import check_int, check_positive, check_real
 
 PRECONDS = {"edm": (EDMPrecond, EDMLoss), "vp": (VPPrecond, VPLoss), "ve": (VEPrecond, VELoss)}
@@ -39,6 +39,8 @@ PRECISIONS = ("fp32", "bf16")
 NETS = ("auto", "mlp", "unet")
 CHECKPOINT_FORMAT = "fastdiff-train-checkpoint"
 SEED_STRIDE = 0x9E3779B97F4A7C15  # spreads runs of different seeds apart in the per-sample seed space
+SEED_SPACE = 2**62  # run bases below 2^62, so base + sample position stays below 2^63 (an int64 seed)
+DATA_ON_DEVICE_BYTES = 2**31  # data sets up to 2 GiB move to the training device once
 # What a resumed run may change: how long it runs and how it reports, not what it computes.
 RESUMABLE_CHANGES = {"steps", "run_dir", "checkpoint_every", "keep_checkpoints", "sample_every", "log_every",
                      "progress", "resume", "num_grid"}
@@ -62,7 +64,7 @@ class TrainConfig:
     grad_clip: float | None = None
     precision: str = "fp32"
     conditional: bool = False
-    label_dropout: float = 0.1
+    label_dropout: float | None = None
     dropout: float = 0.0
     net_kwargs: dict = field(default_factory=dict)
     seed: int = 0
@@ -98,9 +100,12 @@ class TrainConfig:
             raise ValueError(f"betas: expected two numbers in [0, 1), got {self.betas!r}")
         self.betas = tuple(float(b) for b in self.betas)
         for name in ("label_dropout", "dropout"):
+            if getattr(self, name) is None:
+                continue
             value = check_real(name, getattr(self, name), minimum=0.0)
             if value >= 1:
                 raise ValueError(f"{name}: expected a probability in [0, 1), got {value}")
+        _check_device(self.device)
         if not isinstance(self.net_kwargs, dict):
             raise TypeError(f"net_kwargs: expected a dict of network arguments, got {type(self.net_kwargs).__name__}")
         return self
@@ -133,7 +138,8 @@ def train(data="mixture", net=None, **options) -> TrainResult:
     options: the fields of TrainConfig, e.g. steps=2000, batch_size=256 (global), lr=2e-3, lr_rampup_kimg=10,
         ema_halflife_kimg=500, ema_rampup_ratio=0.05 (None: off), grad_clip=None (max gradient norm),
         precision="fp32" | "bf16" (autocast of the network), precond="edm" | "vp" | "ve" (with its loss),
-        conditional=False (class labels with label_dropout for guidance), seed=0, backend="auto" (the fused loss),
+        conditional=False (class labels, with label_dropout=0.1 on built networks, for guidance), seed=0 (also
+        seeds torch's generator: the initial network, dropout), backend="auto" (the loss and the skip mix),
         device="auto", run_dir=None (no files), checkpoint_every=1000, keep_checkpoints=2, sample_every=1000,
         log_every=100, progress=True, resume=None | "latest" | a checkpoint path.
     """
@@ -155,53 +161,60 @@ class Trainer:
     def __init__(self, config: TrainConfig, dataset, net=None):
         self.config = config
         self.dataset = dataset
-        self.rank, self.world_size, self._owns_process_group = _distributed_setup()
-        self.device = _pick_device(config.device, self.rank)
+        self.device, self.rank, self.world_size, self._owns_process_group = _distributed_setup(config.device)
         if config.batch_size % self.world_size:
             raise ValueError(f"batch_size: the global batch {config.batch_size} must split evenly over "
                              f"{self.world_size} processes")
+        if config.conditional and not dataset.num_classes:
+            raise ValueError(f"conditional: the dataset {dataset.name!r} has no labels")
         self.batch_local = config.batch_size // self.world_size
-        torch.manual_seed(config.seed * 1_000_003 + self.rank)  # dropout and label dropout differ per rank
+        self.seed_base = config.seed * SEED_STRIDE % SEED_SPACE  # per-sample loss seeds: base + global position
+        torch.manual_seed(self.seed_base)  # the same initial network on every rank
         self.net = _build_net(config, dataset, net).to(self.device).train().requires_grad_(True)
         self.ema = copy.deepcopy(self.net).eval().requires_grad_(False)
-        self.loss_fn = PRECONDS[config.precond][1](backend=config.backend)
-        if config.precond == "edm":
-            self.loss_fn.sigma_data = self.net.sigma_data
+        torch.manual_seed(self.seed_base + 1 + self.rank)  # dropout and label dropout differ per rank
+        self.loss_fn = _loss_for(self.net, config.backend)
         self.model = self.net.model
         if self.world_size > 1:
             self.model = nn.parallel.DistributedDataParallel(
-                self.net.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+                self.net.model, device_ids=[self.device] if self.device.type == "cuda" else None)
         self.train_net = self.net.with_model(self.model)  # calls F through DDP, so gradients are averaged
         self.optimizer = torch.optim.Adam(self.net.parameters(), lr=config.lr, betas=config.betas, eps=config.eps)
         self.step = 0
         self.history = []
         self.run_dir = Path(config.run_dir) if config.run_dir else None
         self._epoch_order = (None, None)  # (epoch, permutation) of the dataset, cached
+        nbytes = dataset.data.numel() * dataset.data.element_size()
+        self.data = dataset.to(self.device) if nbytes <= DATA_ON_DEVICE_BYTES else dataset  # batches without copies
         self._loss_sum = torch.zeros((), dtype=torch.float64, device=self.device)
         self._loss_count = 0
-        self._grid_seeds = list(range(config.num_grid))
         if config.resume:
             self._resume(config.resume)
 
     # ----- the step -------------------------------------------------------------------------------------
     def batch(self, step: int):
-        """This rank's slice of the global batch of `step`: (images, labels or None, loss seeds), on the device."""
+        """This rank's slice of the global batch of `step`: (images, labels or None, loss seeds), on the device.
+
+        Global sample position p = step * batch_size + i reads item perm_e[p mod N] of epoch e = p // N; its loss
+        seed is seed_base + p. The epochs a batch spans are known on the host, so nothing here waits for the device.
+        """
         n = len(self.dataset)
         start = step * self.config.batch_size + self.rank * self.batch_local
-        positions = torch.arange(start, start + self.batch_local, dtype=torch.int64)
-        index = torch.empty_like(positions)
-        for epoch in torch.unique(positions // n).tolist():  # one or two epochs per batch (or many, for tiny sets)
-            in_epoch = positions // n == epoch
-            index[in_epoch] = self._permutation(epoch)[positions[in_epoch] % n]
-        images, labels = self.dataset.batch(index)
-        seeds = (self.config.seed * SEED_STRIDE + positions) % MAX_SEED  # one seed per global sample position
-        labels = labels.to(self.device) if (labels is not None and self.config.conditional) else None
-        return images.to(self.device, non_blocking=True), labels, seeds.to(self.device, non_blocking=True)
+        stop = start + self.batch_local
+        parts = [self._permutation(epoch)[max(start, epoch * n) - epoch * n:min(stop, (epoch + 1) * n) - epoch * n]
+                 for epoch in range(start // n, (stop - 1) // n + 1)]  # one or two epochs (many for tiny data sets)
+        index = parts[0] if len(parts) == 1 else torch.cat(parts)
+        images, labels = self.data.batch(index)
+        seeds = torch.arange(self.seed_base + start, self.seed_base + stop, dtype=torch.int64, device=self.device)
+        labels = labels.to(self.device, non_blocking=True) if (labels is not None and self.config.conditional) else None
+        return images.to(self.device, non_blocking=True), labels, seeds
 
     def _permutation(self, epoch: int) -> torch.Tensor:
+        """The data order of `epoch` (made on the CPU from the run's seed, kept where the data lives)."""
         if self._epoch_order[0] != epoch:
-            generator = torch.Generator().manual_seed(self.config.seed * 1_000_003 + epoch)
-            self._epoch_order = (epoch, torch.randperm(len(self.dataset), generator=generator))
+            generator = torch.Generator().manual_seed((self.seed_base + epoch) % SEED_SPACE)
+            order = torch.randperm(len(self.dataset), generator=generator).to(self.data.data.device)
+            self._epoch_order = (epoch, order)
         return self._epoch_order[1]
 
     def lr_at(self, nimg: int) -> float:
@@ -217,7 +230,7 @@ class Trainer:
         return 0.5 ** (self.config.batch_size / max(halflife, 1e-8))
 
     def train_step(self) -> None:
-        """One optimizer step on the global batch of self.step; no host sync."""
+        """One optimizer step on the global batch of self.step; no host sync (the data set on the device)."""
         config = self.config
         images, labels, seeds = self.batch(self.step)
         self.optimizer.zero_grad(set_to_none=True)
@@ -232,7 +245,7 @@ class Trainer:
             torch.nan_to_num(p.grad, nan=0.0, posinf=1e5, neginf=-1e5, out=p.grad)
         if config.grad_clip is not None:
             nn.utils.clip_grad_norm_(params, config.grad_clip, foreach=True)
-        nimg = (self.step + 1) * config.batch_size
+        nimg = self.step * config.batch_size  # images seen before this step, as EDM's cur_nimg
         for group in self.optimizer.param_groups:
             group["lr"] = self.lr_at(nimg)
         self.optimizer.step()
@@ -259,18 +272,19 @@ class Trainer:
         while self.step < config.steps:
             self.train_step()
             at_end = self.step == config.steps
-            if self.step % config.log_every == 0 or at_end:
-                record = self._log_record(last_log)
+            evaluate = self.step % config.sample_every == 0 or at_end
+            if self.run_dir is not None and (self.step % config.checkpoint_every == 0 or at_end):
+                self.save_checkpoint()  # first (a failed evaluation loses nothing); on every rank (collective)
+            if self.step % config.log_every == 0 or evaluate:
+                record = self._log_record(last_log)  # on every rank: the mean loss is all-reduced
                 last_log = (time.perf_counter(), self.step)
                 progress.update(self.step, record["loss"])
-                if self.step % config.sample_every == 0 or at_end:
+                if evaluate and self.rank == 0:
                     record.update(self._evaluate(write=writer))
                 self.history.append(record)
                 if writer:
                     with open(self.run_dir / "log.jsonl", "a") as log:
                         log.write(json.dumps(record) + "\n")
-            if self.run_dir is not None and (self.step % config.checkpoint_every == 0 or at_end):
-                self.save_checkpoint()  # on every rank: gathering the ranks' generator states is collective
         progress.close()
         if self._owns_process_group:
             torch.distributed.destroy_process_group()
@@ -308,7 +322,8 @@ class Trainer:
         return {"format": CHECKPOINT_FORMAT, "version": 1, "fastdiff": __version__, "step": self.step,
                 "nimg": self.step * self.config.batch_size, "config": self.config.to_dict(),
                 "net": self.net.state_dict(), "ema": self.ema.state_dict(), "optimizer": self.optimizer.state_dict(),
-                "rng": rngs, "world_size": self.world_size}
+                "rng": rngs, "world_size": self.world_size,
+                "running_loss": {"sum": self._loss_sum.clone(), "count": self._loss_count}}  # since the last record
 
     def save_checkpoint(self) -> Path:
         """Write checkpoint-<step>.pt atomically (temporary file, fsync, rename) and keep the newest few.
@@ -336,11 +351,20 @@ class Trainer:
         self.ema.load_state_dict(state["ema"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.step = int(state["step"])
+        running = state.get("running_loss")
+        if running is not None and state["world_size"] == self.world_size:
+            self._loss_sum.copy_(running["sum"])
+            self._loss_count = int(running["count"])
         rngs = state["rng"]
         if len(rngs) == self.world_size:
             torch.set_rng_state(rngs[self.rank]["torch"].cpu())
             if torch.cuda.is_available() and rngs[self.rank]["cuda"]:
                 torch.cuda.set_rng_state_all([s.cpu() for s in rngs[self.rank]["cuda"]])
+        else:
+            warnings.warn(f"resume: {path} was written by {len(rngs)} process(es), this run has {self.world_size}; the "
+                          f"data order and the loss noise continue exactly, but torch's generator (dropout, label "
+                          f"dropout) is reseeded, so the run will not match an uninterrupted one bit for bit",
+                          stacklevel=3)
         if self.rank == 0 and self.run_dir is not None:
             _truncate_log(self.run_dir / "log.jsonl", self.step)  # records after the checkpoint are redone
 
@@ -399,9 +423,20 @@ def load_checkpoint(path, map_location="cpu") -> dict:
 
 
 def _truncate_log(path: Path, step: int) -> None:
-    if path.is_file():
-        lines = [line for line in path.read_text().splitlines() if line and json.loads(line)["step"] <= step]
-        path.write_text("".join(line + "\n" for line in lines))
+    """Keep the records up to `step` (a line cut short by a crash is dropped); rewritten atomically."""
+    if not path.is_file():
+        return
+    kept = []
+    for line in path.read_text().splitlines():
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(record, dict) and isinstance(record.get("step"), int) and record["step"] <= step:
+            kept.append(line + "\n")
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text("".join(kept))
+    os.replace(tmp, path)
 
 
 def _normalise(value):
@@ -424,17 +459,38 @@ def _load_data(data):
 def _build_net(config: TrainConfig, dataset, net) -> Precond:
     """The preconditioned network: given, wrapped, or built from config.net for the data's shape."""
     precond_cls = PRECONDS[config.precond][0]
+    if net is not None:
+        ignored = [f"{name}={getattr(config, name)!r}" for name, unset in (("net_kwargs", {}), ("dropout", 0.0),
+                   ("label_dropout", None)) if getattr(config, name) != unset]
+        if ignored:
+            raise ValueError(f"net: {', '.join(ignored)} configure the networks train() builds, not a network passed "
+                             f"in; set them on your network instead")
     if isinstance(net, Precond):
         if not isinstance(net, precond_cls):
             raise ValueError(f"net: a {type(net).__name__} cannot train with precond={config.precond!r} "
                              f"(expects {precond_cls.__name__}); pass precond= to match")
+        if net.backend != config.backend:
+            raise ValueError(f"net: its backend={net.backend!r} differs from train's backend={config.backend!r}; "
+                             f"build the preconditioner with the same backend")
         return net
     if net is None:
         net = build_model(config, dataset)
     elif not isinstance(net, nn.Module):
-        raise TypeError(f"net: expected None, an nn.Module F(x, c_noise[, class_labels]) or a fastdiff Precond, "
-                        f"got {type(net).__name__}")
-    return precond_cls(net, sigma_data=_sigma_data(dataset)) if precond_cls is EDMPrecond else precond_cls(net)
+        raise TypeError(f"net: expected None, a network kind, an nn.Module F(x, c_noise[, class_labels]) or a fastdiff "
+                        f"Precond, got {type(net).__name__}")
+    if precond_cls is EDMPrecond:
+        return precond_cls(net, sigma_data=_sigma_data(dataset), backend=config.backend)
+    return precond_cls(net, backend=config.backend)
+
+
+def _loss_for(net: Precond, backend: str):
+    """The loss that goes with the preconditioner, with its parameters (EDM's sigma_data; VP's beta_d, beta_min,
+    epsilon_t; VE's sigma range), so the noise levels drawn are the ones the network is built for."""
+    if isinstance(net, EDMPrecond):
+        return EDMLoss(sigma_data=net.sigma_data, backend=backend)
+    if isinstance(net, VPPrecond):
+        return VPLoss(beta_d=net.beta_d, beta_min=net.beta_min, epsilon_t=net.epsilon_t, backend=backend)
+    return VELoss(sigma_min=net.sigma_min, sigma_max=net.sigma_max, backend=backend)
 
 
 def build_model(config: TrainConfig, dataset) -> nn.Module:
@@ -443,12 +499,14 @@ def build_model(config: TrainConfig, dataset) -> nn.Module:
 
     kind = config.net if config.net != "auto" else ("unet" if dataset.is_image else "mlp")
     num_classes = (dataset.num_classes or 0) if config.conditional else 0
-    if config.conditional and not num_classes:
-        raise ValueError(f"conditional: the dataset {dataset.name!r} has no labels")
-    label_dropout = config.label_dropout if num_classes else 0.0
+    if config.label_dropout is not None and not num_classes:
+        raise ValueError(f"label_dropout: applies to conditional runs (conditional=True), got {config.label_dropout}")
+    label_dropout = (0.1 if config.label_dropout is None else config.label_dropout) if num_classes else 0.0
     if kind == "mlp":
         if dataset.is_image:
             raise ValueError(f"net: 'mlp' takes points [N, d], the dataset {dataset.name!r} holds images {tuple(dataset.shape)}")
+        if config.dropout:
+            raise ValueError(f"dropout: the MLP has no dropout layers, got dropout={config.dropout}; use 0")
         return MLP(dim=dataset.shape[0], num_classes=num_classes, label_dropout=label_dropout, **config.net_kwargs)
     if not dataset.is_image:
         raise ValueError(f"net: 'unet' takes images [N, C, H, W], the dataset {dataset.name!r} holds {tuple(dataset.shape)}")
@@ -466,29 +524,46 @@ def _sigma_data(dataset) -> float:
     return float(dataset.data.to(torch.float64).std())
 
 
-def _distributed_setup() -> tuple[int, int, bool]:
-    """(rank, world size, whether this call initialised the process group): from an initialised process group,
-    or from torchrun's environment (NCCL with CUDA, gloo without)."""
+def _distributed_setup(device: str) -> tuple[torch.device, int, int, bool]:
+    """(device, rank, world size, whether this call initialised the process group).
+
+    Under torchrun (WORLD_SIZE > 1) without a process group, one is made here: NCCL when this rank trains on a GPU,
+    gloo otherwise. A CUDA device without an index is cuda:LOCAL_RANK, and it becomes the current device (NCCL's
+    collectives use the current device)."""
     import torch.distributed as dist
 
-    if not dist.is_available():
-        return 0, 1, False
-    owns = False
-    if not dist.is_initialized() and int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
-        owns = True
-    if dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size(), owns
-    return 0, 1, False
-
-
-def _pick_device(device: str, rank: int) -> torch.device:
+    distributed = dist.is_available() and (dist.is_initialized() or int(os.environ.get("WORLD_SIZE", "1")) > 1)
+    local_rank = int(os.environ.get("LOCAL_RANK", "0")) if distributed else 0
     if device == "auto":
-        if torch.cuda.is_available():
-            local = int(os.environ.get("LOCAL_RANK", rank))
-            return torch.device("cuda", local % torch.cuda.device_count())
-        return torch.device("cpu")
-    return torch.device(device)
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = torch.device(device)
+    if device.type == "cuda":
+        if device.index is None:
+            device = torch.device("cuda", local_rank % torch.cuda.device_count())
+        torch.cuda.set_device(device)
+    owns = False
+    if distributed and not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+        owns = True
+    if distributed:
+        return device, dist.get_rank(), dist.get_world_size(), owns
+    return device, 0, 1, False
+
+
+def _check_device(device) -> None:
+    """'auto' or a device torch knows and this machine has."""
+    if device == "auto":
+        return
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"device: expected 'auto', 'cpu', 'cuda' or 'cuda:N', got {device!r}") from None
+    if parsed.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device: {device!r} asked for, but torch {torch.__version__} sees no CUDA device")
+    if parsed.type == "cuda" and parsed.index is not None and parsed.index >= torch.cuda.device_count():
+        raise ValueError(f"device: {device!r} asked for, but there are {torch.cuda.device_count()} CUDA devices")
+    if parsed.type not in ("cpu", "cuda"):
+        raise ValueError(f"device: expected 'auto', 'cpu', 'cuda' or 'cuda:N', got {device!r}")
 
 
 def _check_choice(name: str, value, choices: tuple[str, ...]) -> str:

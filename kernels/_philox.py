@@ -8,6 +8,8 @@ They implement the stream defined in fastdiff/rng.py word for word:
 import triton
 import triton.language as tl
 
+from ._utils import sample_of
+
 # Globals a kernel reads must be tl.constexpr instances (an annotation is not enough for the compiler).
 TWO_POW_M24 = tl.constexpr(5.9604644775390625e-08)  # 2^-24
 TWO_PI_F32 = tl.constexpr(6.2831854820251465)  # float32(2 pi)
@@ -53,7 +55,8 @@ def stream_words(seeds_ptr, sample, block, offset_lo, offset_hi):
 
 
 @triton.jit
-def block_normals(seeds_ptr, pid, numel_per_sample, offset_lo, offset_hi, GROUPED: tl.constexpr, BLOCK: tl.constexpr):
+def block_normals(seeds_ptr, pid, numel, numel_per_sample, offset_lo, offset_hi, GROUPED: tl.constexpr,
+                  BLOCK: tl.constexpr):
     """The stream's normals of the flat elements pid * BLOCK + arange(BLOCK) (each in its own sample's stream).
 
     GROUPED (numel_per_sample % 4 == 0): one Philox call per group of four lanes, interleaved back into a flat
@@ -64,7 +67,7 @@ def block_normals(seeds_ptr, pid, numel_per_sample, offset_lo, offset_hi, GROUPE
     if GROUPED:
         group = pid * (BLOCK // 4) + tl.arange(0, BLOCK // 4)
         groups_per_sample = numel_per_sample // 4
-        sample_of_group = group // groups_per_sample
+        sample_of_group = tl.minimum(group // groups_per_sample, numel // numel_per_sample - 1)  # lanes past the end
         w0, w1, w2, w3 = stream_words(seeds_ptr, sample_of_group, group - sample_of_group * groups_per_sample,
                                       offset_lo, offset_hi)
         n0, n1 = box_muller(w0, w1)
@@ -72,8 +75,8 @@ def block_normals(seeds_ptr, pid, numel_per_sample, offset_lo, offset_hi, GROUPE
         eps = tl.reshape(tl.join(tl.join(n0, n2), tl.join(n1, n3)), [BLOCK])
     else:
         idx = pid * BLOCK + tl.arange(0, BLOCK)
-        sample = idx // numel_per_sample
-        e = idx - sample * numel_per_sample
+        sample = sample_of(idx, numel, numel_per_sample)
+        e = idx - (idx // numel_per_sample) * numel_per_sample
         w0, w1, w2, w3 = stream_words(seeds_ptr, sample, e >> 2, offset_lo, offset_hi)
         lane = e & 3
         n_a, n_b = box_muller(tl.where(lane < 2, w0, w2), tl.where(lane < 2, w1, w3))

@@ -22,5 +22,12 @@ def load_per_sample(ptr, sample, PER_SAMPLE: tl.constexpr):
         return tl.load(ptr).to(tl.float32)
 
 
+@triton.jit
+def sample_of(idx, numel, numel_per_sample):
+    """The sample of each flat index, clamped to the last one: lanes past the end, masked for the data, must still
+    not read per-sample values or seeds beyond their [B] tensors (an out-of-bounds address can fault on a GPU)."""
+    return tl.minimum(idx // numel_per_sample, numel // numel_per_sample - 1)
+
+
 def grid_1d(numel: int):
     return (triton.cdiv(numel, BLOCK),)

@@ -2,7 +2,7 @@
 import triton
 import triton.language as tl
 
-from ._utils import BLOCK, LAUNCH_OPTIONS, grid_1d, load_per_sample
+from ._utils import BLOCK, LAUNCH_OPTIONS, grid_1d, load_per_sample, sample_of
 
 
 @triton.jit
@@ -12,7 +12,7 @@ def _euler_step_kernel(x_hat_ptr, denoised_ptr, t_hat_ptr, t_next_ptr, out_ptr, 
     """out = x_hat + (t_next - t_hat) * d_cur with d_cur = (x_hat - denoised) / t_hat, in float32."""
     idx = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
     mask = idx < numel
-    sample = idx // numel_per_sample if T_HAT_PER_SAMPLE or T_NEXT_PER_SAMPLE else 0
+    sample = sample_of(idx, numel, numel_per_sample) if T_HAT_PER_SAMPLE or T_NEXT_PER_SAMPLE else 0
     t_hat = load_per_sample(t_hat_ptr, sample, T_HAT_PER_SAMPLE)
     t_next = load_per_sample(t_next_ptr, sample, T_NEXT_PER_SAMPLE)
     x_hat = tl.load(x_hat_ptr + idx, mask=mask).to(tl.float32)

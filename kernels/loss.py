@@ -7,18 +7,18 @@ import triton
 import triton.language as tl
 
 from ._philox import block_normals
-from ._utils import BLOCK, NOISE_LAUNCH_OPTIONS, grid_1d, load_per_sample
+from ._utils import BLOCK, NOISE_LAUNCH_OPTIONS, grid_1d, load_per_sample, sample_of
 
 
 @triton.jit
-def _loss_noise(noise_ptr, seeds_ptr, offset_ptr, pid, idx, mask, numel_per_sample,
+def _loss_noise(noise_ptr, seeds_ptr, offset_ptr, pid, idx, mask, numel, numel_per_sample,
                 HAS_NOISE: tl.constexpr, GROUPED: tl.constexpr, BLOCK: tl.constexpr):
     """n for the elements idx: the given noise, or the stream of each sample's seed at *offset_ptr."""
     if HAS_NOISE:
         n = tl.load(noise_ptr + idx, mask=mask).to(tl.float32)
     else:
         offset = tl.load(offset_ptr)
-        n = block_normals(seeds_ptr, pid, numel_per_sample, offset & 0xFFFFFFFF, (offset >> 32) & 0xFFFFFFFF,
+        n = block_normals(seeds_ptr, pid, numel, numel_per_sample, offset & 0xFFFFFFFF, (offset >> 32) & 0xFFFFFFFF,
                           GROUPED=GROUPED, BLOCK=BLOCK)
     return n
 
@@ -30,8 +30,8 @@ def _loss_input_kernel(y_ptr, noise_ptr, seeds_ptr, offset_ptr, sigma_ptr, c_in_
     pid = tl.program_id(0).to(tl.int64)
     idx = pid * BLOCK + tl.arange(0, BLOCK)
     mask = idx < numel
-    sample = idx // numel_per_sample if PER_SAMPLE else 0
-    n = _loss_noise(noise_ptr, seeds_ptr, offset_ptr, pid, idx, mask, numel_per_sample, HAS_NOISE, GROUPED, BLOCK)
+    sample = sample_of(idx, numel, numel_per_sample) if PER_SAMPLE else 0
+    n = _loss_noise(noise_ptr, seeds_ptr, offset_ptr, pid, idx, mask, numel, numel_per_sample, HAS_NOISE, GROUPED, BLOCK)
     y = tl.load(y_ptr + idx, mask=mask).to(tl.float32)
     sigma = load_per_sample(sigma_ptr, sample, PER_SAMPLE)
     c_in = load_per_sample(c_in_ptr, sample, PER_SAMPLE)
@@ -50,8 +50,8 @@ def _loss_error_kernel(y_ptr, F_ptr, noise_ptr, seeds_ptr, offset_ptr, sigma_ptr
     pid = tl.program_id(0).to(tl.int64)
     idx = pid * BLOCK + tl.arange(0, BLOCK)
     mask = idx < numel
-    sample = idx // numel_per_sample if PER_SAMPLE else 0
-    n = _loss_noise(noise_ptr, seeds_ptr, offset_ptr, pid, idx, mask, numel_per_sample, HAS_NOISE, GROUPED, BLOCK)
+    sample = sample_of(idx, numel, numel_per_sample) if PER_SAMPLE else 0
+    n = _loss_noise(noise_ptr, seeds_ptr, offset_ptr, pid, idx, mask, numel, numel_per_sample, HAS_NOISE, GROUPED, BLOCK)
     y = tl.load(y_ptr + idx, mask=mask).to(tl.float32)
     F = tl.load(F_ptr + idx, mask=mask).to(tl.float32)
     sigma = load_per_sample(sigma_ptr, sample, PER_SAMPLE)

@@ -7,7 +7,7 @@ import triton
 import triton.language as tl
 
 from ._philox import block_normals, stream_words
-from ._utils import BLOCK, NOISE_LAUNCH_OPTIONS, grid_1d, load_per_sample
+from ._utils import BLOCK, NOISE_LAUNCH_OPTIONS, grid_1d, load_per_sample, sample_of
 
 
 @triton.jit
@@ -17,10 +17,10 @@ def _noise_kernel(x_ptr, out_ptr, seeds_ptr, offset_ptr, std_ptr, numel, numel_p
     (GROUPED: numel_per_sample % 4 == 0, see block_normals)."""
     offset = tl.load(offset_ptr)
     pid = tl.program_id(0).to(tl.int64)
-    eps = block_normals(seeds_ptr, pid, numel_per_sample, offset & 0xFFFFFFFF, (offset >> 32) & 0xFFFFFFFF,
+    eps = block_normals(seeds_ptr, pid, numel, numel_per_sample, offset & 0xFFFFFFFF, (offset >> 32) & 0xFFFFFFFF,
                         GROUPED=GROUPED, BLOCK=BLOCK)
     idx = pid * BLOCK + tl.arange(0, BLOCK)
-    sample = idx // numel_per_sample if STD_PER_SAMPLE else 0
+    sample = sample_of(idx, numel, numel_per_sample) if STD_PER_SAMPLE else 0
     mask = idx < numel
     if HAS_X:
         x = tl.load(x_ptr + idx, mask=mask).to(tl.float32)
@@ -33,8 +33,8 @@ def _words_kernel(out_ptr, seeds_ptr, offset_ptr, numel, numel_per_sample, BLOCK
     """out[b, e] = word e % 4 of block e // 4 of the stream of seeds[b] (the raw uint32 values, stored as int64)."""
     offset = tl.load(offset_ptr)
     idx = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
-    sample = idx // numel_per_sample
-    e = idx - sample * numel_per_sample
+    sample = sample_of(idx, numel, numel_per_sample)
+    e = idx - (idx // numel_per_sample) * numel_per_sample
     w0, w1, w2, w3 = stream_words(seeds_ptr, sample, e >> 2, offset & 0xFFFFFFFF, (offset >> 32) & 0xFFFFFFFF)
     lane = e & 3
     word = tl.where(lane == 0, w0, tl.where(lane == 1, w1, tl.where(lane == 2, w2, w3)))

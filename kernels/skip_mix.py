@@ -2,7 +2,7 @@
 import triton
 import triton.language as tl
 
-from ._utils import BLOCK, LAUNCH_OPTIONS, grid_1d, load_per_sample
+from ._utils import BLOCK, LAUNCH_OPTIONS, grid_1d, load_per_sample, sample_of
 
 @triton.jit
 def _skip_mix_kernel(x_ptr, F_ptr, sigma_ptr, out_ptr, numel, numel_per_sample, sigma_data,
@@ -12,7 +12,7 @@ def _skip_mix_kernel(x_ptr, F_ptr, sigma_ptr, out_ptr, numel, numel_per_sample, 
     """
     idx = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
     mask = idx < numel
-    sample = idx // numel_per_sample if PER_SAMPLE else 0
+    sample = sample_of(idx, numel, numel_per_sample) if PER_SAMPLE else 0
     sigma = load_per_sample(sigma_ptr, sample, PER_SAMPLE)
     if KIND == 0:
         c_skip = sigma_data * sigma_data / (sigma * sigma + sigma_data * sigma_data)

@@ -523,6 +523,7 @@ def compile_and_compare(backend_name, compiler, compare):
     upstream = make((3, 2, 9), torch.float32, 81, device=device)
     results = []
     torch._dynamo.reset()
+    backends.prepare(backend_name)  # ops called directly: load the backend before tracing (losses do it when built)
     for step in (torch.compile(fused_training_step, fullgraph=True, backend=compiler), fused_training_step):
         weight = make((9,), torch.float32, 82, device=device).requires_grad_()
         loss = step(y, weight, seeds, sigma, backend_name)

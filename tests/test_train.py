@@ -141,10 +141,16 @@ def test_lr_rampup_and_ema_halflife_follow_edm():
     assert make_trainer(ema_rampup_ratio=None, ema_halflife_kimg=1).ema_beta(32) == pytest.approx(0.5 ** (32 / 1000))
 
 
-def test_step_sets_the_ramped_lr_and_counts_images():
+def test_step_uses_the_images_seen_before_it_as_edm():
+    """lr and EMA decay come from the images seen before the step (EDM's cur_nimg): the first step has lr 0 and
+    leaves the EMA equal to the network."""
     t = make_trainer(lr=1e-3, lr_rampup_kimg=0.64)
     t.train_step()
-    assert t.step == 1 and t.optimizer.param_groups[0]["lr"] == pytest.approx(1e-3 * 32 / 640)
+    assert t.step == 1 and t.optimizer.param_groups[0]["lr"] == 0
+    for e, n in zip(t.ema.parameters(), t.net.parameters()):
+        assert torch.equal(e, n)
+    t.train_step()
+    assert t.optimizer.param_groups[0]["lr"] == pytest.approx(1e-3 * 32 / 640)
 
 
 def test_nonfinite_gradients_are_replaced_and_clipping_bounds_the_norm(monkeypatch):
@@ -230,6 +236,53 @@ def test_cli_train(tmp_path):
     assert bad.returncode == 2 and "nowhere.npy" in bad.stderr
 
 
+@pytest.mark.parametrize("seed", [2, 12345, 2**40 + 3])
+def test_any_seed_trains(seed):
+    """Seeds are reduced on the host before they meet int64 tensors: large seeds work and give distinct runs."""
+    results = [train("moons", seed=s, **{**TINY, "steps": 2}) for s in (seed, seed + 1)]
+    assert all(r.step == 2 for r in results)
+    assert not torch.equal(next(results[0].net.parameters()), next(results[1].net.parameters()))
+
+
+def test_sample_every_does_not_wait_for_log_every(tmp_path):
+    run(tmp_path, "r", steps=12, log_every=4, sample_every=3, num_grid=8)
+    assert sorted(p.name for p in (tmp_path / "r").glob("samples-*.png")) == [
+        f"samples-{step:08d}.png" for step in (3, 6, 9, 12)]
+    steps = [json.loads(line)["step"] for line in (tmp_path / "r" / "log.jsonl").read_text().splitlines()]
+    assert steps == [3, 4, 6, 8, 9, 12]
+
+
+def test_one_dimensional_points_train_and_draw(tmp_path):
+    data = torch.cat([torch.randn(300, 1) * 0.1 - 1, torch.randn(300, 1) * 0.1 + 1])
+    result = train(data, run_dir=str(tmp_path / "r"), **{**TINY, "steps": 4, "sample_every": 4})
+    assert result.history[-1]["grid"] == "samples-00000004.png"
+
+
+def test_truncated_log_line_does_not_block_resume(tmp_path):
+    run(tmp_path, "r", steps=5, checkpoint_every=5)
+    with open(tmp_path / "r" / "log.jsonl", "a") as log:
+        log.write('{"step": 7, "lo')  # a crash mid-write
+    run(tmp_path, "r", steps=10, resume="latest")
+    steps = [json.loads(line)["step"] for line in (tmp_path / "r" / "log.jsonl").read_text().splitlines()]
+    assert steps == [5, 10]
+
+
+def test_reference_backend_runs_no_compiled_op(monkeypatch):
+    """backend="reference" reaches the preconditioner's skip mix and the evaluation's sampler too."""
+    from fastdiff import ops
+
+    used = []
+    real = ops._impl
+    monkeypatch.setattr(ops, "_impl", lambda name: used.append(name) or real(name))
+    t = make_trainer(backend="reference", sample_every=1)
+    t.train_step()
+    t._evaluate(write=False)
+    assert used == []
+    t = make_trainer(backend="cpu")
+    t.train_step()
+    assert set(used) == {"cpu"}
+
+
 def test_argument_errors():
     with pytest.raises(TypeError, match="unknown option.*'stepz'"):
         train("moons", stepz=3)
@@ -238,9 +291,29 @@ def test_argument_errors():
     with pytest.raises(ValueError, match="conditional: the dataset .* has no labels"):
         train("swiss_roll", conditional=True, **{**TINY, "steps": 1})
     with pytest.raises(ValueError, match="net: a VPPrecond cannot train with precond='edm'"):
-        train("moons", net=fastdiff.VPPrecond(fastdiff.nets.MLP(2)), **{**TINY, "steps": 1})
+        train("moons", net=fastdiff.VPPrecond(fastdiff.nets.MLP(2)), **{**TINY, "steps": 1, "net_kwargs": {}})
     with pytest.raises(ValueError, match="net: 'unet' takes images"):
         train("moons", net="unet", **{**TINY, "steps": 1})
+    with pytest.raises(ValueError, match="dropout: the MLP has no dropout layers"):
+        train("moons", dropout=0.2, **{**TINY, "steps": 1})
+    with pytest.raises(ValueError, match=r"net: net_kwargs=\{'hidden': 32.* configure the networks train\(\) builds"):
+        train("moons", net=fastdiff.nets.MLP(2), **{**TINY, "steps": 1})
+    with pytest.raises(ValueError, match="label_dropout: applies to conditional runs"):
+        train("moons", label_dropout=0.2, **{**TINY, "steps": 1})
+    with pytest.raises(ValueError, match="device: expected 'auto', 'cpu', 'cuda' or 'cuda:N', got 'bogus'"):
+        train("moons", device="bogus", **{**TINY, "steps": 1})
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="device: 'cuda' asked for, but .* sees no CUDA device"):
+            train("moons", device="cuda", **{**TINY, "steps": 1})
+
+
+def test_loss_follows_a_given_preconditioner():
+    """A VEPrecond with its own sigma range trains with a VELoss drawing sigma from that range."""
+    net = fastdiff.VEPrecond(fastdiff.nets.MLP(2, hidden=16, depth=1), sigma_min=0.5, sigma_max=3.0)
+    t = Trainer(TrainConfig(**{**TINY, "net_kwargs": {}, "precond": "ve"}).check(), fastdiff.data.load("moons"), net)
+    assert (t.loss_fn.sigma_min, t.loss_fn.sigma_max) == (0.5, 3.0)
+    sigma = t.loss_fn.draw_sigma(torch.arange(1000))
+    assert float(sigma.min()) >= 0.5 * (1 - 1e-6) and float(sigma.max()) <= 3.0 * (1 + 1e-6)
 
 
 # ---------------------------------------------------------------------------------------------------------
