@@ -28,7 +28,6 @@ read data pointers). On a machine with one device, neither can see copies betwee
 """
 from __future__ import annotations
 
-import dataclasses
 import os
 import sys
 import weakref
@@ -156,8 +155,7 @@ def check_no_autocast(device) -> None:
 
 def scaled_plan(plan, factor: float):
     """The plan with every noise level (and noise std) times factor: the same structure, other values."""
-    return dataclasses.replace(plan, t=tuple(v * factor for v in plan.t), t_hat=tuple(v * factor for v in plan.t_hat),
-                               noise_std=tuple(v * factor for v in plan.noise_std))
+    return plan.scaled(factor)
 
 
 def trace_loop(loop, run, prepare=None) -> CaptureReport:

@@ -257,7 +257,7 @@ def _graph_kind_for(latents: torch.Tensor):
 
 
 def sample_graphed(mode, net, latents, class_labels, randn_like, num_steps, sigma_min, sigma_max, rho, S_churn, S_min,
-                   S_max, S_noise, *, solver, sigmas, seeds, dtype, backend, callback, nonfinite):
+                   S_max, S_noise, *, solver, sigmas, seeds, dtype, backend, callback, nonfinite, eta=None):
     """sample() through a cached GraphedSampler; None when mode is "auto" and the loop cannot be graphed."""
     if mode is not True and mode != "auto":
         raise ValueError(f"cuda_graph: expected True, False or 'auto', got {mode!r}")
@@ -276,7 +276,7 @@ def sample_graphed(mode, net, latents, class_labels, randn_like, num_steps, sigm
         return _decline(mode, reason)
     state_dtype = _check_inputs(net, latents, class_labels, randn_like, seeds, dtype, callback, nonfinite)
     schedule = dict(num_steps=num_steps, sigma_min=sigma_min, sigma_max=sigma_max, rho=rho, S_churn=S_churn,
-                    S_min=S_min, S_max=S_max, S_noise=S_noise, solver=solver, sigmas=sigmas)
+                    S_min=S_min, S_max=S_max, S_noise=S_noise, solver=solver, sigmas=sigmas, eta=eta)
     plan = plan_steps(net, **schedule)
     resolved = backends.resolve(backend, torch.empty(0, dtype=state_dtype, device=latents.device), (latents,))
     labels = None if class_labels is None else (tuple(class_labels.shape), class_labels.dtype)

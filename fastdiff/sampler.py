@@ -1,10 +1,23 @@
-"""The EDM sampler (Karras et al. 2022, Algorithm 2; Algorithm 1 when S_churn = 0), a drop-in for edm_sampler.
+"""fastdiff.sample: EDM's sampler (Karras et al. 2022, Algorithm 2; Algorithm 1 when S_churn = 0), a drop-in for
+edm_sampler, and k-diffusion's euler_ancestral and dpmpp_2m and DDIM, in the same loop.
 
-Every per-step scalar (t_hat, gamma, the noise scale, whether to correct) is computed on the host from the
-schedule before the loop, in float64: the loop itself never branches on a tensor value and never syncs.
+Every solver takes steps of one form, in EDM's parameterisation (x at noise level sigma, D the denoiser):
+
+    x_hat  = x_i + noise_std_i eps_i                         churn (euler, heun), before the net call
+    D_i    = D(x_hat; t_hat_i)
+    D'_i   = D_i + c_i (D_i - D_{i-1})                        DPM-Solver++(2M)'s extrapolation (c_i = 0 otherwise)
+    x_next = D'_i + (t_down_i / t_hat_i) (x_hat - D'_i)       the Euler step, to t_down_i (t_{i+1} but for ancestral)
+    x_next = Heun's correction, when it corrects
+    x_next = x_next + noise_std_i eps_i                       ancestral noise (euler_ancestral), after the update
+
+The Euler step written as x_next = D + (t_next / t) (x - D) is DDIM's deterministic update (eta = 0) for
+x = x_VP / sqrt(alpha_bar), sigma = sqrt((1 - alpha_bar) / alpha_bar): solver="ddim" is the same plan as "euler".
+Every per-step scalar (t_hat, gamma, the noise scales, t_down, c_i, whether to correct) is computed on the host from
+the schedule before the loop, in float64: the loop itself never branches on a tensor value and never syncs.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 import warnings
 from dataclasses import dataclass
@@ -16,20 +29,29 @@ from .rng import SAMPLER_OFFSET, seeds_tensor
 from ._validate import check_below, check_int, check_output, check_positive, check_real
 from .schedules import karras_sigmas
 
-SOLVERS = ("euler", "heun")
+SOLVERS = ("euler", "heun", "euler_ancestral", "dpmpp_2m", "ddim")
+CHURN_SOLVERS = ("euler", "heun")  # EDM's: the only solvers that take S_churn, S_min and S_max
+DEFAULT_ETA = 1.0  # euler_ancestral's, as k-diffusion's: the full ancestral (DDPM-like) noise
 STATE_DTYPES = (torch.float32, torch.float64)
 NONFINITE = ("warn", "raise", "ignore")
 
 
 @dataclass(frozen=True)
 class StepPlan:
-    """The per-step scalars of one sampling run, host floats (float64): step i goes from t[i] via t_hat[i] to t[i+1]."""
+    """The per-step scalars of one sampling run, host floats (float64): step i goes from t[i] via t_hat[i] to t[i+1].
+
+    The optional fields describe the steps of the solvers beyond EDM's (see the module docstring); their defaults
+    give EDM's steps, so a plan made with only the first five fields is an EDM plan.
+    """
 
     t: tuple[float, ...]  # N+1 noise levels, t[N] usually 0
     t_hat: tuple[float, ...]  # N: round_sigma(t_i + gamma_i t_i)
     gamma: tuple[float, ...]  # N: churn factor of each step
-    noise_std: tuple[float, ...]  # N: sqrt(t_hat^2 - t^2) * S_noise, the std of the noise added at step i
+    noise_std: tuple[float, ...]  # N: the std of the noise added at step i (sqrt(t_hat^2 - t^2) * S_noise for churn)
     correct: tuple[bool, ...]  # N: whether step i takes Heun's second-order correction
+    t_down: tuple[float, ...] | None = None  # N: where step i's Euler step lands (ancestral: sigma_down); None: t[i+1]
+    noise_after: bool = False  # noise_std is added after the update (ancestral), not before the net call (churn)
+    multistep: tuple[float, ...] | None = None  # N: c_i = 1 / (2 r_i), the weight of D_i - D_{i-1} (DPM-Solver++(2M))
 
     @property
     def num_steps(self) -> int:
@@ -40,12 +62,19 @@ class StepPlan:
         """Network evaluations per sampling call."""
         return self.num_steps + sum(self.correct)
 
+    def scaled(self, factor: float) -> "StepPlan":
+        """The plan with every noise level (and noise std) times factor: the same structure, other values (the
+        multistep weights are ratios of log-steps, which scaling leaves as they are)."""
+        scale = lambda values: None if values is None else tuple(v * factor for v in values)  # noqa: E731
+        return dataclasses.replace(self, t=scale(self.t), t_hat=scale(self.t_hat), noise_std=scale(self.noise_std),
+                                   t_down=scale(self.t_down))
+
 
 SCHEDULE_DEFAULTS = dict(num_steps=18, sigma_min=0.002, sigma_max=80.0, rho=7.0)
 
 
 def plan_steps(net=None, num_steps=18, sigma_min=0.002, sigma_max=80.0, rho=7.0, S_churn=0.0, S_min=0.0,
-               S_max=float("inf"), S_noise=1.0, *, solver="heun", sigmas=None) -> StepPlan:
+               S_max=float("inf"), S_noise=1.0, *, solver="heun", sigmas=None, eta=None) -> StepPlan:
     """Build the schedule and every per-step scalar of the sampler on the host (FORMULAS.md section 4).
 
     The schedule is EDM's (clamped to net.sigma_min/sigma_max) unless `sigmas` is given; either way its
@@ -59,6 +88,8 @@ def plan_steps(net=None, num_steps=18, sigma_min=0.002, sigma_max=80.0, rho=7.0,
         raise ValueError(f"S_min: must not exceed S_max (churn applies to S_min <= t <= S_max), got S_min={S_min} and S_max={S_max}")
     if solver not in SOLVERS:
         raise ValueError(f"solver: expected one of {', '.join(map(repr, SOLVERS))}, got {solver!r}")
+    eta = _check_eta(solver, eta)
+    _check_no_churn(solver, S_churn=S_churn, S_min=S_min, S_max=S_max, S_noise=S_noise)
     round_sigma = getattr(net, "round_sigma", None)
     if sigmas is None:
         t = _karras_schedule(net, check_int("num_steps", num_steps, minimum=1), sigma_min, sigma_max, rho)
@@ -67,6 +98,10 @@ def plan_steps(net=None, num_steps=18, sigma_min=0.002, sigma_max=80.0, rho=7.0,
         t = _check_sigmas("sigmas", sigmas)
     if round_sigma is not None:  # rounding may repeat a level (a zero-length step, as in EDM) but not reach 0 early
         t = _check_sigmas("net.round_sigma(sigmas)", torch.cat([_round(round_sigma, t[:-1]), t[-1:]]), strict=False)
+    if solver == "euler_ancestral":
+        return _ancestral_plan(t.tolist(), eta, S_noise)
+    if solver == "dpmpp_2m":
+        return _dpmpp_2m_plan(t.tolist())
     N = t.numel() - 1
     t_cur = t[:-1]
     gamma = tuple(min(S_churn / N, math.sqrt(2) - 1) if S_min <= float(t_i) <= S_max else 0.0 for t_i in t_cur)
@@ -81,52 +116,154 @@ def plan_steps(net=None, num_steps=18, sigma_min=0.002, sigma_max=80.0, rho=7.0,
     return StepPlan(t=tuple(t.tolist()), t_hat=tuple(t_hat.tolist()), gamma=gamma, noise_std=tuple(noise_std.tolist()), correct=correct)
 
 
+def _ancestral_plan(t: list[float], eta: float, S_noise: float) -> StepPlan:
+    """euler_ancestral: an Euler step from t_i to sigma_down, then noise of std S_noise * sigma_up (k-diffusion's
+    get_ancestral_step; with eta, DDIM's eta in EDM form)."""
+    N = len(t) - 1
+    up = [_sigma_up(t[i], t[i + 1], eta) for i in range(N)]
+    down = [math.sqrt(max(t[i + 1] ** 2 - up[i] ** 2, 0.0)) if up[i] > 0 else t[i + 1] for i in range(N)]
+    return StepPlan(t=tuple(t), t_hat=tuple(t[:-1]), gamma=(0.0,) * N, noise_std=tuple(S_noise * u for u in up),
+                    correct=(False,) * N, t_down=tuple(down), noise_after=True)
+
+
+def _sigma_up(sigma: float, sigma_next: float, eta: float) -> float:
+    """sigma_up = min(sigma_next, eta sqrt(sigma_next^2 (sigma^2 - sigma_next^2) / sigma^2)): the noise an ancestral
+    step adds back (eta = 1: the posterior's, as in DDPM), so that sigma_down^2 + sigma_up^2 = sigma_next^2."""
+    return min(sigma_next, eta * sigma_next * math.sqrt(sigma**2 - sigma_next**2) / sigma)
+
+
+def _dpmpp_2m_plan(t: list[float]) -> StepPlan:
+    """DPM-Solver++(2M) (Lu et al. 2022) in sigma: with lambda = -log sigma and h_i = lambda_{i+1} - lambda_i,
+    x_{i+1} = (t_{i+1}/t_i) x_i + (1 - t_{i+1}/t_i) (D_i + c_i (D_i - D_{i-1})), c_i = 1/(2 r_i) = h_i / (2 h_{i-1}).
+
+    The first and last steps are first order (c = 0, a DDIM step), and so is a step after a zero-length one (its
+    D_{i-1} is D_i at the same point: no slope to extrapolate).
+    """
+    N = len(t) - 1
+    h = [math.log(t[i] / t[i + 1]) for i in range(N - 1)]  # the last step, to t_N (usually 0), needs no h
+    multistep = tuple(h[i] / (2 * h[i - 1]) if 0 < i < N - 1 and h[i - 1] > 0 else 0.0 for i in range(N))
+    return StepPlan(t=tuple(t), t_hat=tuple(t[:-1]), gamma=(0.0,) * N, noise_std=(0.0,) * N, correct=(False,) * N,
+                    multistep=multistep)
+
+
+def _check_eta(solver: str, eta) -> float | None:
+    """eta is euler_ancestral's (default 1): a real >= 0; any other solver refuses it rather than ignore it."""
+    if solver == "euler_ancestral":
+        return DEFAULT_ETA if eta is None else check_real("eta", eta, minimum=0.0)
+    if eta is not None:
+        hint = (" (DDIM's eta = 0); DDIM with eta > 0 is solver='euler_ancestral' with that eta, the same update in "
+                "EDM form" if solver == "ddim" else "")
+        raise ValueError(f"eta: only solver='euler_ancestral' takes eta (the amount of noise its steps add); "
+                         f"solver={solver!r} adds none{hint}; got eta={eta!r}")
+    return None
+
+
+def _check_no_churn(solver: str, **given) -> None:
+    """S_churn, S_min and S_max (and S_noise, but for euler_ancestral, which scales its noise by it) belong to EDM's
+    churn: a non-default one with another solver would be ignored, so it is an error."""
+    defaults = dict(S_churn=0.0, S_min=0.0, S_max=float("inf"), S_noise=1.0)
+    if solver in CHURN_SOLVERS:
+        return
+    churn = ("S_churn", "S_min", "S_max") if solver == "euler_ancestral" else ("S_churn", "S_min", "S_max", "S_noise")
+    changed = [name for name in churn if given[name] != defaults[name]]
+    if not changed:
+        return
+    name = changed[0]
+    why = {"euler_ancestral": "it adds its own noise after each step, set by eta and scaled by S_noise",
+           "dpmpp_2m": "it is a deterministic multistep solver",
+           "ddim": "it is deterministic DDIM; EDM's stochastic sampler with the same update is solver='euler'"}[solver]
+    raise ValueError(f"{name}: solver={solver!r} takes no churn ({why}); {', '.join(churn)} set EDM's churn, for "
+                     f"solver='euler' or 'heun'; got {name}={given[name]!r}")
+
+
 def sample(net, latents, class_labels=None, randn_like=None, num_steps=18, sigma_min=0.002, sigma_max=80.0,
            rho=7.0, S_churn=0.0, S_min=0.0, S_max=float("inf"), S_noise=1.0, *, solver="heun", sigmas=None,
            seeds=None, dtype=None, backend="auto", callback=None, nonfinite="warn", reuse_buffers=False,
-           cuda_graph=False):
+           cuda_graph=False, eta=None, guidance=None):
     """Sample with EDM's stochastic sampler (Algorithm 2); drop-in for NVlabs/edm's `edm_sampler`.
 
     net(x, sigma[, class_labels]) returns the denoised D(x; sigma) with sigma of shape [B]. latents are
     unit-variance noise [B, ...]; the result has their shape and dtype. The state is float32 (float64 for
     float64 latents or dtype=torch.float64, which reproduces edm_sampler). Noise comes from randn_like(x)
-    when given (called once per step, as edm_sampler does), else from fastdiff's generator keyed by
-    `seeds` (one int per sample; drawn from torch's default generator when omitted). `backend` picks who
+    when given (called once per step by every solver, as edm_sampler does), else from fastdiff's generator keyed by
+    `seeds` (one int per sample; drawn from torch's default generator when omitted and the plan adds noise): step i
+    draws at offset SAMPLER_OFFSET + i, and only if it adds noise.
+
+    solver: "heun" (EDM's, NFE 2N - 1) or "euler" (NFE N), both with EDM's churn (S_churn, S_min, S_max, S_noise);
+    "ddim": deterministic DDIM, x_next = D + (t_next / t) (x - D), which is exactly "euler" without churn;
+    "euler_ancestral": an Euler step to sigma_down, then noise of std S_noise * sigma_up (k-diffusion's; `eta`,
+    default 1, sets sigma_up; eta = 0 is "ddim", and eta is DDIM's eta); "dpmpp_2m": DPM-Solver++(2M), second order
+    from one network evaluation per step (first order on the first and last step). All take one network evaluation
+    per step but "heun". Only "euler" and "heun" take churn, and only "euler_ancestral" takes eta: elsewhere they
+    are errors, not ignored. `backend` picks who
     runs the elementwise step math (fastdiff.ops). `nonfinite` says what to do if NaN or inf appear:
     "warn" (default), "raise" (FloatingPointError) or "ignore". `reuse_buffers=True` lets a fused backend write
-    every step into two fixed buffers (no per-step allocation), which overwrites the tensors the net was given:
+    every step into fixed buffers (no per-step allocation), which overwrites the tensors the net was given:
     only for nets that keep no reference to their inputs.
 
     `cuda_graph=True` runs the whole loop, net included, as one CUDA graph (fastdiff.GraphedSampler, captured on
     first use and cached by shape, dtype, schedule structure, solver and net); it raises fastdiff.CaptureError when
     that cannot be done. "auto" does so on CUDA when it can and otherwise samples eagerly, logging the reason once.
     A captured net's Python code runs only while capturing: see GraphedSampler for what that means.
+
+    `guidance=w`: classifier-free guidance, D_w = D(x; sigma, null) + w (D(x; sigma, y) - D(x; sigma, null)) from
+    one batched network call of 2B per evaluation (fastdiff.ClassifierFreeGuidance; w = 1 is plain conditional
+    sampling, w is diffusers' guidance_scale); needs class_labels.
     """
+    if guidance is not None:
+        net = _guided(net, guidance, class_labels)
     if cuda_graph is not False:
         from .graphed import sample_graphed
 
         result = sample_graphed(cuda_graph, net, latents, class_labels, randn_like, num_steps, sigma_min, sigma_max,
                                 rho, S_churn, S_min, S_max, S_noise, solver=solver, sigmas=sigmas, seeds=seeds,
-                                dtype=dtype, backend=backend, callback=callback, nonfinite=nonfinite)
+                                dtype=dtype, backend=backend, callback=callback, nonfinite=nonfinite, eta=eta)
         if result is not None:
             return result
     loop, seeds = build_loop(net, latents, class_labels, randn_like, num_steps, sigma_min, sigma_max, rho, S_churn,
                              S_min, S_max, S_noise, solver=solver, sigmas=sigmas, seeds=seeds, dtype=dtype,
-                             backend=backend, callback=callback, nonfinite=nonfinite, reuse_buffers=reuse_buffers)
+                             backend=backend, callback=callback, nonfinite=nonfinite, reuse_buffers=reuse_buffers,
+                             eta=eta)
     result = loop.run(latents, seeds, class_labels)
     loop.report_nonfinite(stacklevel=2)  # warnings name the caller of sample()
     return result
 
 
+_GUIDED: "OrderedDict" = None  # (id(net), w) -> (net, its ClassifierFreeGuidance): one wrapper per pair, so
+# sample(cuda_graph=...), whose graphs are cached by the net's identity, reuses its capture across calls
+
+
+def _guided(net, guidance, class_labels):
+    """net wrapped in classifier-free guidance with weight `guidance` (the same wrapper for the same net and w)."""
+    global _GUIDED
+    from collections import OrderedDict
+
+    from .guidance import ClassifierFreeGuidance
+
+    if class_labels is None:
+        raise ValueError(f"guidance: classifier-free guidance (guidance={guidance!r}) needs class_labels, got None")
+    if _GUIDED is None:
+        _GUIDED = OrderedDict()
+    key = (id(net), check_real("guidance", guidance))
+    entry = _GUIDED.get(key)
+    if entry is None or entry[0] is not net:
+        entry = _GUIDED[key] = (net, ClassifierFreeGuidance(net, guidance))
+        while len(_GUIDED) > 8:
+            _GUIDED.popitem(last=False)
+    _GUIDED.move_to_end(key)
+    return entry[1]
+
+
 def build_loop(net, latents, class_labels=None, randn_like=None, num_steps=18, sigma_min=0.002, sigma_max=80.0,
                rho=7.0, S_churn=0.0, S_min=0.0, S_max=float("inf"), S_noise=1.0, *, solver="heun", sigmas=None,
-               seeds=None, dtype=None, backend="auto", callback=None, nonfinite="warn", reuse_buffers=False):
+               seeds=None, dtype=None, backend="auto", callback=None, nonfinite="warn", reuse_buffers=False, eta=None):
     """Check sample()'s arguments and build its loop: (SamplingLoop, seeds), seeds an int64 tensor [B] on latents'
     device (drawn from torch's default generator when omitted and the plan adds noise) or None."""
     state_dtype = _check_inputs(net, latents, class_labels, randn_like, seeds, dtype, callback, nonfinite)
     if not isinstance(reuse_buffers, bool):
         raise TypeError(f"reuse_buffers: expected True or False, got {reuse_buffers!r}")
-    plan = plan_steps(net, num_steps, sigma_min, sigma_max, rho, S_churn, S_min, S_max, S_noise, solver=solver, sigmas=sigmas)
+    plan = plan_steps(net, num_steps, sigma_min, sigma_max, rho, S_churn, S_min, S_max, S_noise, solver=solver,
+                      sigmas=sigmas, eta=eta)
     backend = backends.resolve(backend, torch.empty(0, dtype=state_dtype, device=latents.device), (latents,))
     if randn_like is None:
         batch, device = latents.shape[0], latents.device
@@ -157,11 +294,14 @@ class SamplingLoop:
 
     run() is the sampler: device work only. It never reads a device value on the host, and every per-step
     value it hands to an op is a view of a device table made here, never a Python number; the host decides
-    only the plan's structure (which steps add noise, which take Heun's correction). So the same code runs
-    eagerly, under fastdiff.check_capture, and captured in a CUDA graph (fastdiff.GraphedSampler).
+    only the plan's structure (which steps add noise, which take Heun's correction, which extrapolate the
+    denoised). So the same code runs eagerly, under fastdiff.check_capture, and captured in a CUDA graph
+    (fastdiff.GraphedSampler).
 
-    With in_place (a fused backend, no callback), every step writes into two fixed buffers, the state and the
-    Euler point, and run() allocates nothing but what the net returns; otherwise each step makes new tensors.
+    With in_place (a fused backend, no callback), every step writes into fixed buffers (the state, and the Euler
+    point for Heun or the extrapolated denoised for DPM-Solver++(2M)), and run() allocates nothing but what the net
+    returns; otherwise each step makes new tensors. A multistep plan keeps the net's previous result until the next
+    step, as Heun keeps D(x_hat) over its second evaluation.
     """
 
     def __init__(self, net, plan: StepPlan, latents_like: torch.Tensor, state_dtype: torch.dtype, *, randn_like=None,
@@ -170,13 +310,16 @@ class SamplingLoop:
         self.nonfinite, self.backend, self.state_dtype = nonfinite, backend, state_dtype
         self.shape, self.device = tuple(latents_like.shape), latents_like.device
         batch, N = self.shape[0], plan.num_steps
-        # With reuse_buffers, a fused backend runs on two buffers: the state, into which churn and Heun's step write in
-        # place (every op is elementwise), and the Euler point. Otherwise, and on the reference path or with a callback
-        # (whose tensors must not change after it has seen them), every step makes new tensors.
+        # With reuse_buffers, a fused backend runs on fixed buffers: the state, into which churn, the Euler step and
+        # Heun's step write in place (every op is elementwise), the Euler point and the extrapolated denoised.
+        # Otherwise, and on the reference path or with a callback (whose tensors must not change after it has seen
+        # them), every step makes new tensors.
         self.in_place = in_place and backend != "reference" and callback is None
 
         # Per-step values live in device tensors made once; the loop only indexes them.
         self.t, self.t_hat, self.noise_std = (self._device_table(v) for v in (plan.t, plan.t_hat, plan.noise_std))
+        self.t_down = None if plan.t_down is None else self._device_table(plan.t_down)  # else the step goes to t[i+1]
+        self.multistep = None if plan.multistep is None else self._device_table(plan.multistep)
         self.sigma_hat_batch = self.t_hat[:, None].expand(-1, batch).contiguous()  # [N, B], what the net sees
         self.sigma_next_batch = self.t[1:, None].expand(-1, batch).contiguous()
         self.offsets = SAMPLER_OFFSET + torch.arange(N, dtype=torch.int64, device=self.device)  # step i's noise stream
@@ -185,6 +328,7 @@ class SamplingLoop:
         self.maxima = torch.zeros(N, dtype=state_dtype, device=self.device)
         self.state = torch.empty(self.shape, dtype=state_dtype, device=self.device)  # contiguous, whatever the latents' layout
         self.euler_point = torch.empty_like(self.state) if self.in_place and any(plan.correct) else None
+        self.extrapolated = torch.empty_like(self.state) if self.in_place and _extrapolates(plan) else None
         self.on_step = None  # on_step(i), when set, is called on the host as step i begins, and with i = N after the
         #                     last step (fastdiff.check_capture)
 
@@ -196,9 +340,13 @@ class SamplingLoop:
         """Load another plan of the same structure into the tables (host-to-device copies, outside any loop)."""
         if structure(plan) != structure(self.plan):
             raise ValueError("plan: expected a schedule with the same structure as the one this loop was built for "
-                             f"(steps, which steps add noise, which correct): {structure(self.plan)}, got {structure(plan)}")
-        for table, values in ((self.t, plan.t), (self.t_hat, plan.t_hat), (self.noise_std, plan.noise_std)):
-            table.copy_(torch.tensor(values, dtype=torch.float64))
+                             f"(steps, which steps add noise and where, which correct or extrapolate): "
+                             f"{structure(self.plan)}, got {structure(plan)}")
+        tables = [(self.t, plan.t), (self.t_hat, plan.t_hat), (self.noise_std, plan.noise_std),
+                  (self.t_down, plan.t_down), (self.multistep, plan.multistep)]
+        for table, values in tables:
+            if table is not None:
+                table.copy_(torch.tensor(values, dtype=torch.float64))
         self.sigma_hat_batch.copy_(self.t_hat[:, None].expand_as(self.sigma_hat_batch))
         self.sigma_next_batch.copy_(self.t[1:, None].expand_as(self.sigma_next_batch))
         self.plan = plan
@@ -213,6 +361,7 @@ class SamplingLoop:
 
         x_next = self.state
         torch.mul(latents, self.t[0], out=x_next)
+        denoised_prev = None  # D_{i-1}, for a multistep plan
 
         # Main sampling loop.
         for i in range(plan.num_steps):
@@ -221,19 +370,25 @@ class SamplingLoop:
             offset, noise_std, t_hat, t_next, sigma_hat, sigma_next = self.step_values(i)
             x_cur = x_next
 
-            # Increase noise temporarily.
-            if self.randn_like is not None:
+            # Increase noise temporarily (churn; an ancestral step adds its noise after the update instead).
+            if plan.noise_after:
+                x_hat = x_cur
+            elif self.randn_like is not None:
                 x_hat = x_cur + noise_std * _check_noise(self.randn_like(x_cur), x_cur)
             elif plan.noise_std[i] > 0:
                 x_hat = ops.churn(x_cur, seeds, offset, noise_std, out=x_cur if in_place else None, backend=backend)
             else:
                 x_hat = x_cur
 
-            # Euler step.
+            # Euler step (to sigma_down on an ancestral step), from D extrapolated with D_{i-1} on a multistep step.
             denoised = denoise(x_hat, sigma_hat)
-            write_over_x_hat = in_place and not ops.overlaps_differently(denoised, x_hat)
+            extrapolate = plan.multistep is not None and plan.multistep[i] != 0
+            denoised_step = self._extrapolate(i, denoised, denoised_prev, x_hat) if extrapolate else denoised
+            write_over_x_hat = in_place and not ops.overlaps_differently(denoised_step, x_hat) and not (
+                plan.multistep is not None and _shares_memory(denoised, x_hat))  # a multistep plan reads D again
             euler_out = (self.euler_point if plan.correct[i] else x_hat) if write_over_x_hat else None
-            x_next = ops.euler_step(x_hat, denoised, t_hat, t_next, out=euler_out, backend=backend)
+            t_down = t_next if self.t_down is None else self.t_down[i]
+            x_next = ops.euler_step(x_hat, denoised_step, t_hat, t_down, out=euler_out, backend=backend)
             if self.callback is not None:
                 self.callback({"x": x_hat, "i": i, "sigma": plan.t[i], "sigma_hat": plan.t_hat[i], "denoised": denoised})
 
@@ -243,6 +398,15 @@ class SamplingLoop:
                 heun_out = x_hat if write_over_x_hat and not ops.overlaps_differently(denoised_next, x_hat) else None
                 x_next = ops.heun_step(x_hat, denoised, denoised_next, t_hat, t_next, out=heun_out, backend=backend)
 
+            # Add an ancestral step's noise, from sigma_down back up to t_next.
+            if plan.noise_after:
+                if self.randn_like is not None:
+                    x_next = x_next + noise_std * _check_noise(self.randn_like(x_next), x_next)
+                elif plan.noise_std[i] > 0:
+                    x_next = ops.churn(x_next, seeds, offset, noise_std, out=x_next if in_place else None,
+                                       backend=backend)
+            denoised_prev = denoised
+
             if self.nonfinite != "ignore" and x_next.numel() > 0:  # (aminmax refuses empty tensors)
                 torch.aminmax(x_next.detach(), out=(self.minima[i], self.maxima[i]))
 
@@ -251,6 +415,12 @@ class SamplingLoop:
         if out is not None:
             return out.copy_(x_next)
         return x_next.to(latents.dtype)
+
+    def _extrapolate(self, i: int, denoised, denoised_prev, x_hat) -> torch.Tensor:
+        """D_i + c_i (D_i - D_{i-1}) in the state's dtype: into the fixed buffer when in place, else a new tensor."""
+        out = self.extrapolated if self.in_place else torch.empty_like(x_hat)
+        torch.sub(denoised, denoised_prev, out=out)
+        return torch.addcmul(denoised, out, self.multistep[i], out=out)
 
     def step_values(self, i: int):
         """Step i's values, as views of the device tables: (noise offset, noise std, t_hat, t_next, the sigma [B]
@@ -266,9 +436,25 @@ class SamplingLoop:
             _report_nonfinite(finite, self.plan, self.nonfinite, stacklevel + 2)
 
 
+def _extrapolates(plan: StepPlan) -> bool:
+    """Whether some step of the plan extrapolates the denoised (DPM-Solver++(2M)'s second-order steps)."""
+    return plan.multistep is not None and any(c != 0 for c in plan.multistep)
+
+
+def _shares_memory(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """Whether two tensors use the same storage (host metadata only)."""
+    return a.untyped_storage().data_ptr() == b.untyped_storage().data_ptr()
+
+
 def structure(plan: StepPlan) -> tuple:
-    """What a captured loop fixes about a plan: the number of steps, which add noise and which correct."""
-    return plan.num_steps, tuple(std > 0 for std in plan.noise_std), plan.correct
+    """What a captured loop fixes about a plan: the number of steps, which add noise and which correct; then, for
+    the other solvers' plans, where the noise goes, whether there are t_down and multistep tables and which steps
+    extrapolate."""
+    edm = plan.num_steps, tuple(std > 0 for std in plan.noise_std), plan.correct
+    if not plan.noise_after and plan.t_down is None and plan.multistep is None:
+        return edm
+    extrapolates = None if plan.multistep is None else tuple(c != 0 for c in plan.multistep)
+    return edm + (plan.noise_after, plan.t_down is not None, extrapolates)
 
 
 def _check_inputs(net, latents, class_labels, randn_like, seeds, dtype, callback, nonfinite) -> torch.dtype:

@@ -322,7 +322,7 @@ def int_net(x, sigma):
     ((mixture_net(), LATENTS), dict(S_churn=math.nan), ValueError, "S_churn: expected a finite number, got nan"),
     ((mixture_net(), LATENTS), dict(seeds=[1, 2]), ValueError, "seeds: expected 5 seeds"),
     ((mixture_net(), LATENTS), dict(seeds=[1] * 5, randn_like=torch.randn_like), ValueError, "seeds: pass either randn_like or seeds"),
-    ((mixture_net(), LATENTS), dict(solver="rk4"), ValueError, "solver: expected one of 'euler', 'heun', got 'rk4'"),
+    ((mixture_net(), LATENTS), dict(solver="rk4"), ValueError, "solver: expected one of 'euler', 'heun', 'euler_ancestral', 'dpmpp_2m', 'ddim', got 'rk4'"),
     ((mixture_net(), LATENTS), dict(dtype=torch.float16), ValueError, "dtype: expected torch.float32 or torch.float64"),
     ((mixture_net(), LATENTS), dict(backend="gpu"), ValueError, "backend: expected one of 'auto', 'reference'"),
     ((mixture_net(), LATENTS), dict(backend="triton"), fastdiff.BackendUnavailableError, "backend='triton' cannot run: "),
