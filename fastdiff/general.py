@@ -1,0 +1,463 @@
+"""EDM's generalized sampler (Karras et al. 2022, Algorithms 1-2 over any sigma(t) and s(t); Table 1, Section 3).
+
+The sampler integrates the general probability-flow ODE of FORMULAS.md section 5,
+    dx/dt = (sigma'(t)/sigma(t) + s'(t)/s(t)) x - sigma'(t) s(t)/sigma(t) D(x/s(t); sigma(t)),
+whose state is x = s(t) x~ with x~ the EDM state at noise level sigma(t). The time steps come from one of
+four discretizations (edm, vp, ve, iddpm), the time variable from a noise-level schedule sigma(t) (edm/linear,
+vp, ve) and the scale from a scaling s(t) (none, vp), so VP-, VE- and iDDPM-preconditioned models sample with
+the ODEs they were trained for. With discretization "edm", schedule "edm" (= "linear"), scaling "none" and
+alpha = 1 it is fastdiff.sample.
+
+Every per-step scalar is computed on the host, in float64, before the loop (plan_general); the loop never reads
+a device value. Noise comes from a user's randn_like (called once per step, as EDM does) or fastdiff's
+per-sample generator at offset SAMPLER_OFFSET + i (ops.churn), drawn only on steps that add noise.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable, NamedTuple
+
+import torch
+
+from . import backends, ops
+from .precond import iDDPMPrecond, vp_sigma, vp_sigma_inv
+from .rng import SAMPLER_OFFSET, seeds_tensor
+from .sampler import _call_net, _check_inputs, _check_noise, _check_sigmas, _draw_seeds, _round
+from .schedules import karras_sigmas
+from ._validate import check_below, check_int, check_positive, check_real, check_unit_interval
+
+SOLVERS = ("heun", "euler")
+DISCRETIZATIONS = ("edm", "vp", "ve", "iddpm")
+SCHEDULES = ("edm", "linear", "vp", "ve")  # "edm" and "linear" are the same schedule, sigma(t) = t
+SCALINGS = ("none", "vp")
+# The VP betas of Song et al. 2021; they fix only the default noise range of the vp discretization, as in EDM.
+VP_BETA_D, VP_BETA_MIN = 19.9, 0.1
+DEFAULT_SIGMA_RANGE = {"edm": (0.002, 80.0), "ve": (0.02, 100.0), "iddpm": (0.002, 81.0)}  # vp: from epsilon_s
+
+
+# --------------------------------------------------------------------------------------------------------
+# sigma(t), sigma'(t), sigma^-1 and s(t), s'(t) (EDM Table 1). Numbers become float64 tensors; tensors keep dtype.
+# --------------------------------------------------------------------------------------------------------
+
+def vp_sigma_deriv(t, beta_d: float, beta_min: float) -> torch.Tensor:
+    """VP: sigma'(t) = (beta_min + beta_d t) (sigma(t) + 1/sigma(t)) / 2."""
+    t = _as_time(t)
+    sigma = vp_sigma(t, beta_d, beta_min)
+    return 0.5 * (beta_min + beta_d * t) * (sigma + 1 / sigma)
+
+
+def ve_sigma(t) -> torch.Tensor:
+    """VE: sigma(t) = sqrt(t)."""
+    return _as_time(t).sqrt()
+
+
+def ve_sigma_deriv(t) -> torch.Tensor:
+    """VE: sigma'(t) = 1 / (2 sqrt(t))."""
+    return 0.5 / _as_time(t).sqrt()
+
+
+def ve_sigma_inv(sigma) -> torch.Tensor:
+    """VE: t(sigma) = sigma^2."""
+    return _as_time(sigma) ** 2
+
+
+def linear_sigma(t) -> torch.Tensor:
+    """EDM: sigma(t) = t."""
+    return _as_time(t)
+
+
+def linear_sigma_deriv(t) -> torch.Tensor:
+    """EDM: sigma'(t) = 1."""
+    return torch.ones_like(_as_time(t))
+
+
+def vp_scale(sigma) -> torch.Tensor:
+    """VP scaling in terms of the noise level: s = 1 / sqrt(1 + sigma^2)."""
+    return 1 / (1 + _as_time(sigma) ** 2).sqrt()
+
+
+def vp_scale_deriv(sigma, sigma_deriv) -> torch.Tensor:
+    """VP scaling's derivative: s'(t) = -sigma(t) sigma'(t) s(t)^3."""
+    sigma = _as_time(sigma)
+    return -sigma * _as_time(sigma_deriv) * vp_scale(sigma) ** 3
+
+
+def vp_betas(sigma_min: float, sigma_max: float, epsilon_s: float = 1e-3) -> tuple[float, float]:
+    """The VP betas with sigma(epsilon_s) = sigma_min and sigma(1) = sigma_max, as EDM derives them:
+    beta_d = 2 (ln(sigma_min^2 + 1)/epsilon_s - ln(sigma_max^2 + 1)) / (epsilon_s - 1), beta_min = ln(sigma_max^2 + 1) - beta_d/2.
+
+    Raises ValueError when that schedule would not increase over [epsilon_s, 1] (beta_d <= 0 or sigma'(epsilon_s) <= 0).
+    """
+    sigma_min, sigma_max = check_positive("sigma_min", sigma_min), check_positive("sigma_max", sigma_max)
+    check_below("sigma_min", sigma_min, "sigma_max", sigma_max)
+    epsilon_s = check_unit_interval("epsilon_s", epsilon_s)
+    log_min, log_max = math.log1p(sigma_min**2), math.log1p(sigma_max**2)
+    beta_d = 2 * (log_min / epsilon_s - log_max) / (epsilon_s - 1)
+    beta_min = log_max - 0.5 * beta_d
+    if not (beta_d > 0 and beta_min + beta_d * epsilon_s > 0):
+        raise ValueError(f"sigma_min: no increasing VP schedule has sigma(epsilon_s={epsilon_s}) = sigma_min={sigma_min} and "
+                         f"sigma(1) = sigma_max={sigma_max} (it gives beta_d={beta_d:.6g}, beta_min={beta_min:.6g}); "
+                         "lower sigma_min or raise epsilon_s")
+    return beta_d, beta_min
+
+
+class ODESchedule(NamedTuple):
+    """The time variable of the general ODE: sigma(t), sigma'(t), sigma_inv(sigma), s(t), s'(t) as callables."""
+
+    sigma: Callable
+    sigma_deriv: Callable
+    sigma_inv: Callable
+    s: Callable
+    s_deriv: Callable
+
+    def coefficients(self, t) -> tuple[torch.Tensor, torch.Tensor]:
+        """(A, B) of dx/dt = A x - B D(x/s; sigma): A = sigma'/sigma + s'/s, B = sigma' s / sigma, at t > 0."""
+        sigma, sigma_deriv, s = self.sigma(t), self.sigma_deriv(t), self.s(t)
+        return sigma_deriv / sigma + self.s_deriv(t) / s, sigma_deriv * s / sigma
+
+    def derivative(self, x: torch.Tensor, denoised: torch.Tensor, t) -> torch.Tensor:
+        """dx/dt at time t (a number) given denoised = D(x / s(t); sigma(t))."""
+        A, B = (float(c) for c in self.coefficients(t))
+        return A * x - B * denoised
+
+
+def ode_schedule(schedule: str = "edm", scaling: str = "none", beta_d: float = VP_BETA_D,
+                 beta_min: float = VP_BETA_MIN) -> ODESchedule:
+    """sigma(t) of `schedule` ("edm"/"linear": t, "vp": sqrt(exp(beta_d t^2/2 + beta_min t) - 1), "ve": sqrt(t)) and
+    s(t) of `scaling` ("none": 1, "vp": 1/sqrt(1 + sigma(t)^2)); beta_d, beta_min are used by schedule "vp" only."""
+    _check_choice("schedule", schedule, SCHEDULES)
+    _check_choice("scaling", scaling, SCALINGS)
+    if schedule == "vp":
+        beta_d, beta_min = check_real("beta_d", beta_d), check_real("beta_min", beta_min)
+        sigma = lambda t: vp_sigma(_as_time(t), beta_d, beta_min)  # noqa: E731
+        sigma_deriv = lambda t: vp_sigma_deriv(t, beta_d, beta_min)  # noqa: E731
+        sigma_inv = lambda sigma: vp_sigma_inv(_as_time(sigma), beta_d, beta_min)  # noqa: E731
+    elif schedule == "ve":
+        sigma, sigma_deriv, sigma_inv = ve_sigma, ve_sigma_deriv, ve_sigma_inv
+    else:
+        sigma, sigma_deriv, sigma_inv = linear_sigma, linear_sigma_deriv, linear_sigma
+    if scaling == "vp":
+        s = lambda t: vp_scale(sigma(t))  # noqa: E731
+        s_deriv = lambda t: vp_scale_deriv(sigma(t), sigma_deriv(t))  # noqa: E731
+    else:
+        s = lambda t: torch.ones_like(_as_time(t))  # noqa: E731
+        s_deriv = lambda t: torch.zeros_like(_as_time(t))  # noqa: E731
+    return ODESchedule(sigma, sigma_deriv, sigma_inv, s, s_deriv)
+
+
+# --------------------------------------------------------------------------------------------------------
+# Discretizations: the N noise levels sigma_0 > ... > sigma_{N-1} (EDM Table 1, "time steps"), float64.
+# --------------------------------------------------------------------------------------------------------
+
+def default_sigma_range(discretization: str = "edm", epsilon_s: float = 1e-3) -> tuple[float, float]:
+    """EDM's default (sigma_min, sigma_max) of a discretization; vp: (sigma(epsilon_s), sigma(1)) with beta_d=19.9, beta_min=0.1."""
+    _check_choice("discretization", discretization, DISCRETIZATIONS)
+    if discretization == "vp":
+        epsilon_s = check_unit_interval("epsilon_s", epsilon_s)
+        ends = vp_sigma(torch.tensor([epsilon_s, 1.0], dtype=torch.float64), VP_BETA_D, VP_BETA_MIN)
+        return float(ends[0]), float(ends[1])
+    return DEFAULT_SIGMA_RANGE[discretization]
+
+
+def vp_time_steps(num_steps: int, epsilon_s: float = 1e-3) -> torch.Tensor:
+    """VP: t_i = 1 + i/(N-1) (epsilon_s - 1), i = 0..N-1 (t_0 = 1, t_{N-1} = epsilon_s)."""
+    return 1 + _ramp(num_steps) * (check_unit_interval("epsilon_s", epsilon_s) - 1)
+
+
+def vp_sigmas(num_steps: int, sigma_min: float, sigma_max: float, epsilon_s: float = 1e-3) -> torch.Tensor:
+    """VP: sigma(t_i) at vp_time_steps, the betas from vp_betas(sigma_min, sigma_max, epsilon_s)."""
+    beta_d, beta_min = vp_betas(sigma_min, sigma_max, epsilon_s)
+    return vp_sigma(vp_time_steps(num_steps, epsilon_s), beta_d, beta_min)
+
+
+def ve_sigmas(num_steps: int, sigma_min: float, sigma_max: float) -> torch.Tensor:
+    """VE: sigma_i = sqrt(t_i), t_i = sigma_max^2 (sigma_min^2 / sigma_max^2)^(i/(N-1)): geometric from sigma_max to sigma_min."""
+    sigma_min, sigma_max = check_positive("sigma_min", sigma_min), check_positive("sigma_max", sigma_max)
+    check_below("sigma_min", sigma_min, "sigma_max", sigma_max)
+    return ve_sigma(sigma_max**2 * (sigma_min**2 / sigma_max**2) ** _ramp(num_steps))
+
+
+def iddpm_sigmas(num_steps: int, sigma_min: float, sigma_max: float, C_1: float = 0.001, C_2: float = 0.008,
+                 M: int = 1000) -> torch.Tensor:
+    """iDDPM: u_{j(i)} with j(i) = floor(j_0 + (j_1 - j_0)/(N-1) i + 1/2), u_j = iDDPMPrecond.discrete_sigmas(M, C_1, C_2);
+    j_0 (j_1) is the first (last) index with sigma_min <= u_j <= sigma_max (EDM Table 1 has j_1 = M-1)."""
+    u = iDDPMPrecond.discrete_sigmas(check_int("M", M, minimum=2), check_positive("C_1", C_1), check_positive("C_2", C_2))
+    sigma_min, sigma_max = check_positive("sigma_min", sigma_min), check_positive("sigma_max", sigma_max)
+    inside = ((u >= sigma_min) & (u <= sigma_max)).nonzero().flatten().tolist()  # u decreases: a run of indices
+    if not inside:
+        raise ValueError(f"sigma_min: no iDDPM level u_j (M={M}, from {float(u[M - 1]):.6g} to {float(u[0]):.6g}) lies in "
+                         f"[sigma_min, sigma_max] = [{sigma_min}, {sigma_max}]")
+    j_0, j_1, n = inside[0], inside[-1], max(check_int("num_steps", num_steps, minimum=1) - 1, 1)
+    # floor(j_0 + (j_1 - j_0) i / n + 1/2) in exact integer arithmetic.
+    indices = [j_0 + (2 * (j_1 - j_0) * i + n) // (2 * n) for i in range(num_steps)]
+    return u[indices]
+
+
+def discretize(discretization: str, num_steps: int, sigma_min: float, sigma_max: float, rho: float = 7.0,
+               epsilon_s: float = 1e-3, C_1: float = 0.001, C_2: float = 0.008, M: int = 1000) -> torch.Tensor:
+    """The N = num_steps noise levels of a discretization ("edm": Eq. 5 with rho, "vp", "ve", "iddpm"), float64,
+    decreasing from sigma_max (iddpm: the largest level u_j <= sigma_max) without the final 0."""
+    _check_choice("discretization", discretization, DISCRETIZATIONS)
+    check_int("num_steps", num_steps, minimum=1)
+    if discretization == "vp":
+        return vp_sigmas(num_steps, sigma_min, sigma_max, epsilon_s)
+    if discretization == "ve":
+        return ve_sigmas(num_steps, sigma_min, sigma_max)
+    if discretization == "iddpm":
+        return iddpm_sigmas(num_steps, sigma_min, sigma_max, C_1, C_2, M)
+    return karras_sigmas(num_steps, sigma_min, sigma_max, rho)[:-1]
+
+
+# --------------------------------------------------------------------------------------------------------
+# The plan: every per-step scalar of one run, on the host.
+# --------------------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class GeneralPlan:
+    """The per-step scalars of one general sampling run, host floats computed in float64.
+
+    Step i goes from time t[i] via t_hat[i] (churn) to t[i+1], with the derivative d = A x - B D(x/s; sigma)
+    evaluated at t_hat[i] and, when correct[i], at t_prime[i] = t_hat[i] + alpha h[i], h[i] = t[i+1] - t_hat[i].
+    """
+
+    t: tuple[float, ...]  # N+1 times, t[N] = 0 unless the user's sigmas end above 0
+    t_hat: tuple[float, ...]  # N: sigma_inv(round_sigma(sigma(t_i) (1 + gamma_i))), t_i when gamma_i = 0
+    t_prime: tuple[float, ...]  # N: t_hat + alpha h (t[i+1] for alpha = 1); nan where correct[i] is False
+    gamma: tuple[float, ...]  # N: churn factor
+    sigma_hat: tuple[float, ...]  # N: sigma(t_hat), what the net sees
+    sigma_prime: tuple[float, ...]  # N: sigma(t_prime); nan where correct[i] is False
+    scale_ratio: tuple[float, ...]  # N: s(t_hat) / s(t_i)
+    noise_std: tuple[float, ...]  # N: sqrt(sigma(t_hat)^2 - sigma(t_i)^2) s(t_hat) S_noise
+    inv_s_hat: tuple[float, ...]  # N: 1 / s(t_hat), the net's input is x_hat / s(t_hat)
+    inv_s_prime: tuple[float, ...]  # N: 1 / s(t_prime); nan where correct[i] is False
+    A_hat: tuple[float, ...]  # N: sigma'/sigma + s'/s at t_hat
+    B_hat: tuple[float, ...]  # N: sigma' s / sigma at t_hat
+    A_prime: tuple[float, ...]  # N: the same at t_prime; nan where correct[i] is False
+    B_prime: tuple[float, ...]
+    h: tuple[float, ...]  # N: t[i+1] - t_hat[i]
+    correct: tuple[bool, ...]  # N: whether step i takes the second-order correction (never the last step)
+    alpha: float
+    x0_scale: float  # sigma(t_0) s(t_0): x_0 = latents * x0_scale
+    schedule: ODESchedule  # the sigma(t), s(t) the plan was made with
+
+    @property
+    def num_steps(self) -> int:
+        return len(self.h)
+
+    @property
+    def nfe(self) -> int:
+        """Network evaluations per sampling call."""
+        return self.num_steps + sum(self.correct)
+
+    @property
+    def sigma(self) -> tuple[float, ...]:
+        """sigma(t_i) of the N+1 times."""
+        return tuple(self.schedule.sigma(torch.tensor(self.t, dtype=torch.float64)).tolist())
+
+
+def plan_general(net=None, num_steps=18, sigma_min=None, sigma_max=None, rho=7.0, solver="heun", discretization="edm",
+                 schedule="edm", scaling="none", epsilon_s=1e-3, C_1=0.001, C_2=0.008, M=1000, alpha=1.0, S_churn=0.0,
+                 S_min=0.0, S_max=float("inf"), S_noise=1.0, *, sigmas=None) -> GeneralPlan:
+    """Build every per-step scalar of sample_general on the host, in float64 (see sample_general for the arguments)."""
+    solver = _check_choice("solver", solver, SOLVERS)
+    discretization = _check_choice("discretization", discretization, DISCRETIZATIONS)
+    _check_choice("schedule", schedule, SCHEDULES)
+    _check_choice("scaling", scaling, SCALINGS)
+    alpha = check_real("alpha", alpha)
+    if not alpha > 0:
+        raise ValueError(f"alpha: must be > 0 (1 is Heun's method, 0.5 the midpoint method), got {alpha}")
+    S_churn = check_real("S_churn", S_churn, minimum=0.0)
+    S_min = check_real("S_min", S_min, minimum=0.0)
+    S_max = check_real("S_max", S_max, minimum=0.0, allow_inf=True)
+    S_noise = check_real("S_noise", S_noise, minimum=0.0)
+    if S_min > S_max:
+        raise ValueError(f"S_min: must not exceed S_max (churn applies to S_min <= sigma <= S_max), got S_min={S_min} and S_max={S_max}")
+    epsilon_s = check_unit_interval("epsilon_s", epsilon_s)
+    sigma_min, sigma_max = _sigma_range(net, discretization, sigma_min, sigma_max, epsilon_s)
+    needs_betas = schedule == "vp" or (discretization == "vp" and sigmas is None)
+    beta_d, beta_min = vp_betas(sigma_min, sigma_max, epsilon_s) if needs_betas else (VP_BETA_D, VP_BETA_MIN)
+    sched = ode_schedule(schedule, scaling, beta_d, beta_min)
+
+    # Noise levels: the discretization's (or the user's), rounded by the net, then as times of the schedule.
+    if sigmas is None:
+        levels = discretize(discretization, check_int("num_steps", num_steps, minimum=1), sigma_min, sigma_max,
+                            check_positive("rho", rho), epsilon_s, C_1, C_2, M)
+        levels = torch.cat([levels, torch.zeros(1, dtype=torch.float64)])  # t_N = 0
+    else:
+        if num_steps != 18 or rho != 7.0:
+            raise ValueError(f"sigmas: replaces the discretization, so num_steps={num_steps!r} and rho={rho!r} would be "
+                             "ignored; pass either sigmas or those")
+        levels = _check_sigmas("sigmas", sigmas)
+    positive = levels > 0
+    round_sigma = getattr(net, "round_sigma", None)
+    if round_sigma is not None:
+        levels = levels.clone()
+        levels[positive] = _round(round_sigma, levels[positive])
+        levels = _check_sigmas("net.round_sigma(sigmas)", levels, strict=False)
+    t = torch.where(positive, sched.sigma_inv(levels.clamp(min=1e-300)), torch.zeros_like(levels))  # sigma_inv(0) = 0
+    N = t.numel() - 1
+    t_cur, t_next = t[:-1], t[1:]
+    sigma_cur = sched.sigma(t_cur)
+
+    # Churn: t_hat = sigma_inv(round_sigma(sigma(t) + gamma sigma(t))), measured and decided in sigma.
+    gamma = torch.tensor([min(S_churn / N, math.sqrt(2) - 1) if S_min <= s <= S_max else 0.0 for s in sigma_cur.tolist()],
+                         dtype=torch.float64)
+    sigma_raised = sigma_cur + gamma * sigma_cur
+    if round_sigma is not None and bool((gamma > 0).any()):
+        sigma_raised = torch.where(gamma > 0, _round(round_sigma, sigma_raised), sigma_raised)
+    # Without churn t_hat is t itself, not sigma_inv(sigma(t)), which may differ by a rounding and add noise.
+    t_hat = torch.where(gamma > 0, sched.sigma_inv(sigma_raised), t_cur)
+    sigma_hat = sched.sigma(t_hat)
+    if not bool((sigma_hat >= sigma_cur).all()):
+        raise ValueError(f"net.round_sigma: must not lower a noise level, but it maps sigma {sigma_cur.tolist()} with churn "
+                         f"to {sigma_hat.tolist()}")
+    s_cur, s_hat = sched.s(t_cur), sched.s(t_hat)
+    noise_std = (sigma_hat**2 - sigma_cur**2).clamp(min=0).sqrt() * s_hat * S_noise
+    h = t_next - t_hat
+
+    # Second-order point: t' = t_hat + alpha h (exactly t_next for alpha = 1), never on the last step.
+    correct = [solver == "heun" and i < N - 1 for i in range(N)]
+    t_prime = t_next.clone() if alpha == 1 else t_hat + alpha * h
+    mask = torch.tensor(correct, dtype=torch.bool)
+    if bool((t_prime[mask] <= 0).any()):
+        i = int(((t_prime <= 0) & mask).nonzero()[0])
+        raise ValueError(f"alpha: the second-order point t_hat + alpha (t_next - t_hat) must stay above 0, but alpha={alpha} "
+                         f"puts it at {float(t_prime[i]):.6g} on step {i} (t_hat={float(t_hat[i]):.6g}, t_next="
+                         f"{float(t_next[i]):.6g}); use alpha <= 1 or more steps")
+    t_prime = torch.where(mask, t_prime, torch.full_like(t_prime, math.nan))
+    A_hat, B_hat = sched.coefficients(t_hat)
+    A_prime, B_prime = sched.coefficients(t_prime)
+    t0 = t[:1]
+    return GeneralPlan(
+        t=_floats(t), t_hat=_floats(t_hat), t_prime=_floats(t_prime), gamma=_floats(gamma), sigma_hat=_floats(sigma_hat),
+        sigma_prime=_floats(sched.sigma(t_prime)), scale_ratio=_floats(s_hat / s_cur), noise_std=_floats(noise_std),
+        inv_s_hat=_floats(1 / s_hat), inv_s_prime=_floats(1 / sched.s(t_prime)), A_hat=_floats(A_hat), B_hat=_floats(B_hat),
+        A_prime=_floats(A_prime), B_prime=_floats(B_prime), h=_floats(h), correct=tuple(correct), alpha=alpha,
+        x0_scale=float(sched.sigma(t0) * sched.s(t0)), schedule=sched)
+
+
+# --------------------------------------------------------------------------------------------------------
+# The sampler.
+# --------------------------------------------------------------------------------------------------------
+
+def sample_general(net, latents, class_labels=None, randn_like=None, num_steps=18, sigma_min=None, sigma_max=None,
+                   rho=7.0, solver="heun", discretization="edm", schedule="edm", scaling="none", epsilon_s=1e-3,
+                   C_1=0.001, C_2=0.008, M=1000, alpha=1.0, S_churn=0.0, S_min=0.0, S_max=float("inf"), S_noise=1.0,
+                   seeds=None, dtype=None, *, sigmas=None, backend="auto"):
+    """Sample with EDM's generalized sampler; NVlabs/edm's `ablation_sampler` arguments, plus seeds/dtype/sigmas/backend.
+
+    net(x, sigma[, class_labels]) returns D(x; sigma) (sigma of shape [B]); latents are unit-variance noise [B, ...];
+    the result has their shape and dtype (state float32, or float64 for float64 latents or dtype=torch.float64).
+    discretization ("edm", "vp", "ve", "iddpm") picks the noise levels, between sigma_min and sigma_max (defaults per
+    discretization: edm 0.002..80, vp sigma(epsilon_s)..sigma(1), ve 0.02..100, iddpm 0.002..81, clamped to the net's
+    sigma_min/sigma_max, then net.round_sigma); schedule ("edm" = "linear", "vp", "ve") is sigma(t) and scaling
+    ("none", "vp") s(t), the VP betas derived from sigma_min, sigma_max and epsilon_s. The solver is Euler or the
+    second-order step with alpha (1 = Heun), Euler on the last step; churn as EDM Algorithm 2, decided in sigma.
+    Noise: randn_like(x) once per step when given, else fastdiff's generator keyed by `seeds` (one int per sample,
+    drawn from torch's default generator when omitted). `sigmas` replaces the discretization by given noise levels
+    (a last 0 is the step to t = 0; without it the run stops at the last level, x = s(t) x~). `backend` runs the noise
+    injection (fastdiff.ops.churn).
+    """
+    state_dtype = _check_inputs(net, latents, class_labels, randn_like, seeds, dtype, None, "warn")
+    backend = backends.resolve(backend, torch.empty(0, dtype=state_dtype, device=latents.device), (latents,))
+    plan = plan_general(net, num_steps, sigma_min, sigma_max, rho, solver, discretization, schedule, scaling, epsilon_s,
+                        C_1, C_2, M, alpha, S_churn, S_min, S_max, S_noise, sigmas=sigmas)
+    if randn_like is None:
+        if seeds is not None:
+            seeds = seeds_tensor(seeds, latents.shape[0], latents.device)
+        elif any(std > 0 for std in plan.noise_std):  # a deterministic run leaves torch's generator untouched
+            seeds = _draw_seeds(latents.shape[0], latents.device)
+    return run_general(net, latents, plan, class_labels, randn_like, seeds, state_dtype, backend)
+
+
+def run_general(net, latents: torch.Tensor, plan: GeneralPlan, class_labels=None, randn_like=None, seeds=None,
+                state_dtype: torch.dtype = torch.float32, backend: str = "auto") -> torch.Tensor:
+    """The loop of sample_general for a plan: device work only, the host decides nothing from device values.
+
+    seeds is an int64 tensor [B] on latents' device when the plan adds noise and randn_like is None.
+    """
+    batch, device, N = latents.shape[0], latents.device, plan.num_steps
+    # What ops.churn and the net take as tensors lives in device tables made once; the rest are host floats.
+    noise_std = torch.tensor(plan.noise_std, dtype=torch.float64).to(device=device, dtype=state_dtype)
+    offsets = SAMPLER_OFFSET + torch.arange(N, dtype=torch.int64, device=device)
+    sigma_hat, sigma_prime = (torch.tensor(values, dtype=torch.float64).to(device=device, dtype=state_dtype)[:, None]
+                              .expand(N, batch).contiguous() for values in (plan.sigma_hat, plan.sigma_prime))  # [N, B]
+    alpha = plan.alpha
+
+    def denoise(x, inv_s, sigma):
+        x_in = x if inv_s == 1 else x * inv_s
+        return _call_net(net, x_in, sigma, class_labels).to(state_dtype)
+
+    x_next = latents.to(state_dtype) * plan.x0_scale
+    for i in range(N):
+        x_cur = x_next
+
+        # Increase noise temporarily, moving the state to the scale s(t_hat).
+        x_scaled = x_cur if plan.scale_ratio[i] == 1 else x_cur * plan.scale_ratio[i]
+        if randn_like is not None:
+            x_hat = x_scaled + noise_std[i] * _check_noise(randn_like(x_cur), x_cur)
+        elif plan.noise_std[i] > 0:
+            x_hat = ops.churn(x_scaled, seeds, offsets[i], noise_std[i], backend=backend)
+        else:
+            x_hat = x_scaled
+
+        # Euler step.
+        h = plan.h[i]
+        d_cur = plan.A_hat[i] * x_hat - plan.B_hat[i] * denoise(x_hat, plan.inv_s_hat[i], sigma_hat[i])
+        if not plan.correct[i]:
+            x_next = x_hat + h * d_cur
+            continue
+
+        # Apply the second-order correction at t' = t_hat + alpha h.
+        x_prime = x_hat + (alpha * h) * d_cur
+        d_prime = plan.A_prime[i] * x_prime - plan.B_prime[i] * denoise(x_prime, plan.inv_s_prime[i], sigma_prime[i])
+        x_next = x_hat + h * ((1 - 1 / (2 * alpha)) * d_cur + (1 / (2 * alpha)) * d_prime)
+    return x_next.to(latents.dtype)
+
+
+# --------------------------------------------------------------------------------------------------------
+# Helpers.
+# --------------------------------------------------------------------------------------------------------
+
+def _sigma_range(net, discretization: str, sigma_min, sigma_max, epsilon_s: float) -> tuple[float, float]:
+    """sigma_min/sigma_max (the discretization's defaults for None), clamped to the net's supported range."""
+    default_min, default_max = default_sigma_range(discretization, epsilon_s)
+    sigma_min = default_min if sigma_min is None else check_positive("sigma_min", sigma_min)
+    sigma_max = default_max if sigma_max is None else check_positive("sigma_max", sigma_max, allow_inf=True)
+    check_below("sigma_min", sigma_min, "sigma_max", sigma_max)
+    net_min, net_max = getattr(net, "sigma_min", None), getattr(net, "sigma_max", None)
+    if net_min is not None:
+        sigma_min = max(sigma_min, float(net_min))
+    if net_max is not None:
+        sigma_max = min(sigma_max, float(net_max))
+    if math.isinf(sigma_max):
+        raise ValueError("sigma_max: expected a finite number, or a net with a finite sigma_max to clamp it to, got inf")
+    if not sigma_min < sigma_max:
+        raise ValueError(f"sigma_min: after clamping to the net's range [{net_min}, {net_max}] the noise range is empty "
+                         f"(sigma_min={sigma_min}, sigma_max={sigma_max}); choose sigma_min/sigma_max inside that range")
+    return sigma_min, sigma_max
+
+
+def _check_choice(name: str, value, accepted: tuple[str, ...]) -> str:
+    """value must be one of the accepted names."""
+    if not isinstance(value, str) or value not in accepted:
+        raise ValueError(f"{name}: expected one of {', '.join(map(repr, accepted))}, got {value!r}")
+    return value
+
+
+def _ramp(num_steps: int) -> torch.Tensor:
+    """i / (N - 1) for i = 0..N-1, float64 ([0] for N = 1)."""
+    check_int("num_steps", num_steps, minimum=1)
+    return torch.arange(num_steps, dtype=torch.float64) / max(num_steps - 1, 1)
+
+
+def _as_time(t) -> torch.Tensor:
+    """t as a floating tensor: tensors keep their dtype, numbers become float64."""
+    if isinstance(t, torch.Tensor):
+        return t if t.is_floating_point() else t.to(torch.float64)
+    return torch.tensor(t, dtype=torch.float64)
+
+
+def _floats(values: torch.Tensor) -> tuple[float, ...]:
+    return tuple(values.reshape(-1).tolist())
