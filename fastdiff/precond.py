@@ -148,6 +148,7 @@ class iDDPMPrecond(Precond):
         # EDM keeps them in float32, so its sigma values differ from these from the 4th significant digit.
         self.u = self.discrete_sigmas(self.M, self.C_1, self.C_2)
         self._u_on = {self.u.device: self.u}  # one copy per device, so a forward never copies host to device
+        self._ascending_on = {}
         self.sigma_min = float(self.u[self.M - 1])
         self.sigma_max = float(self.u[0])
 
@@ -166,8 +167,11 @@ class iDDPMPrecond(Precond):
         return torch.tensor(u, dtype=torch.float64)
 
     def sigma_index(self, sigma: torch.Tensor) -> torch.Tensor:
-        """argmin_j |sigma - u_j| for every element of sigma."""
-        return (sigma.to(torch.float64).reshape(-1, 1) - self.levels_on(sigma.device)).abs().argmin(dim=1).reshape(sigma.shape)
+        """argmin_j |sigma - u_j| for every element of sigma (ties to the lower j, as argmin)."""
+        device = sigma.device
+        if device not in self._ascending_on:  # u_M = 0, ..., u_0, made once per device
+            self._ascending_on[device] = self.levels_on(device).flip(0)
+        return self.M - nearest_level(sigma, self._ascending_on[device], ties="upper")
 
     def levels_on(self, device) -> torch.Tensor:
         """The levels u_j as float64 on `device`, copied there once."""
@@ -184,6 +188,19 @@ class iDDPMPrecond(Precond):
         c_in = 1 / (sigma**2 + 1).sqrt()
         c_noise = (self.M - 1 - self.sigma_index(sigma)).to(sigma.dtype)
         return c_in, c_noise
+
+
+def nearest_level(sigma: torch.Tensor, levels: torch.Tensor, ties: str = "lower") -> torch.Tensor:
+    """The index of the level nearest to each element of sigma, for ascending float64 `levels` (int64, sigma's shape).
+
+    A binary search between the two neighbouring levels, O(log M) per element; `ties` picks the lower or the upper
+    of two equally near levels."""
+    s = sigma.to(torch.float64).reshape(-1)
+    upper = torch.searchsorted(levels, s).clamp_(1, levels.numel() - 1)
+    lower = upper - 1
+    below, above = (s - levels[lower]).abs(), (levels[upper] - s).abs()
+    take_lower = below <= above if ties == "lower" else below < above
+    return torch.where(take_lower, lower, upper).reshape(sigma.shape)
 
 
 def vp_sigma(t, beta_d: float, beta_min: float) -> torch.Tensor:
