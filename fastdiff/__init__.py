@@ -6,7 +6,10 @@ from ._version import __version__
 from . import data, nets
 from .backends import BackendUnavailableError
 from .capture import CaptureError, CaptureReport, check_capture
+from .ddpm import DDPM
+from .general import sample_general
 from .graphed import GraphedSampler
+from .guidance import ClassifierFreeGuidance, ClassifierGuidance, Inpainting, grad_log_p_from_logits, inpaint
 from .loss import DDPMLoss, EDMLoss, VELoss, VPLoss
 from .mixture import GaussianMixture
 from .precond import EDMPrecond, VEPrecond, VPPrecond, iDDPMPrecond
@@ -20,11 +23,15 @@ __all__ = [
     "BackendUnavailableError",
     "CaptureError",
     "CaptureReport",
+    "ClassifierFreeGuidance",
+    "ClassifierGuidance",
+    "DDPM",
     "DDPMLoss",
     "EDMLoss",
     "EDMPrecond",
     "GaussianMixture",
     "GraphedSampler",
+    "Inpainting",
     "StepPlan",
     "TrainConfig",
     "TrainResult",
@@ -34,9 +41,12 @@ __all__ = [
     "VPPrecond",
     "iDDPMPrecond",
     "check_capture",
+    "grad_log_p_from_logits",
+    "inpaint",
     "karras_sigmas",
     "plan_steps",
     "randn",
     "sample",
+    "sample_general",
     "train",
 ]

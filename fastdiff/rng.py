@@ -17,7 +17,8 @@ So |z| <= sqrt(48 ln 2) ~= 5.77, and a sample's values depend only on its seed, 
 element index: never on the batch it is in or the device.
 
 Offsets in use: 0 for latents (`randn`), SAMPLER_OFFSET + i for the sampler's noise at step i, LOSS_NOISE_OFFSET
-and LOSS_SIGMA_OFFSET for a training loss's noise and noise level.
+and LOSS_SIGMA_OFFSET for a training loss's noise and noise level, fastdiff.guidance.INPAINT_OFFSET (8 << 32) and
+above for inpainting's noised observation.
 """
 from __future__ import annotations
 
