@@ -3,7 +3,7 @@
 `import fastdiff` needs only torch: Triton, a GPU and the compiled extension are all optional.
 """
 from ._version import __version__
-from . import data, nets
+from . import data, nets, sde
 from .backends import BackendUnavailableError
 from .capture import CaptureError, CaptureReport, check_capture
 from .ddpm import DDPM
