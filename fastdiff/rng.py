@@ -18,7 +18,8 @@ element index: never on the batch it is in or the device.
 
 Offsets in use: 0 for latents (`randn`), SAMPLER_OFFSET + i for the sampler's noise at step i, LOSS_NOISE_OFFSET
 and LOSS_SIGMA_OFFSET for a training loss's noise and noise level, fastdiff.guidance.INPAINT_OFFSET (8 << 32) and
-above for inpainting's noised observation, fastdiff.sde.PROBE_OFFSET (3 << 32) for the likelihood's Hutchinson probes.
+above for inpainting's noised observation, fastdiff.sde.PROBE_OFFSET (3 << 32) for the likelihood's Hutchinson probes,
+and 9 << 32 to 12 << 32 (plus the step) for SMC inpainting (fastdiff.guidance.SMC_*_OFFSET).
 """
 from __future__ import annotations
 
