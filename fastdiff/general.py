@@ -267,6 +267,8 @@ def plan_general(net=None, num_steps=18, sigma_min=None, sigma_max=None, rho=7.0
     alpha = check_real("alpha", alpha)
     if not alpha > 0:
         raise ValueError(f"alpha: must be > 0 (1 is Heun's method, 0.5 the midpoint method), got {alpha}")
+    if solver == "euler" and alpha != 1:
+        raise ValueError(f"alpha: sets the second-order step of solver='heun'; solver='euler' takes none, got alpha={alpha}")
     S_churn = check_real("S_churn", S_churn, minimum=0.0)
     S_min = check_real("S_min", S_min, minimum=0.0)
     S_max = check_real("S_max", S_max, minimum=0.0, allow_inf=True)

@@ -412,6 +412,12 @@ def pc_sample(sde: SDE, score_fn, latents: torch.Tensor, predictor="reverse_diff
     snr = check_positive("snr", snr)
     n_steps = check_int("n_steps", n_steps, minimum=1)
     _check_choice("langevin_norms", langevin_norms, LANGEVIN_NORMS, allow_none=False)
+    unused = {None: {"snr": (snr, 0.16), "n_steps": (n_steps, 1), "langevin_norms": (langevin_norms, "batch")},
+              "ald": {"langevin_norms": (langevin_norms, "batch")}}.get(corrector, {})
+    for name, (value, default) in unused.items():  # refused rather than ignored
+        if value != default:
+            raise ValueError(f"{name}: corrector={corrector!r} does not use it, got {name}={value!r}; "
+                             f"it sets the Langevin corrector{'s' if name != 'langevin_norms' else ''}")
     eps = _check_eps(eps, sde)
     _check_bool("denoise", denoise)
     if num_steps is not None:
@@ -552,6 +558,10 @@ def likelihood(sde: SDE, score_fn, x: torch.Tensor, exact_divergence: bool = Fal
     state_dtype = _check_latents(x, "x")
     _check_bool("exact_divergence", exact_divergence)
     _check_choice("probe", probe, PROBES, allow_none=False)
+    if exact_divergence and (probe != "rademacher" or seeds is not None):
+        name, value = ("probe", probe) if probe != "rademacher" else ("seeds", seeds)
+        raise ValueError(f"{name}: exact_divergence=True uses no Hutchinson probe, got {name}={value!r}; "
+                         "pass exact_divergence=False to estimate the divergence with probes")
     rtol, atol = check_positive("rtol", rtol), check_positive("atol", atol)
     eps = _check_eps(eps, sde)
     rsde = sde.reverse(score_fn, probability_flow=True)

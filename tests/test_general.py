@@ -798,3 +798,10 @@ def test_net_and_latents_are_checked():
         ode_schedule("cosine")
     with pytest.raises(ValueError, match=r"discretization: expected one of"):
         discretize("cosine", 4, 0.1, 1.0)
+
+
+def test_alpha_with_euler_is_refused():
+    """alpha sets Heun's second-order step: given with solver='euler' it is an error, not ignored."""
+    with pytest.raises(ValueError, match=r"alpha: sets the second-order step of solver='heun'; solver='euler' takes "
+                                         r"none, got alpha=0.5"):
+        fastdiff.general.sample_general(fastdiff.GaussianMixture.ring(), torch.zeros(2, 2), solver="euler", alpha=0.5)

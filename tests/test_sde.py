@@ -389,8 +389,12 @@ def test_pc_sample_is_the_documented_algorithm(kind, predictor, corrector, norms
     seeds = [11, 2**40 + 3, 5]
     eps = 1e-5 if kind == "ve" else 1e-3
     for denoise in (True, False):
-        args = dict(predictor=predictor, corrector=corrector, snr=0.2, n_steps=2, denoise=denoise, seeds=seeds)
-        out = S.pc_sample(plain.make(N), gaussian_score(plain), latents, langevin_norms=norms, **args)
+        args = dict(predictor=predictor, corrector=corrector, denoise=denoise, seeds=seeds)
+        if corrector is not None:  # the corrector's settings (refused without a corrector)
+            args.update(snr=0.2, n_steps=2)
+        if corrector == "langevin":
+            args.update(langevin_norms=norms)
+        out = S.pc_sample(plain.make(N), gaussian_score(plain), latents, **args)
         expected = plain_pc_sample(plain, N, gaussian_score(plain), latents, predictor, corrector, 0.2, 2, eps, denoise,
                                    seeds, norms)
         assert out.shape == latents.shape and out.dtype == F64
@@ -811,3 +815,18 @@ def test_missing_torchdiffeq_says_how_to_install(monkeypatch):
                  lambda: S.likelihood(S.VPSDE(), gaussian_vp_score, LAT)):
         with pytest.raises(ImportError, match=r"pip install torchdiffeq .*fastdiff\[sde\]"):
             call()
+
+
+def test_arguments_a_method_would_ignore_are_refused():
+    """Corrector settings without the corrector that uses them, and probe settings with the exact divergence, are
+    errors naming the argument rather than silently ignored."""
+    vp = S.VPSDE(N=40)
+    score = S.score_from_denoiser(fastdiff.GaussianMixture.ring(), vp)
+    latents = fastdiff.randn([0, 1], (2, 2))
+    for kwargs, name in ((dict(corrector=None, snr=0.5), "snr"), (dict(corrector=None, n_steps=3), "n_steps"),
+                         (dict(corrector="ald", langevin_norms="sample"), "langevin_norms")):
+        with pytest.raises(ValueError, match=rf"{name}: corrector=.* does not use it"):
+            S.pc_sample(vp, score, latents, seeds=[0, 1], **kwargs)
+    for kwargs, name in ((dict(probe="gaussian"), "probe"), (dict(seeds=[0, 1]), "seeds")):
+        with pytest.raises(ValueError, match=rf"{name}: exact_divergence=True uses no Hutchinson probe"):
+            S.likelihood(vp, score, latents, exact_divergence=True, **kwargs)
