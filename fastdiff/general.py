@@ -23,7 +23,7 @@ import torch
 from . import backends, ops
 from .precond import iDDPMPrecond, vp_sigma, vp_sigma_inv
 from .rng import SAMPLER_OFFSET, seeds_tensor
-from .sampler import _call_net, _check_inputs, _check_noise, _check_sigmas, _draw_seeds, _round
+from .sampler import _call_net, _check_inputs, _check_noise, _check_sigmas, _draw_seeds, _round, clamp_to_net
 from .schedules import karras_sigmas
 from ._validate import check_below, check_int, check_positive, check_real, check_unit_interval
 
@@ -425,20 +425,9 @@ def run_general(net, latents: torch.Tensor, plan: GeneralPlan, class_labels=None
 def _sigma_range(net, discretization: str, sigma_min, sigma_max, epsilon_s: float) -> tuple[float, float]:
     """sigma_min/sigma_max (the discretization's defaults for None), clamped to the net's supported range."""
     default_min, default_max = default_sigma_range(discretization, epsilon_s)
-    sigma_min = default_min if sigma_min is None else check_positive("sigma_min", sigma_min)
-    sigma_max = default_max if sigma_max is None else check_positive("sigma_max", sigma_max, allow_inf=True)
-    check_below("sigma_min", sigma_min, "sigma_max", sigma_max)
-    net_min, net_max = getattr(net, "sigma_min", None), getattr(net, "sigma_max", None)
-    if net_min is not None:
-        sigma_min = max(sigma_min, float(net_min))
-    if net_max is not None:
-        sigma_max = min(sigma_max, float(net_max))
-    if math.isinf(sigma_max):
-        raise ValueError("sigma_max: expected a finite number, or a net with a finite sigma_max to clamp it to, got inf")
-    if not sigma_min < sigma_max:
-        raise ValueError(f"sigma_min: after clamping to the net's range [{net_min}, {net_max}] the noise range is empty "
-                         f"(sigma_min={sigma_min}, sigma_max={sigma_max}); choose sigma_min/sigma_max inside that range")
-    return sigma_min, sigma_max
+    sigma_min = default_min if sigma_min is None else sigma_min
+    sigma_max = default_max if sigma_max is None else sigma_max
+    return clamp_to_net(net, sigma_min, sigma_max, what="noise range")
 
 
 def _check_choice(name: str, value, accepted: tuple[str, ...]) -> str:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import warnings
+from collections import OrderedDict
 from dataclasses import dataclass
 
 import torch
@@ -229,21 +230,16 @@ def sample(net, latents, class_labels=None, randn_like=None, num_steps=18, sigma
     return result
 
 
-_GUIDED: "OrderedDict" = None  # (id(net), w) -> (net, its ClassifierFreeGuidance): one wrapper per pair, so
+_GUIDED: OrderedDict = OrderedDict()  # (id(net), w) -> (net, its ClassifierFreeGuidance): one wrapper per pair, so
 # sample(cuda_graph=...), whose graphs are cached by the net's identity, reuses its capture across calls
 
 
 def _guided(net, guidance, class_labels):
     """net wrapped in classifier-free guidance with weight `guidance` (the same wrapper for the same net and w)."""
-    global _GUIDED
-    from collections import OrderedDict
-
-    from .guidance import ClassifierFreeGuidance
+    from .guidance import ClassifierFreeGuidance  # imported here: guidance imports the sampler
 
     if class_labels is None:
         raise ValueError(f"guidance: classifier-free guidance (guidance={guidance!r}) needs class_labels, got None")
-    if _GUIDED is None:
-        _GUIDED = OrderedDict()
     key = (id(net), check_real("guidance", guidance))
     entry = _GUIDED.get(key)
     if entry is None or entry[0] is not net:
@@ -489,6 +485,12 @@ def _check_inputs(net, latents, class_labels, randn_like, seeds, dtype, callback
 def _karras_schedule(net, num_steps, sigma_min, sigma_max, rho) -> torch.Tensor:
     """karras_sigmas with sigma_min/sigma_max first clamped to the net's supported range (sigma_max may be inf
     when the net bounds it)."""
+    return karras_sigmas(num_steps, *clamp_to_net(net, sigma_min, sigma_max), rho)
+
+
+def clamp_to_net(net, sigma_min, sigma_max, what: str = "schedule") -> tuple[float, float]:
+    """(sigma_min, sigma_max) checked and clamped to net.sigma_min / net.sigma_max when the net has them (EDM's rule,
+    FORMULAS.md section 3); sigma_max may be inf when the net bounds it. `what` names the range in errors."""
     sigma_min = check_positive("sigma_min", sigma_min)
     sigma_max = check_positive("sigma_max", sigma_max, allow_inf=True)
     check_below("sigma_min", sigma_min, "sigma_max", sigma_max)
@@ -501,9 +503,9 @@ def _karras_schedule(net, num_steps, sigma_min, sigma_max, rho) -> torch.Tensor:
         raise ValueError("sigma_max: expected a finite number, or a net with a finite sigma_max to clamp it to, got inf")
     if not sigma_min < sigma_max:
         raise ValueError(
-            f"sigma_min: after clamping to the net's range [{net_min}, {net_max}] the schedule is empty "
+            f"sigma_min: after clamping to the net's range [{net_min}, {net_max}] the {what} is empty "
             f"(sigma_min={sigma_min}, sigma_max={sigma_max}); choose sigma_min/sigma_max inside that range")
-    return karras_sigmas(num_steps, sigma_min, sigma_max, rho)
+    return sigma_min, sigma_max
 
 
 def _check_no_schedule_arguments(**given) -> None:
