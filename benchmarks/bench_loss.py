@@ -47,7 +47,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_step import OpCounter, fmt, relative_difference, sync, time_calls  # noqa: E402  (the shared helpers)
+from bench_step import OpCounter, fmt, parse_sizes, relative_difference, sync, time_calls  # noqa: E402  (the shared helpers)
 
 import fastdiff  # noqa: E402
 from fastdiff import backends, ops  # noqa: E402
@@ -440,26 +440,6 @@ def write_results(out_dir: Path, meta: dict, work, timings, training, checks) ->
     return paths
 
 
-def parse_sizes(text: str) -> list[tuple[int, ...]]:
-    """'786432,16777216' (element counts; DEFAULT_SHAPES gives their shapes, else [4, n/4] or [1, n]) or '4x3x32x32'."""
-    shapes = []
-    for item in filter(None, (s.strip() for s in text.split(","))):
-        try:
-            if "x" in item:
-                shape = tuple(int(s) for s in item.split("x"))
-            else:
-                n = int(item.replace("_", ""))
-                shape = DEFAULT_SHAPES.get(n) or ((4, n // 4) if n % 4 == 0 else (1, n))
-        except ValueError:
-            raise SystemExit(f"--sizes: expected element counts or shapes like 4x3x32x32, got {item!r}")
-        if len(shape) < 2 or min(shape) < 1:
-            raise SystemExit(f"--sizes: expected a shape [B, ...] with positive sizes, got {item!r}")
-        shapes.append(shape)
-    if not shapes:
-        raise SystemExit("--sizes: expected at least one size")
-    return shapes
-
-
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -480,7 +460,7 @@ def main(argv=None) -> int:
     if a.device == "cuda" and not torch.cuda.is_available():
         raise SystemExit("--device cuda: torch.cuda.is_available() is False here")
     device = torch.device("cuda" if a.device == "cuda" or (a.device == "auto" and torch.cuda.is_available()) else "cpu")
-    shapes = parse_sizes(a.sizes) if a.sizes else list(QUICK_SHAPES if a.quick else DEFAULT_SHAPES.values())
+    shapes = parse_sizes(a.sizes, DEFAULT_SHAPES) if a.sizes else list(QUICK_SHAPES if a.quick else DEFAULT_SHAPES.values())
     repeats = a.repeats or (5 if a.quick else 25)
     budget = a.budget if a.budget is not None else (1.0 if a.quick else 8.0)
     train_steps = a.train_steps or (2 if a.quick else 30)

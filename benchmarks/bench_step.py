@@ -593,8 +593,10 @@ def write_results(out_dir: Path, meta: dict, work: list[dict], timings: list[dic
 
 # ----------------------------------------------------------------------------------------------------------
 
-def parse_sizes(text: str) -> list[tuple[int, ...]]:
-    """'12288,786432' (element counts; DEFAULT_SHAPES gives their shapes, else [4, n/4] or [1, n]) or '4x3x32x32'."""
+def parse_sizes(text: str, default_shapes: dict | None = None) -> list[tuple[int, ...]]:
+    """'12288,786432' (element counts; default_shapes, by default this benchmark's DEFAULT_SHAPES, gives their shapes,
+    else [4, n/4] or [1, n]) or '4x3x32x32'."""
+    default_shapes = DEFAULT_SHAPES if default_shapes is None else default_shapes
     shapes = []
     for item in filter(None, (s.strip() for s in text.split(","))):
         try:
@@ -602,7 +604,7 @@ def parse_sizes(text: str) -> list[tuple[int, ...]]:
                 shape = tuple(int(s) for s in item.split("x"))
             else:
                 n = int(item.replace("_", ""))
-                shape = DEFAULT_SHAPES.get(n) or ((4, n // 4) if n % 4 == 0 else (1, n))
+                shape = default_shapes.get(n) or ((4, n // 4) if n % 4 == 0 else (1, n))
         except ValueError:
             raise SystemExit(f"--sizes: expected element counts or shapes like 4x3x32x32, got {item!r}")
         if len(shape) < 2 or min(shape) < 1:
