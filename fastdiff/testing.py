@@ -5,6 +5,8 @@ index and both values, so a kernel bug can be found from the message alone.
 """
 from __future__ import annotations
 
+import math
+
 import torch
 
 # (rtol, atol) of a result computed in the given dtype against a float64 (or same-dtype) reference.
@@ -78,3 +80,30 @@ def assert_error_bounded(actual: torch.Tensor, eager: torch.Tensor, exact: torch
     if not err_actual <= factor * err_eager + slack:
         raise AssertionError(f"{name}: max error {err_actual:.3g} against float64 exceeds {factor:g} x eager's {err_eager:.3g} "
                              f"+ rounding slack {slack:.3g}")
+
+
+def rk4_probability_flow(denoiser, x: torch.Tensor, sigma_from: float, sigma_to: float, num_steps: int) -> torch.Tensor:
+    """The exact-enough probability-flow endpoint the samplers are checked against: classical RK4 on EDM's ODE
+    dx/du = x - D(x; e^u), u = log sigma, from sigma_from to sigma_to in num_steps equal steps of u."""
+    u0 = math.log(sigma_from)
+    h = (math.log(sigma_to) - u0) / num_steps
+
+    def f(x, u):
+        return x - denoiser(x, math.exp(u))
+
+    for i in range(num_steps):
+        u = u0 + i * h
+        k1 = f(x, u)
+        k2 = f(x + 0.5 * h * k1, u + 0.5 * h)
+        k3 = f(x + 0.5 * h * k2, u + 0.5 * h)
+        k4 = f(x + h * k3, u + h)
+        x = x + (h / 6) * (k1 + 2 * k2 + 2 * k3 + k4)
+    return x
+
+
+def fitted_slope(steps, errors) -> float:
+    """The convergence order: minus the least-squares slope of log(error) against log(number of steps)."""
+    lx = torch.tensor([math.log(n) for n in steps], dtype=torch.float64)
+    ly = torch.tensor([math.log(e) for e in errors], dtype=torch.float64)
+    lx, ly = lx - lx.mean(), ly - ly.mean()
+    return -float((lx * ly).sum() / (lx * lx).sum())

@@ -16,7 +16,7 @@ from fastdiff import general
 from fastdiff.general import (discretize, ode_schedule, plan_general, run_general, sample_general, vp_betas)
 from fastdiff.metrics import sliced_wasserstein
 from fastdiff.rng import SAMPLER_OFFSET
-from fastdiff.testing import assert_close, assert_equal
+from fastdiff.testing import assert_close, assert_equal, fitted_slope
 
 F64 = torch.float64
 INF = float("inf")
@@ -571,23 +571,7 @@ CONVERGENCE_STEPS = [16, 32, 64, 128]
 
 def rk4_probability_flow(mix, x, sigma_max, sigma_min, num_steps=500):
     """Classical RK4 for EDM's ODE dx~/du = x~ - D(x~; e^u), u = log sigma, from sigma_max down to sigma_min."""
-    u0, h = math.log(sigma_max), (math.log(sigma_min) - math.log(sigma_max)) / num_steps
-    f = lambda x, u: x - mix.denoise(x, math.exp(u))  # noqa: E731
-    for i in range(num_steps):
-        u = u0 + i * h
-        k1 = f(x, u)
-        k2 = f(x + 0.5 * h * k1, u + 0.5 * h)
-        k3 = f(x + 0.5 * h * k2, u + 0.5 * h)
-        k4 = f(x + h * k3, u + h)
-        x = x + (h / 6) * (k1 + 2 * k2 + 2 * k3 + k4)
-    return x
-
-
-def fitted_slope(steps, errors) -> float:
-    lx = torch.tensor([math.log(n) for n in steps], dtype=F64)
-    ly = torch.tensor([math.log(e) for e in errors], dtype=F64)
-    lx, ly = lx - lx.mean(), ly - ly.mean()
-    return -float((lx * ly).sum() / (lx * lx).sum())
+    return fastdiff.testing.rk4_probability_flow(mix.denoise, x, sigma_max, sigma_min, num_steps)
 
 
 @pytest.fixture(scope="module")

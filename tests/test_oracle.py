@@ -12,7 +12,7 @@ import torch
 
 import fastdiff
 from fastdiff.metrics import sliced_wasserstein
-from fastdiff.testing import assert_close, assert_equal
+from fastdiff.testing import assert_close, assert_equal, fitted_slope
 
 F64 = torch.float64
 
@@ -198,28 +198,7 @@ CONVERGENCE_STEPS = [16, 32, 64, 128]  # schedule lengths N (N - 1 sampler steps
 
 def rk4_probability_flow(mix, x: torch.Tensor, num_steps: int) -> torch.Tensor:
     """Classical RK4 for dx/du = x - D(x; e^u), u = log sigma, from SIGMA_MAX down to SIGMA_MIN."""
-    u0, u1 = math.log(SIGMA_MAX), math.log(SIGMA_MIN)
-    h = (u1 - u0) / num_steps
-
-    def f(x, u):
-        return x - mix.denoise(x, math.exp(u))
-
-    for i in range(num_steps):
-        u = u0 + i * h
-        k1 = f(x, u)
-        k2 = f(x + 0.5 * h * k1, u + 0.5 * h)
-        k3 = f(x + 0.5 * h * k2, u + 0.5 * h)
-        k4 = f(x + h * k3, u + h)
-        x = x + (h / 6) * (k1 + 2 * k2 + 2 * k3 + k4)
-    return x
-
-
-def fitted_slope(steps, errors) -> float:
-    """Least-squares slope of log(error) against log(N)."""
-    lx = torch.tensor([math.log(n) for n in steps], dtype=F64)
-    ly = torch.tensor([math.log(e) for e in errors], dtype=F64)
-    lx, ly = lx - lx.mean(), ly - ly.mean()
-    return -float((lx * ly).sum() / (lx * lx).sum())
+    return fastdiff.testing.rk4_probability_flow(mix.denoise, x, SIGMA_MAX, SIGMA_MIN, num_steps)
 
 
 @pytest.fixture(scope="module")

@@ -578,20 +578,7 @@ def test_correctors_keep_the_width_and_per_sample_norms_do_not(kind):
 
 def rk4_edm_ode(mix, x, sigma_from, sigma_to, num_steps):
     """Classical RK4 for EDM's ODE dx/du = x - D(x; e^u), u = log sigma (the probability flow in x / s)."""
-    u0, u1 = math.log(sigma_from), math.log(sigma_to)
-    h = (u1 - u0) / num_steps
-
-    def f(x, u):
-        return x - mix.denoise(x, math.exp(u))
-
-    for i in range(num_steps):
-        u = u0 + i * h
-        k1 = f(x, u)
-        k2 = f(x + 0.5 * h * k1, u + 0.5 * h)
-        k3 = f(x + 0.5 * h * k2, u + 0.5 * h)
-        k4 = f(x + h * k3, u + h)
-        x = x + (h / 6) * (k1 + 2 * k2 + 2 * k3 + k4)
-    return x
+    return fastdiff.testing.rk4_probability_flow(mix.denoise, x, sigma_from, sigma_to, num_steps)
 
 
 def exact_flow(mix, plain, latents, eps, num_steps=1200):
