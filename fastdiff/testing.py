@@ -8,6 +8,7 @@ from __future__ import annotations
 import math
 
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 # (rtol, atol) of a result computed in the given dtype against a float64 (or same-dtype) reference.
 TOLERANCES = {
@@ -107,3 +108,23 @@ def fitted_slope(steps, errors) -> float:
     ly = torch.tensor([math.log(e) for e in errors], dtype=torch.float64)
     lx, ly = lx - lx.mean(), ly - ly.mean()
     return -float((lx * ly).sum() / (lx * lx).sum())
+
+
+class SyncCounter(TorchDispatchMode):
+    """Records, in order, the ops that read a device value on the host (`syncs`) and the tensors made from host
+    data (`host_to_device`: torch.tensor(...) of host values, a copy to the device on a GPU)."""
+
+    SYNCS = frozenset({"aten::_local_scalar_dense", "aten::is_nonzero", "aten::item", "aten::nonzero", "aten::equal"})
+    HOST_TO_DEVICE = frozenset({"aten::lift_fresh"})
+
+    def __init__(self):
+        super().__init__()
+        self.syncs, self.host_to_device = [], []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        name = func._schema.name
+        if name in self.SYNCS:
+            self.syncs.append(name)
+        if name in self.HOST_TO_DEVICE:
+            self.host_to_device.append(name)
+        return func(*args, **(kwargs or {}))

@@ -13,9 +13,9 @@ import math
 
 import pytest
 import torch
-from torch.utils._python_dispatch import TorchDispatchMode
 
 import fastdiff
+from fastdiff.testing import SyncCounter
 from fastdiff import backends, ops
 from fastdiff.ddpm import DDPM, DDPMPrecond
 from fastdiff.metrics import sliced_wasserstein
@@ -620,23 +620,6 @@ def test_loss_is_ddpm_loss(backend):
     labels = torch.ones(4)
     assert_close(ddpm.loss(model, x0, t=t, noise=noise, class_labels=labels, backend=backend),
                  (noise - model(x_t, t.float(), labels)) ** 2, rtol=1e-5, atol=1e-5, name="loss with labels")
-
-
-class SyncCounter(TorchDispatchMode):
-    """Records ops that read device values on the host (syncs) and tensors made from host data."""
-
-    SYNCS = {"aten::_local_scalar_dense", "aten::is_nonzero", "aten::item", "aten::nonzero", "aten::equal"}
-
-    def __init__(self):
-        super().__init__()
-        self.syncs, self.host_to_device = [], []
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        if func._schema.name in self.SYNCS:
-            self.syncs.append(func._schema.name)
-        if func._schema.name == "aten::lift_fresh":
-            self.host_to_device.append(func._schema.name)
-        return func(*args, **(kwargs or {}))
 
 
 @pytest.mark.parametrize("method, kwargs", [("sample", dict(clip_denoised=True)), ("sample", {}),

@@ -9,9 +9,9 @@ import math
 
 import pytest
 import torch
-from torch.utils._python_dispatch import TorchDispatchMode
 
 import fastdiff
+from fastdiff.testing import SyncCounter
 from fastdiff import general
 from fastdiff.general import (discretize, ode_schedule, plan_general, run_general, sample_general, vp_betas)
 from fastdiff.metrics import sliced_wasserstein
@@ -461,21 +461,6 @@ def test_noise_only_on_churn_steps_and_generator_untouched(monkeypatch):
     before = torch.get_rng_state()
     sample_general(mixture_6d(), LATENTS, num_steps=4, **VP)
     assert torch.equal(torch.get_rng_state(), before)
-
-
-class SyncCounter(TorchDispatchMode):
-    """Records ops that read a device value on the host."""
-
-    SYNCS = {"aten::_local_scalar_dense", "aten::is_nonzero", "aten::item", "aten::nonzero", "aten::equal"}
-
-    def __init__(self):
-        super().__init__()
-        self.syncs = []
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        if func._schema.name in self.SYNCS:
-            self.syncs.append(func._schema.name)
-        return func(*args, **(kwargs or {}))
 
 
 @pytest.mark.parametrize("settings", [VP, VE, IDDPM], ids=["vp", "ve", "iddpm"])

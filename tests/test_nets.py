@@ -2,9 +2,9 @@
 autocast, use under EDMPrecond + fastdiff.sample, and capture safety (no host sync, no host-to-device copy)."""
 import pytest
 import torch
-from torch.utils._python_dispatch import TorchDispatchMode
 
 import fastdiff
+from fastdiff.testing import SyncCounter
 from fastdiff.nets import MLP, SelfAttention, UNet
 
 NUM_CLASSES = 4
@@ -384,22 +384,6 @@ def test_edm_sampling_with_the_mlp():
 
 # ------------------------------------------------------------------------------------------------------ capture safety
 
-class SyncCounter(TorchDispatchMode):
-    """Records ops that read device values on the host (syncs) and tensors made from host data (host-to-device)."""
-
-    FORBIDDEN = {"aten::_local_scalar_dense", "aten::is_nonzero", "aten::item", "aten::nonzero", "aten::equal",
-                 "aten::lift_fresh"}
-
-    def __init__(self):
-        super().__init__()
-        self.seen = []
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        if func._schema.name in self.FORBIDDEN:
-            self.seen.append(func._schema.name)
-        return func(*args, **(kwargs or {}))
-
-
 @pytest.mark.parametrize("make,data", [
     (lambda: tiny_unet(num_classes=NUM_CLASSES, label_dropout=0.3), lambda: image(3, height=11, width=13)),
     (lambda: tiny_unet(embedding="fourier", resample="pool", num_classes=NUM_CLASSES), lambda: image(3)),
@@ -416,7 +400,7 @@ def test_forward_is_capture_safe(make, data, labels, mode):
                     "one_hot": torch.eye(NUM_CLASSES)[[0, 3, 1]]}[labels]
     with torch.set_grad_enabled(mode == "train"), SyncCounter() as counter:
         out = net(x, c_noise, class_labels)
-    assert counter.seen == []
+    assert counter.syncs + counter.host_to_device == []
     assert out.shape == x.shape
 
 
@@ -425,4 +409,4 @@ def test_sync_counter_sees_a_sync():
     with SyncCounter() as counter:
         torch.zeros(2).sum().item()
         torch.tensor([1.0, 2.0])
-    assert "aten::_local_scalar_dense" in counter.seen and "aten::lift_fresh" in counter.seen
+    assert "aten::_local_scalar_dense" in counter.syncs and "aten::lift_fresh" in counter.host_to_device

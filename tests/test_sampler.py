@@ -7,6 +7,7 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
 import fastdiff
+from fastdiff.testing import SyncCounter
 from fastdiff.rng import SAMPLER_OFFSET
 from fastdiff.testing import assert_close, assert_equal
 
@@ -255,24 +256,6 @@ def test_nonfinite_values_are_reported_with_their_step():
         x = fastdiff.sample(nan_below(1.0), LATENTS, num_steps=10, nonfinite="ignore")
         fastdiff.sample(mixture_net(), LATENTS, num_steps=10)  # finite runs never warn
     assert bool(x.isnan().all())
-
-
-class SyncCounter(TorchDispatchMode):
-    """Records ops that read device values on the host (syncs) and tensors made from host data (host-to-device)."""
-
-    SYNCS = {"aten::_local_scalar_dense", "aten::is_nonzero", "aten::item", "aten::nonzero", "aten::equal"}
-    HOST_TO_DEVICE = {"aten::lift_fresh"}  # torch.tensor(...) of host data: a copy to the device on a GPU
-
-    def __init__(self):
-        super().__init__()
-        self.syncs, self.host_to_device = [], []
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        if func._schema.name in self.SYNCS:
-            self.syncs.append(func._schema.name)
-        if func._schema.name in self.HOST_TO_DEVICE:
-            self.host_to_device.append(func._schema.name)
-        return func(*args, **(kwargs or {}))
 
 
 @pytest.mark.parametrize("solver", ["heun", "euler"])

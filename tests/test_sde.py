@@ -12,9 +12,9 @@ import sys
 
 import pytest
 import torch
-from torch.utils._python_dispatch import TorchDispatchMode
 
 import fastdiff
+from fastdiff.testing import SyncCounter
 from fastdiff import sde as S
 from fastdiff.metrics import sliced_wasserstein
 from fastdiff.rng import SAMPLER_OFFSET
@@ -442,21 +442,6 @@ def test_pc_sample_seeds():
         runs.append(S.pc_sample(sde, score, latents))
     assert_equal(runs[0], runs[1], name="torch.manual_seed")
     assert not torch.equal(runs[0], S.pc_sample(sde, score, latents, seeds=seeds))
-
-
-class SyncCounter(TorchDispatchMode):
-    """Records ops that read a device value on the host."""
-
-    SYNCS = {"aten::_local_scalar_dense", "aten::is_nonzero", "aten::item", "aten::nonzero", "aten::equal"}
-
-    def __init__(self):
-        super().__init__()
-        self.syncs = []
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        if func._schema.name in self.SYNCS:
-            self.syncs.append(func._schema.name)
-        return func(*args, **(kwargs or {}))
 
 
 @pytest.mark.parametrize("predictor, corrector", [("reverse_diffusion", "langevin"), ("ancestral", "ald"),

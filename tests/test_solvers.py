@@ -13,9 +13,9 @@ import os
 
 import pytest
 import torch
-from torch.utils._python_dispatch import TorchDispatchMode
 
 import fastdiff
+from fastdiff.testing import SyncCounter
 import fastdiff.ops
 from fastdiff.metrics import sliced_wasserstein
 from fastdiff.rng import SAMPLER_OFFSET
@@ -504,21 +504,6 @@ def test_backends_and_buffer_reuse_agree(solver, kwargs):
     assert half.dtype == torch.float16 and half.shape == latents.shape
 
 
-class SyncCounter(TorchDispatchMode):
-    """Counts ops that read device values on the host and tensors made from host data."""
-
-    SYNCS = {"aten::_local_scalar_dense", "aten::is_nonzero", "aten::item", "aten::nonzero", "aten::equal"}
-
-    def __init__(self):
-        super().__init__()
-        self.syncs, self.host_data = [], []
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        name = func._schema.name
-        (self.syncs if name in self.SYNCS else self.host_data if name == "aten::lift_fresh" else []).append(name)
-        return func(*args, **(kwargs or {}))
-
-
 @pytest.mark.parametrize("solver", NEW_SOLVERS)
 def test_loop_never_syncs_and_copies_tables_once(solver):
     """The loop reads no device value on the host, and copies host data only for its tables (t, t_hat, noise_std,
@@ -529,7 +514,7 @@ def test_loop_never_syncs_and_copies_tables_once(solver):
         with SyncCounter() as counter:
             run_plan(net, latents, plan, None, None, seeds, torch.float32, None, "ignore", "reference")
         assert counter.syncs == []
-        copies.append(len(counter.host_data))
+        copies.append(len(counter.host_to_device))
     assert copies[0] == copies[1] == {"ddim": 3, "euler_ancestral": 4, "dpmpp_2m": 4}[solver]
 
 
