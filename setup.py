@@ -1,23 +1,42 @@
 """Build and install fastdiff.
 
 Python packages: `fastdiff` and `fastdiff.kernels` (the Triton kernels, kept in the top-level `kernels/`).
-Compiled parts, with ninja through torch's build tools (install with `--no-build-isolation`, so that the
-extension is built against the torch it will run with):
+Compiled parts, with ninja through torch's build tools, from the recipe in fastdiff/_build.py (the same one
+`fastdiff build` uses to rebuild them later):
   fastdiff._C       the C++ CPU kernels (csrc/cpu, csrc/bindings.cpp): built whenever torch is importable;
-  fastdiff._C_cuda  the CUDA kernels (csrc/cuda): built when torch is a CUDA build and a CUDA toolkit is found.
-A part that cannot be built is skipped with a warning, and the package still works through Triton or the
-reference path; what was built and why not is written to fastdiff/_build_info.json (`fastdiff info` shows it).
+  fastdiff._C_cuda  the CUDA kernels (csrc/cuda): built whenever torch is a CUDA build and a CUDA toolkit is found,
+                    GPU or not (with no visible GPU, for the architectures in _build.DEFAULT_CUDA_ARCHS).
+Install with `--no-build-isolation`, so that they are built against the torch they will run with. A part that cannot
+be built is skipped with a warning and never fails the install: the package still works through Triton or the
+reference path. What was built, against which torch, and why a part was not, goes to fastdiff/_build_info.json
+(`fastdiff info` shows it); a part built against another torch than the one running is not loaded.
 """
+import contextlib
+import importlib.util
 import json
 import os
+import re
+import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 from setuptools import find_packages, setup
+from setuptools.command.build_py import build_py
 
 ROOT = Path(__file__).parent
 CSRC = ROOT / "csrc"
-CXX_FLAGS = ["-O3", "-std=c++17", "-fopenmp", "-ffp-contract=off", "-fno-math-errno"]  # see csrc/cpu/kernels.cpp
+
+
+def load_recipe():
+    """fastdiff/_build.py, loaded by path: the package cannot be imported before it is installed."""
+    spec = importlib.util.spec_from_file_location("_fastdiff_build_recipe", ROOT / "fastdiff" / "_build.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+recipe = load_recipe()
 
 
 def read_version():
@@ -27,51 +46,91 @@ def read_version():
     return namespace["__version__"]
 
 
+@contextlib.contextmanager
+def captured_output():
+    """Collect what the compilers print (file descriptors 1 and 2) and print it again afterwards, so that a failed
+    part's reason can quote the compiler's errors while pip -v still shows everything."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = os.dup(1), os.dup(2)
+    with tempfile.TemporaryFile() as log:
+        os.dup2(log.fileno(), 1)
+        os.dup2(log.fileno(), 2)
+        text = []
+        try:
+            yield text
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            os.close(saved[0])
+            os.close(saved[1])
+            log.seek(0)
+            text.append(log.read().decode(errors="replace"))
+            sys.stderr.write(text[0])
+
+
+def failure_reason(error: Exception, output: str) -> str:
+    """A short reason for `fastdiff info`: the exception and the first compiler error lines."""
+    errors = [line.strip() for line in output.splitlines() if re.search(r"\berror\b", line, re.I)]
+    reason = f"{type(error).__name__}: {error}".strip()
+    if errors:
+        reason += " | " + " | ".join(errors[:6])
+    return reason[:2000]
+
+
 def extensions():
-    """(ext_modules, cmdclass, reasons for parts not attempted)."""
+    """(ext_modules, build_ext class, build configuration, reasons for parts not attempted)."""
     try:
         import torch
-        from torch.utils.cpp_extension import CUDA_HOME, BuildExtension, CppExtension, CUDAExtension
     except ImportError as error:
-        reason = (f"torch was not importable while building ({error}); install torch first and build with "
-                  "pip install --no-build-isolation")
-        return [], {}, {"cpu": reason, "cuda": reason}
+        reason = (f"torch was not importable while building ({error}), as in an isolated build; run "
+                  "`python -m fastdiff build`, or reinstall with pip install --no-build-isolation")
+        return [], None, {}, {"cpu": reason, "cuda": reason}
 
+    standard = recipe.cxx_standard(Path(torch.__file__).parent / "include")
+    config = {"cxx_standard": standard}
     skipped = {}
-    ext_modules = [CppExtension(
-        "fastdiff._C",
-        sources=[str(p.relative_to(ROOT)) for p in (CSRC / "bindings.cpp", CSRC / "cpu" / "kernels.cpp")],
-        include_dirs=[str(CSRC)],
-        extra_compile_args={"cxx": CXX_FLAGS},
-        extra_link_args=["-fopenmp"],
-        depends=[str(p.relative_to(ROOT)) for p in CSRC.rglob("*.h")],  # a header change rebuilds
-    )]
-    cuda_sources = sorted((CSRC / "cuda").glob("*.cu")) + sorted((CSRC / "cuda").glob("*.cpp"))
     if torch.version.cuda is None:
         skipped["cuda"] = f"torch {torch.__version__} is a CPU build"
-    elif CUDA_HOME is None:
-        skipped["cuda"] = "no CUDA toolkit found (set CUDA_HOME)"
-    elif not cuda_sources:
-        skipped["cuda"] = "csrc/cuda has no sources"
     else:
-        ext_modules.append(CUDAExtension(
-            "fastdiff._C_cuda",
-            sources=[str(p.relative_to(ROOT)) for p in cuda_sources],
-            include_dirs=[str(CSRC)],
-            extra_compile_args={"cxx": ["-O3", "-std=c++17"], "nvcc": ["-O3", "--fmad=false", "-std=c++17"]},
-        ))
+        cuda_home, how = recipe.find_cuda_home(os.environ)
+        if cuda_home is None:
+            skipped["cuda"] = how
+        else:
+            os.environ["CUDA_HOME"] = cuda_home  # read by torch.utils.cpp_extension when it is first imported
+            archs, why = recipe.cuda_arch_list(os.environ, torch.cuda.device_count())
+            if archs:
+                os.environ["TORCH_CUDA_ARCH_LIST"] = archs
+            config.update(cuda_home=how, cuda_archs=why)
+    from torch.utils.cpp_extension import BuildExtension, CppExtension, CUDAExtension
+
+    headers = [str(p.relative_to(ROOT)) for p in CSRC.rglob("*.h")]  # a header change rebuilds
+    relative = lambda paths: [str(p.relative_to(ROOT)) for p in paths]  # noqa: E731
+    ext_modules = [CppExtension("fastdiff._C", sources=relative(recipe.sources(CSRC, "cpu")), include_dirs=[str(CSRC)],
+                                extra_compile_args=recipe.compile_args("cpu", standard),
+                                extra_link_args=recipe.CPU_LINK_FLAGS, depends=headers)]
+    if "cuda" not in skipped:
+        ext_modules.append(CUDAExtension("fastdiff._C_cuda", sources=relative(recipe.sources(CSRC, "cuda")),
+                                         include_dirs=[str(CSRC)], extra_compile_args=recipe.compile_args("cuda", standard),
+                                         depends=headers))
 
     class OptionalBuildExt(BuildExtension.with_options(use_ninja=True)):
-        """Builds each extension on its own; a failure warns and is recorded instead of failing the install."""
+        """Builds each part on its own; a part that fails is left out with its reason, and the install goes on."""
 
         def build_extension(self, ext):
             part = "cuda" if ext.name.endswith("_cuda") else "cpu"
-            try:
-                super().build_extension(ext)
-                self.outcome[part] = None
-            except Exception as error:  # noqa: BLE001 - any compiler or ninja failure
-                self.outcome[part] = f"the build failed: {type(error).__name__}: {error}".strip()[:2000]
-                print(f"WARNING: fastdiff: building {ext.name} failed; continuing without it: {error}", file=sys.stderr)
+            with captured_output() as output:
+                try:
+                    super().build_extension(ext)
+                    self.outcome[part] = None
+                    return
+                except Exception as error:  # noqa: BLE001 - any compiler or ninja failure
+                    failed = error
+            self.outcome[part] = "the build failed: " + failure_reason(failed, output[0])
+            print(f"WARNING: fastdiff: building {ext.name} failed; continuing without it: {self.outcome[part]}",
+                  file=sys.stderr)
 
         def build_extensions(self):
             # torch checks the CUDA toolchain (versions, host compiler) for all extensions before building any: a
@@ -86,24 +145,50 @@ def extensions():
                 print(f"WARNING: fastdiff: not building the CUDA kernels: {error}", file=sys.stderr)
                 self.extensions = [ext for ext in self.extensions if ext not in cuda]
                 super().build_extensions()
+            # What was not built must not be copied or listed as an output (setuptools would fail the install).
+            self.extensions = [ext for ext in self.extensions if self.outcome.get(self.part(ext)) is None]
+
+        @staticmethod
+        def part(ext):
+            return "cuda" if ext.name.endswith("_cuda") else "cpu"
 
         def run(self):
             self.outcome = dict(skipped)
             super().run()
-            info_dir = Path(self.get_ext_fullpath("fastdiff._C")).parent
-            info_dir.mkdir(parents=True, exist_ok=True)
-            (info_dir / "_build_info.json").write_text(json.dumps(
-                {"torch": torch.__version__, "not_built": {k: v for k, v in self.outcome.items() if v}}, indent=1))
+            info = {**recipe.stamp(torch), **config,
+                    "built": sorted(self.part(ext) for ext in self.extensions),
+                    "not_built": {k: v for k, v in self.outcome.items() if v}}
+            targets = {Path(self.get_ext_fullpath("fastdiff._C")).parent}
+            if self.inplace or getattr(self, "editable_mode", False):
+                targets.add(ROOT / "fastdiff")
+            for folder in targets:
+                folder.mkdir(parents=True, exist_ok=True)
+                (folder / "_build_info.json").write_text(json.dumps(info, indent=1))
 
-    return ext_modules, {"build_ext": OptionalBuildExt}, {}
+    return ext_modules, OptionalBuildExt, config, {}
 
 
-ext_modules, cmdclass, not_attempted = extensions()
+class BuildPyWithSources(build_py):
+    """Ships csrc/ inside the package as fastdiff/_csrc, so that `fastdiff build` can rebuild the C++ parts of an
+    installed (not editable) fastdiff after torch changed."""
+
+    def run(self):
+        super().run()
+        if not self.dry_run:
+            target = Path(self.build_lib) / "fastdiff" / "_csrc"
+            shutil.rmtree(target, ignore_errors=True)
+            shutil.copytree(CSRC, target, ignore=shutil.ignore_patterns("*.o", "*.so"))
+
+
+ext_modules, build_ext_class, build_config, not_attempted = extensions()
+cmdclass = {"build_py": BuildPyWithSources}
+if build_ext_class is not None:
+    cmdclass["build_ext"] = build_ext_class
 if not_attempted:
     print("WARNING: fastdiff: the compiled kernels are not built: " + not_attempted["cpu"], file=sys.stderr)
     info = ROOT / "fastdiff" / "_build_info.json"
     if os.access(info.parent, os.W_OK):
-        info.write_text(json.dumps({"torch": None, "not_built": not_attempted}, indent=1))
+        info.write_text(json.dumps({"torch": None, "built": [], "not_built": not_attempted}, indent=1))
 
 setup(
     name="fastdiff",
@@ -116,6 +201,7 @@ setup(
     python_requires=">=3.10",
     packages=find_packages(include=["fastdiff", "fastdiff.*"]) + ["fastdiff.kernels"],
     package_dir={"fastdiff.kernels": "kernels"},  # the Triton kernels keep their top-level folder
+    package_data={"fastdiff": ["_build_info.json"]},
     ext_modules=ext_modules,
     cmdclass=cmdclass,
     install_requires=["torch>=2.4", "numpy"],
@@ -124,6 +210,7 @@ setup(
         "triton": ["triton>=3.0"],
         "data": ["pillow", "scikit-learn"],  # fastdiff.data.image_folder and fastdiff.data.digits
         "sde": ["torchdiffeq"],  # fastdiff.sde.ode_sample and likelihood
+        "build": ["ninja"],  # `fastdiff build`: compile the C++ parts for the installed torch
     },
     entry_points={"console_scripts": ["fastdiff=fastdiff.cli:main"]},
     classifiers=[

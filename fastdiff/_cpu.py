@@ -1,14 +1,17 @@
 """The C++ CPU backend: the fastdiff_cpu ops of fastdiff._C (csrc/bindings.cpp, csrc/cpu/).
 
-Importing this module loads the compiled extension and raises ImportError when it was not built
+Importing this module loads the compiled extension (fastdiff/_ext.py: the installed one when it was built for
+this torch, else a `fastdiff build` one) and raises ImportError with the reason when neither can be loaded
 (fastdiff/backends.py turns that into a reason). The functions have the Triton backend's signatures.
 """
 from __future__ import annotations
 
 import torch
 
-from . import _C  # noqa: F401  (registers torch.ops.fastdiff_cpu)
 from ._compiled import register
+from ._ext import load
+
+load("cpu")  # registers torch.ops.fastdiff_cpu
 
 _ops = register("fastdiff_cpu")
 randn, churn, euler_step, heun_step, skip_mix = _ops.randn, _ops.churn, _ops.euler_step, _ops.heun_step, _ops.skip_mix

@@ -78,23 +78,11 @@ def _find_install_reasons(name: str) -> tuple[str, ...]:
     try:
         importlib.import_module(f".{module}", __package__)  # loads the extension and registers its ops
     except ImportError as error:
-        return (f"the C++ extension {extension} is not available: {build_reason(name) or error}",)
+        return (f"the C++ extension {extension} is not available: {error}",)
     except RuntimeError as error:  # built from older sources: an op the Python side registers is missing
         return (f"the C++ extension {extension} is out of date with this fastdiff (rebuild it with "
                 f"`pip install --no-build-isolation -e .`): {error}",)
     return ()
-
-
-def build_reason(part: str) -> str | None:
-    """Why setup.py did not build `part` ("cpu" or "cuda"), from fastdiff/_build_info.json; None if unknown."""
-    import json
-    from pathlib import Path
-
-    info = Path(__file__).with_name("_build_info.json")
-    try:
-        return json.loads(info.read_text()).get("not_built", {}).get(part)
-    except (OSError, ValueError):
-        return "fastdiff was installed without running its build (no fastdiff/_build_info.json)"
 
 
 def input_reasons(name: str, state: torch.Tensor | None, tensors: tuple[torch.Tensor, ...]) -> list[str]:

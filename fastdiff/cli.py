@@ -1,4 +1,5 @@
-"""The `fastdiff` command: `fastdiff sample` (the built-in main job), `fastdiff train` and `fastdiff info`."""
+"""The `fastdiff` command: `fastdiff sample` (the built-in main job), `fastdiff train`, `fastdiff info` and
+`fastdiff build`."""
 from __future__ import annotations
 
 import argparse
@@ -43,6 +44,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_train_parser(commands)
     commands.add_parser("info", help="show versions and which backends can run here, and why not")
+    p = commands.add_parser("build", help="compile the C++ kernels for the installed torch (after torch changed, or "
+                            "after an install that could not build them), into a cache that fastdiff loads from")
+    p.add_argument("--part", choices=("cpu", "cuda", "all"), default="all",
+                   help="which kernels: cpu, cuda, or all (default; cuda only with a CUDA build of torch)")
+    p.add_argument("--verbose", action="store_true", help="show the compiler commands and output")
     return parser
 
 
@@ -129,6 +135,8 @@ def main(argv=None) -> int:
     try:
         if args.command == "train":
             return run_train(args)
+        if args.command == "build":
+            return run_build(args)
         return run_sample(args) if args.command == "sample" else run_info()
     except (ValueError, TypeError, ImportError, OSError, backends.BackendUnavailableError) as error:
         print(f"fastdiff {args.command}: error: {error}", file=sys.stderr)
@@ -202,11 +210,46 @@ def _rank() -> int:
     return int(os.environ.get("RANK", "0"))
 
 
+def run_build(args) -> int:
+    """Build the C++ parts for this torch into fastdiff's cache (fastdiff/_ext.py); 1 if a part asked for failed."""
+    from . import _ext
+
+    parts = ["cpu", "cuda"] if args.part == "all" else [args.part]
+    if args.part == "all" and torch.version.cuda is None:
+        parts = ["cpu"]
+        print(f"fastdiff build: cuda: skipped, torch {torch.__version__} is a CPU build")
+    failed = 0
+    for part in parts:
+        if _ext.prebuilt_problem(part) is None:
+            print(f"fastdiff build: {part}: the installed build matches torch {torch.__version__}; nothing to do")
+            continue
+        started = time.perf_counter()
+        print(f"fastdiff build: {part}: compiling for torch {torch.__version__} into {_ext.cache_dir(part)} ...",
+              flush=True)
+        try:
+            _ext.build(part, verbose=args.verbose)
+        except ImportError as error:
+            print(f"fastdiff build: {part}: error: {error}", file=sys.stderr)
+            failed += 1
+            continue
+        print(f"fastdiff build: {part}: done in {time.perf_counter() - started:.0f} s")
+    return 1 if failed else 0
+
+
 def run_info() -> int:
-    """Print versions, every backend's availability with its reasons, and what auto picks for each device."""
+    """Print versions, how the C++ parts were built, every backend's availability with its reasons, and what auto
+    picks for each device."""
+    from . import _ext
+
     cuda = torch.cuda.is_available()
     print(f"fastdiff {__version__}")
     print(f"python {platform.python_version()}, torch {torch.__version__}, CUDA devices: {torch.cuda.device_count() if cuda else 0}")
+    built = _ext.build_info() or {}
+    print(f"C++ parts: built {', '.join(built.get('built', [])) or 'none'} against torch {built.get('torch')}"
+          + (f", {built['cxx_standard']}" if built.get("cxx_standard") else "")
+          + (f", CUDA toolkit from {built['cuda_home']}, archs {built['cuda_archs']}" if built.get("cuda_home") else ""))
+    for part, reason in built.get("not_built", {}).items():
+        print(f"  not built: {part}: {reason}")
     for name, reasons in backends.info().items():
         if reasons:
             print(f"  {name:10s} unavailable: " + "; ".join(reasons))

@@ -14,26 +14,19 @@ from pathlib import Path
 import pytest
 import torch
 
+from fastdiff import _build
+
 ROOT = Path(__file__).resolve().parent.parent
 CSRC = ROOT / "csrc"
 ARCHS = (80, 90)
-NVCC_FLAGS = ["-O3", "--fmad=false", "-std=c++17", f"-I{CSRC}"]  # as setup.py builds fastdiff._C_cuda
+STANDARD = _build.cxx_standard(Path(torch.__file__).parent / "include")  # what the installed torch requires
+NVCC_FLAGS = [*_build.compile_args("cuda", STANDARD)["nvcc"], f"-I{CSRC}"]  # as setup.py builds fastdiff._C_cuda
 KERNELS = ("euler_step", "heun_step", "skip_mix", "noise", "loss_input", "loss_error")
 TYPE_BYTES = {"float": 4, "__half": 2, "__nv_bfloat16": 2}
 
 
-def find_cuda_root():
-    """The CUDA toolkit's root (with bin/nvcc and include/): CUDA_HOME, /usr/local/cuda, or where nvcc is."""
-    candidates = [os.environ.get("CUDA_HOME"), "/usr/local/cuda"]
-    if shutil.which("nvcc"):
-        candidates.append(str(Path(os.path.realpath(shutil.which("nvcc"))).parent.parent))
-    for root in filter(None, candidates):
-        if (Path(root) / "bin" / "nvcc").exists() and (Path(root) / "include" / "cuda_runtime.h").exists():
-            return Path(root)
-    return None
-
-
-CUDA_ROOT = find_cuda_root()
+_home, _ = _build.find_cuda_home(os.environ)  # as setup.py finds it
+CUDA_ROOT = Path(_home) if _home else None
 NVCC = str(CUDA_ROOT / "bin" / "nvcc") if CUDA_ROOT else None
 # CI machines have the CUDA toolkit: there a missing nvcc is a failure. Elsewhere the check cannot run at all.
 pytestmark = pytest.mark.skipif(NVCC is None and os.environ.get("CI") != "true",
@@ -130,6 +123,6 @@ def test_cuda_binding_compiles_against_torch_headers(tmp_path):
     stub.parent.mkdir(parents=True)
     stub.write_text("#pragma once\n")
     cuda_include = CUDA_ROOT / "include"
-    run([cxx, "-fsyntax-only", "-std=c++17", "-DTORCH_EXTENSION_NAME=_C_cuda", f"-I{CSRC}", f"-I{tmp_path}",
+    run([cxx, "-fsyntax-only", f"-std={STANDARD}", "-DTORCH_EXTENSION_NAME=_C_cuda", f"-I{CSRC}", f"-I{tmp_path}",
          f"-I{torch_include}", f"-I{torch_include / 'torch' / 'csrc' / 'api' / 'include'}",
          f"-I{sysconfig.get_paths()['include']}", f"-I{cuda_include}", str(CSRC / "cuda" / "bindings.cpp")])
