@@ -30,7 +30,7 @@ PACKAGE_DIR = Path(__file__).resolve().parent
 BUILD_INFO = PACKAGE_DIR / "_build_info.json"
 CACHE_ENV = "FASTDIFF_CACHE"  # where `fastdiff build` puts its builds (default ~/.cache/fastdiff)
 BUILD_ENV = "FASTDIFF_BUILD"  # "auto": build a missing or mismatched part on first use
-HOW_TO_BUILD = ("run `python -m fastdiff build` (compiles the C++ parts for the installed torch into a cache; needs "
+HOW_TO_BUILD = ("run `python -m fastdiff build` (compiles the C++ parts for the installed torch into a cache, with "
                 "a C++ compiler and ninja), or reinstall from a source checkout with "
                 "`pip install --no-build-isolation -e .`")
 
@@ -78,6 +78,8 @@ def prebuilt_problem(part: str) -> str | None:
 
 def load(part: str):
     """Import `part` ("cpu" or "cuda"), which registers its ops; raise ImportError with every reason it cannot."""
+    if part == "cuda" and torch.version.cuda is None:
+        raise ImportError(f"torch {torch.__version__} is a CPU build")  # nothing to build: say only that
     problem = prebuilt_problem(part)
     if problem is None:
         return importlib.import_module(f".{_build.PARTS[part]}", __package__)

@@ -97,6 +97,8 @@ def input_reasons(name: str, state: torch.Tensor | None, tensors: tuple[torch.Te
         reasons.append(f"the C++ CPU kernels take CPU tensors, got tensors on {sorted(devices - {'cpu'})}")
     if name == "cuda" and devices - {"cuda"}:
         reasons.append(f"the CUDA kernels take CUDA tensors, got tensors on {sorted(devices - {'cuda'})}")
+    if name == "cuda" and not tensors and not torch.cuda.is_available():
+        reasons.append("no CUDA device is available")  # no inputs to go by: the machine decides
     if name == "triton":
         if "cpu" in devices and not triton_interpreted():
             reasons.append("the tensors are on the CPU; Triton kernels run on CUDA devices (or on the CPU under TRITON_INTERPRET=1)")

@@ -155,8 +155,8 @@ def run_sample(args) -> int:
     settings = dict(num_steps=args.num_steps, sigma_min=args.sigma_min, sigma_max=args.sigma_max, rho=args.rho,
                     S_churn=args.S_churn, S_min=args.S_min, S_max=args.S_max, S_noise=args.S_noise)
     plan = plan_steps(mixture, **settings, solver=args.solver)
-    backend = backends.resolve(args.backend)
     latents = randn(seeds, (args.num_samples, mixture.dim), dtype=dtype)
+    backend = backends.resolve(args.backend, latents, (latents,))  # what runs on these (CPU) tensors
 
     start = time.perf_counter()
     x = sample(mixture, latents, **settings, solver=args.solver, seeds=seeds, dtype=dtype, backend=args.backend)

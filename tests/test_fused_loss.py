@@ -19,7 +19,7 @@ from torch import nn
 import triton  # noqa: F401  (the Triton backend is under test: a missing triton is a failure, not a skip)
 
 import fastdiff
-import fastdiff._C  # noqa: F401  (the C++ backend is under test: a failed build is a failure, not a skip)
+from fastdiff import _cpu  # noqa: F401  (the C++ backend is under test: a failed build is a failure, not a skip)
 from fastdiff import _triton  # noqa: F401  (imported now, under conftest's TRITON_INTERPRET, whatever tests run first)
 from fastdiff import backends, ops, reference
 from fastdiff.nets import MLP, UNet

@@ -17,7 +17,7 @@ import fastdiff
 import fastdiff.graphed as graphed
 from fastdiff.testing import assert_equal
 
-CPU_BACKENDS = (["cpu"] if importlib.util.find_spec("fastdiff._C") else []) + \
+CPU_BACKENDS = (["cpu"] if not fastdiff.backends.install_reasons("cpu") else []) + \
     (["triton"] if os.environ.get("TRITON_INTERPRET") == "1" and importlib.util.find_spec("triton") else [])
 CHURN = dict(S_churn=20.0, S_min=0.1, S_max=30.0)
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (real CUDA graphs)")

@@ -1,7 +1,10 @@
 """`import fastdiff` works without Triton, a GPU or a compiled extension, and says what is missing."""
-import importlib.util
 import subprocess
 import sys
+
+import torch
+
+from fastdiff import backends
 
 
 def run_python(code: str) -> str:
@@ -22,7 +25,9 @@ def test_import_without_triton_and_the_reason_is_shown():
         "print(tuple(x.shape))\n"
     )
     lines = out.splitlines()
-    assert lines[0] == ("cpu" if importlib.util.find_spec("fastdiff._C") else "reference")  # never triton
+    expected = "cuda" if torch.cuda.is_available() and not backends.install_reasons("cuda") else (
+        "cpu" if not backends.install_reasons("cpu") else "reference")
+    assert lines[0] == expected  # never triton, and never cuda without a GPU
     assert "triton package is not installed" in lines[1]
     assert lines[2] == "(4, 2)"
 

@@ -25,7 +25,7 @@ from fastdiff.testing import assert_close, assert_equal
 
 F64 = torch.float64
 NEW_SOLVERS = ("ddim", "euler_ancestral", "dpmpp_2m")
-FUSED = (["cpu"] if importlib.util.find_spec("fastdiff._C") else []) + \
+FUSED = (["cpu"] if not fastdiff.backends.install_reasons("cpu") else []) + \
     (["triton"] if os.environ.get("TRITON_INTERPRET") == "1" and importlib.util.find_spec("triton") else [])
 LATENTS = fastdiff.randn(list(range(5)), (5, 2, 3), dtype=F64)
 SEEDS = [11, 12, 13, 14, 15]
