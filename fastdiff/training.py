@@ -162,6 +162,13 @@ class Trainer:
         self.config = config
         self.dataset = dataset
         self.device, self.rank, self.world_size, self._owns_process_group = _distributed_setup(config.device)
+        try:
+            self._build(config, dataset, net)
+        except BaseException:
+            self.close(synchronize=False)  # a group made here must not outlive a failed construction
+            raise
+
+    def _build(self, config: TrainConfig, dataset, net) -> None:
         if config.batch_size % self.world_size:
             raise ValueError(f"batch_size: the global batch {config.batch_size} must split evenly over "
                              f"{self.world_size} processes")
@@ -267,6 +274,17 @@ class Trainer:
         if writer:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             (self.run_dir / "config.json").write_text(json.dumps(config.to_dict(), indent=2) + "\n")
+        try:
+            self._run_steps(writer)
+        except BaseException:
+            self.close(synchronize=False)  # no barrier: the other ranks may never reach one
+            raise
+        self.close()
+        return TrainResult(self.net.eval(), self.ema, self.step, self.step * config.batch_size, self.history,
+                           self.run_dir, self.dataset, config)
+
+    def _run_steps(self, writer: bool) -> None:
+        config = self.config
         progress = _Progress(config.steps, self.step, config.batch_size, enabled=config.progress and self.rank == 0)
         last_log = (time.perf_counter(), self.step)
         while self.step < config.steps:
@@ -286,10 +304,30 @@ class Trainer:
                     with open(self.run_dir / "log.jsonl", "a") as log:
                         log.write(json.dumps(record) + "\n")
         progress.close()
-        if self._owns_process_group:
-            torch.distributed.destroy_process_group()
-        return TrainResult(self.net.eval(), self.ema, self.step, self.step * config.batch_size, self.history,
-                           self.run_dir, self.dataset, config)
+
+    def close(self, synchronize: bool = True) -> None:
+        """Leave the process group this trainer made (under torchrun); a no-op otherwise, and when called again.
+
+        The group's gloo worker threads must be gone before the interpreter exits: a worker still dropping the
+        tensors of a finished collective takes the GIL, and doing so during interpreter finalization kills the
+        process with SIGABRT ("terminate called without an active exception"). destroy_process_group() joins
+        them only when it drops the last reference to the group, so the DDP wrapper, which holds the group,
+        goes first. `synchronize`: wait at a barrier first, so no rank leaves while another still evaluates or
+        communicates (the normal end of a run; skipped on error paths, where a peer may never get there).
+        The trainer trains no further steps after this."""
+        if not self._owns_process_group:
+            return
+        self._owns_process_group = False
+        import torch.distributed as dist
+
+        if hasattr(self, "model"):
+            self.model = self.net.model
+            self.train_net = self.net
+        try:
+            if synchronize:
+                dist.barrier()
+        finally:
+            dist.destroy_process_group()
 
     def _log_record(self, last_log) -> dict:
         """The mean loss since the last record (one host sync per record), speed and schedule values."""
@@ -543,6 +581,11 @@ def _distributed_setup(device: str) -> tuple[torch.device, int, int, bool]:
         torch.cuda.set_device(device)
     owns = False
     if distributed and not dist.is_initialized():
+        # Imported before the group exists, not by DDP's constructor after: torch._dynamo imports
+        # torch.distributed.nn.functional, whose functions take group=group.WORLD as default arguments, evaluated
+        # at import. Imported while our group exists, they would hold it for the life of the interpreter, so
+        # destroy_process_group() could not free it and join its worker threads (see Trainer.close).
+        import torch._dynamo as _dynamo  # noqa: F401  (binds no local `torch`)
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
         owns = True
     if distributed:
