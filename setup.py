@@ -85,8 +85,7 @@ def extensions():
     try:
         import torch
     except ImportError as error:
-        reason = (f"torch was not importable while building ({error}), as in an isolated build; run "
-                  "`python -m fastdiff build`, or reinstall with pip install --no-build-isolation")
+        reason = f"torch was not importable while building ({error}), as in pip's default isolated build"
         return [], None, {}, {"cpu": reason, "cuda": reason}
 
     standard = recipe.cxx_standard(Path(torch.__file__).parent / "include")
@@ -168,27 +167,32 @@ def extensions():
     return ext_modules, OptionalBuildExt, config, {}
 
 
+ext_modules, build_ext_class, build_config, not_attempted = extensions()
+
+
 class BuildPyWithSources(build_py):
     """Ships csrc/ inside the package as fastdiff/_csrc, so that `fastdiff build` can rebuild the C++ parts of an
-    installed (not editable) fastdiff after torch changed."""
+    installed (not editable) fastdiff after torch changed; records why nothing was compiled when torch was missing."""
 
     def run(self):
         super().run()
-        if not self.dry_run:
-            target = Path(self.build_lib) / "fastdiff" / "_csrc"
-            shutil.rmtree(target, ignore_errors=True)
-            shutil.copytree(CSRC, target, ignore=shutil.ignore_patterns("*.o", "*.so"))
+        if self.dry_run:
+            return
+        package = ROOT / "fastdiff" if getattr(self, "editable_mode", False) else Path(self.build_lib) / "fastdiff"
+        if not getattr(self, "editable_mode", False):
+            shutil.rmtree(package / "_csrc", ignore_errors=True)
+            shutil.copytree(CSRC, package / "_csrc", ignore=shutil.ignore_patterns("*.o", "*.so"))
+        if not_attempted:  # build_ext has nothing to build and writes no record: write it here
+            package.mkdir(parents=True, exist_ok=True)
+            (package / "_build_info.json").write_text(
+                json.dumps({"torch": None, "built": [], "not_built": not_attempted}, indent=1))
 
 
-ext_modules, build_ext_class, build_config, not_attempted = extensions()
 cmdclass = {"build_py": BuildPyWithSources}
 if build_ext_class is not None:
     cmdclass["build_ext"] = build_ext_class
 if not_attempted:
     print("WARNING: fastdiff: the compiled kernels are not built: " + not_attempted["cpu"], file=sys.stderr)
-    info = ROOT / "fastdiff" / "_build_info.json"
-    if os.access(info.parent, os.W_OK):
-        info.write_text(json.dumps({"torch": None, "built": [], "not_built": not_attempted}, indent=1))
 
 setup(
     name="fastdiff",
@@ -201,7 +205,6 @@ setup(
     python_requires=">=3.10",
     packages=find_packages(include=["fastdiff", "fastdiff.*"]) + ["fastdiff.kernels"],
     package_dir={"fastdiff.kernels": "kernels"},  # the Triton kernels keep their top-level folder
-    package_data={"fastdiff": ["_build_info.json"]},
     ext_modules=ext_modules,
     cmdclass=cmdclass,
     install_requires=["torch>=2.4", "numpy"],

@@ -245,11 +245,15 @@ def run_info() -> int:
     print(f"fastdiff {__version__}")
     print(f"python {platform.python_version()}, torch {torch.__version__}, CUDA devices: {torch.cuda.device_count() if cuda else 0}")
     built = _ext.build_info() or {}
-    print(f"C++ parts: built {', '.join(built.get('built', [])) or 'none'} against torch {built.get('torch')}"
-          + (f", {built['cxx_standard']}" if built.get("cxx_standard") else "")
-          + (f", CUDA toolkit from {built['cuda_home']}, archs {built['cuda_archs']}" if built.get("cuda_home") else ""))
+    if built.get("torch"):
+        print(f"C++ parts installed: {', '.join(built.get('built', [])) or 'none'}, built for torch {built['torch']}"
+              + (f" ({built['cxx_standard']})" if built.get("cxx_standard") else "")
+              + (f"; CUDA toolkit: {built['cuda_home']}; archs: {built['cuda_archs']}" if built.get("cuda_home") else ""))
     for part, reason in built.get("not_built", {}).items():
-        print(f"  not built: {part}: {reason}")
+        print(f"  not built at install: {part}: {reason}")
+    for part in ("cpu", "cuda"):
+        if _ext.prebuilt_problem(part) is not None and _ext.load_cached(part) is not None:
+            print(f"  {part}: loaded from the `fastdiff build` cache {_ext.cache_dir(part)}")
     for name, reasons in backends.info().items():
         if reasons:
             print(f"  {name:10s} unavailable: " + "; ".join(reasons))

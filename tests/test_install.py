@@ -195,19 +195,48 @@ def test_a_part_built_for_another_torch_is_not_loaded(tmp_path, patch, says):
     assert result["auto"] == pytest.approx(float(fastdiff.ops.euler_step(x, 0.5 * x, 2.0, 1.0, backend="reference").sum()))
 
 
-def test_fastdiff_build_makes_a_part_for_the_running_torch(tmp_path):
-    """`fastdiff build` compiles the CPU part for a torch the installed part does not match; later processes load
-    it from the cache, and it computes what the reference computes."""
+def copy_tree(dest: Path) -> Path:
+    """A copy of what a source checkout installs from, without anything built."""
+    dest.mkdir(parents=True)
+    for name in ("setup.py", "README.md"):
+        shutil.copy(ROOT / name, dest / name)
+    ignore = shutil.ignore_patterns("*.so", "_build_info.json", "__pycache__", "*.egg-info", "build")
+    for name in ("fastdiff", "kernels", "csrc"):
+        shutil.copytree(ROOT / name, dest / name, ignore=ignore)
+    return dest
+
+
+def python_in(site: Path, code: str, env=None):
+    """Run `code` with `site` (a pip --target folder) first on sys.path."""
+    return subprocess.run([sys.executable, "-c", f"import sys\nsys.path.insert(0, {str(site)!r})\n{code}"],
+                          capture_output=True, text=True, timeout=900, env=env, cwd=site.parent)
+
+
+def test_the_usual_pip_install_says_how_to_build_and_fastdiff_build_does(tmp_path):
+    """`pip install .` with pip's default build isolation builds without the user's torch, so no C++ part: the cpu
+    backend says so in one message naming `fastdiff build`; that command compiles the part from the sources the
+    wheel ships, and the next process loads it and computes what the reference computes."""
+    src = copy_tree(tmp_path / "src")
+    run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-w", str(tmp_path / "dist"), "."], cwd=src)
+    (wheel,) = (tmp_path / "dist").glob("fastdiff-*.whl")
+    site = tmp_path / "site"
+    run([sys.executable, "-m", "pip", "install", "--no-deps", "--target", str(site), str(wheel)])
     env = dict(os.environ, FASTDIFF_CACHE=str(tmp_path / "cache"))
-    patch = "torch.version.git_version = 'e' * 40"
-    built = python_with_torch_patched("from fastdiff.cli import main\nraise SystemExit(main(['build', '--part', 'cpu']))",
-                                      patch, env=env)
+    env.pop("FASTDIFF_BUILD", None)
+    before = python_in(site, "import torch\n" + CHECK_CPU_BACKEND, env=env)
+    assert before.returncode == 0, before.stderr[-3000:]
+    result = json.loads(before.stdout.strip().splitlines()[-1])
+    assert len(result["reasons"]) == 1 and "isolated build" in result["reasons"][0], result["reasons"]
+    assert "python -m fastdiff build" in result["named"]
+    built = python_in(site, "from fastdiff.cli import main\nraise SystemExit(main(['build', '--part', 'cpu']))", env=env)
     assert built.returncode == 0, built.stdout[-2000:] + built.stderr[-3000:]
     assert "done in" in built.stdout and str(tmp_path / "cache") in built.stdout
-    done = python_with_torch_patched(CHECK_CPU_BACKEND, patch, env=env)
-    assert done.returncode == 0, done.stderr[-3000:]
-    result = json.loads(done.stdout.strip().splitlines()[-1])
+    after = python_in(site, "import torch\n" + CHECK_CPU_BACKEND, env=env)
+    assert after.returncode == 0, after.stderr[-3000:]
+    result = json.loads(after.stdout.strip().splitlines()[-1])
     assert result["reasons"] == [] and result["named"] == "ran"
+    info = python_in(site, "from fastdiff.cli import main\nmain(['info'])", env=env).stdout
+    assert "cpu: loaded from the `fastdiff build` cache" in info
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -218,13 +247,7 @@ def test_fastdiff_build_makes_a_part_for_the_running_torch(tmp_path):
 @pytest.fixture(scope="module")
 def broken_tree(tmp_path_factory):
     """A copy of the source tree whose every C++/CUDA source has a compile error."""
-    src = tmp_path_factory.mktemp("broken") / "src"
-    src.mkdir()
-    for name in ("setup.py", "README.md"):
-        shutil.copy(ROOT / name, src / name)
-    ignore = shutil.ignore_patterns("*.so", "_build_info.json", "__pycache__", "*.egg-info", "build")
-    for name in ("fastdiff", "kernels", "csrc"):
-        shutil.copytree(ROOT / name, src / name, ignore=ignore)
+    src = copy_tree(tmp_path_factory.mktemp("broken") / "src")
     for source in [*(src / "csrc").rglob("*.cpp"), *(src / "csrc").rglob("*.cu")]:
         source.write_text(source.read_text() + "\n#error forced by the fastdiff test\n")
     return src
@@ -243,7 +266,7 @@ def test_a_failed_build_still_installs_editable_and_says_why(broken_tree, tmp_pa
     assert_failure_recorded(json.loads((broken_tree / "fastdiff" / "_build_info.json").read_text()))
     assert not list((broken_tree / "fastdiff").glob("_C*.so"))
     info = run([sys.executable, "-m", "fastdiff", "info"], cwd=broken_tree).stdout  # the copy, first on sys.path
-    assert "not built: cpu: the build failed" in info and "forced by the fastdiff test" in info
+    assert "not built at install: cpu: the build failed" in info and "forced by the fastdiff test" in info
     assert "cpu        unavailable" in info
 
 
