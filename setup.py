@@ -147,6 +147,16 @@ def extensions():
             # What was not built must not be copied or listed as an output (setuptools would fail the install).
             self.extensions = [ext for ext in self.extensions if self.outcome.get(self.part(ext)) is None]
 
+        def finalize_options(self):
+            super().finalize_options()
+            # Object files in a folder of the source tree per torch build, not in pip's throw-away temp folder: a
+            # reinstall against the same torch recompiles only what changed (ninja tracks sources, headers and
+            # flags), and objects of another torch are never mixed in.
+            stamp = recipe.stamp(torch)
+            persistent = ROOT / "build" / f"temp-torch-{stamp['torch']}-{(stamp['torch_git'] or 'unknown')[:10]}"
+            if os.access(ROOT, os.W_OK):
+                self.build_temp = str(persistent)
+
         @staticmethod
         def part(ext):
             return "cuda" if ext.name.endswith("_cuda") else "cpu"
