@@ -2,7 +2,8 @@
 //
 // Host/device inline functions on float and uint32 only: no torch, no libm calls in the hot paths (log, sin
 // and cos are branch-free polynomials here, so CPU loops vectorize and the CPU and CUDA builds compute the
-// same values from the same operations). Formulas are those of fastdiff/reference/ and fastdiff/rng.py.
+// same values from the same operations). Formulas are those of fastdiff/reference/ and fastdiff/rng.py, specified
+// in docs/formulas.md#fused-ops and docs/formulas.md#random-numbers.
 #pragma once
 
 #include <math.h>
@@ -19,7 +20,7 @@
 namespace fastdiff {
 
 // ---------------------------------------------------------------------------------------------------------
-// Philox4x32-10 (Salmon et al. 2011), the stream of fastdiff/rng.py:
+// Philox4x32-10 (Salmon et al. 2011), the stream of fastdiff/rng.py (docs/formulas.md#philox4x32-10):
 //   key = (seed mod 2^32, seed div 2^32), counter = (block mod 2^32, block div 2^32, offset mod 2^32, offset div 2^32)
 // ---------------------------------------------------------------------------------------------------------
 struct Words {
@@ -51,6 +52,7 @@ FD_HD Words stream_words(uint64_t seed, uint64_t block, uint64_t offset) {
 // ---------------------------------------------------------------------------------------------------------
 // Branch-free float32 log and sin/cos for the arguments the normal transform produces. Accurate to about
 // one ulp; the tests compare them with the reference (torch's log/sin/cos) over the whole stream.
+// docs/formulas.md#branch-free-log-and-sincos
 // ---------------------------------------------------------------------------------------------------------
 FD_HD float bits_to_float(uint32_t u) {
   union {
@@ -103,7 +105,7 @@ FD_HD void sincos_small(float theta, float* sin_out, float* cos_out) {
   *cos_out = ((quadrant + 1) & 2) ? -cos_abs : cos_abs;
 }
 
-// Two standard normals from two uint32 words, as fastdiff/rng.py defines them:
+// Two standard normals from two uint32 words, as fastdiff/rng.py defines them (docs/formulas.md#box-muller-transform):
 //   u1 = ((w_a >> 8) + 1) 2^-24, u2 = (w_b >> 8) 2^-24, r = sqrt(-2 ln u1), theta = fp32(2 pi) u2.
 FD_HD void box_muller(uint32_t w_a, uint32_t w_b, float* n_a, float* n_b) {
   const float u1 = (float)((w_a >> 8) + 1u) * 5.9604644775390625e-08f;
@@ -155,7 +157,8 @@ FD_HD float heun_step(float x_hat, float denoised, float denoised_next, float t_
   return x_hat + h * (0.5f * d_cur + 0.5f * d_prime);
 }
 
-// A denoising loss (fastdiff/reference/loss.py), with n the given noise or the stream's normal of the element.
+// A denoising loss (fastdiff/reference/loss.py; docs/formulas.md#fused-loss-passes), with n the given noise or the
+// stream's normal of the element.
 // The network's input: c_in (y + sigma n).
 FD_HD float loss_input(float y, float n, float sigma, float c_in) { return c_in * (y + sigma * n); }
 

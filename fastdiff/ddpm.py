@@ -1,5 +1,5 @@
 """DDPM (Ho et al. 2020) and DDIM (Song et al. 2021): the discrete-time diffusion, its ancestral and DDIM samplers,
-its loss, and an adapter that turns its eps-model into an EDM denoiser (FORMULAS.md section 6).
+its loss, and an adapter that turns its eps-model into an EDM denoiser (docs/formulas.md#ddpm).
 
 Time steps count from 0, as in fastdiff.DDPMLoss: t = 0..T-1 is the paper's 1..T, so alphas_cumprod[t] is the
 paper's alpha_bar_{t+1}. eps_model(x_t, t[, class_labels]) takes t as a float tensor [B] of time steps in x_t's dtype.
@@ -75,7 +75,7 @@ class DDPM:
         self.alphas_cumprod = torch.cumprod(self.alphas, dim=0)
         self.alphas_cumprod_prev = torch.cat([torch.ones(1, dtype=torch.float64), self.alphas_cumprod[:-1]])
         a, a_prev = self.alphas_cumprod, self.alphas_cumprod_prev
-        # q(x_{t-1} | x_t, x_0) = N(coef1 x_0 + coef2 x_t, beta_tilde_t), FORMULAS.md section 6.
+        # q(x_{t-1} | x_t, x_0) = N(coef1 x_0 + coef2 x_t, beta_tilde_t), docs/formulas.md#posterior.
         self.posterior_variance = (1 - a_prev) / (1 - a) * self.betas
         self.posterior_mean_coef1 = a_prev.sqrt() * self.betas / (1 - a)
         self.posterior_mean_coef2 = self.alphas.sqrt() * (1 - a_prev) / (1 - a)

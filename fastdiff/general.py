@@ -1,6 +1,6 @@
 """EDM's generalized sampler (Karras et al. 2022, Algorithms 1-2 over any sigma(t) and s(t); Table 1, Section 3).
 
-The sampler integrates the general probability-flow ODE of FORMULAS.md section 5,
+The sampler integrates the general probability-flow ODE of docs/formulas.md#general-ode-sampler,
     dx/dt = (sigma'(t)/sigma(t) + s'(t)/s(t)) x - sigma'(t) s(t)/sigma(t) D(x/s(t); sigma(t)),
 whose state is x = s(t) x~ with x~ the EDM state at noise level sigma(t). The time steps come from one of
 four discretizations (edm, vp, ve, iddpm), the time variable from a noise-level schedule sigma(t) (edm/linear,
@@ -84,7 +84,7 @@ def vp_scale_deriv(sigma, sigma_deriv) -> torch.Tensor:
 
 
 def vp_betas(sigma_min: float, sigma_max: float, epsilon_s: float = 1e-3) -> tuple[float, float]:
-    """The VP betas with sigma(epsilon_s) = sigma_min and sigma(1) = sigma_max, as EDM derives them:
+    """The VP betas with sigma(epsilon_s) = sigma_min and sigma(1) = sigma_max (docs/formulas.md#schedules-and-scalings):
     beta_d = 2 (ln(sigma_min^2 + 1)/epsilon_s - ln(sigma_max^2 + 1)) / (epsilon_s - 1), beta_min = ln(sigma_max^2 + 1) - beta_d/2.
 
     Raises ValueError when that schedule would not increase over [epsilon_s, 1] (beta_d <= 0 or sigma'(epsilon_s) <= 0).
@@ -197,7 +197,8 @@ def iddpm_sigmas(num_steps: int, sigma_min: float, sigma_max: float, C_1: float 
 def discretize(discretization: str, num_steps: int, sigma_min: float, sigma_max: float, rho: float = 7.0,
                epsilon_s: float = 1e-3, C_1: float = 0.001, C_2: float = 0.008, M: int = 1000) -> torch.Tensor:
     """The N = num_steps noise levels of a discretization ("edm": Eq. 5 with rho, "vp", "ve", "iddpm"), float64,
-    decreasing from sigma_max (iddpm: the largest level u_j <= sigma_max) without the final 0."""
+    decreasing from sigma_max (iddpm: the largest level u_j <= sigma_max) without the final 0
+    (docs/formulas.md#discretizations)."""
     _check_choice("discretization", discretization, DISCRETIZATIONS)
     check_int("num_steps", num_steps, minimum=1)
     if discretization == "vp":
@@ -259,7 +260,8 @@ class GeneralPlan:
 def plan_general(net=None, num_steps=18, sigma_min=None, sigma_max=None, rho=7.0, solver="heun", discretization="edm",
                  schedule="edm", scaling="none", epsilon_s=1e-3, C_1=0.001, C_2=0.008, M=1000, alpha=1.0, S_churn=0.0,
                  S_min=0.0, S_max=float("inf"), S_noise=1.0, *, sigmas=None) -> GeneralPlan:
-    """Build every per-step scalar of sample_general on the host, in float64 (see sample_general for the arguments)."""
+    """Build every per-step scalar of sample_general on the host, in float64 (see sample_general for the arguments;
+    churn: docs/formulas.md#general-churn, second-order step: docs/formulas.md#second-order-step)."""
     solver = _check_choice("solver", solver, SOLVERS)
     discretization = _check_choice("discretization", discretization, DISCRETIZATIONS)
     _check_choice("schedule", schedule, SCHEDULES)

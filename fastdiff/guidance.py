@@ -2,7 +2,7 @@
 
 Each wrapper here is itself an EDM denoiser net(x, sigma[, class_labels]) -> D(x; sigma) that keeps the wrapped
 net's sigma_min, sigma_max and round_sigma, so it works with fastdiff.sample and any other sampler that calls a
-denoiser (FORMULAS.md section 7; Ho & Salimans 2022; Dhariwal & Nichol 2021; Song et al. 2021):
+denoiser (docs/formulas.md#guidance; Ho & Salimans 2022; Dhariwal & Nichol 2021; Song et al. 2021):
 
 - ClassifierFreeGuidance(net, w):  D_w = D(x; sigma, uncond) + w (D(x; sigma, y) - D(x; sigma, uncond)),
   both halves in one batched call of the net.
@@ -64,7 +64,8 @@ class DenoiserWrapper(nn.Module):
 # ---------------------------------------------------------------------------------------------------------------
 
 class ClassifierFreeGuidance(DenoiserWrapper):
-    """D_w(x; sigma, y) = D(x; sigma, null) + w (D(x; sigma, y) - D(x; sigma, null)), one batched net call.
+    """D_w(x; sigma, y) = D(x; sigma, null) + w (D(x; sigma, y) - D(x; sigma, null)), one batched net call
+    (docs/formulas.md#classifier-free-guidance).
 
     Convention: w = 1 is the plain conditional denoiser, w = 0 the unconditional one, w > 1 guides. This w is
     diffusers' `guidance_scale` and k-diffusion's `cond_scale`; Ho & Salimans (2022) write (1 + w') eps_cond -
@@ -169,7 +170,8 @@ def _repeat_sigma(sigma, batch: int):
 # ---------------------------------------------------------------------------------------------------------------
 
 class ClassifierGuidance(DenoiserWrapper):
-    """D'(x; sigma, y) = D(x; sigma) + scale sigma^2 grad_log_p(x, sigma, y), grad_log_p = grad_x log p_sigma(y | x).
+    """D'(x; sigma, y) = D(x; sigma) + scale sigma^2 grad_log_p(x, sigma, y), grad_log_p = grad_x log p_sigma(y | x)
+    (docs/formulas.md#classifier-guidance).
 
     With the exact grad log p_sigma(y | x) and scale = 1, D' is the exact class-conditional denoiser (Tweedie:
     D = x + sigma^2 grad log p_sigma(x), and grad log p(x | y) = grad log p(x) + grad log p(y | x)); scale > 1
@@ -242,7 +244,8 @@ def _per_sample(sigma, x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
 # ---------------------------------------------------------------------------------------------------------------
 
 class Inpainting(DenoiserWrapper):
-    """The replacement method (Song et al. 2021, imputation): sample the unknown part of x given x[mask] = known.
+    """The replacement method (Song et al. 2021, imputation): sample the unknown part of x given x[mask] = known
+    (docs/formulas.md#replacement-inpainting).
 
     At every evaluation at noise level sigma the known part of the input is replaced by a noised copy of the
     observation, known + sigma n, and the known part of the result is set to `known`:
@@ -385,19 +388,11 @@ def _smc_schedule(net, **given) -> list[float]:
 def _smc_inpaint(net, latents, known, mask, class_labels, seeds, sigmas, K, return_particles):
     """Sequential Monte Carlo inpainting (SMCDiff, Trippe et al. 2022) on EDM's x_sigma = x_0 + sigma n.
 
-    The observation y = known gets one forward-noised path y_N = y, y_i = y_{i+1} + sqrt(sigma_i^2 - sigma_{i+1}^2)
-    z_i (a Brownian path in sigma^2, so consecutive levels are jointly those of the forward process). K particles
-    per sample start at sigma_0 with x_u = sigma_0 n and x_k = y_0, and step i (sigma_i -> sigma_{i+1} > 0) uses
-    the reverse transition p(x_{i+1} | x_i) = N(m, v I), the forward posterior given x_0 = D(x_i; sigma_i):
-        m = D + (sigma_{i+1}^2 / sigma_i^2) (x_i - D),   v = sigma_{i+1}^2 (1 - sigma_{i+1}^2 / sigma_i^2).
-    It factorizes over coordinates, so with proposal p(x_u,{i+1} | x_i) the weight of the target
-    p(x_u,0:N | y_0:N) gains p(x_k,{i+1} = y_{i+1} | x_i) = N(y_{i+1}; m_k, v I): a particle whose denoiser
-    agrees with the observation's next value gains weight. Weights come before the move (they do not depend on
-    it), so particles are resampled, systematically whenever ESS = 1 / sum w^2 < K/2, and then moved; x_k is set
-    to y_{i+1}. The last step to sigma_N = 0 is x = D (a point mass: unweighted). Given y_0, the path y_1:N is
-    independent of the data's unknown part, so p(x_u | y_0:N) = p(x_u | y): with exact denoisers, the particles'
-    weighted law tends to the exact conditional as K grows and the steps shrink. Initial weights are uniform
-    (the prior N(0, sigma_0^2 I) treats the parts as independent, so sigma_0 must be large).
+    The observation gets one forward-noised path y_0..y_N (y_N = known); K particles per sample take Gaussian
+    reverse transitions N(m, v I) given x_0 = D(x_i; sigma_i), are weighted by N(y_{i+1}; m, v I) on the known
+    coordinates, resampled systematically when ESS < K/2, and have their known part set to y_{i+1}; the step into
+    sigma = 0 is x = D. The weighted particles tend to the exact conditional as K grows and the steps shrink.
+    The formulas and the derivation are in docs/formulas.md#smc-inpainting.
 
     All noise is each sample's stream (SMC_*_OFFSET): the resampling uniforms are ndtr of its normals.
     """

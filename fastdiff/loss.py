@@ -2,7 +2,7 @@
 squared errors, with their elementwise work fused around the network.
 
 loss = lambda(sigma) * (D(y + sigma * n; sigma) - y)^2, elementwise, with n ~ N(0, I) and y the clean images.
-EDM's training loop then sums over elements and divides by the batch size.
+EDM's training loop then sums over elements and divides by the batch size (docs/formulas.md#training-losses).
 
 Randomness: each sample b has a seed (given, or drawn from torch's generator); its noise n is fastdiff's normal
 stream of seeds[b] at rng.LOSS_NOISE_OFFSET and its noise level comes from the stream at rng.LOSS_SIGMA_OFFSET.
@@ -106,7 +106,7 @@ class DiffusionLoss:
 
 
 class EDMLoss(DiffusionLoss):
-    """sigma = exp(P_mean + P_std * z), z ~ N(0, 1); lambda = (sigma^2 + sd^2) / (sigma * sd)^2."""
+    """sigma = exp(P_mean + P_std * z), z ~ N(0, 1); lambda = (sigma^2 + sd^2) / (sigma * sd)^2 (docs/formulas.md#edm-loss)."""
 
     def __init__(self, P_mean: float = -1.2, P_std: float = 1.2, sigma_data: float = 0.5, *, backend: str = "auto"):
         self.P_mean = check_real("P_mean", P_mean)
@@ -122,7 +122,7 @@ class EDMLoss(DiffusionLoss):
 
 
 class VPLoss(DiffusionLoss):
-    """sigma = sigma_VP(1 + u (epsilon_t - 1)), u = Phi(z) ~ U(0, 1); lambda = 1 / sigma^2."""
+    """sigma = sigma_VP(1 + u (epsilon_t - 1)), u = Phi(z) ~ U(0, 1); lambda = 1 / sigma^2 (docs/formulas.md#vp-and-ve-losses)."""
 
     def __init__(self, beta_d: float = 19.9, beta_min: float = 0.1, epsilon_t: float = 1e-5, *, backend: str = "auto"):
         self.beta_d = check_positive("beta_d", beta_d)
@@ -138,7 +138,7 @@ class VPLoss(DiffusionLoss):
 
 
 class VELoss(DiffusionLoss):
-    """sigma = sigma_min (sigma_max / sigma_min)^u, u = Phi(z) ~ U(0, 1); lambda = 1 / sigma^2."""
+    """sigma = sigma_min (sigma_max / sigma_min)^u, u = Phi(z) ~ U(0, 1); lambda = 1 / sigma^2 (docs/formulas.md#vp-and-ve-losses)."""
 
     def __init__(self, sigma_min: float = 0.02, sigma_max: float = 100.0, *, backend: str = "auto"):
         self.sigma_min = check_positive("sigma_min", sigma_min)
@@ -155,7 +155,7 @@ class VELoss(DiffusionLoss):
 
 class DDPMLoss:
     """DDPM's L_simple (Ho et al. 2020): (n - eps_model(sqrt(a_t) y + sqrt(1 - a_t) n, t))^2 elementwise, with t
-    uniform on {0, ..., T-1} and a_t = alphas_cumprod[t] (FORMULAS.md section 6; t counts from 0, the paper's t - 1).
+    uniform on {0, ..., T-1} and a_t = alphas_cumprod[t] (t counts from 0, the paper's t - 1; docs/formulas.md#ddpm-loss).
 
     The fused path writes it as an EDM loss with VP preconditioning: sigma_t = sqrt((1 - a_t) / a_t), c_in = sqrt(a_t),
     c_skip = 1, c_out = -sigma_t, weight 1 / sigma_t^2, so the same two passes run around eps_model.

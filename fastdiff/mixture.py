@@ -3,8 +3,8 @@
 If data ~ sum_k w_k N(mu_k, s_k^2 I), the noised data at level sigma is sum_k w_k N(mu_k, (s_k^2 + sigma^2) I)
 and the ideal denoiser is
     D(x; sigma) = sum_k r_k(x) (mu_k + s_k^2 / (s_k^2 + sigma^2) (x - mu_k)),
-with r_k the posterior weight of component k. It is the built-in model of `fastdiff sample` and the
-oracle the tests measure samplers against.
+with r_k the posterior weight of component k (docs/formulas.md#gaussian-mixture-oracle). It is the built-in model
+of `fastdiff sample` and the oracle the tests measure samplers against.
 """
 from __future__ import annotations
 

@@ -1,7 +1,8 @@
 """fastdiff.ops: the fused elementwise ops of diffusion sampling, one dispatch point for every backend.
 
 Every op takes `backend="auto" | "reference" | "triton" | "cpu" | "cuda"` (see fastdiff/backends.py), checks
-its inputs once here, and runs the same formula on whichever backend it dispatches to:
+its inputs once here, and runs the same formula on whichever backend it dispatches to
+(docs/formulas.md#fused-ops):
 
     randn(seeds, shape, offset)                    eps: fastdiff's normal stream of each sample's seed
     churn(x, seeds, offset, noise_std)             x + noise_std * eps

@@ -1,6 +1,6 @@
 """EDM preconditioners (Karras et al. 2022, Table 1): wrap a raw network F into a denoiser D(x; sigma).
 
-D(x; sigma) = c_skip(sigma) * x + c_out(sigma) * F(c_in(sigma) * x, c_noise(sigma))
+D(x; sigma) = c_skip(sigma) * x + c_out(sigma) * F(c_in(sigma) * x, c_noise(sigma))      (docs/formulas.md#preconditioning)
 
 Each preconditioner calls `model(c_in * x, c_noise)` (or `model(c_in * x, c_noise, class_labels)` when
 labels are given) with c_noise of shape [B], and computes the skip mix in float32 (float64 when x is
@@ -134,7 +134,8 @@ class VEPrecond(Precond):
 class iDDPMPrecond(Precond):
     """iDDPM preconditioning: c_skip = 1, c_out = -s, c_in = 1/sqrt(s^2+1), c_noise = M-1-argmin_j |s - u_j|.
 
-    u_j are the M+1 discrete noise levels of the cosine schedule (u_M = 0), computed in float64.
+    u_j are the M+1 discrete noise levels of the cosine schedule (u_M = 0), computed in float64
+    (docs/formulas.md#iddpm-levels).
     """
 
     kind = "iddpm"
@@ -204,7 +205,8 @@ def nearest_level(sigma: torch.Tensor, levels: torch.Tensor, ties: str = "lower"
 
 
 def vp_sigma(t, beta_d: float, beta_min: float) -> torch.Tensor:
-    """The VP noise level sigma(t) = sqrt(exp(beta_d t^2 / 2 + beta_min t) - 1), with expm1 for small t."""
+    """The VP noise level sigma(t) = sqrt(exp(beta_d t^2 / 2 + beta_min t) - 1), with expm1 for small t
+    (docs/formulas.md#vp-noise-level)."""
     t = torch.as_tensor(t)
     return torch.expm1(0.5 * beta_d * (t**2) + beta_min * t).sqrt()
 

@@ -76,7 +76,7 @@ SCHEDULE_DEFAULTS = dict(num_steps=18, sigma_min=0.002, sigma_max=80.0, rho=7.0)
 
 def plan_steps(net=None, num_steps=18, sigma_min=0.002, sigma_max=80.0, rho=7.0, S_churn=0.0, S_min=0.0,
                S_max=float("inf"), S_noise=1.0, *, solver="heun", sigmas=None, eta=None) -> StepPlan:
-    """Build the schedule and every per-step scalar of the sampler on the host (FORMULAS.md section 4).
+    """Build the schedule and every per-step scalar of the sampler on the host (docs/formulas.md#edm-sampler).
 
     The schedule is EDM's (clamped to net.sigma_min/sigma_max) unless `sigmas` is given; either way its
     noise levels, and every t_hat, go through net.round_sigma when the net has one.
@@ -490,7 +490,7 @@ def _karras_schedule(net, num_steps, sigma_min, sigma_max, rho) -> torch.Tensor:
 
 def clamp_to_net(net, sigma_min, sigma_max, what: str = "schedule") -> tuple[float, float]:
     """(sigma_min, sigma_max) checked and clamped to net.sigma_min / net.sigma_max when the net has them (EDM's rule,
-    FORMULAS.md section 3); sigma_max may be inf when the net bounds it. `what` names the range in errors."""
+    docs/formulas.md#karras-schedule); sigma_max may be inf when the net bounds it. `what` names the range in errors."""
     sigma_min = check_positive("sigma_min", sigma_min)
     sigma_max = check_positive("sigma_max", sigma_max, allow_inf=True)
     check_below("sigma_min", sigma_min, "sigma_max", sigma_max)

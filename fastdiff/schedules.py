@@ -10,7 +10,7 @@ def karras_sigmas(num_steps: int, sigma_min: float = 0.002, sigma_max: float = 8
     """EDM Eq. 5: t_i = (sigma_max^(1/rho) + i/(N-1) (sigma_min^(1/rho) - sigma_max^(1/rho)))^rho, then t_N = 0.
 
     Returns a float64 CPU tensor of num_steps + 1 descending sigmas ending in 0. With num_steps = 1 the
-    schedule is [sigma_max, 0].
+    schedule is [sigma_max, 0] (docs/formulas.md#karras-schedule).
     """
     check_int("num_steps", num_steps, minimum=1)
     check_positive("sigma_min", sigma_min)
@@ -28,7 +28,7 @@ BETA_SCHEDULES = ("linear", "cosine")
 
 def ddpm_betas(num_timesteps: int = 1000, beta_start: float = 1e-4, beta_end: float = 0.02,
                beta_schedule: str = "linear") -> torch.Tensor:
-    """DDPM's beta_t, t = 0..T-1, float64 (FORMULAS.md section 6).
+    """DDPM's beta_t, t = 0..T-1, float64 (docs/formulas.md#beta-schedules).
 
     "linear": evenly spaced from beta_start to beta_end (Ho et al. 2020). "cosine" (Nichol & Dhariwal 2021):
     beta_t = min(1 - alpha_bar(t+1) / alpha_bar(t), 0.999), alpha_bar(t) = cos^2(pi/2 (t/T + s) / (1 + s)), s = 0.008;

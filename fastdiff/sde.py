@@ -1,4 +1,4 @@
-"""Score SDEs (Song et al. 2021; FORMULAS.md section 7): the VE, VP and sub-VP SDEs, their reverse-time SDE and
+"""Score SDEs (Song et al. 2021; docs/formulas.md#score-sdes): the VE, VP and sub-VP SDEs, their reverse-time SDE and
 probability-flow ODE, the predictor-corrector and ODE samplers, and likelihoods along the probability flow.
 
 A score function is score_fn(x, t) ~ grad_x log p_t(x) with t of shape [B]; `score_from_denoiser` makes one from
@@ -48,7 +48,7 @@ class SDE:
 
     T = 1.0
     prior_std: float  # the prior is N(0, prior_std^2 I)
-    sampling_eps: float  # the sampler's default final time (FORMULAS.md section 7)
+    sampling_eps: float  # the sampler's default final time (docs/formulas.md#forward-sdes)
 
     def __init__(self, N: int):
         self.N = check_int("N", N, minimum=2)

@@ -225,7 +225,7 @@ class Trainer:
         return self._epoch_order[1]
 
     def lr_at(self, nimg: int) -> float:
-        """EDM's ramp-up: lr * min(nimg / (lr_rampup_kimg * 1000), 1)."""
+        """EDM's ramp-up: lr * min(nimg / (lr_rampup_kimg * 1000), 1) (docs/formulas.md#training-loop)."""
         rampup = self.config.lr_rampup_kimg * 1000
         return self.config.lr * (min(nimg / rampup, 1.0) if rampup > 0 else 1.0)
 

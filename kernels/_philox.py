@@ -1,6 +1,6 @@
 """Device functions shared by the kernels: the Philox4x32-10 stream and its normal transform.
 
-They implement the stream defined in fastdiff/rng.py word for word:
+They implement the stream defined in fastdiff/rng.py (docs/formulas.md#stream-layout) word for word:
     key = (seed mod 2^32, seed div 2^32); counter = (block mod 2^32, block div 2^32, offset mod 2^32, offset div 2^32);
     element e of a sample is lane e % 4 of block e // 4;
     (w_a, w_b) -> r = sqrt(-2 ln(((w_a >> 8) + 1) 2^-24)), theta = fp32(2 pi) (w_b >> 8) 2^-24, (r cos theta, r sin theta).

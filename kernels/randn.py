@@ -1,6 +1,7 @@
 """Triton kernels for fastdiff's noise: the normal stream (op `randn`) and noise injection (op `churn`).
 
-Reference twins: fastdiff/rng.py (`randn`) and fastdiff/reference/churn.py (`churn`).
+Reference twins: fastdiff/rng.py (`randn`) and fastdiff/reference/churn.py (`churn`); the stream is specified in
+docs/formulas.md#random-numbers.
 """
 import torch
 import triton

@@ -1,5 +1,7 @@
 """The reference path: one pure-PyTorch function per fused op, the specification every kernel is tested against.
 
+The formulas, their sources and the rules every backend follows are in docs/formulas.md#fused-ops.
+
 Each op here has twins of the same stem name in `kernels/` (Triton) and, as they land, `csrc/` (C++/CUDA).
 The generator's reference (op `randn`) is fastdiff/rng.py.
 """

@@ -1,4 +1,5 @@
-"""Reference op `churn`: noise injection x_hat = x + noise_std * eps with eps from fastdiff's generator."""
+"""Reference op `churn`: noise injection x_hat = x + noise_std * eps with eps from fastdiff's generator
+(docs/formulas.md#churn)."""
 from __future__ import annotations
 
 import torch

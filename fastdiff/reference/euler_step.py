@@ -1,4 +1,4 @@
-"""Reference op `euler_step`: one Euler step of the probability-flow ODE from t_hat to t_next."""
+"""Reference op `euler_step`: one Euler step of the probability-flow ODE from t_hat to t_next (docs/formulas.md#euler-step)."""
 from __future__ import annotations
 
 import torch

@@ -1,4 +1,5 @@
-"""Reference op `heun_step`: the Euler step from t_hat to t_next with Heun's second-order correction."""
+"""Reference op `heun_step`: the Euler step from t_hat to t_next with Heun's second-order correction
+(docs/formulas.md#heun-step)."""
 from __future__ import annotations
 
 import torch

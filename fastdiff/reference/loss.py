@@ -5,7 +5,8 @@ With y the clean images, n unit-variance noise and per-sample coefficients of a 
     loss_error:  D = c_skip * (y + sigma * n) + c_out * F                   the denoiser's output
                  loss = weight * (D - y)^2,   dloss/dF = 2 * weight * c_out * (D - y)
 n is either given or fastdiff's normal stream of each sample's seed at `offset` (as in op `churn`), so the
-pass after the network draws the very noise the pass before it drew, without storing it.
+pass after the network draws the very noise the pass before it drew, without storing it
+(docs/formulas.md#fused-loss-passes).
 """
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Reference op `skip_mix`: the preconditioning-plus-skip mix D = c_skip(sigma) * x + c_out(sigma) * F."""
+"""Reference op `skip_mix`: the preconditioning-plus-skip mix D = c_skip(sigma) * x + c_out(sigma) * F
+(docs/formulas.md#preconditioning)."""
 from __future__ import annotations
 
 import torch
