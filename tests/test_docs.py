@@ -151,8 +151,6 @@ def test_no_citation_of_the_old_formula_sheet():
     assert not stale, "citations of the old FORMULAS.md (cite docs/formulas.md#<anchor>):\n" + "\n".join(stale)
 
 
-@pytest.mark.xfail(reason="the test files citing FORMULAS.md belong to another branch; they move to "
-                          "docs/formulas.md#<anchor> when it merges", strict=False)
 def test_tests_cite_no_old_formula_sheet():
     """The same for tests/ (this file excepted: it names the old sheet to find it)."""
     stale = [f"{path}:{number}" for path, text in repository_text_files()

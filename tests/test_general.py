@@ -119,7 +119,7 @@ def iddpm_levels(M=1000, C_1=0.001, C_2=0.008):
 
 def plain_general_sampler(net, latents, randn_like, num_steps, discretization, schedule, scaling, solver="heun",
                           alpha=1.0, S_churn=0.0, S_min=0.0, S_max=INF, S_noise=1.0, epsilon_s=1e-3, rho=7.0):
-    """EDM's generalized sampler in float64, one line per formula of EDM Table 1 / FORMULAS.md section 5,
+    """EDM's generalized sampler in float64, one line per formula of EDM Table 1 / docs/formulas.md#general-ode-sampler,
     independent of fastdiff.general. (Like fastdiff, t_hat = t_i on steps without churn.)"""
     sigma_min = {"vp": float(vp_closed(epsilon_s)), "ve": 0.02, "iddpm": 0.002, "edm": 0.002}[discretization]
     sigma_max = {"vp": float(vp_closed(1.0)), "ve": 100.0, "iddpm": 81.0, "edm": 80.0}[discretization]

@@ -1,4 +1,4 @@
-"""Conditional generation (fastdiff.guidance) against exact Gaussian-mixture oracles (FORMULAS.md sections 7 and 8).
+"""Conditional generation (fastdiff.guidance) against exact Gaussian-mixture oracles (docs/formulas.md#score-sdes and docs/formulas.md#gaussian-mixture-oracle).
 
 A labelled mixture (each class a sub-mixture, or one component) gives the exact class-conditional denoiser, the
 exact unconditional one and the exact log p(y | x; sigma); a mixture's conditional p(x_unknown | x_known) is again

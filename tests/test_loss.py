@@ -1,4 +1,4 @@
-"""Tests of the EDM/VP/VE training losses against plain float64 formulas (FORMULAS.md section 2)."""
+"""Tests of the EDM/VP/VE training losses against plain float64 formulas (docs/formulas.md#training-losses)."""
 from __future__ import annotations
 
 import math
@@ -12,7 +12,7 @@ import fastdiff.testing
 from fastdiff.testing import assert_close
 
 # ---------------------------------------------------------------------------------------------------------
-# Independent plain reference (Python math / numpy, float64), written from FORMULAS.md sections 1 and 2.
+# Independent plain reference (Python math / numpy, float64), written from docs/formulas.md#preconditioning and docs/formulas.md#training-losses.
 # ---------------------------------------------------------------------------------------------------------
 
 
@@ -225,7 +225,7 @@ def test_python_sigma_list_keeps_float64_precision():
 
 
 # ---------------------------------------------------------------------------------------------------------
-# lambda * c_out^2 = 1 (FORMULAS section 2)
+# lambda * c_out^2 = 1 (docs/formulas.md#training-losses)
 # ---------------------------------------------------------------------------------------------------------
 
 

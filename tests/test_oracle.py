@@ -1,4 +1,4 @@
-"""The samplers against the Gaussian-mixture oracle (FORMULAS.md sections 4 and 8).
+"""The samplers against the Gaussian-mixture oracle (docs/formulas.md#edm-sampler and docs/formulas.md#gaussian-mixture-oracle).
 
 The oracle `fastdiff.GaussianMixture` is first checked against a plain implementation written here; then it
 is the exact denoiser against which the sampler's convergence order and output distribution are measured.

@@ -1,4 +1,4 @@
-"""Tests of the EDM/VP/VE/iDDPM preconditioners against plain float64 formulas (FORMULAS.md section 1)."""
+"""Tests of the EDM/VP/VE/iDDPM preconditioners against plain float64 formulas (docs/formulas.md#preconditioning)."""
 from __future__ import annotations
 
 import math
@@ -11,7 +11,7 @@ import fastdiff
 from fastdiff.testing import assert_close, tolerance
 
 # ---------------------------------------------------------------------------------------------------------
-# Independent plain reference (Python math / numpy, float64), written from FORMULAS.md section 1.
+# Independent plain reference (Python math / numpy, float64), written from docs/formulas.md#preconditioning.
 # ---------------------------------------------------------------------------------------------------------
 
 

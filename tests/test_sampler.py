@@ -14,7 +14,7 @@ from fastdiff.testing import assert_close, assert_equal
 
 def plain_edm_sampler(net, latents, class_labels=None, randn_like=torch.randn_like, num_steps=18, sigma_min=0.002,
                       sigma_max=80.0, rho=7.0, S_churn=0.0, S_min=0.0, S_max=float("inf"), S_noise=1.0, euler=False):
-    """EDM Algorithm 2 in float64, one line per formula of FORMULAS.md section 4 (independent of fastdiff)."""
+    """EDM Algorithm 2 in float64, one line per formula of docs/formulas.md#edm-sampler (independent of fastdiff)."""
     sigma_min = max(sigma_min, getattr(net, "sigma_min", 0.0))
     sigma_max = min(sigma_max, getattr(net, "sigma_max", float("inf")))
     round_sigma = getattr(net, "round_sigma", lambda s: s)

@@ -25,7 +25,7 @@ def test_matches_plain_formula(N, sigma_min, sigma_max, rho):
 
 
 def test_published_values_for_18_steps():
-    """The N=18 schedule of FORMULAS.md section 3: 80, 57.59, 40.79, ..., 0.0075, 0.002, 0."""
+    """The N=18 schedule of docs/formulas.md#karras-schedule: 80, 57.59, 40.79, ..., 0.0075, 0.002, 0."""
     t = fastdiff.karras_sigmas(18).tolist()
     assert [round(v, 2) for v in t[:3]] == [80.0, 57.59, 40.79]
     assert round(t[-3], 4) == 0.0075 and round(t[-2], 6) == 0.002 and t[-1] == 0.0

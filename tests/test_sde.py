@@ -1,4 +1,4 @@
-"""fastdiff.sde against independent float64 formulas and the Gaussian-mixture oracle (FORMULAS.md sections 7 and 8).
+"""fastdiff.sde against independent float64 formulas and the Gaussian-mixture oracle (docs/formulas.md#score-sdes and docs/formulas.md#gaussian-mixture-oracle).
 
 The mixture gives the exact score of every SDE's marginal (through score_from_denoiser) and its exact density
 (GaussianMixture.log_prob on x / s), so samplers, the probability-flow ODE and likelihoods are all measured
