@@ -347,6 +347,72 @@ def test_two_gloo_processes_equal_one_process(tmp_path):
     assert logs == pytest.approx(logs_one, rel=1e-5)  # the logged loss is the mean over all ranks
 
 
+TORCHRUN_TEARDOWN = r"""
+import json, os, sys
+
+import torch.distributed as dist
+
+from fastdiff import training
+
+
+def gloo_threads():
+    names = (open(f"/proc/self/task/{task}/comm").read().strip() for task in os.listdir("/proc/self/task"))
+    return [name for name in names if "gloo" in name]
+
+
+case, rank = sys.argv[1], int(os.environ["RANK"])
+at_close = []
+close = training.Trainer.close
+
+
+def recording_close(self, *args, **kwargs):
+    at_close.extend(gloo_threads())
+    close(self, *args, **kwargs)
+
+
+training.Trainer.close = recording_close
+if case == "evaluation-fails" and rank == 0:
+    def fail(self, write):
+        raise RuntimeError("injected: rank 0's evaluation fails")
+    training.Trainer._evaluate = fail
+try:
+    training.train("moons", steps=4, batch_size=33 if case == "batch-does-not-split" else 32, log_every=2,
+                   sample_every=1000, progress=False, net_kwargs={"hidden": 32, "depth": 2, "embedding_dim": 16})
+    outcome = "returned"
+except (RuntimeError, ValueError) as error:
+    outcome = f"{type(error).__name__}: {error}"
+print(json.dumps({"rank": rank, "outcome": outcome, "initialized": dist.is_initialized(), "at_close": at_close,
+                  "after": gloo_threads()}), flush=True)
+"""
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/task"), reason="reads the threads' names from /proc (Linux)")
+@pytest.mark.parametrize("case", ["completes", "evaluation-fails", "batch-does-not-split"])
+def test_torchrun_ranks_destroy_their_process_group(tmp_path, case):
+    """Each rank destroys its process group before train() returns or raises, and no gloo thread outlives it: a gloo
+    worker still alive at interpreter exit took the GIL during finalization and aborted rank 1 now and then
+    ("terminate called without an active exception", SIGABRT). The error paths wait at no barrier, so when rank 0
+    alone fails the run ends (rank 1 sees the closed connection) instead of hanging."""
+    script = tmp_path / "run.py"
+    script.write_text(TORCHRUN_TEARDOWN)
+    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                           str(script), case], capture_output=True, text=True, timeout=300,
+                          env=dict(os.environ, OMP_NUM_THREADS="1"))
+    assert "terminate called" not in done.stderr, done.stderr[-3000:]
+    records = {r["rank"]: r for r in (json.loads(line) for line in done.stdout.splitlines() if line.startswith("{"))}
+    assert sorted(records) == [0, 1], (done.stdout, done.stderr[-3000:])
+    for record in records.values():
+        assert record["at_close"], record  # the group's threads were there, and are found by their names
+        assert not record["initialized"] and record["after"] == [], record
+    outcomes = [records[rank]["outcome"] for rank in (0, 1)]
+    if case == "completes":
+        assert done.returncode == 0 and outcomes == ["returned", "returned"], done.stderr[-3000:]
+    elif case == "evaluation-fails":
+        assert outcomes[0] == "RuntimeError: injected: rank 0's evaluation fails" and outcomes[1] != "returned"
+    else:
+        assert all(o.startswith("ValueError: batch_size: the global batch 33 must split evenly") for o in outcomes)
+
+
 # ---------------------------------------------------------------------------------------------------------
 # Training works: the MLP learns the 2-D mixture
 # ---------------------------------------------------------------------------------------------------------
