@@ -71,9 +71,8 @@ for _name in ("churn_out", "euler_step_out", "heun_step_out", "skip_mix_out"):  
 register_skip_mix_autograd(f"{NAMESPACE}::skip_mix")
 register_loss_error_autograd(f"{NAMESPACE}::loss_error")
 
-_ops = getattr(torch.ops, NAMESPACE)
-randn, churn, euler_step, heun_step, skip_mix = _ops.randn, _ops.churn, _ops.euler_step, _ops.heun_step, _ops.skip_mix
-churn_out, euler_step_out, heun_step_out, skip_mix_out = (_ops.churn_out, _ops.euler_step_out, _ops.heun_step_out,
-                                                          _ops.skip_mix_out)
-loss_input, loss_error = _ops.loss_input, _ops.loss_error
-stream_words = _ops.stream_words  # the raw Philox words, for bit-exact tests (CPU only)
+# The ops as the backend modules export them, with the Triton backend's names and signatures (stream_words: the raw
+# Philox words, for bit-exact tests; CPU only).
+__all__ = ["randn", "churn", "euler_step", "heun_step", "skip_mix", "churn_out", "euler_step_out", "heun_step_out",
+           "skip_mix_out", "loss_input", "loss_error", "stream_words"]
+globals().update({name: getattr(getattr(torch.ops, NAMESPACE), name) for name in __all__})

@@ -6,5 +6,4 @@ signatures; fastdiff/backends.py sends them CPU tensors only.
 """
 from __future__ import annotations
 
-from ._compiled import (churn, churn_out, euler_step, euler_step_out, heun_step, heun_step_out,  # noqa: F401
-                        loss_error, loss_input, randn, skip_mix, skip_mix_out, stream_words)
+from ._compiled import *  # noqa: F401,F403  (the ops of torch.ops.fastdiff)

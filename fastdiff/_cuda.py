@@ -12,5 +12,4 @@ from ._ext import load
 
 load("cuda")  # after the CPU part: registers the CUDA kernels of torch.ops.fastdiff
 
-from ._compiled import (churn, churn_out, euler_step, euler_step_out, heun_step, heun_step_out,  # noqa: E402,F401
-                        loss_error, loss_input, randn, skip_mix, skip_mix_out)
+from ._compiled import *  # noqa: E402,F401,F403  (the ops of torch.ops.fastdiff)
