@@ -3,9 +3,11 @@
 Python packages: `fastdiff` and `fastdiff.kernels` (the Triton kernels, kept in the top-level `kernels/`).
 Compiled parts, with ninja through torch's build tools, from the recipe in fastdiff/_build.py (the same one
 `fastdiff build` uses to rebuild them later):
-  fastdiff._C       the C++ CPU kernels (csrc/cpu, csrc/bindings.cpp): built whenever torch is importable;
-  fastdiff._C_cuda  the CUDA kernels (csrc/cuda): built whenever torch is a CUDA build and a CUDA toolkit is found,
-                    GPU or not (with no visible GPU, for the architectures in _build.DEFAULT_CUDA_ARCHS).
+  fastdiff._C       the `fastdiff` op library and its C++ CPU kernels (csrc/bindings.cpp, csrc/cpu): built whenever
+                    torch is importable;
+  fastdiff._C_cuda  the CUDA kernels of those ops (csrc/cuda), loaded after fastdiff._C: built whenever torch is a CUDA
+                    build and a CUDA toolkit is found, GPU or not (with no visible GPU, for the architectures in
+                    _build.DEFAULT_CUDA_ARCHS).
 Install with `--no-build-isolation`, so that they are built against the torch they will run with. A part that cannot
 be built is skipped with a warning and never fails the install: the package still works through Triton or the
 reference path. What was built, against which torch, and why a part was not, goes to fastdiff/_build_info.json

@@ -1,150 +1,80 @@
-// The torch-facing layer of the C++ CPU kernels: the fastdiff_cpu operator library.
+// fastdiff._C: defines the `fastdiff` operator library (every op's schema) and its CPU implementations.
 //
-// Inputs are checked here (messages say what was expected), made contiguous, and handed to csrc/cpu/kernels.cpp
-// as raw pointers. The op schemas equal the Triton backend's (fastdiff/_triton.py); fake implementations and the
-// autograd of skip_mix and loss_error are registered from Python (fastdiff/_compiled.py).
+// The op bindings are written once, in binding.h, for a device policy; this file holds the CPU policy (the
+// csrc/cpu kernels, on at::get_num_threads() threads) and the library's schemas, which the CUDA part
+// (csrc/cuda/bindings.cpp) implements for CUDA tensors. stream_words, a test op, exists on the CPU only.
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <torch/extension.h>
 #include <torch/library.h>
 
-#include "binding_utils.h"
+#include "binding.h"
 #include "cpu/kernels.h"
 
 namespace {
 
 using namespace fastdiff::binding;
-using fastdiff::cpu::Noise;
-using fastdiff::cpu::Scalars;
-using fastdiff::cpu::Shape;
-constexpr auto kCPU = c10::DeviceType::CPU;
 
-Shape shape_of(const at::Tensor& t) {
-  const auto [batch, per_sample] = batch_shape(t);
-  return Shape{batch, per_sample, at::get_num_threads()};
-}
+struct Cpu {
+  static constexpr c10::DeviceType type = c10::DeviceType::CPU;
+  using Shape = fastdiff::cpu::Shape;
+  using Scalars = fastdiff::cpu::Scalars;
+  using Noise = fastdiff::cpu::Noise;
+  struct Guard {  // CPU ops need no device context
+    explicit Guard(c10::Device) {}
+  };
 
-Scalars scalars(const at::Tensor& values) { return Scalars{values.data_ptr<float>(), values.numel() > 1}; }
-
-uint64_t offset_of(const at::Tensor& offset) {
-  check_offset(offset, kCPU);
-  return (uint64_t)offset.item<int64_t>();  // a host tensor: reading it is not a device sync
-}
-
-at::Tensor randn(const at::Tensor& seeds, const at::Tensor& offset, c10::SymIntArrayRef shape, at::ScalarType dtype) {
-  auto out = at::empty(C10_AS_INTARRAYREF_SLOW(shape), at::TensorOptions().dtype(dtype));
-  const Shape s = shape_of(out);
-  fastdiff::cpu::randn(out.data_ptr(), dtype_of(out, "dtype"), seeds_of(seeds, s.batch, kCPU), offset_of(offset), s);
-  return out;
-}
-
-// Each op writes into `out` (checked: contiguous, the result's shape and dtype); `out` may be one of the inputs,
-// since every output element depends only on the input elements at its own index. The functional forms below
-// (fastdiff::binding::churn<churn_out> and so on) allocate `out` and call these.
-void churn_out(const at::Tensor& x_in, const at::Tensor& seeds, const at::Tensor& offset, const at::Tensor& noise_std,
-               at::Tensor out) {
-  dtype_of(x_in, "x");  // the state's dtype is kept, so it must be one the kernels write
-  const at::Tensor x = data(x_in, "x", x_in);
-  check_out(out, x, x.scalar_type());
-  check_overlap(out, {&x_in});
-  const Shape s = shape_of(x);
-  const at::Tensor std_values = per_step(noise_std, "noise_std", s.batch, x);
-  fastdiff::cpu::churn(x.data_ptr(), out.data_ptr(), dtype_of(x, "x"), seeds_of(seeds, s.batch, kCPU), offset_of(offset),
-                       scalars(std_values), s);
-}
-
-void euler_step_out(const at::Tensor& x_hat_in, const at::Tensor& denoised_in, const at::Tensor& t_hat,
-                    const at::Tensor& t_next, at::Tensor out) {
-  dtype_of(x_hat_in, "x_hat");
-  const at::Tensor x_hat = data(x_hat_in, "x_hat", x_hat_in), denoised = data(denoised_in, "denoised", x_hat_in);
-  check_out(out, x_hat, x_hat.scalar_type());
-  check_overlap(out, {&x_hat_in, &denoised_in});
-  const Shape s = shape_of(x_hat);
-  const at::Tensor th = per_step(t_hat, "t_hat", s.batch, x_hat), tn = per_step(t_next, "t_next", s.batch, x_hat);
-  fastdiff::cpu::euler_step(x_hat.data_ptr(), dtype_of(x_hat, "x_hat"), denoised.data_ptr(), dtype_of(denoised, "denoised"),
-                            out.data_ptr(), scalars(th), scalars(tn), s);
-}
-
-void heun_step_out(const at::Tensor& x_hat_in, const at::Tensor& denoised_in, const at::Tensor& denoised_next_in,
-                   const at::Tensor& t_hat, const at::Tensor& t_next, at::Tensor out) {
-  dtype_of(x_hat_in, "x_hat");
-  const at::Tensor x_hat = data(x_hat_in, "x_hat", x_hat_in);
-  at::Tensor denoised = data(denoised_in, "denoised", x_hat_in);
-  at::Tensor denoised_next = data(denoised_next_in, "denoised_next", x_hat_in);
-  if (denoised_next.scalar_type() != denoised.scalar_type()) {  // the kernels take one dtype for both
-    denoised_next = denoised_next.to(at::kFloat);
-    denoised = denoised.to(at::kFloat);
+  static Shape shape(int64_t batch, int64_t per_sample) { return Shape{batch, per_sample, at::get_num_threads()}; }
+  static uint64_t offset(const at::Tensor& offset) {
+    return (uint64_t)offset.item<int64_t>();  // a host tensor: reading it is not a device sync
   }
-  check_out(out, x_hat, x_hat.scalar_type());
-  check_overlap(out, {&x_hat_in, &denoised_in, &denoised_next_in});
-  const Shape s = shape_of(x_hat);
-  const at::Tensor th = per_step(t_hat, "t_hat", s.batch, x_hat), tn = per_step(t_next, "t_next", s.batch, x_hat);
-  fastdiff::cpu::heun_step(x_hat.data_ptr(), dtype_of(x_hat, "x_hat"), denoised.data_ptr(), denoised_next.data_ptr(),
-                           dtype_of(denoised, "denoised"), out.data_ptr(), scalars(th), scalars(tn), s);
-}
 
-void skip_mix_out(const at::Tensor& x_in, const at::Tensor& F_in, const at::Tensor& sigma, int64_t kind, double sigma_data,
-                  at::Tensor out) {
-  TORCH_CHECK(kind >= 0 && kind <= 2, "kind: expected 0 (EDM), 1 (VP/iDDPM) or 2 (VE), got ", kind);
-  const at::Tensor x = data(x_in, "x", x_in), F = data(F_in, "F", x_in);
-  check_out(out, x, at::kFloat);
-  check_overlap(out, {&x_in, &F_in});
-  const Shape s = shape_of(x);
-  const at::Tensor sigma_values = per_step(sigma, "sigma", s.batch, x);
-  fastdiff::cpu::skip_mix(x.data_ptr(), dtype_of(x, "x"), F.data_ptr(), dtype_of(F, "F"), out.data_ptr<float>(),
-                          scalars(sigma_values), (int)kind, (float)sigma_data, s);
-}
+  static constexpr auto randn = &fastdiff::cpu::randn;
+  static constexpr auto churn = &fastdiff::cpu::churn;
+  static constexpr auto euler_step = &fastdiff::cpu::euler_step;
+  static constexpr auto heun_step = &fastdiff::cpu::heun_step;
+  static constexpr auto skip_mix = &fastdiff::cpu::skip_mix;
+  static constexpr auto loss_input = &fastdiff::cpu::loss_input;
+  static constexpr auto loss_error = &fastdiff::cpu::loss_error;
 
-// The loss ops allocate their results (no out= forms). n is the given noise, or drawn from the seeds' streams.
-Noise noise_of(const at::Tensor& noise, const at::Tensor& seeds, const at::Tensor& offset, Shape s) {
-  return Noise{noise.defined() ? noise.data_ptr() : nullptr, noise.defined() ? dtype_of(noise, "noise") : fastdiff::kFloat32,
-               seeds_of(seeds, s.batch, kCPU), offset_of(offset)};
-}
+  template <class Kernel, class... Args>
+  static void launch(const char* /*op*/, const at::Tensor& /*like*/, Kernel kernel, Args&&... args) {
+    kernel(std::forward<Args>(args)...);
+  }
+};
 
-at::Tensor loss_input(const at::Tensor& y_in, const at::Tensor& seeds, const at::Tensor& offset,
-                      const std::optional<at::Tensor>& noise_in, const at::Tensor& sigma, const at::Tensor& c_in) {
-  dtype_of(y_in, "y");  // the result has y's dtype, so it must be one the kernels write
-  const at::Tensor y = data(y_in, "y", y_in), noise = given_noise(noise_in, y_in);
-  const Shape s = shape_of(y);
-  const at::Tensor sigma_values = per_step(sigma, "sigma", s.batch, y), c_in_values = per_step(c_in, "c_in", s.batch, y);
-  at::Tensor out = empty_result(y, y.scalar_type());
-  fastdiff::cpu::loss_input(y.data_ptr(), dtype_of(y, "y"), noise_of(noise, seeds, offset, s), out.data_ptr(),
-                            scalars(sigma_values), scalars(c_in_values), s);
-  return out;
-}
-
-std::tuple<at::Tensor, at::Tensor> loss_error(const at::Tensor& y_in, const at::Tensor& F_in, const at::Tensor& seeds,
-                                              const at::Tensor& offset, const std::optional<at::Tensor>& noise_in,
-                                              const at::Tensor& sigma, const at::Tensor& c_skip, const at::Tensor& c_out,
-                                              const at::Tensor& weight) {
-  const at::Tensor y = data(y_in, "y", y_in), F = data(F_in, "F", y_in), noise = given_noise(noise_in, y_in);
-  const Shape s = shape_of(y);
-  const at::Tensor sigma_values = per_step(sigma, "sigma", s.batch, y), c_skip_values = per_step(c_skip, "c_skip", s.batch, y);
-  const at::Tensor c_out_values = per_step(c_out, "c_out", s.batch, y), weight_values = per_step(weight, "weight", s.batch, y);
-  at::Tensor loss = empty_result(y, at::kFloat), grad = empty_result(y, at::kFloat);
-  fastdiff::cpu::loss_error(y.data_ptr(), dtype_of(y, "y"), F.data_ptr(), dtype_of(F, "F"), noise_of(noise, seeds, offset, s),
-                            loss.data_ptr<float>(), grad.data_ptr<float>(), scalars(sigma_values), scalars(c_skip_values),
-                            scalars(c_out_values), scalars(weight_values), s);
-  return {loss, grad};
-}
+using CpuOps = Ops<Cpu>;
 
 at::Tensor stream_words(const at::Tensor& seeds, int64_t numel_per_sample, const at::Tensor& offset) {
   TORCH_CHECK(numel_per_sample >= 0, "numel_per_sample: expected >= 0, got ", numel_per_sample);
   auto out = at::empty({seeds.numel(), numel_per_sample}, at::TensorOptions().dtype(at::kLong));
-  const Shape s{seeds.numel(), numel_per_sample, at::get_num_threads()};
-  fastdiff::cpu::stream_words(out.data_ptr<int64_t>(), seeds_of(seeds, s.batch, kCPU), offset_of(offset), s);
+  const Cpu::Shape s = Cpu::shape(seeds.numel(), numel_per_sample);
+  fastdiff::cpu::stream_words(out.data_ptr<int64_t>(), seeds_of(seeds, s.batch, Cpu::type), CpuOps::offset_of(offset), s);
   return out;
 }
 
 }  // namespace
 
-TORCH_LIBRARY(fastdiff_cpu, m) {
-  FASTDIFF_DEFINE_OPS(m);
+// The one definition of the ops' schemas (the Triton ops in fastdiff/_triton.py have the same ones).
+TORCH_LIBRARY(fastdiff, m) {
+  m.def("randn(Tensor seeds, Tensor offset, SymInt[] shape, ScalarType dtype) -> Tensor");
+  m.def("churn(Tensor x, Tensor seeds, Tensor offset, Tensor noise_std) -> Tensor");
+  m.def("euler_step(Tensor x_hat, Tensor denoised, Tensor t_hat, Tensor t_next) -> Tensor");
+  m.def("heun_step(Tensor x_hat, Tensor denoised, Tensor denoised_next, Tensor t_hat, Tensor t_next) -> Tensor");
+  m.def("skip_mix(Tensor x, Tensor F, Tensor sigma, int kind, float sigma_data) -> Tensor");
+  m.def("churn_out(Tensor x, Tensor seeds, Tensor offset, Tensor noise_std, Tensor(a!) out) -> ()");
+  m.def("euler_step_out(Tensor x_hat, Tensor denoised, Tensor t_hat, Tensor t_next, Tensor(a!) out) -> ()");
+  m.def("heun_step_out(Tensor x_hat, Tensor denoised, Tensor denoised_next, Tensor t_hat, Tensor t_next, "
+        "Tensor(a!) out) -> ()");
+  m.def("skip_mix_out(Tensor x, Tensor F, Tensor sigma, int kind, float sigma_data, Tensor(a!) out) -> ()");
+  m.def("loss_input(Tensor y, Tensor seeds, Tensor offset, Tensor? noise, Tensor sigma, Tensor c_in) -> Tensor");
+  m.def("loss_error(Tensor y, Tensor F, Tensor seeds, Tensor offset, Tensor? noise, Tensor sigma, Tensor c_skip, "
+        "Tensor c_out, Tensor weight) -> (Tensor, Tensor)");
   m.def("stream_words(Tensor seeds, int numel_per_sample, Tensor offset) -> Tensor");
 }
 
-TORCH_LIBRARY_IMPL(fastdiff_cpu, CPU, m) {
-  FASTDIFF_IMPL_OPS(m);
+TORCH_LIBRARY_IMPL(fastdiff, CPU, m) {
+  CpuOps::register_impls(m);
   m.impl("stream_words", &stream_words);
 }
 

@@ -1,9 +1,10 @@
 """How fastdiff's C++ parts are built: one recipe for setup.py (at install) and for `fastdiff build` (after torch
 changed under an installed fastdiff).
 
-The parts: "cpu" (fastdiff._C: csrc/bindings.cpp and csrc/cpu/) and "cuda" (fastdiff._C_cuda: csrc/cuda/). This
-module decides their sources and flags, the C++ standard the installed torch requires, where the CUDA toolkit is,
-which GPU architectures to build for, and the stamp that records which torch a build is for.
+The parts: "cpu" (fastdiff._C: csrc/bindings.cpp, which defines the `fastdiff` op library, and csrc/cpu/) and "cuda"
+(fastdiff._C_cuda: csrc/cuda/, CUDA kernels for those ops, loaded after the CPU part); both bind their kernels
+through csrc/binding.h. This module decides their sources and flags, the C++ standard the installed torch requires,
+where the CUDA toolkit is, which GPU architectures to build for, and the stamp that records which torch a build is for.
 
 Only the standard library is imported at module level: setup.py loads this file by path, before fastdiff exists.
 """

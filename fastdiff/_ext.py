@@ -77,9 +77,15 @@ def prebuilt_problem(part: str) -> str | None:
 
 
 def load(part: str):
-    """Import `part` ("cpu" or "cuda"), which registers its ops; raise ImportError with every reason it cannot."""
+    """Import `part` ("cpu" or "cuda"), which registers its ops; raise ImportError with every reason it cannot.
+
+    The CPU part defines the `fastdiff` op library (every schema) and the CUDA part only adds CUDA kernels to it,
+    so "cuda" loads "cpu" first, and is unavailable, with the CPU part's reason, when that cannot be loaded.
+    """
     if part == "cuda" and torch.version.cuda is None:
         raise ImportError(f"torch {torch.__version__} is a CPU build")  # nothing to build: say only that
+    if part == "cuda":
+        require_cpu_part()
     problem = prebuilt_problem(part)
     if problem is None:
         return importlib.import_module(f".{_build.PARTS[part]}", __package__)
@@ -91,14 +97,25 @@ def load(part: str):
     raise ImportError(f"{problem}; to get the {part} kernels, {HOW_TO_BUILD}")
 
 
+def require_cpu_part() -> None:
+    """Load the CPU part, which defines the ops the CUDA part implements; ImportError saying so when it cannot."""
+    try:
+        load("cpu")
+    except ImportError as error:
+        raise ImportError(f"the CUDA kernels implement the ops that the CPU part (fastdiff.{_build.PARTS['cpu']}) "
+                          f"defines, and it cannot be loaded: {error}") from error
+
+
 def load_cached(part: str):
-    """The cached build of `part` for this torch, imported; None when there is none."""
+    """The cached build of `part` for this torch, imported (after the CPU part, for "cuda"); None when there is none."""
     folder = cache_dir(part)
     if folder is None or not (folder / "stamp.json").is_file():
         return None
     name = _module_name(part)
     if name in sys.modules:
         return sys.modules[name]
+    if part == "cuda":
+        require_cpu_part()
     path = folder / f"{name}{importlib.machinery.EXTENSION_SUFFIXES[0]}"
     if not path.is_file():
         path = folder / f"{name}.so"  # torch's build tools name the library plainly
@@ -131,6 +148,7 @@ def build(part: str, verbose: bool = False):
         archs, _ = _build.cuda_arch_list(os.environ, torch.cuda.device_count())
         if archs:
             os.environ["TORCH_CUDA_ARCH_LIST"] = archs
+        require_cpu_part()  # the build is imported at its end: its op library must be defined by then
     from torch.utils import cpp_extension
 
     standard = _build.cxx_standard(Path(torch.__file__).parent / "include")

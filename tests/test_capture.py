@@ -25,6 +25,7 @@ SEEDS = [1, 2, 3, 4, 5]
 LABELS = torch.arange(5)
 CHURN = dict(S_churn=20.0, S_min=0.1, S_max=30.0)  # with 6 steps: noise at steps 1, 2, 3 only (t = 80 is above S_max)
 FUSED = ("cpu", "triton")
+NAMESPACES = {"cpu": "fastdiff", "cuda": "fastdiff", "triton": "fastdiff_triton"}  # each backend's op library
 
 _THIS = Path(__file__)
 _SOURCE = _THIS.read_text().splitlines()
@@ -216,10 +217,10 @@ def test_sampler_kernels_are_the_fused_out_ops():
     loop.on_step = lambda i: per_step.append([])
     with torch.no_grad(), Recorder():
         loop.run(LATENTS, seeds)
-    noisy = ["fastdiff_cpu::churn_out", "fastdiff_cpu::euler_step_out", "fastdiff_cpu::heun_step_out", "aten::aminmax"]
+    noisy = ["fastdiff::churn_out", "fastdiff::euler_step_out", "fastdiff::heun_step_out", "aten::aminmax"]
     assert per_step[1] == per_step[2] == per_step[3] == noisy
     assert per_step[0] == per_step[4] == noisy[1:]
-    assert per_step[5] == ["fastdiff_cpu::euler_step_out", "aten::aminmax"]
+    assert per_step[5] == ["fastdiff::euler_step_out", "aten::aminmax"]
     report = check(simple_net, num_steps=6, **CHURN)
     assert per_step[6] == []  # on_step(N) marks the loop's end; a float32 result needs no conversion after it
     assert [k for k, _ in report.kernels_per_step] == [len(names) for names in per_step[:6]]
@@ -252,7 +253,7 @@ def test_functional_fused_ops_allocate_each_step(backend):
     assert kinds(report) == {"allocation"}
     assert all(not v.in_net and v.step == 1 for v in report.violations)
     counts = {v.op: v.count for v in report.violations}
-    prefix = f"fastdiff_{backend}::"
+    prefix = f"{NAMESPACES[backend]}::"
     assert counts == {
         prefix + "churn": 2 * sum(std > 0 for std in plan.noise_std[1:]),
         prefix + "euler_step": 2 * (plan.num_steps - 1),
@@ -560,7 +561,7 @@ def test_op_ignoring_its_out_buffer_is_caught(monkeypatch, backend):
     monkeypatch.setattr(fastdiff.sampler.ops, "euler_step", allocating_euler_step)
     report = check(mixture_net(), num_steps=4, solver="euler", backend=backend, **CHURN)
     where = fastdiff_line("ops.py", "return _impl(name).euler_step(*args)", "euler_step")
-    assert report.violations == [Violation("allocation", f"fastdiff_{backend}::euler_step", where, 1, False, "", 2 * 3)]
+    assert report.violations == [Violation("allocation", f"{NAMESPACES[backend]}::euler_step", where, 1, False, "", 2 * 3)]
 
 
 def test_half_precision_latents_are_capture_safe():

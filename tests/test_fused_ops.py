@@ -75,7 +75,7 @@ def test_stream_words_are_bit_exact(numel, offset, backend):
     offset_t = ops._offset_tensor(offset, device)
     if backend == "cuda":
         pytest.skip("the CUDA backend has no raw-words op; its normals are checked against the reference below")
-    words = triton_philox_words if backend == "triton" else torch.ops.fastdiff_cpu.stream_words
+    words = triton_philox_words if backend == "triton" else torch.ops.fastdiff.stream_words
     assert_equal(words(seeds, numel, offset_t).cpu(), philox_words(seeds.cpu(), numel, offset))
 
 
@@ -426,8 +426,8 @@ def test_bad_out_names_the_argument():
     with pytest.raises(ValueError, match="out: overlaps the input x_hat other than element for element"):
         ops.euler_step(buf[:, :-1], torch.zeros(1, 10), 2.0, 1.0, out=buf[:, 1:], backend="cpu")
     with pytest.raises(RuntimeError, match="refer to a single memory location"):  # the binding checks too
-        torch.ops.fastdiff_cpu.euler_step_out(buf[:, :-1], torch.zeros(1, 10), torch.tensor(2.0), torch.tensor(1.0),
-                                              buf[:, 1:])
+        torch.ops.fastdiff.euler_step_out(buf[:, :-1], torch.zeros(1, 10), torch.tensor(2.0), torch.tensor(1.0),
+                                          buf[:, 1:])
     x = torch.zeros(2, 3)
     with pytest.raises(ValueError, match=r"out: expected a contiguous torch.float32 tensor of shape \(2, 3\)"):
         ops.euler_step(x, x, 1.0, 0.5, out=torch.zeros(2, 4))

@@ -146,13 +146,45 @@ def test_the_installed_parts_are_built_for_this_torch():
             assert "cuda" in info["built"], info["not_built"]
 
 
+def fastdiff_ops() -> set[str]:
+    """The ops of the one C++ op library, `fastdiff` (defined by the CPU part), as the dispatcher lists them."""
+    return {name.split("::")[1] for name in torch._C._dispatch_get_all_op_names() if name.startswith("fastdiff::")}
+
+
 @pytest.mark.skipif(torch.version.cuda is None, reason="the CUDA part exists only with a CUDA build of torch")
 def test_the_cuda_part_imports_and_registers_every_op_without_a_gpu():
+    """The CUDA part loads (after the CPU part, which defines the ops) and gives every op of the `fastdiff` library
+    a CUDA kernel beside its CPU kernel, so the dispatcher picks one by device; stream_words is a CPU-only test op."""
     assert backends.install_reasons("cuda") == ()
-    cpu_ops = {name for name in dir(torch.ops.fastdiff_cpu) if not name.startswith("_")} - {"stream_words"}
-    assert {"euler_step", "heun_step", "churn", "skip_mix", "randn", "loss_input", "loss_error"} <= cpu_ops
-    for name in sorted(cpu_ops):
-        assert torch._C._dispatch_has_kernel_for_dispatch_key(f"fastdiff_cuda::{name}", "CUDA"), name
+    names = fastdiff_ops()
+    assert {"euler_step", "heun_step", "churn", "skip_mix", "randn", "loss_input", "loss_error", "churn_out",
+            "euler_step_out", "heun_step_out", "skip_mix_out", "stream_words"} <= names
+    for name in sorted(names):
+        assert torch._C._dispatch_has_kernel_for_dispatch_key(f"fastdiff::{name}", "CPU"), name
+        if name != "stream_words":
+            assert torch._C._dispatch_has_kernel_for_dispatch_key(f"fastdiff::{name}", "CUDA"), name
+
+
+@pytest.mark.skipif(torch.version.cuda is None, reason="the CUDA part exists only with a CUDA build of torch")
+def test_without_the_cpu_part_the_cuda_part_is_unavailable_and_says_why(tmp_path):
+    """The CUDA part only implements the ops the CPU part defines: when the CPU part cannot be loaded, the cuda
+    backend is unavailable too, with the CPU part's reason, and nothing of the CUDA part is loaded."""
+    code = """
+import json, sys, torch
+from fastdiff import _ext, backends
+installed = _ext.prebuilt_problem
+_ext.prebuilt_problem = lambda part: "forced by the fastdiff test" if part == "cpu" else installed(part)
+print(json.dumps({"cpu": backends.info()["cpu"], "cuda": backends.info()["cuda"],
+                  "loaded": sorted(name for name in sys.modules if name.startswith("fastdiff._C"))}))
+"""
+    env = dict(os.environ, FASTDIFF_CACHE=str(tmp_path / "cache"))
+    env.pop("FASTDIFF_BUILD", None)
+    done = run([sys.executable, "-c", code], env=env)
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert len(result["cpu"]) == 1 and "forced by the fastdiff test" in result["cpu"][0]
+    assert len(result["cuda"]) == 1 and "forced by the fastdiff test" in result["cuda"][0], result["cuda"]
+    assert "CPU part" in result["cuda"][0] and "fastdiff._C_cuda" in result["cuda"][0]
+    assert result["loaded"] == []
 
 
 def python_with_torch_patched(code: str, patch: str, env=None, cwd=None):

@@ -411,7 +411,7 @@ class OpNames(TorchDispatchMode):
         self.names = []
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        if func._schema.name.startswith(("fastdiff_cpu::", "fastdiff_triton::")):
+        if func._schema.name.startswith(("fastdiff::", "fastdiff_triton::")):
             self.names.append(func._schema.name.split("::")[1])
         return func(*args, **(kwargs or {}))
 
