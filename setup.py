@@ -166,7 +166,7 @@ def extensions():
         def run(self):
             self.outcome = dict(skipped)
             super().run()
-            info = {**recipe.stamp(torch), **config,
+            info = {**recipe.stamp(torch), **config, "sources": recipe.sources_hash(CSRC),
                     "built": sorted(self.part(ext) for ext in self.extensions),
                     "not_built": {k: v for k, v in self.outcome.items() if v}}
             targets = {Path(self.get_ext_fullpath("fastdiff._C")).parent}

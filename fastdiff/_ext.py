@@ -73,7 +73,13 @@ def prebuilt_problem(part: str) -> str | None:
     if part not in info.get("built", [part]):
         return "it was not built"
     mismatch = _build.stamp_mismatch(info, _build.stamp(torch))
-    return f"fastdiff.{_build.PARTS[part]} {mismatch}" if mismatch else None
+    if mismatch:
+        return f"fastdiff.{_build.PARTS[part]} {mismatch}"
+    root = _build.source_root(PACKAGE_DIR)
+    if info.get("sources") and root is not None and _build.sources_hash(root) != info["sources"]:
+        # a source checkout whose csrc/ changed since its editable install built the parts
+        return f"fastdiff.{_build.PARTS[part]} was built from other C++ sources than these in {root}"
+    return None
 
 
 def load(part: str):

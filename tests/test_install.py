@@ -187,6 +187,15 @@ print(json.dumps({"cpu": backends.info()["cpu"], "cuda": backends.info()["cuda"]
     assert result["loaded"] == []
 
 
+def test_a_part_built_from_other_sources_is_not_loaded(monkeypatch):
+    """In a source checkout whose csrc/ changed since the editable install built it, the part is stale: refused."""
+    info = _ext.build_info()
+    monkeypatch.setattr(_ext, "build_info", lambda: {**info, "sources": "0" * 16})
+    assert "was built from other C++ sources" in _ext.prebuilt_problem("cpu")
+    monkeypatch.setattr(_ext, "build_info", lambda: {**info, "sources": _build.sources_hash(_build.source_root(_ext.PACKAGE_DIR))})
+    assert _ext.prebuilt_problem("cpu") is None
+
+
 def python_with_torch_patched(code: str, patch: str, env=None, cwd=None):
     """Run `code` in a fresh interpreter after `patch` changed what torch says it is, before fastdiff loads."""
     return subprocess.run([sys.executable, "-c", f"import torch\n{patch}\n{code}"], capture_output=True, text=True,
