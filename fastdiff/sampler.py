@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import threading
 import warnings
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -232,6 +233,7 @@ def sample(net, latents, class_labels=None, randn_like=None, num_steps=18, sigma
 
 _GUIDED: OrderedDict = OrderedDict()  # (id(net), w) -> (net, its ClassifierFreeGuidance): one wrapper per pair, so
 # sample(cuda_graph=...), whose graphs are cached by the net's identity, reuses its capture across calls
+_GUIDED_LOCK = threading.Lock()
 
 
 def _guided(net, guidance, class_labels):
@@ -241,12 +243,13 @@ def _guided(net, guidance, class_labels):
     if class_labels is None:
         raise ValueError(f"guidance: classifier-free guidance (guidance={guidance!r}) needs class_labels, got None")
     key = (id(net), check_real("guidance", guidance))
-    entry = _GUIDED.get(key)
-    if entry is None or entry[0] is not net:
-        entry = _GUIDED[key] = (net, ClassifierFreeGuidance(net, guidance))
-        while len(_GUIDED) > 8:
-            _GUIDED.popitem(last=False)
-    _GUIDED.move_to_end(key)
+    with _GUIDED_LOCK:  # sample() may be called from several threads
+        entry = _GUIDED.get(key)
+        if entry is None or entry[0] is not net:
+            entry = _GUIDED[key] = (net, ClassifierFreeGuidance(net, guidance))
+            while len(_GUIDED) > 8:
+                _GUIDED.popitem(last=False)
+        _GUIDED.move_to_end(key)
     return entry[1]
 
 
