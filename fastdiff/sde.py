@@ -23,7 +23,7 @@ from typing import NamedTuple
 import torch
 
 from . import ops
-from ._validate import check_below, check_int, check_output, check_positive, check_real
+from ._validate import check_below, check_int, check_output, check_positive, check_real, check_shape
 from .rng import SAMPLER_OFFSET, seeds_tensor
 from .sampler import _draw_seeds
 
@@ -74,7 +74,7 @@ class SDE:
     def prior_sampling(self, shape, seeds=None, *, dtype: torch.dtype = torch.float32, device=None) -> torch.Tensor:
         """prior_std * eps with eps = fastdiff.randn(seeds, shape) (offset 0, the latents' stream); seeds are drawn
         from torch's default generator when omitted."""
-        shape = tuple(int(s) for s in shape)
+        shape = check_shape("shape", shape, min_ndim=1, what="(batch, ...)")
         if seeds is None:
             seeds = _draw_seeds(shape[0], device)
         return self.prior_std * ops.randn(seeds, shape, dtype=dtype, device=device)
