@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import torch
 
 from . import ops
+from ._memory import require_memory
 from .backends import check_name, resolve
 from .loss import DDPMLoss
 from .precond import Precond, _as_sigma_tensor, nearest_level
@@ -29,6 +30,7 @@ from .schedules import BETA_SCHEDULES, ddpm_betas
 from ._validate import check_int, check_output, check_real
 
 VARIANCES = ("fixedlarge", "fixedsmall")
+TABLE_BYTES_PER_TIMESTEP = 64  # at least: DDPM's eight float64 tables of num_timesteps values
 DEFAULT_BETAS = (1e-4, 0.02)
 
 
@@ -63,6 +65,10 @@ class DDPM:
     def __init__(self, num_timesteps: int = 1000, beta_start: float = 1e-4, beta_end: float = 0.02,
                  beta_schedule: str = "linear"):
         self.num_timesteps = check_int("num_timesteps", num_timesteps, minimum=2)
+        require_memory("num_timesteps", str(self.num_timesteps),
+                       {torch.device("cpu"): self.num_timesteps * TABLE_BYTES_PER_TIMESTEP},
+                       "the schedule's tables (betas, alphas_cumprod, the posterior's coefficients, ...)",
+                       "use fewer time steps")
         if not isinstance(beta_schedule, str) or beta_schedule not in BETA_SCHEDULES:
             raise ValueError(f"beta_schedule: expected one of {', '.join(map(repr, BETA_SCHEDULES))}, got {beta_schedule!r}")
         if beta_schedule == "cosine" and (beta_start, beta_end) != DEFAULT_BETAS:

@@ -21,9 +21,11 @@ from typing import Callable, NamedTuple
 import torch
 
 from . import backends, ops
+from ._memory import require_memory
 from .precond import iDDPMPrecond, vp_sigma, vp_sigma_inv
 from .rng import SAMPLER_OFFSET, seeds_tensor
-from .sampler import _call_net, _check_inputs, _check_noise, _check_sigmas, _draw_seeds, _round, clamp_to_net
+from .sampler import (_call_net, _check_inputs, _check_noise, _check_sigmas, _draw_seeds, _round, clamp_to_net,
+                      require_loop_memory)
 from .schedules import karras_sigmas
 from ._validate import check_below, check_int, check_positive, check_real, check_unit_interval
 
@@ -34,6 +36,7 @@ SCALINGS = ("none", "vp")
 # The VP betas of Song et al. 2021; they fix only the default noise range of the vp discretization, as in EDM.
 VP_BETA_D, VP_BETA_MIN = 19.9, 0.1
 DEFAULT_SIGMA_RANGE = {"edm": (0.002, 80.0), "ve": (0.02, 100.0), "iddpm": (0.002, 81.0)}  # vp: from epsilon_s
+PLAN_BYTES_PER_STEP = 480  # at least, on the host: GeneralPlan's 15 per-step tuples of Python floats (measured 488)
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -283,7 +286,10 @@ def plan_general(net=None, num_steps=18, sigma_min=None, sigma_max=None, rho=7.0
 
     # Noise levels: the discretization's (or the user's), rounded by the net, then as times of the schedule.
     if sigmas is None:
-        levels = discretize(discretization, check_int("num_steps", num_steps, minimum=1), sigma_min, sigma_max,
+        num_steps = check_int("num_steps", num_steps, minimum=1)
+        require_memory("num_steps", str(num_steps), {torch.device("cpu"): num_steps * PLAN_BYTES_PER_STEP},
+                       "the sampler's per-step plan", "use fewer steps")
+        levels = discretize(discretization, num_steps, sigma_min, sigma_max,
                             check_positive("rho", rho), epsilon_s, C_1, C_2, M)
         levels = torch.cat([levels, torch.zeros(1, dtype=torch.float64)])  # t_N = 0
     else:
@@ -362,6 +368,8 @@ def sample_general(net, latents, class_labels=None, randn_like=None, num_steps=1
     injection (fastdiff.ops.churn).
     """
     state_dtype = _check_inputs(net, latents, class_labels, randn_like, seeds, dtype, None, "warn")
+    require_loop_memory(num_steps, sigmas, latents.shape[0], latents.device, state_dtype,
+                        plan_bytes_per_step=PLAN_BYTES_PER_STEP, step_tables=1)
     backend = backends.resolve(backend, torch.empty(0, dtype=state_dtype, device=latents.device), (latents,))
     plan = plan_general(net, num_steps, sigma_min, sigma_max, rho, solver, discretization, schedule, scaling, epsilon_s,
                         C_1, C_2, M, alpha, S_churn, S_min, S_max, S_noise, sigmas=sigmas)

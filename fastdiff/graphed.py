@@ -18,7 +18,7 @@ import itertools
 from . import backends
 from .capture import CaptureError, EmulatedGraph, check_no_autocast, trace_loop
 from .rng import seeds_tensor
-from .sampler import _check_inputs, _draw_seeds, build_loop, plan_steps, structure
+from .sampler import _check_inputs, _draw_seeds, build_loop, plan_steps, require_loop_memory, structure
 
 __all__ = ["GraphedSampler", "clear_cache"]
 
@@ -308,6 +308,7 @@ def sample_graphed(mode, net, latents, class_labels, randn_like, num_steps, sigm
     if reason is not None:
         return _decline(mode, reason)
     state_dtype = _check_inputs(net, latents, class_labels, randn_like, seeds, dtype, callback, nonfinite)
+    require_loop_memory(num_steps, sigmas, latents.shape[0], latents.device, state_dtype)
     schedule = dict(num_steps=num_steps, sigma_min=sigma_min, sigma_max=sigma_max, rho=rho, S_churn=S_churn,
                     S_min=S_min, S_max=S_max, S_noise=S_noise, solver=solver, sigmas=sigmas, eta=eta)
     plan = plan_steps(net, **schedule)

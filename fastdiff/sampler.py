@@ -27,6 +27,7 @@ from dataclasses import dataclass
 import torch
 
 from . import backends, ops
+from ._memory import on_devices, require_memory
 from .rng import SAMPLER_OFFSET, seeds_tensor
 from ._validate import check_below, check_int, check_output, check_positive, check_real
 from .schedules import karras_sigmas
@@ -94,10 +95,16 @@ def plan_steps(net=None, num_steps=18, sigma_min=0.002, sigma_max=80.0, rho=7.0,
     _check_no_churn(solver, S_churn=S_churn, S_min=S_min, S_max=S_max, S_noise=S_noise)
     round_sigma = getattr(net, "round_sigma", None)
     if sigmas is None:
-        t = _karras_schedule(net, check_int("num_steps", num_steps, minimum=1), sigma_min, sigma_max, rho)
+        num_steps = check_int("num_steps", num_steps, minimum=1)
+        require_memory("num_steps", str(num_steps), {torch.device("cpu"): num_steps * PLAN_BYTES_PER_STEP},
+                       "the sampler's per-step plan", "use fewer steps")
+        t = _karras_schedule(net, num_steps, sigma_min, sigma_max, rho)
     else:
         _check_no_schedule_arguments(num_steps=num_steps, sigma_min=sigma_min, sigma_max=sigma_max, rho=rho)
         t = _check_sigmas("sigmas", sigmas)
+        require_memory("sigmas", f"a schedule of {t.numel() - 1} steps",
+                       {torch.device("cpu"): (t.numel() - 1) * PLAN_BYTES_PER_STEP}, "the sampler's per-step plan",
+                       "use fewer steps")
     if round_sigma is not None:  # rounding may repeat a level (a zero-length step, as in EDM) but not reach 0 early
         t = _check_sigmas("net.round_sigma(sigmas)", torch.cat([_round(round_sigma, t[:-1]), t[-1:]]), strict=False)
     if solver == "euler_ancestral":
@@ -261,6 +268,7 @@ def build_loop(net, latents, class_labels=None, randn_like=None, num_steps=18, s
     state_dtype = _check_inputs(net, latents, class_labels, randn_like, seeds, dtype, callback, nonfinite)
     if not isinstance(reuse_buffers, bool):
         raise TypeError(f"reuse_buffers: expected True or False, got {reuse_buffers!r}")
+    require_loop_memory(num_steps, sigmas, latents.shape[0], latents.device, state_dtype)
     plan = plan_steps(net, num_steps, sigma_min, sigma_max, rho, S_churn, S_min, S_max, S_noise, solver=solver,
                       sigmas=sigmas, eta=eta)
     backend = backends.resolve(backend, torch.empty(0, dtype=state_dtype, device=latents.device), (latents,))
@@ -273,6 +281,42 @@ def build_loop(net, latents, class_labels=None, randn_like=None, num_steps=18, s
     loop = SamplingLoop(net, plan, latents, state_dtype, randn_like=randn_like, callback=callback,
                         nonfinite=nonfinite, backend=backend, in_place=reuse_buffers)
     return loop, seeds
+
+
+# What a sampling run allocates per step, at least, before its first step (counted from plan_steps and
+# SamplingLoop): the plan's Python floats on the host (96 bytes per step for DPM-Solver++(2M), the smallest plan;
+# Heun's is 136), and on the latents' device the tables t, t_hat, noise_std, the per-step minima and maxima (five
+# state-dtype values), the step's noise offset (int64) and the noise levels the net sees, sigma_hat and sigma_next
+# for every sample ([num_steps, B] each).
+PLAN_BYTES_PER_STEP = 96
+STEP_TABLES = 5
+
+
+def loop_table_bytes(num_steps: int, batch: int, state_dtype: torch.dtype, step_tables: int = STEP_TABLES) -> int:
+    """Bytes of a loop's per-step device tables: num_steps ((2 B + step_tables) itemsize + 8) for two [num_steps, B]
+    tables of noise levels, step_tables [num_steps] tables in the state dtype and the int64 noise offsets."""
+    itemsize = torch.empty((), dtype=state_dtype).element_size()
+    return num_steps * ((2 * batch + step_tables) * itemsize + 8)
+
+
+def require_loop_memory(num_steps, sigmas, batch: int, device, state_dtype: torch.dtype, *,
+                        plan_bytes_per_step: int = PLAN_BYTES_PER_STEP, step_tables: int = STEP_TABLES,
+                        name: str = "num_steps") -> None:
+    """Refuse, before planning anything, a number of steps (num_steps, or the length of sigmas) whose plan and tables
+    cannot fit (NotEnoughMemoryError, naming the argument, the bytes needed and the bytes available). `name` is what
+    errors call num_steps."""
+    if sigmas is None:
+        steps = check_int(name, num_steps, minimum=1)
+        given = str(steps)
+    elif hasattr(sigmas, "__len__"):
+        name, steps = "sigmas", max(len(sigmas) - 1, 0)
+        given = f"a schedule of {steps} steps"
+    else:
+        return  # the plan says what is wrong with it
+    needs = on_devices(steps * plan_bytes_per_step, device, loop_table_bytes(steps, batch, state_dtype, step_tables))
+    require_memory(name, given, needs, f"the sampler's per-step plan and tables (the noise levels of the batch's {batch} "
+                   f"samples at every step, in {str(state_dtype).replace('torch.', '')})",
+                   "use fewer steps, or a smaller batch")
 
 
 def run_plan(net, latents, plan: StepPlan, class_labels, randn_like, seeds, state_dtype, callback, nonfinite,

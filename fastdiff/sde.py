@@ -23,6 +23,7 @@ from typing import NamedTuple
 import torch
 
 from . import ops
+from ._memory import on_devices, require_memory
 from ._validate import check_below, check_int, check_output, check_positive, check_real, check_shape
 from .rng import SAMPLER_OFFSET, seeds_tensor
 from .sampler import _draw_seeds
@@ -52,6 +53,7 @@ class SDE:
 
     def __init__(self, N: int):
         self.N = check_int("N", N, minimum=2)
+        _require_level_memory("N", self.N)
         self._device_tables: dict = {}
         self._make_tables()
 
@@ -113,6 +115,7 @@ class SDE:
         """The same SDE discretised with N levels (`name` is the argument that errors name)."""
         clone = copy.copy(self)
         clone.N = check_int(name, N, minimum=2)
+        _require_level_memory(name, clone.N)
         clone._device_tables = {}
         clone._make_tables(name)
         return clone
@@ -264,6 +267,16 @@ class subVPSDE(_LinearBetaSDE):  # noqa: N801 - the paper's name
         """s = exp(-B/2), std = 1 - exp(-B) with B = int_0^t beta."""
         B = self.beta_integral(t)
         return (-0.5 * B).exp(), -torch.expm1(-B)
+
+
+LEVEL_TABLE_BYTES = 8  # at least, per level: the discretisation's float64 table (VE's sigmas; VP's betas and alphas)
+PC_HOST_BYTES_PER_STEP = 40  # pc_sample's time grid, a float64 tensor and a list of Python floats
+
+
+def _require_level_memory(name: str, N: int) -> None:
+    """Refuse N levels whose tables cannot fit (NotEnoughMemoryError)."""
+    require_memory(name, str(N), {torch.device("cpu"): N * LEVEL_TABLE_BYTES}, "the discretisation's tables",
+                   "use fewer levels")
 
 
 def _as_time(t) -> torch.Tensor:
@@ -420,6 +433,7 @@ def pc_sample(sde: SDE, score_fn, latents: torch.Tensor, predictor="reverse_diff
                              f"it sets the Langevin corrector{'s' if name != 'langevin_norms' else ''}")
     eps = _check_eps(eps, sde)
     _check_bool("denoise", denoise)
+    _require_pc_memory(sde, num_steps, n_steps if corrector else 0, predictor is not None, latents, state_dtype)
     if num_steps is not None:
         sde = sde.with_steps(num_steps, name="num_steps")
     N, batch, device = sde.N, latents.shape[0], latents.device
@@ -441,6 +455,19 @@ def pc_sample(sde: SDE, score_fn, latents: torch.Tensor, predictor="reverse_diff
     if denoise:
         x = tweedie_denoise(sde, score_fn, x, times[N - 1])
     return x.to(latents.dtype)
+
+
+def _require_pc_memory(sde: SDE, num_steps, corrector_steps: int, predicts: bool, latents: torch.Tensor,
+                       state_dtype: torch.dtype) -> None:
+    """Refuse, before building anything, a number of steps whose tables cannot fit: the time grid on the host and,
+    on the latents' device, its copy in the state dtype and one int64 noise offset per draw."""
+    name, N = ("num_steps", check_int("num_steps", num_steps, minimum=2)) if num_steps is not None else ("sde", sde.N)
+    draws = N * corrector_steps + (N - 1) * predicts
+    itemsize = torch.empty((), dtype=state_dtype).element_size()
+    needs = on_devices(N * (PC_HOST_BYTES_PER_STEP + (LEVEL_TABLE_BYTES if num_steps is not None else 0)),
+                       latents.device, N * itemsize + 8 * draws)
+    require_memory(name, f"{N} steps" if name == "sde" else str(N), needs,
+                   "pc_sample's time grid and per-draw noise offsets", "use fewer steps (num_steps=)")
 
 
 class _NoiseStream:
