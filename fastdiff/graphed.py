@@ -219,8 +219,8 @@ class GraphedSampler:
     def _capture(self, warmup: int) -> None:
         buffers = [self.latents, self.seeds, self.use_latents, self.start, self.output, self.loop.state,
                    self.loop.euler_point, self.labels, self.loop.t, self.loop.t_hat, self.loop.noise_std,
-                   self.loop.sigma_hat_batch, self.loop.sigma_next_batch, self.loop.offsets, self.loop.minima,
-                   self.loop.maxima]
+                   self.loop.sigma_hat_batch, self.loop.sigma_next_batch, self.loop.offsets,
+                   self.loop.finite_check.minima, self.loop.finite_check.maxima]
         self._buffer_bytes = sum(t.untyped_storage().nbytes() for t in buffers if t is not None)
         if self.graph_kind == "emulated":
             for _ in range(warmup):

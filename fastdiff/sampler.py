@@ -20,7 +20,6 @@ from __future__ import annotations
 import dataclasses
 import math
 import threading
-import warnings
 from collections import OrderedDict
 from dataclasses import dataclass
 
@@ -28,6 +27,7 @@ import torch
 
 from . import backends, ops
 from ._memory import on_devices, require_memory
+from ._nonfinite import NONFINITE, NonfiniteCheck, check_nonfinite, steps_where  # noqa: F401 - NONFINITE: public here
 from .rng import SAMPLER_OFFSET, seeds_tensor
 from ._validate import check_below, check_int, check_output, check_positive, check_real
 from .schedules import karras_sigmas
@@ -36,7 +36,6 @@ SOLVERS = ("euler", "heun", "euler_ancestral", "dpmpp_2m", "ddim")
 CHURN_SOLVERS = ("euler", "heun")  # EDM's: the only solvers that take S_churn, S_min and S_max
 DEFAULT_ETA = 1.0  # euler_ancestral's, as k-diffusion's: the full ancestral (DDPM-like) noise
 STATE_DTYPES = (torch.float32, torch.float64)
-NONFINITE = ("warn", "raise", "ignore")
 
 
 @dataclass(frozen=True)
@@ -366,9 +365,8 @@ class SamplingLoop:
         self.sigma_hat_batch = self.t_hat[:, None].expand(-1, batch).contiguous()  # [N, B], what the net sees
         self.sigma_next_batch = self.t[1:, None].expand(-1, batch).contiguous()
         self.offsets = SAMPLER_OFFSET + torch.arange(N, dtype=torch.int64, device=self.device)  # step i's noise stream
-        # Each step's smallest and largest state value: NaN or inf in the state shows in one of them (NaN propagates).
-        self.minima = torch.zeros(N, dtype=state_dtype, device=self.device)
-        self.maxima = torch.zeros(N, dtype=state_dtype, device=self.device)
+        # The state's extremes at the start and after each step, for the non-finite report (fastdiff._nonfinite).
+        self.finite_check = NonfiniteCheck(nonfinite, N, state_dtype, self.device)
         self.state = torch.empty(self.shape, dtype=state_dtype, device=self.device)  # contiguous, whatever the latents' layout
         self.euler_point = torch.empty_like(self.state) if self.in_place and any(plan.correct) else None
         self.extrapolated = torch.empty_like(self.state) if self.in_place and _extrapolates(plan) else None
@@ -404,6 +402,7 @@ class SamplingLoop:
 
         x_next = self.state
         torch.mul(latents, self.t[0], out=x_next)
+        self.finite_check.record(-1, x_next)
         denoised_prev = None  # D_{i-1}, for a multistep plan
 
         # Main sampling loop.
@@ -450,8 +449,7 @@ class SamplingLoop:
                                        backend=backend)
             denoised_prev = denoised
 
-            if self.nonfinite != "ignore" and x_next.numel() > 0:  # (aminmax refuses empty tensors)
-                torch.aminmax(x_next.detach(), out=(self.minima[i], self.maxima[i]))
+            self.finite_check.record(i, x_next)
 
         if on_step is not None:
             on_step(plan.num_steps)  # the loop has ended: what follows happens once per call
@@ -474,9 +472,9 @@ class SamplingLoop:
     def report_nonfinite(self, stacklevel: int = 1) -> None:
         """After run(): warn or raise (per `nonfinite`) if the state held NaN or inf; one host sync.
         stacklevel is warnings.warn's, counted from the caller of this method."""
-        if self.nonfinite != "ignore":
-            finite = self.minima.isfinite() & self.maxima.isfinite()
-            _report_nonfinite(finite, self.plan, self.nonfinite, stacklevel + 2)
+        t = self.plan.t
+        where = steps_where(self.plan.num_steps, lambda i: f"sigma {t[i]:.6g} -> {t[i + 1]:.6g}")
+        self.finite_check.report(where, "check the net's output at that noise level", stacklevel=stacklevel + 1)
 
 
 def _extrapolates(plan: StepPlan) -> bool:
@@ -520,8 +518,7 @@ def _check_inputs(net, latents, class_labels, randn_like, seeds, dtype, callback
         raise ValueError("seeds: pass either randn_like or seeds, not both (seeds key fastdiff's own generator)")
     if callback is not None and not callable(callback):
         raise TypeError(f"callback: expected a callable taking a dict, got {type(callback).__name__}")
-    if nonfinite not in NONFINITE:
-        raise ValueError(f"nonfinite: expected one of {', '.join(map(repr, NONFINITE))}, got {nonfinite!r}")
+    check_nonfinite(nonfinite)
     if dtype is None:
         return torch.float64 if latents.dtype == torch.float64 else torch.float32
     if dtype not in STATE_DTYPES:
@@ -600,16 +597,3 @@ def _call_net(net, x, sigma, class_labels) -> torch.Tensor:
 def _check_noise(eps, x: torch.Tensor) -> torch.Tensor:
     """randn_like's output must be one value per element of x: broadcasting would give every sample the same noise."""
     return check_output("randn_like", eps, x, "randn_like(x)")
-
-
-def _report_nonfinite(finite: torch.Tensor, plan: StepPlan, mode: str, stacklevel: int) -> None:
-    """One host sync after the loop: name the first step whose result held NaN or inf."""
-    bad = (~finite).nonzero()
-    if bad.numel() == 0:
-        return
-    i = int(bad[0])
-    message = (f"non-finite values (NaN or inf) in the sampler state first appeared at step {i} of {plan.num_steps} "
-               f"(sigma {plan.t[i]:.6g} -> {plan.t[i + 1]:.6g}); check the net's output at that noise level")
-    if mode == "raise":
-        raise FloatingPointError(message)
-    warnings.warn(message, RuntimeWarning, stacklevel=stacklevel)

@@ -150,7 +150,7 @@ def test_the_figures_are_lower_bounds_of_what_is_allocated():
         assert held >= steps * PLAN_BYTES_PER_STEP, (solver, held / steps)
         loop = SamplingLoop(lambda x, s: x, plan, torch.zeros(batch, 2), torch.float32)
         tables = [loop.t, loop.t_hat, loop.noise_std, loop.sigma_hat_batch, loop.sigma_next_batch, loop.offsets,
-                  loop.minima, loop.maxima, loop.t_down, loop.multistep]
+                  loop.finite_check.minima, loop.finite_check.maxima, loop.t_down, loop.multistep]
         assert sum(t.numel() * t.element_size() for t in tables if t is not None) >= \
             loop_table_bytes(steps, batch, torch.float32)
 
