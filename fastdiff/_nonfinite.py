@@ -62,7 +62,7 @@ class NonfiniteCheck:
         """What report() says when stage `first` (as first_nonfinite counts) is the first with NaN or inf."""
         if first == 0:
             return (f"non-finite values (NaN or inf) were already in the {inputs} given to the sampler, before its "
-                    f"first step, so the network is not the cause; check how the {inputs} were made")
+                    f"first step, so the network is not the cause; check how they were made")
         return f"non-finite values (NaN or inf) in the sampler state first appeared {where(first - 1)}; {hint}"
 
 
