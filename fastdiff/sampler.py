@@ -27,7 +27,7 @@ import torch
 
 from . import backends, ops
 from ._memory import on_devices, require_memory
-from ._nonfinite import NONFINITE, NonfiniteCheck, check_nonfinite, steps_where  # noqa: F401 - NONFINITE: public here
+from ._nonfinite import NONFINITE, NonfiniteCheck, check_nonfinite, steps_where  # noqa: F401 (NONFINITE: kept)
 from .rng import SAMPLER_OFFSET, seeds_tensor
 from ._validate import check_below, check_int, check_output, check_positive, check_real
 from .schedules import karras_sigmas
