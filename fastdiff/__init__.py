@@ -4,6 +4,7 @@
 """
 from ._version import __version__
 from . import data, nets, sde
+from ._memory import NotEnoughMemoryError
 from .backends import BackendUnavailableError
 from .capture import CaptureError, CaptureReport, check_capture
 from .ddpm import DDPM
@@ -32,6 +33,7 @@ __all__ = [
     "GaussianMixture",
     "GraphedSampler",
     "Inpainting",
+    "NotEnoughMemoryError",
     "StepPlan",
     "TrainConfig",
     "TrainResult",

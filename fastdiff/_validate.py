@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import math
 import numbers
+from collections.abc import Sequence
 
 import torch
 
@@ -15,6 +16,32 @@ def check_int(name: str, value, minimum: int | None = None) -> int:
     if minimum is not None and value < minimum:
         raise ValueError(f"{name}: must be >= {minimum}, got {value}")
     return value
+
+
+def check_shape(name: str, shape, min_ndim: int = 0, what: str = "") -> tuple[int, ...]:
+    """A tensor shape: an int n (the shape (n,)) or a sequence (tuple, list, torch.Size) of ints >= 0, at least
+    `min_ndim` of them; Python or numpy ints, not bools, floats or strings. Returned as a tuple of ints.
+    `what` describes the dimensions in errors, e.g. "(batch, ...)"."""
+    accepted = f"an int or a sequence of non-negative ints{' ' + what if what else ''}"
+    if _is_int(shape):
+        shape = (shape,)
+    elif isinstance(shape, (str, bytes)) or not isinstance(shape, Sequence):
+        raise TypeError(f"{name}: expected {accepted}, got {shape!r} of type {type(shape).__name__}")
+    for i, size in enumerate(shape):
+        if not _is_int(size):
+            raise TypeError(f"{name}: expected {accepted}, got {tuple(shape)!r}: dimension {i} is {size!r}, a "
+                            f"{type(size).__name__}")
+        if size < 0:
+            raise ValueError(f"{name}: expected {accepted}, got {tuple(shape)!r}: dimension {i} is {size}, below 0")
+    if len(shape) < min_ndim:
+        raise ValueError(f"{name}: expected {accepted} with at least {min_ndim} dimension{'s' if min_ndim > 1 else ''}, "
+                         f"got {tuple(shape)!r}")
+    return tuple(int(size) for size in shape)
+
+
+def _is_int(value) -> bool:
+    """A Python or numpy integer (or a symbolic one, in a shape traced by torch.compile), not a bool."""
+    return isinstance(value, (numbers.Integral, torch.SymInt)) and not isinstance(value, bool)
 
 
 def check_real(name: str, value, *, minimum: float | None = None, allow_inf: bool = False) -> float:

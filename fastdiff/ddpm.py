@@ -19,6 +19,8 @@ from dataclasses import dataclass
 import torch
 
 from . import ops
+from ._memory import require_memory
+from ._nonfinite import NonfiniteCheck, check_nonfinite, steps_where
 from .backends import check_name, resolve
 from .loss import DDPMLoss
 from .precond import Precond, _as_sigma_tensor, nearest_level
@@ -29,6 +31,7 @@ from .schedules import BETA_SCHEDULES, ddpm_betas
 from ._validate import check_int, check_output, check_real
 
 VARIANCES = ("fixedlarge", "fixedsmall")
+TABLE_BYTES_PER_TIMESTEP = 64  # at least: DDPM's eight float64 tables of num_timesteps values
 DEFAULT_BETAS = (1e-4, 0.02)
 
 
@@ -63,6 +66,10 @@ class DDPM:
     def __init__(self, num_timesteps: int = 1000, beta_start: float = 1e-4, beta_end: float = 0.02,
                  beta_schedule: str = "linear"):
         self.num_timesteps = check_int("num_timesteps", num_timesteps, minimum=2)
+        require_memory("num_timesteps", str(self.num_timesteps),
+                       {torch.device("cpu"): self.num_timesteps * TABLE_BYTES_PER_TIMESTEP},
+                       "the schedule's tables (betas, alphas_cumprod, the posterior's coefficients, ...)",
+                       "use fewer time steps")
         if not isinstance(beta_schedule, str) or beta_schedule not in BETA_SCHEDULES:
             raise ValueError(f"beta_schedule: expected one of {', '.join(map(repr, BETA_SCHEDULES))}, got {beta_schedule!r}")
         if beta_schedule == "cosine" and (beta_start, beta_end) != DEFAULT_BETAS:
@@ -189,7 +196,8 @@ class DDPM:
                      noise_std=sigma)
 
     def sample(self, eps_model, latents: torch.Tensor, randn_like=None, seeds=None, variance: str = "fixedlarge",
-               clip_denoised: bool = False, class_labels=None, num_steps: int | None = None, *, backend: str = "auto"):
+               clip_denoised: bool = False, class_labels=None, num_steps: int | None = None, *, backend: str = "auto",
+               nonfinite: str = "warn"):
         """Ancestral sampling: x_{t-1} = 1/sqrt(alpha_t) (x_t - beta_t / sqrt(1 - a_t) eps) + sigma_t z, no noise at
         the last step, from x_{T-1} = latents (unit-variance noise [B, ...]); see ancestral_plan.
 
@@ -198,28 +206,36 @@ class DDPM:
         randn_like(x) when given (called on every step but the last), else from fastdiff's generator keyed by `seeds`
         (one int per sample, drawn from torch's default generator when omitted). The state is float32 (float64 for
         float64 latents); the result has the latents' shape and dtype. `backend` runs the noise injection (ops.churn).
+        `nonfinite` says what to do if NaN or inf appear, as in fastdiff.sample: "warn" (default), "raise"
+        (FloatingPointError) or "ignore"; the report names the first step whose state held them, or the latents.
         """
         plan = self.ancestral_plan(num_steps, variance)
-        return self._run(plan, eps_model, latents, randn_like, seeds, clip_denoised, class_labels, backend)
+        return self._run(plan, eps_model, latents, randn_like, seeds, clip_denoised, class_labels, backend, nonfinite)
 
     def ddim_sample(self, eps_model, latents: torch.Tensor, num_steps: int = 50, eta: float = 0.0, seeds=None,
-                    randn_like=None, class_labels=None, clip_denoised: bool = False, *, backend: str = "auto"):
+                    randn_like=None, class_labels=None, clip_denoised: bool = False, *, backend: str = "auto",
+                    nonfinite: str = "warn"):
         """DDIM (Song et al. 2021) over timesteps(num_steps) (evenly spaced from T-1 to 0); see ddim_plan.
 
         eta = 0 is deterministic (Euler on the probability-flow ODE in the EDM variables x / sqrt(a_t) and sigma_t),
         eta = 1 with num_steps = T is DDPM's ancestral sampler with "fixedsmall" variance. Noise, state and result as
-        in sample(); clip_denoised clips the predicted x_0 to [-1, 1] and recomputes eps from it.
+        in sample(); clip_denoised clips the predicted x_0 to [-1, 1] and recomputes eps from it; nonfinite as in
+        sample().
         """
         plan = self.ddim_plan(num_steps, eta)
-        return self._run(plan, eps_model, latents, randn_like, seeds, clip_denoised, class_labels, backend)
+        return self._run(plan, eps_model, latents, randn_like, seeds, clip_denoised, class_labels, backend, nonfinite)
 
     def run_plan(self, plan: DDPMStepPlan, eps_model, latents: torch.Tensor, randn_like=None, seeds=None,
-                 clip_denoised: bool = False, class_labels=None, *, backend: str = "auto") -> torch.Tensor:
+                 clip_denoised: bool = False, class_labels=None, *, backend: str = "auto",
+                 nonfinite: str = "warn") -> torch.Tensor:
         """The sampling loop for a plan of this DDPM (ancestral_plan or ddim_plan); arguments as in sample()."""
-        return self._run(plan, eps_model, latents, randn_like, seeds, clip_denoised, class_labels, backend)
+        return self._run(plan, eps_model, latents, randn_like, seeds, clip_denoised, class_labels, backend, nonfinite)
 
-    def _run(self, plan: DDPMStepPlan, eps_model, latents, randn_like, seeds, clip_denoised, class_labels, backend):
+    def _run(self, plan: DDPMStepPlan, eps_model, latents, randn_like, seeds, clip_denoised, class_labels, backend,
+             nonfinite):
+        """The loop; warnings name the caller of the public method that called this one."""
         state_dtype = _check_sampling_inputs(eps_model, latents, randn_like, seeds, clip_denoised, class_labels)
+        check_nonfinite(nonfinite)
         if not isinstance(plan, DDPMStepPlan):
             raise TypeError(f"plan: expected a DDPMStepPlan (from ancestral_plan or ddim_plan), got {type(plan).__name__}")
         if not all(0 <= t < self.num_timesteps for t in plan.t):
@@ -240,7 +256,9 @@ class DDPM:
         t_batch = table(plan.t)[:, None].expand(-1, batch).contiguous()  # [S, B], what eps_model sees
         offsets = SAMPLER_OFFSET + torch.arange(plan.num_steps, dtype=torch.int64, device=device)  # step i's noise stream
 
+        finite_check = NonfiniteCheck(nonfinite, plan.num_steps, state_dtype, device)
         x = latents.to(state_dtype)
+        finite_check.record(-1, x)
         for i in range(plan.num_steps):
             eps = eps_model(x, t_batch[i]) if class_labels is None else eps_model(x, t_batch[i], class_labels)
             eps = check_output("eps_model", eps, x, "eps_model(x_t, t)").to(state_dtype)
@@ -254,6 +272,10 @@ class DDPM:
                     x = x + noise_std[i] * check_output("randn_like", randn_like(x), x, "randn_like(x)")
                 else:
                     x = ops.churn(x, seeds, offsets[i], noise_std[i], backend=backend)
+            finite_check.record(i, x)
+        where = steps_where(plan.num_steps, lambda i: f"time step {plan.t[i]} -> "
+                            + (f"{plan.t[i + 1]}" if i + 1 < plan.num_steps else "x_0"))
+        finite_check.report(where, "check eps_model's output at that time step", stacklevel=3)
         return x.to(latents.dtype)
 
     # ---------------------------------------------------------------------------------------------------------

@@ -21,9 +21,12 @@ from typing import Callable, NamedTuple
 import torch
 
 from . import backends, ops
+from ._memory import require_memory
+from ._nonfinite import NonfiniteCheck, steps_where
 from .precond import iDDPMPrecond, vp_sigma, vp_sigma_inv
 from .rng import SAMPLER_OFFSET, seeds_tensor
-from .sampler import _call_net, _check_inputs, _check_noise, _check_sigmas, _draw_seeds, _round, clamp_to_net
+from .sampler import (_call_net, _check_inputs, _check_noise, _check_sigmas, _draw_seeds, _round, clamp_to_net,
+                      require_loop_memory)
 from .schedules import karras_sigmas
 from ._validate import check_below, check_int, check_positive, check_real, check_unit_interval
 
@@ -34,6 +37,7 @@ SCALINGS = ("none", "vp")
 # The VP betas of Song et al. 2021; they fix only the default noise range of the vp discretization, as in EDM.
 VP_BETA_D, VP_BETA_MIN = 19.9, 0.1
 DEFAULT_SIGMA_RANGE = {"edm": (0.002, 80.0), "ve": (0.02, 100.0), "iddpm": (0.002, 81.0)}  # vp: from epsilon_s
+PLAN_BYTES_PER_STEP = 480  # at least, on the host: GeneralPlan's 15 per-step tuples of Python floats (measured 488)
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -285,7 +289,10 @@ def plan_general(net=None, num_steps=18, sigma_min=None, sigma_max=None, rho=7.0
 
     # Noise levels: the discretization's (or the user's), rounded by the net, then as times of the schedule.
     if sigmas is None:
-        levels = discretize(discretization, check_int("num_steps", num_steps, minimum=1), sigma_min, sigma_max,
+        num_steps = check_int("num_steps", num_steps, minimum=1)
+        require_memory("num_steps", str(num_steps), {torch.device("cpu"): num_steps * PLAN_BYTES_PER_STEP},
+                       "the sampler's per-step plan", "use fewer steps")
+        levels = discretize(discretization, num_steps, sigma_min, sigma_max,
                             check_positive("rho", rho), epsilon_s, C_1, C_2, M)
         levels = torch.cat([levels, torch.zeros(1, dtype=torch.float64)])  # t_N = 0
     else:
@@ -348,7 +355,7 @@ def plan_general(net=None, num_steps=18, sigma_min=None, sigma_max=None, rho=7.0
 def sample_general(net, latents, class_labels=None, randn_like=None, num_steps=18, sigma_min=None, sigma_max=None,
                    rho=7.0, solver="heun", discretization="edm", schedule="edm", scaling="none", epsilon_s=1e-3,
                    C_1=0.001, C_2=0.008, M=1000, alpha=1.0, S_churn=0.0, S_min=0.0, S_max=float("inf"), S_noise=1.0,
-                   seeds=None, dtype=None, *, sigmas=None, backend="auto"):
+                   seeds=None, dtype=None, *, sigmas=None, backend="auto", nonfinite="warn"):
     """Sample with EDM's generalized sampler; NVlabs/edm's `ablation_sampler` arguments, plus seeds/dtype/sigmas/backend.
 
     net(x, sigma[, class_labels]) returns D(x; sigma) (sigma of shape [B]); latents are unit-variance noise [B, ...];
@@ -361,9 +368,12 @@ def sample_general(net, latents, class_labels=None, randn_like=None, num_steps=1
     Noise: randn_like(x) once per step when given, else fastdiff's generator keyed by `seeds` (one int per sample,
     drawn from torch's default generator when omitted). `sigmas` replaces the discretization by given noise levels
     (a last 0 is the step to t = 0; without it the run stops at the last level, x = s(t) x~). `backend` runs the noise
-    injection (fastdiff.ops.churn).
+    injection (fastdiff.ops.churn). `nonfinite` says what to do if NaN or inf appear, as in fastdiff.sample: "warn"
+    (default), "raise" (FloatingPointError) or "ignore".
     """
-    state_dtype = _check_inputs(net, latents, class_labels, randn_like, seeds, dtype, None, "warn")
+    state_dtype = _check_inputs(net, latents, class_labels, randn_like, seeds, dtype, None, nonfinite)
+    require_loop_memory(num_steps, sigmas, latents.shape[0], latents.device, state_dtype,
+                        plan_bytes_per_step=PLAN_BYTES_PER_STEP, step_tables=1)
     backend = backends.resolve(backend, torch.empty(0, dtype=state_dtype, device=latents.device), (latents,))
     plan = plan_general(net, num_steps, sigma_min, sigma_max, rho, solver, discretization, schedule, scaling, epsilon_s,
                         C_1, C_2, M, alpha, S_churn, S_min, S_max, S_noise, sigmas=sigmas)
@@ -372,16 +382,21 @@ def sample_general(net, latents, class_labels=None, randn_like=None, num_steps=1
             seeds = seeds_tensor(seeds, latents.shape[0], latents.device)
         elif any(std > 0 for std in plan.noise_std):  # a deterministic run leaves torch's generator untouched
             seeds = _draw_seeds(latents.shape[0], latents.device)
-    return run_general(net, latents, plan, class_labels, randn_like, seeds, state_dtype, backend)
+    return run_general(net, latents, plan, class_labels, randn_like, seeds, state_dtype, backend, nonfinite,
+                       stacklevel=2)
 
 
 def run_general(net, latents: torch.Tensor, plan: GeneralPlan, class_labels=None, randn_like=None, seeds=None,
-                state_dtype: torch.dtype = torch.float32, backend: str = "auto") -> torch.Tensor:
-    """The loop of sample_general for a plan: device work only, the host decides nothing from device values.
+                state_dtype: torch.dtype = torch.float32, backend: str = "auto", nonfinite: str = "warn", *,
+                stacklevel: int = 1) -> torch.Tensor:
+    """The loop of sample_general for a plan: device work only, the host decides nothing from device values until
+    the loop has ended, when NaN or inf in the state are reported per `nonfinite` (one host sync, none for "ignore";
+    warnings name the caller `stacklevel` frames up).
 
     seeds is an int64 tensor [B] on latents' device when the plan adds noise and randn_like is None.
     """
     batch, device, N = latents.shape[0], latents.device, plan.num_steps
+    finite_check = NonfiniteCheck(nonfinite, N, state_dtype, device)
     # What ops.churn and the net take as tensors lives in device tables made once; the rest are host floats.
     noise_std = torch.tensor(plan.noise_std, dtype=torch.float64).to(device=device, dtype=state_dtype)
     offsets = SAMPLER_OFFSET + torch.arange(N, dtype=torch.int64, device=device)
@@ -394,6 +409,7 @@ def run_general(net, latents: torch.Tensor, plan: GeneralPlan, class_labels=None
         return _call_net(net, x_in, sigma, class_labels).to(state_dtype)
 
     x_next = latents.to(state_dtype) * plan.x0_scale
+    finite_check.record(-1, x_next)
     for i in range(N):
         x_cur = x_next
 
@@ -411,12 +427,15 @@ def run_general(net, latents: torch.Tensor, plan: GeneralPlan, class_labels=None
         d_cur = plan.A_hat[i] * x_hat - plan.B_hat[i] * denoise(x_hat, plan.inv_s_hat[i], sigma_hat[i])
         if not plan.correct[i]:
             x_next = x_hat + h * d_cur
-            continue
-
-        # Apply the second-order correction at t' = t_hat + alpha h.
-        x_prime = x_hat + (alpha * h) * d_cur
-        d_prime = plan.A_prime[i] * x_prime - plan.B_prime[i] * denoise(x_prime, plan.inv_s_prime[i], sigma_prime[i])
-        x_next = x_hat + h * ((1 - 1 / (2 * alpha)) * d_cur + (1 / (2 * alpha)) * d_prime)
+        else:
+            # Apply the second-order correction at t' = t_hat + alpha h.
+            x_prime = x_hat + (alpha * h) * d_cur
+            d_prime = plan.A_prime[i] * x_prime - plan.B_prime[i] * denoise(x_prime, plan.inv_s_prime[i],
+                                                                             sigma_prime[i])
+            x_next = x_hat + h * ((1 - 1 / (2 * alpha)) * d_cur + (1 / (2 * alpha)) * d_prime)
+        finite_check.record(i, x_next)
+    where = steps_where(N, lambda i: "sigma {:.6g} -> {:.6g}".format(*plan.sigma[i:i + 2]))
+    finite_check.report(where, "check the net's output at that noise level", stacklevel=stacklevel + 1)
     return x_next.to(latents.dtype)
 
 

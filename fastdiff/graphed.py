@@ -6,6 +6,7 @@ static buffers. This replaces the per-step kernel launches that bound small-batc
 from __future__ import annotations
 
 import logging
+import threading
 from collections import OrderedDict
 
 import torch
@@ -17,7 +18,7 @@ import itertools
 from . import backends
 from .capture import CaptureError, EmulatedGraph, check_no_autocast, trace_loop
 from .rng import seeds_tensor
-from .sampler import _check_inputs, _draw_seeds, build_loop, plan_steps, structure
+from .sampler import _check_inputs, _draw_seeds, build_loop, plan_steps, require_loop_memory, structure
 
 __all__ = ["GraphedSampler", "clear_cache"]
 
@@ -64,6 +65,10 @@ class GraphedSampler:
     replayed on any device: fastdiff.capture.EmulatedGraph, no speedup, for checking without a GPU), or "auto":
     "cuda" for CUDA latents. `memory` reports the bytes the sampler holds: static and loop buffers, and the
     graph's pool.
+
+    Calls from several threads are safe: a call holds the sampler's lock from the copy of its inputs into the
+    static buffers until its result is copied out (and set_plan holds it too), so concurrent calls run one after
+    another on this graph, each with its own inputs. Use one sampler per thread for parallel replays.
     """
 
     def __init__(self, net, latents_like: torch.Tensor, class_labels_like: torch.Tensor | None = None, *,
@@ -75,6 +80,8 @@ class GraphedSampler:
             raise TypeError(f"latents_like: expected a tensor of the latents' shape, dtype and device, got "
                             f"{type(latents_like).__name__}")
         self.graph_kind = _graph_kind(graph, latents_like)
+        self._lock = threading.Lock()  # one caller at a time uses the static buffers, the tables and the graph
+        self._done = torch.cuda.Event() if self.graph_kind == "cuda" else None  # the last call's work, on the device
         if isinstance(check, bool) is False:
             raise TypeError(f"check: expected True or False, got {check!r}")
         if isinstance(warmup, bool) or not isinstance(warmup, int) or warmup < 1:
@@ -98,7 +105,7 @@ class GraphedSampler:
         self.start = torch.empty_like(self.latents)
         self.output = torch.empty_like(self.latents)
         self._latents_offset = torch.zeros((), dtype=torch.int64, device=device)  # fastdiff.randn's stream for latents
-        self._noisy = any(std > 0 for std in self.loop.plan.noise_std)
+        self._noisy = any(std > 0 for std in self.loop.plan.noise_std)  # fixed by the plan's structure
 
         with torch.no_grad(), self._on_device():
             self.report = self._check(latents_like, class_labels_like) if check else None
@@ -113,15 +120,22 @@ class GraphedSampler:
 
     def set_plan(self, plan) -> None:
         """Replay another schedule of the same structure (number of steps, which add noise, which correct): the
-        noise levels live in device tables, so this copies them there and needs no new capture."""
-        self.loop.set_plan(plan)
-        self._noisy = any(std > 0 for std in plan.noise_std)
+        noise levels live in device tables, so this copies them there and needs no new capture. It waits for a
+        replay running in another thread to finish."""
+        with self._lock, self._on_device():
+            self._after_previous_call()
+            self._set_plan(plan)
+            self._record_done()
+
+    def _set_plan(self, plan) -> None:
+        self.loop.set_plan(plan)  # which steps add noise is part of the structure: self._noisy stays as it is
 
     def __call__(self, latents: torch.Tensor | None = None, seeds=None, class_labels: torch.Tensor | None = None):
         return self._run(latents, seeds, class_labels, stacklevel=3)
 
-    def _run(self, latents, seeds, class_labels, stacklevel: int):
-        """__call__, with warnings attributed `stacklevel` frames up from here."""
+    def _run(self, latents, seeds, class_labels, stacklevel: int, plan=None):
+        """__call__, with warnings attributed `stacklevel` frames up from here; with `plan`, that plan is loaded
+        first (set_plan) when it differs, under the same hold of the lock as the replay."""
         batch = self.shape[0]
         # Check every argument before changing any state (the buffers, torch's generator).
         if latents is not None:
@@ -145,7 +159,12 @@ class GraphedSampler:
             seeds = seeds_tensor(seeds, batch, self.device)
         elif latents is None or self._noisy:  # sample() draws seeds exactly when it needs them, and so do we
             seeds = _draw_seeds(batch, self.device)
-        with self._on_device():
+        # From the first copy into the static buffers to the copy of the result out of them, this call owns the
+        # buffers, the tables and the graph: another thread's copies would change this call's inputs mid-replay.
+        with self._lock, self._on_device():
+            self._after_previous_call()
+            if plan is not None and self.plan != plan:
+                self._set_plan(plan)
             if latents is not None:
                 self.latents.copy_(latents)
             self.use_latents.fill_(latents is not None)
@@ -154,8 +173,20 @@ class GraphedSampler:
             if self.labels is not None:
                 self.labels.copy_(class_labels)
             self._graph.replay()
+            output = self.output.clone()
+            self._record_done()
             self.loop.report_nonfinite(stacklevel=stacklevel)
-            return self.output.clone()
+            return output
+
+    def _after_previous_call(self) -> None:
+        """On CUDA, order this call's copies after the previous call's replay and copy-out on the device too: the
+        lock orders the launches, but callers in other threads may launch them on other streams."""
+        if self._done is not None:
+            torch.cuda.current_stream(self.device).wait_event(self._done)
+
+    def _record_done(self) -> None:
+        if self._done is not None:
+            self._done.record(torch.cuda.current_stream(self.device))
 
     def _on_device(self):
         """CUDA work on the sampler's device (a graph captures the current device's stream)."""
@@ -188,8 +219,8 @@ class GraphedSampler:
     def _capture(self, warmup: int) -> None:
         buffers = [self.latents, self.seeds, self.use_latents, self.start, self.output, self.loop.state,
                    self.loop.euler_point, self.labels, self.loop.t, self.loop.t_hat, self.loop.noise_std,
-                   self.loop.sigma_hat_batch, self.loop.sigma_next_batch, self.loop.offsets, self.loop.minima,
-                   self.loop.maxima]
+                   self.loop.sigma_hat_batch, self.loop.sigma_next_batch, self.loop.offsets,
+                   self.loop.finite_check.minima, self.loop.finite_check.maxima]
         self._buffer_bytes = sum(t.untyped_storage().nbytes() for t in buffers if t is not None)
         if self.graph_kind == "emulated":
             for _ in range(warmup):
@@ -233,13 +264,15 @@ def _graph_kind(graph, latents_like: torch.Tensor) -> str:
 CACHE_SIZE = 8
 _cache: OrderedDict = OrderedDict()
 _logged: set[str] = set()
+_cache_lock = threading.RLock()  # guards _cache and _logged (re-entrant: a failed capture declines while holding it)
 
 
 def clear_cache() -> None:
     """Drop every GraphedSampler that sample(cuda_graph=...) keeps (and the nets they hold), and forget which
     fallback reasons were logged."""
-    _cache.clear()
-    _logged.clear()
+    with _cache_lock:
+        _cache.clear()
+        _logged.clear()
 
 
 def fingerprint(net) -> tuple:
@@ -275,6 +308,7 @@ def sample_graphed(mode, net, latents, class_labels, randn_like, num_steps, sigm
     if reason is not None:
         return _decline(mode, reason)
     state_dtype = _check_inputs(net, latents, class_labels, randn_like, seeds, dtype, callback, nonfinite)
+    require_loop_memory(num_steps, sigmas, latents.shape[0], latents.device, state_dtype)
     schedule = dict(num_steps=num_steps, sigma_min=sigma_min, sigma_max=sigma_max, rho=rho, S_churn=S_churn,
                     S_min=S_min, S_max=S_max, S_noise=S_noise, solver=solver, sigmas=sigmas, eta=eta)
     plan = plan_steps(net, **schedule)
@@ -283,25 +317,26 @@ def sample_graphed(mode, net, latents, class_labels, randn_like, num_steps, sigm
     key = (id(net), tuple(latents.shape), latents.dtype, latents.device, labels, structure(plan), state_dtype, resolved,
            nonfinite)
     print_ = fingerprint(net)
-    entry = _cache.get(key)
-    if entry is None or entry[1] != print_:  # new, or the net's parameters, buffers or modes changed: capture again
-        try:
-            sampler = GraphedSampler(net, latents, class_labels, graph=kind, dtype=state_dtype, backend=resolved,
-                                     nonfinite=nonfinite, **schedule)
-        except CaptureError as error:
-            if error.__cause__ is not None:  # the capture itself failed (e.g. out of memory): maybe not next time
-                return _decline(mode, str(error))
-            sampler = str(error)
-        entry = _cache[key] = (net, print_, sampler)  # holding the net keeps its id from being reused while cached
-        while len(_cache) > CACHE_SIZE:
-            _cache.popitem(last=False)
-    _cache.move_to_end(key)
+    with _cache_lock:  # one thread looks up, captures and evicts at a time; replays run outside, each under its graph's lock
+        entry = _cache.get(key)
+        if entry is None or entry[1] != print_:  # new, or the net's parameters, buffers or modes changed: capture again
+            try:
+                sampler = GraphedSampler(net, latents, class_labels, graph=kind, dtype=state_dtype, backend=resolved,
+                                         nonfinite=nonfinite, **schedule)
+            except CaptureError as error:
+                if error.__cause__ is not None:  # the capture itself failed (e.g. out of memory): maybe not next time
+                    return _decline(mode, str(error))
+                sampler = str(error)
+            entry = _cache[key] = (net, print_, sampler)  # holding the net keeps its id from being reused while cached
+            while len(_cache) > CACHE_SIZE:
+                _cache.popitem(last=False)
+        _cache.move_to_end(key)
     sampler = entry[2]
     if isinstance(sampler, str):
         return _decline(mode, sampler)
-    if sampler.plan != plan:
-        sampler.set_plan(plan)
-    return sampler._run(latents, seeds, class_labels, stacklevel=4)  # warnings name the caller of sample()
+    # The plan is loaded and replayed under one hold of the sampler's lock: another thread's noise levels must not
+    # replace this call's between the two.
+    return sampler._run(latents, seeds, class_labels, stacklevel=4, plan=plan)  # warnings name the caller of sample()
 
 
 def _decline(mode, reason: str, loud: bool = True):
@@ -309,7 +344,9 @@ def _decline(mode, reason: str, loud: bool = True):
     there; an info line otherwise) and samples eagerly."""
     if mode is True:
         raise CaptureError(f"cuda_graph=True: {reason}")
-    if reason not in _logged:
+    with _cache_lock:
+        first = reason not in _logged
         _logged.add(reason)
+    if first:
         (log.warning if loud else log.info)("fastdiff: sampling without a CUDA graph: %s", reason)
     return None

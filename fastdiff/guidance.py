@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ._nonfinite import NonfiniteCheck, check_nonfinite, steps_where
 from ._validate import check_int, check_output, check_real
 from .reference.skip_mix import per_sample
 from .rng import MASK32, normal_from_seeds, randn, seeds_tensor
@@ -319,7 +320,8 @@ def inpaint(net, latents: torch.Tensor, known: torch.Tensor, mask, class_labels=
       samples for N = 32, 64, 128, 256 (K = 64), and 0.630, 0.659, 0.655, 0.676 for K = 4, 16, 64, 256 (N = 128).
 
     seeds (one int per sample; drawn from torch's default generator when omitted) key all the noise: the
-    observation noise and, unless sample_kwargs has randn_like, the sampler's own noise.
+    observation noise and, unless sample_kwargs has randn_like, the sampler's own noise. Both methods take
+    fastdiff.sample's `nonfinite` ("warn", "raise" or "ignore").
     """
     if method not in INPAINT_METHODS:
         raise ValueError(f"method: expected one of {', '.join(map(repr, INPAINT_METHODS))}, got {method!r}")
@@ -333,6 +335,7 @@ def inpaint(net, latents: torch.Tensor, known: torch.Tensor, mask, class_labels=
     if seeds is None:
         seeds = torch.randint(0, 2**62, (latents.shape[0],), dtype=torch.int64)
     seeds = seeds_tensor(seeds, latents.shape[0], latents.device)
+    nonfinite = check_nonfinite(sample_kwargs.pop("nonfinite", "warn"))
     if method == "smc":
         if noise != "level":
             raise ValueError(f"noise: only method='replacement' takes noise=, got noise={noise!r} with method='smc'")
@@ -345,7 +348,8 @@ def inpaint(net, latents: torch.Tensor, known: torch.Tensor, mask, class_labels=
             got = tuple(class_labels.shape) if isinstance(class_labels, torch.Tensor) else type(class_labels).__name__
             raise ValueError(f"class_labels: expected a tensor with one row per sample ({latents.shape[0]}), got {got}")
         sigmas = _smc_schedule(net, **sample_kwargs)
-        return _smc_inpaint(net, latents, known, mask, class_labels, seeds, sigmas, num_particles, return_particles)
+        return _smc_inpaint(net, latents, known, mask, class_labels, seeds, sigmas, num_particles, return_particles,
+                            nonfinite)
     if num_particles is not None:
         raise ValueError(f"num_particles: only method='smc' takes particles, got num_particles={num_particles!r} "
                          f"with method='replacement'")
@@ -357,7 +361,7 @@ def inpaint(net, latents: torch.Tensor, known: torch.Tensor, mask, class_labels=
     wrapper = Inpainting(net, known, mask, seeds, noise=noise)
     if sample_kwargs.get("randn_like") is None:
         sample_kwargs["seeds"] = seeds
-    x = sample(wrapper, latents, class_labels, **sample_kwargs)
+    x = sample(wrapper, latents, class_labels, nonfinite=nonfinite, **sample_kwargs)
     return torch.where(wrapper.mask, known.to(x.dtype), x)
 
 
@@ -385,7 +389,7 @@ def _smc_schedule(net, **given) -> list[float]:
     return t.tolist()
 
 
-def _smc_inpaint(net, latents, known, mask, class_labels, seeds, sigmas, K, return_particles):
+def _smc_inpaint(net, latents, known, mask, class_labels, seeds, sigmas, K, return_particles, nonfinite="warn"):
     """Sequential Monte Carlo inpainting (SMCDiff, Trippe et al. 2022) on EDM's x_sigma = x_0 + sigma n.
 
     The observation gets one forward-noised path y_0..y_N (y_N = known); K particles per sample take Gaussian
@@ -412,6 +416,8 @@ def _smc_inpaint(net, latents, known, mask, class_labels, seeds, sigmas, K, retu
     particles = torch.cat([latents.to(dtype)[:, None],
                            randn(seeds, (B, K - 1, *shape), offset=SMC_LATENTS_OFFSET, dtype=dtype)], dim=1)
     x = torch.where(known_mask, y[:, None].to(dtype), sigmas[0] * particles)
+    finite_check = NonfiniteCheck(nonfinite, N, dtype, device)
+    finite_check.record(-1, x)
     log_w = torch.zeros(B, K, dtype=torch.float64, device=device)
     labels = None if class_labels is None else class_labels.repeat_interleave(K, dim=0)
     for i in range(N):
@@ -421,6 +427,7 @@ def _smc_inpaint(net, latents, known, mask, class_labels, seeds, sigmas, K, retu
         D = D.to(dtype).reshape(B, K, *shape)
         if sigmas[i + 1] == 0:
             x = D
+            finite_check.record(i, x)
             break
         ratio = sigmas[i + 1] ** 2 / sigmas[i] ** 2
         std = sigmas[i + 1] * math.sqrt(1 - ratio)
@@ -433,6 +440,9 @@ def _smc_inpaint(net, latents, known, mask, class_labels, seeds, sigmas, K, retu
         mean = torch.take_along_dim(mean, ancestors.reshape(B, K, *([1] * len(shape))), dim=1)
         noise = randn(seeds, (B, K, *shape), offset=SMC_PROPOSAL_OFFSET + i, dtype=dtype)
         x = torch.where(known_mask, y[:, None].to(dtype), mean + std * noise)
+        finite_check.record(i, x)
+    finite_check.report(steps_where(N, lambda i: f"sigma {sigmas[i]:.6g} -> {sigmas[i + 1]:.6g}"),
+                        "check the net's output at that noise level", stacklevel=3)
     x = torch.where(known_mask, known[:, None].to(dtype), x).to(latents.dtype)
     weights = log_w.exp()
     if return_particles:

@@ -3,8 +3,10 @@ from __future__ import annotations
 
 import torch
 
+NUM_PROJECTIONS = 128
 
-def sliced_wasserstein(x: torch.Tensor, y: torch.Tensor, num_projections: int = 128, seed: int = 0) -> float:
+
+def sliced_wasserstein(x: torch.Tensor, y: torch.Tensor, num_projections: int = NUM_PROJECTIONS, seed: int = 0) -> float:
     """Sliced 1-Wasserstein distance between two equal-size point sets [n, dim] (mean over random directions).
 
     In one dimension this is the exact W1 between the empirical distributions. The directions come from a

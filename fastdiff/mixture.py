@@ -12,6 +12,8 @@ import math
 
 import torch
 
+from ._validate import check_int
+
 
 class GaussianMixture:
     """sum_k weights[k] N(means[k], stds[k]^2 I) over R^dim; callable as a denoiser net(x, sigma)."""
@@ -89,6 +91,7 @@ class GaussianMixture:
 
     def sample(self, n: int, generator: torch.Generator | None = None, dtype=torch.float64) -> torch.Tensor:
         """n exact samples of the data, [n, dim]."""
+        n = check_int("n", n, minimum=1)
         component = torch.multinomial(self.weights, n, replacement=True, generator=generator)
         noise = torch.randn(n, self.dim, generator=generator, dtype=torch.float64)
         return (self.means[component] + self.stds[component, None] * noise).to(dtype)

@@ -30,6 +30,8 @@ from typing import Sequence
 
 import torch
 
+from ._validate import check_shape
+
 PHILOX_M0 = 0xD2511F53
 PHILOX_M1 = 0xCD9E8D57
 PHILOX_W0 = 0x9E3779B9
@@ -145,9 +147,7 @@ def randn(seeds, shape, *, offset: int = 0, dtype: torch.dtype = torch.float32, 
 
 def check_randn_args(seeds, shape, dtype, device) -> tuple[torch.Tensor, tuple[int, ...]]:
     """randn's arguments checked: the seeds as an int64 [B] tensor (on `device`, else the seeds' own) and the shape."""
-    shape = tuple(int(s) for s in shape)
-    if len(shape) < 1 or any(s < 0 for s in shape):
-        raise ValueError(f"shape: expected (batch, ...) with non-negative sizes, got {shape}")
+    shape = check_shape("shape", shape, min_ndim=1, what="(batch, ...)")
     if not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
         raise TypeError(f"dtype: expected a floating torch.dtype, got {dtype}")
     if device is None and isinstance(seeds, torch.Tensor):

@@ -19,13 +19,15 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import warnings
+import threading
 from collections import OrderedDict
 from dataclasses import dataclass
 
 import torch
 
 from . import backends, ops
+from ._memory import on_devices, require_memory
+from ._nonfinite import NONFINITE, NonfiniteCheck, check_nonfinite, steps_where  # noqa: F401 (NONFINITE: kept)
 from .rng import SAMPLER_OFFSET, seeds_tensor
 from ._validate import check_below, check_int, check_output, check_positive, check_real
 from .schedules import karras_sigmas
@@ -34,7 +36,6 @@ SOLVERS = ("euler", "heun", "euler_ancestral", "dpmpp_2m", "ddim")
 CHURN_SOLVERS = ("euler", "heun")  # EDM's: the only solvers that take S_churn, S_min and S_max
 DEFAULT_ETA = 1.0  # euler_ancestral's, as k-diffusion's: the full ancestral (DDPM-like) noise
 STATE_DTYPES = (torch.float32, torch.float64)
-NONFINITE = ("warn", "raise", "ignore")
 
 
 @dataclass(frozen=True)
@@ -93,10 +94,16 @@ def plan_steps(net=None, num_steps=18, sigma_min=0.002, sigma_max=80.0, rho=7.0,
     _check_no_churn(solver, S_churn=S_churn, S_min=S_min, S_max=S_max, S_noise=S_noise)
     round_sigma = getattr(net, "round_sigma", None)
     if sigmas is None:
-        t = _karras_schedule(net, check_int("num_steps", num_steps, minimum=1), sigma_min, sigma_max, rho)
+        num_steps = check_int("num_steps", num_steps, minimum=1)
+        require_memory("num_steps", str(num_steps), {torch.device("cpu"): num_steps * PLAN_BYTES_PER_STEP},
+                       "the sampler's per-step plan", "use fewer steps")
+        t = _karras_schedule(net, num_steps, sigma_min, sigma_max, rho)
     else:
         _check_no_schedule_arguments(num_steps=num_steps, sigma_min=sigma_min, sigma_max=sigma_max, rho=rho)
         t = _check_sigmas("sigmas", sigmas)
+        require_memory("sigmas", f"a schedule of {t.numel() - 1} steps",
+                       {torch.device("cpu"): (t.numel() - 1) * PLAN_BYTES_PER_STEP}, "the sampler's per-step plan",
+                       "use fewer steps")
     if round_sigma is not None:  # rounding may repeat a level (a zero-length step, as in EDM) but not reach 0 early
         t = _check_sigmas("net.round_sigma(sigmas)", torch.cat([_round(round_sigma, t[:-1]), t[-1:]]), strict=False)
     if solver == "euler_ancestral":
@@ -232,6 +239,7 @@ def sample(net, latents, class_labels=None, randn_like=None, num_steps=18, sigma
 
 _GUIDED: OrderedDict = OrderedDict()  # (id(net), w) -> (net, its ClassifierFreeGuidance): one wrapper per pair, so
 # sample(cuda_graph=...), whose graphs are cached by the net's identity, reuses its capture across calls
+_GUIDED_LOCK = threading.Lock()
 
 
 def _guided(net, guidance, class_labels):
@@ -241,12 +249,13 @@ def _guided(net, guidance, class_labels):
     if class_labels is None:
         raise ValueError(f"guidance: classifier-free guidance (guidance={guidance!r}) needs class_labels, got None")
     key = (id(net), check_real("guidance", guidance))
-    entry = _GUIDED.get(key)
-    if entry is None or entry[0] is not net:
-        entry = _GUIDED[key] = (net, ClassifierFreeGuidance(net, guidance))
-        while len(_GUIDED) > 8:
-            _GUIDED.popitem(last=False)
-    _GUIDED.move_to_end(key)
+    with _GUIDED_LOCK:  # sample() may be called from several threads
+        entry = _GUIDED.get(key)
+        if entry is None or entry[0] is not net:
+            entry = _GUIDED[key] = (net, ClassifierFreeGuidance(net, guidance))
+            while len(_GUIDED) > 8:
+                _GUIDED.popitem(last=False)
+        _GUIDED.move_to_end(key)
     return entry[1]
 
 
@@ -258,6 +267,7 @@ def build_loop(net, latents, class_labels=None, randn_like=None, num_steps=18, s
     state_dtype = _check_inputs(net, latents, class_labels, randn_like, seeds, dtype, callback, nonfinite)
     if not isinstance(reuse_buffers, bool):
         raise TypeError(f"reuse_buffers: expected True or False, got {reuse_buffers!r}")
+    require_loop_memory(num_steps, sigmas, latents.shape[0], latents.device, state_dtype)
     plan = plan_steps(net, num_steps, sigma_min, sigma_max, rho, S_churn, S_min, S_max, S_noise, solver=solver,
                       sigmas=sigmas, eta=eta)
     backend = backends.resolve(backend, torch.empty(0, dtype=state_dtype, device=latents.device), (latents,))
@@ -270,6 +280,42 @@ def build_loop(net, latents, class_labels=None, randn_like=None, num_steps=18, s
     loop = SamplingLoop(net, plan, latents, state_dtype, randn_like=randn_like, callback=callback,
                         nonfinite=nonfinite, backend=backend, in_place=reuse_buffers)
     return loop, seeds
+
+
+# What a sampling run allocates per step, at least, before its first step (counted from plan_steps and
+# SamplingLoop): the plan's Python floats on the host (96 bytes per step for DPM-Solver++(2M), the smallest plan;
+# Heun's is 136), and on the latents' device the tables t, t_hat, noise_std, the per-step minima and maxima (five
+# state-dtype values), the step's noise offset (int64) and the noise levels the net sees, sigma_hat and sigma_next
+# for every sample ([num_steps, B] each).
+PLAN_BYTES_PER_STEP = 96
+STEP_TABLES = 5
+
+
+def loop_table_bytes(num_steps: int, batch: int, state_dtype: torch.dtype, step_tables: int = STEP_TABLES) -> int:
+    """Bytes of a loop's per-step device tables: num_steps ((2 B + step_tables) itemsize + 8) for two [num_steps, B]
+    tables of noise levels, step_tables [num_steps] tables in the state dtype and the int64 noise offsets."""
+    itemsize = torch.empty((), dtype=state_dtype).element_size()
+    return num_steps * ((2 * batch + step_tables) * itemsize + 8)
+
+
+def require_loop_memory(num_steps, sigmas, batch: int, device, state_dtype: torch.dtype, *,
+                        plan_bytes_per_step: int = PLAN_BYTES_PER_STEP, step_tables: int = STEP_TABLES,
+                        name: str = "num_steps") -> None:
+    """Refuse, before planning anything, a number of steps (num_steps, or the length of sigmas) whose plan and tables
+    cannot fit (NotEnoughMemoryError, naming the argument, the bytes needed and the bytes available). `name` is what
+    errors call num_steps."""
+    if sigmas is None:
+        steps = check_int(name, num_steps, minimum=1)
+        given = str(steps)
+    elif hasattr(sigmas, "__len__"):
+        name, steps = "sigmas", max(len(sigmas) - 1, 0)
+        given = f"a schedule of {steps} steps"
+    else:
+        return  # the plan says what is wrong with it
+    needs = on_devices(steps * plan_bytes_per_step, device, loop_table_bytes(steps, batch, state_dtype, step_tables))
+    require_memory(name, given, needs, f"the sampler's per-step plan and tables (the noise levels of the batch's {batch} "
+                   f"samples at every step, in {str(state_dtype).replace('torch.', '')})",
+                   "use fewer steps, or a smaller batch")
 
 
 def run_plan(net, latents, plan: StepPlan, class_labels, randn_like, seeds, state_dtype, callback, nonfinite,
@@ -319,9 +365,8 @@ class SamplingLoop:
         self.sigma_hat_batch = self.t_hat[:, None].expand(-1, batch).contiguous()  # [N, B], what the net sees
         self.sigma_next_batch = self.t[1:, None].expand(-1, batch).contiguous()
         self.offsets = SAMPLER_OFFSET + torch.arange(N, dtype=torch.int64, device=self.device)  # step i's noise stream
-        # Each step's smallest and largest state value: NaN or inf in the state shows in one of them (NaN propagates).
-        self.minima = torch.zeros(N, dtype=state_dtype, device=self.device)
-        self.maxima = torch.zeros(N, dtype=state_dtype, device=self.device)
+        # The state's extremes at the start and after each step, for the non-finite report (fastdiff._nonfinite).
+        self.finite_check = NonfiniteCheck(nonfinite, N, state_dtype, self.device)
         self.state = torch.empty(self.shape, dtype=state_dtype, device=self.device)  # contiguous, whatever the latents' layout
         self.euler_point = torch.empty_like(self.state) if self.in_place and any(plan.correct) else None
         self.extrapolated = torch.empty_like(self.state) if self.in_place and _extrapolates(plan) else None
@@ -357,6 +402,7 @@ class SamplingLoop:
 
         x_next = self.state
         torch.mul(latents, self.t[0], out=x_next)
+        self.finite_check.record(-1, x_next)
         denoised_prev = None  # D_{i-1}, for a multistep plan
 
         # Main sampling loop.
@@ -403,8 +449,7 @@ class SamplingLoop:
                                        backend=backend)
             denoised_prev = denoised
 
-            if self.nonfinite != "ignore" and x_next.numel() > 0:  # (aminmax refuses empty tensors)
-                torch.aminmax(x_next.detach(), out=(self.minima[i], self.maxima[i]))
+            self.finite_check.record(i, x_next)
 
         if on_step is not None:
             on_step(plan.num_steps)  # the loop has ended: what follows happens once per call
@@ -427,9 +472,9 @@ class SamplingLoop:
     def report_nonfinite(self, stacklevel: int = 1) -> None:
         """After run(): warn or raise (per `nonfinite`) if the state held NaN or inf; one host sync.
         stacklevel is warnings.warn's, counted from the caller of this method."""
-        if self.nonfinite != "ignore":
-            finite = self.minima.isfinite() & self.maxima.isfinite()
-            _report_nonfinite(finite, self.plan, self.nonfinite, stacklevel + 2)
+        t = self.plan.t
+        where = steps_where(self.plan.num_steps, lambda i: f"sigma {t[i]:.6g} -> {t[i + 1]:.6g}")
+        self.finite_check.report(where, "check the net's output at that noise level", stacklevel=stacklevel + 1)
 
 
 def _extrapolates(plan: StepPlan) -> bool:
@@ -473,8 +518,7 @@ def _check_inputs(net, latents, class_labels, randn_like, seeds, dtype, callback
         raise ValueError("seeds: pass either randn_like or seeds, not both (seeds key fastdiff's own generator)")
     if callback is not None and not callable(callback):
         raise TypeError(f"callback: expected a callable taking a dict, got {type(callback).__name__}")
-    if nonfinite not in NONFINITE:
-        raise ValueError(f"nonfinite: expected one of {', '.join(map(repr, NONFINITE))}, got {nonfinite!r}")
+    check_nonfinite(nonfinite)
     if dtype is None:
         return torch.float64 if latents.dtype == torch.float64 else torch.float32
     if dtype not in STATE_DTYPES:
@@ -553,16 +597,3 @@ def _call_net(net, x, sigma, class_labels) -> torch.Tensor:
 def _check_noise(eps, x: torch.Tensor) -> torch.Tensor:
     """randn_like's output must be one value per element of x: broadcasting would give every sample the same noise."""
     return check_output("randn_like", eps, x, "randn_like(x)")
-
-
-def _report_nonfinite(finite: torch.Tensor, plan: StepPlan, mode: str, stacklevel: int) -> None:
-    """One host sync after the loop: name the first step whose result held NaN or inf."""
-    bad = (~finite).nonzero()
-    if bad.numel() == 0:
-        return
-    i = int(bad[0])
-    message = (f"non-finite values (NaN or inf) in the sampler state first appeared at step {i} of {plan.num_steps} "
-               f"(sigma {plan.t[i]:.6g} -> {plan.t[i + 1]:.6g}); check the net's output at that noise level")
-    if mode == "raise":
-        raise FloatingPointError(message)
-    warnings.warn(message, RuntimeWarning, stacklevel=stacklevel)

@@ -8,6 +8,10 @@ Every SDE here is linear, dx = f(t) x dt + g(t) dw, with the Gaussian kernel x_t
 `marginal_coefficients(t)` gives (s, std). In EDM's terms x_t = s (x_0 + sigma n) with sigma = std / s, so
 score_t(x) = (s D(x / s; sigma) - x) / std^2 and Tweedie's denoiser is E[x_0 | x_t] = (x + std^2 score) / s.
 
+The samplers start from x_T, a sample of the prior N(0, prior_std^2 I), as score_sde's do:
+    x = pc_sample(sde, score_fn, sde.prior_sampling(shape, seeds), seeds=seeds)
+or from unit-variance noise given as latents= (x_T = prior_std * latents).
+
 Random numbers come from fastdiff's per-sample generator (fastdiff.ops.randn) keyed by `seeds`: the sampler's
 k-th normal draw is taken at offset SAMPLER_OFFSET + k (see pc_sample), a likelihood's Hutchinson probe at
 PROBE_OFFSET. ode_sample and likelihood integrate with torchdiffeq, an optional dependency
@@ -18,12 +22,15 @@ from __future__ import annotations
 import copy
 import math
 import sys
+import warnings
 from typing import NamedTuple
 
 import torch
 
 from . import ops
-from ._validate import check_below, check_int, check_output, check_positive, check_real
+from ._memory import on_devices, require_memory
+from ._nonfinite import NonfiniteCheck, check_nonfinite
+from ._validate import check_below, check_int, check_output, check_positive, check_real, check_shape
 from .rng import SAMPLER_OFFSET, seeds_tensor
 from .sampler import _draw_seeds
 
@@ -52,6 +59,7 @@ class SDE:
 
     def __init__(self, N: int):
         self.N = check_int("N", N, minimum=2)
+        _require_level_memory("N", self.N)
         self._device_tables: dict = {}
         self._make_tables()
 
@@ -72,9 +80,10 @@ class SDE:
         return _per_sample(scale, x0) * x0, std
 
     def prior_sampling(self, shape, seeds=None, *, dtype: torch.dtype = torch.float32, device=None) -> torch.Tensor:
-        """prior_std * eps with eps = fastdiff.randn(seeds, shape) (offset 0, the latents' stream); seeds are drawn
-        from torch's default generator when omitted."""
-        shape = tuple(int(s) for s in shape)
+        """A sample of the prior N(0, prior_std^2 I): prior_std * eps with eps = fastdiff.randn(seeds, shape) (offset
+        0, the latents' stream); seeds are drawn from torch's default generator when omitted. This is the x_T that
+        pc_sample and ode_sample start from, as in score_sde: pc_sample(sde, score_fn, sde.prior_sampling(shape))."""
+        shape = check_shape("shape", shape, min_ndim=1, what="(batch, ...)")
         if seeds is None:
             seeds = _draw_seeds(shape[0], device)
         return self.prior_std * ops.randn(seeds, shape, dtype=dtype, device=device)
@@ -113,6 +122,7 @@ class SDE:
         """The same SDE discretised with N levels (`name` is the argument that errors name)."""
         clone = copy.copy(self)
         clone.N = check_int(name, N, minimum=2)
+        _require_level_memory(name, clone.N)
         clone._device_tables = {}
         clone._make_tables(name)
         return clone
@@ -266,6 +276,16 @@ class subVPSDE(_LinearBetaSDE):  # noqa: N801 - the paper's name
         return (-0.5 * B).exp(), -torch.expm1(-B)
 
 
+LEVEL_TABLE_BYTES = 8  # at least, per level: the discretisation's float64 table (VE's sigmas; VP's betas and alphas)
+PC_HOST_BYTES_PER_STEP = 40  # pc_sample's time grid, a float64 tensor and a list of Python floats
+
+
+def _require_level_memory(name: str, N: int) -> None:
+    """Refuse N levels whose tables cannot fit (NotEnoughMemoryError)."""
+    require_memory(name, str(N), {torch.device("cpu"): N * LEVEL_TABLE_BYTES}, "the discretisation's tables",
+                   "use fewer levels")
+
+
 def _as_time(t) -> torch.Tensor:
     """t as a floating tensor: floating tensors as they are, Python numbers and integer tensors in float64."""
     if isinstance(t, torch.Tensor) and t.is_floating_point():
@@ -371,12 +391,18 @@ def tweedie_denoise(sde: SDE, score_fn, x: torch.Tensor, t) -> torch.Tensor:
 # The predictor-corrector sampler.
 # --------------------------------------------------------------------------------------------------------
 
-def pc_sample(sde: SDE, score_fn, latents: torch.Tensor, predictor="reverse_diffusion", corrector="langevin",
+def pc_sample(sde: SDE, score_fn, x_T: torch.Tensor | None = None, predictor="reverse_diffusion", corrector="langevin",
               snr: float = 0.16, n_steps: int = 1, eps: float | None = None, denoise: bool = True, seeds=None,
-              num_steps: int | None = None, langevin_norms: str = "batch") -> torch.Tensor:
-    """Predictor-corrector sampling (Song et al. 2021, Algorithms 2-3); returns samples of latents' shape and dtype.
+              num_steps: int | None = None, langevin_norms: str = "batch", *, latents: torch.Tensor | None = None,
+              nonfinite: str = "warn") -> torch.Tensor:
+    """Predictor-corrector sampling (Song et al. 2021, Algorithms 2-3); returns samples of x_T's shape and dtype.
 
-    latents are unit-variance noise [B, ...]: x_T = sde.prior_std * latents. On the grid t_i = linspace(T, eps, N)
+    The start is given one of two ways: x_T, a sample of the prior N(0, prior_std^2 I) [B, ...], as score_sde's
+    samplers take it (x_T = sde.prior_sampling(shape, seeds)); or latents=, unit-variance noise, x_T = prior_std *
+    latents (fastdiff.randn(seeds, shape)). The two agree for the VP family (prior_std = 1); for VE, prior_std is
+    sigma_max. The third argument used to be the latents, so an x_T whose root mean square is below prior_std / 4
+    (with at least 16 values: a prior sample is that small with probability < 1e-7) warns that it looks like
+    unit-variance latents. On the grid t_i = linspace(T, eps, N)
     (N = num_steps, default sde.N; eps defaults to sde.sampling_eps), step i runs the corrector's n_steps at t_i,
     then the predictor from t_i to t_{i+1}; the last step (at t = eps) runs the corrector only, so the state ends
     at eps. denoise=True then applies Tweedie's formula at eps, (x + std^2 score) / s. (score_sde's loop instead
@@ -394,14 +420,18 @@ def pc_sample(sde: SDE, score_fn, latents: torch.Tensor, predictor="reverse_diff
     on a Gaussian with reverse diffusion and N = 100 the variance came out x4.4 to x34 in 2-D and x1.29 in 16-D
     (batch norms: x1.00 to x1.04 and x1.03); the bias shrinks like 1 / D, so use it for high-dimensional data only.
 
-    The state is float32 (float64 for float64 latents). The k-th normal draw of the run, k = 0, 1, ... in the order
+    The state is float32 (float64 for float64 x_T). The k-th normal draw of the run, k = 0, 1, ... in the order
     the steps use them (per step: the corrector's n_steps, then the predictor's one), is
     fastdiff.randn(seeds, shape, offset=SAMPLER_OFFSET + k); seeds (one int per sample) are drawn from torch's
     default generator when omitted. Without batch norms a sample's result does not depend on its batch.
+
+    nonfinite says what to do if NaN or inf appear, as in fastdiff.sample: "warn" (default), "raise"
+    (FloatingPointError) or "ignore"; the report names the first step whose state held them, or x_T (latents).
     """
     _check_sde(sde)
     _check_score_fn(score_fn)
-    state_dtype = _check_latents(latents)
+    start, scale, start_name = _prior_start(sde, x_T, latents)
+    state_dtype = _check_latents(start, start_name)
     _check_choice("predictor", predictor, PREDICTORS)
     _check_choice("corrector", corrector, CORRECTORS)
     if predictor is None and corrector is None:
@@ -412,6 +442,7 @@ def pc_sample(sde: SDE, score_fn, latents: torch.Tensor, predictor="reverse_diff
     snr = check_positive("snr", snr)
     n_steps = check_int("n_steps", n_steps, minimum=1)
     _check_choice("langevin_norms", langevin_norms, LANGEVIN_NORMS, allow_none=False)
+    check_nonfinite(nonfinite)
     unused = {None: {"snr": (snr, 0.16), "n_steps": (n_steps, 1), "langevin_norms": (langevin_norms, "batch")},
               "ald": {"langevin_norms": (langevin_norms, "batch")}}.get(corrector, {})
     for name, (value, default) in unused.items():  # refused rather than ignored
@@ -420,27 +451,88 @@ def pc_sample(sde: SDE, score_fn, latents: torch.Tensor, predictor="reverse_diff
                              f"it sets the Langevin corrector{'s' if name != 'langevin_norms' else ''}")
     eps = _check_eps(eps, sde)
     _check_bool("denoise", denoise)
+    _require_pc_memory(sde, num_steps, n_steps if corrector else 0, predictor is not None, start, state_dtype)
     if num_steps is not None:
         sde = sde.with_steps(num_steps, name="num_steps")
-    N, batch, device = sde.N, latents.shape[0], latents.device
+    N, batch, device = sde.N, start.shape[0], start.device
 
     timesteps = torch.linspace(sde.T, eps, N, dtype=torch.float64)
     grid = timesteps.tolist()  # the per-step scalars, on the host
     times = timesteps.to(device=device, dtype=state_dtype)[:, None].expand(N, batch)  # row i: t_i for every sample
     draws = N * (n_steps if corrector else 0) + (N - 1) * (1 if predictor else 0)
-    noise = _NoiseStream(seeds, latents, state_dtype, draws)
+    noise = _NoiseStream(seeds, start, state_dtype, draws)
     rsde = sde.reverse(score_fn)
+    finite_check = NonfiniteCheck(nonfinite, N + denoise, state_dtype, device)  # the steps, then the denoising
+    if start_name == "x_T":
+        _warn_if_unit_scaled(sde, start, "pc_sample")
 
-    x = sde.prior_std * latents.to(state_dtype)
+    x = _scaled(start, scale, state_dtype)
+    finite_check.record(-1, x)
     for i in range(N):
         t = times[i]
         if corrector is not None:
             x = _correct(corrector, sde, score_fn, x, t, snr, n_steps, langevin_norms, noise)
         if predictor is not None and i < N - 1:
             x = _predict(predictor, sde, rsde, score_fn, x, t, grid[i + 1] - grid[i], noise)
+        finite_check.record(i, x)
     if denoise:
         x = tweedie_denoise(sde, score_fn, x, times[N - 1])
-    return x.to(latents.dtype)
+        finite_check.record(N, x)
+
+    def where(i: int) -> str:
+        if i == N:
+            return f"in the denoising step at t = {grid[-1]:.6g}, after the {N} steps"
+        return f"at step {i} of {N} (t {grid[i]:.6g}" + (f" -> {grid[i + 1]:.6g})" if i < N - 1 else ")")
+
+    finite_check.report(where, "check score_fn's output at that time", inputs=start_name, stacklevel=2)
+    return x.to(start.dtype)
+
+
+PRIOR_SCALE_RATIO = 4  # an x_T whose RMS is below prior_std / 4 looks like unit-variance latents (when prior_std >= 4)
+PRIOR_SCALE_MIN_NUMEL = 16  # ... and has this many values at least: a prior sample is then that small w.p. 6e-8
+
+
+def _prior_start(sde: SDE, x_T, latents) -> tuple[torch.Tensor, float, str]:
+    """(the given start, the factor that makes it x_T, its argument's name): x_T itself, a sample of the prior, or
+    latents, unit-variance noise, times prior_std. Exactly one of them is given."""
+    if (x_T is None) == (latents is None):
+        got = "both" if x_T is not None else "neither"
+        raise TypeError(f"x_T: expected either x_T, a sample of the prior N(0, prior_std^2 I) such as "
+                        f"sde.prior_sampling(shape, seeds), or latents=, unit-variance noise (x_T = prior_std * "
+                        f"latents), got {got}")
+    return (x_T, 1.0, "x_T") if latents is None else (latents, sde.prior_std, "latents")
+
+
+def _scaled(start: torch.Tensor, scale: float, dtype: torch.dtype) -> torch.Tensor:
+    """x_T in the state's dtype: the start times scale (a prior sample is taken as it is)."""
+    x = start.to(dtype)
+    return x if scale == 1 else scale * x
+
+
+def _warn_if_unit_scaled(sde: SDE, x_T: torch.Tensor, sampler: str) -> None:
+    """Warn when x_T looks like unit-variance latents for a prior of std >= PRIOR_SCALE_RATIO (VE): the sampler's
+    third argument was the latents before it became x_T. One host sync, before the loop, and only for such priors."""
+    if sde.prior_std < PRIOR_SCALE_RATIO or x_T.numel() < PRIOR_SCALE_MIN_NUMEL:
+        return
+    rms = float(torch.linalg.vector_norm(x_T.detach(), dtype=torch.float64)) / math.sqrt(x_T.numel())
+    if rms < sde.prior_std / PRIOR_SCALE_RATIO:  # (False for NaN: the non-finite report covers that)
+        warnings.warn(f"x_T: its root mean square {rms:.3g} is far below the prior's std {sde.prior_std:g} "
+                      f"({type(sde).__name__}): {sampler} takes x_T as a sample of the prior N(0, prior_std^2 I), e.g. "
+                      f"sde.prior_sampling(shape, seeds); pass unit-variance noise as latents= (x_T = prior_std * "
+                      f"latents), which is what {sampler}'s third argument used to be", RuntimeWarning, stacklevel=3)
+
+
+def _require_pc_memory(sde: SDE, num_steps, corrector_steps: int, predicts: bool, latents: torch.Tensor,
+                       state_dtype: torch.dtype) -> None:
+    """Refuse, before building anything, a number of steps whose tables cannot fit: the time grid on the host and,
+    on the latents' device, its copy in the state dtype and one int64 noise offset per draw."""
+    name, N = ("num_steps", check_int("num_steps", num_steps, minimum=2)) if num_steps is not None else ("sde", sde.N)
+    draws = N * corrector_steps + (N - 1) * predicts
+    itemsize = torch.empty((), dtype=state_dtype).element_size()
+    needs = on_devices(N * (PC_HOST_BYTES_PER_STEP + (LEVEL_TABLE_BYTES if num_steps is not None else 0)),
+                       latents.device, N * itemsize + 8 * draws)
+    require_memory(name, f"{N} steps" if name == "sde" else str(N), needs,
+                   "pc_sample's time grid and per-draw noise offsets", "use fewer steps (num_steps=)")
 
 
 class _NoiseStream:
@@ -507,37 +599,73 @@ class Likelihood(NamedTuple):
     nfe: int
 
 
-def ode_sample(sde: SDE, score_fn, latents: torch.Tensor, rtol: float = 1e-5, atol: float = 1e-5,
-               eps: float | None = None, denoise: bool = False, method: str = "dopri5", options=None) -> ODESample:
-    """Integrate the probability-flow ODE dx/dt = f - g^2 score / 2 from x_T = sde.prior_std * latents at t = T to
-    t = eps (default sde.sampling_eps) with torchdiffeq.odeint(method, rtol, atol, options); denoise=True adds
-    Tweedie's formula at eps. Returns ODESample(samples of latents' shape and dtype, nfe = score evaluations).
+def ode_sample(sde: SDE, score_fn, x_T: torch.Tensor | None = None, rtol: float = 1e-5, atol: float = 1e-5,
+               eps: float | None = None, denoise: bool = False, method: str = "dopri5", options=None, *,
+               latents: torch.Tensor | None = None, nonfinite: str = "warn") -> ODESample:
+    """Integrate the probability-flow ODE dx/dt = f - g^2 score / 2 from x_T at t = T to t = eps (default
+    sde.sampling_eps) with torchdiffeq.odeint(method, rtol, atol, options); denoise=True adds Tweedie's formula at
+    eps. Returns ODESample(samples of x_T's shape and dtype, nfe = score evaluations).
 
-    The state is float32 (float64 for float64 latents); the adaptive step size is shared by the whole batch.
+    The start is given as in pc_sample: x_T, a sample of the prior (sde.prior_sampling(shape, seeds)), or latents=,
+    unit-variance noise with x_T = prior_std * latents (and the same warning for an x_T that looks like latents).
+    The state is float32 (float64 for float64 x_T); the adaptive step size is shared by the whole batch.
+    nonfinite says what to do if NaN or inf appear, as in fastdiff.sample ("warn", "raise" or "ignore"): the report
+    says whether the integration or the denoising step made them. When x_T (latents) holds them, or the drift makes
+    them during the integration, the solver cannot go on (its step size is shared by the batch): that raises
+    FloatingPointError, with either setting but "ignore", saying which, and at what t.
     """
     odeint = _odeint(method)
     _check_sde(sde)
     _check_score_fn(score_fn)
-    state_dtype = _check_latents(latents)
+    start, scale, start_name = _prior_start(sde, x_T, latents)
+    state_dtype = _check_latents(start, start_name)
     rtol, atol = check_positive("rtol", rtol), check_positive("atol", atol)
     eps = _check_eps(eps, sde)
     _check_bool("denoise", denoise)
+    finite_check = NonfiniteCheck(nonfinite, 1 + denoise, state_dtype, start.device)  # the integration, denoising
     rsde = sde.reverse(score_fn, probability_flow=True)
-    batch, nfe = latents.shape[0], 0
+    batch, nfe = start.shape[0], 0
+    if start_name == "x_T":
+        _warn_if_unit_scaled(sde, start, "ode_sample")
+
+    evaluations = []  # (t, whether the drift was finite) of each evaluation, device values read only on failure
 
     def drift(t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         nonlocal nfe
         nfe += 1
-        return rsde.sde(x, _inside(t, eps, sde.T).to(x.dtype).expand(batch))[0]
+        t = _inside(t, eps, sde.T).to(x.dtype)
+        out = rsde.sde(x, t.expand(batch))[0]
+        if finite_check.mode != "ignore":
+            evaluations.append((t, out.isfinite().all()))
+        return out
 
-    times = torch.tensor([sde.T, eps], dtype=state_dtype, device=latents.device)
+    times = torch.tensor([sde.T, eps], dtype=state_dtype, device=start.device)
     with torch.no_grad():
-        x = sde.prior_std * latents.to(state_dtype)
-        x = odeint(drift, x, times, rtol=rtol, atol=atol, method=method, options=_options(options, method, eps))[-1]
+        x = _scaled(start, scale, state_dtype)
+        finite_check.record(-1, x)
+        if finite_check.mode != "ignore" and finite_check.first_nonfinite() == 0:  # (a sync, as the solver's steps)
+            raise FloatingPointError(finite_check.message(0, str, "", start_name) + "; the integration cannot "
+                                     "start from them (its adaptive step size is shared by the batch)")
+        try:
+            x = odeint(drift, x, times, rtol=rtol, atol=atol, method=method, options=_options(options, method, eps))[-1]
+        except AssertionError as error:  # torchdiffeq's "underflow in dt": NaN or inf made its error estimate useless
+            bad = [float(t) for t, finite in evaluations if not bool(finite)]
+            if not bad:
+                raise
+            # The integration runs from T down: the largest such t is where it first met them (the step-size probes
+            # may have evaluated below it).
+            raise FloatingPointError(
+                f"non-finite values (NaN or inf) in the sampler state first appeared in the integration from t = "
+                f"{sde.T:g} to {eps:g}: the drift held them at t = {max(bad):.6g}, and the solver could not go on "
+                f"(torchdiffeq: {error}); check score_fn's output there") from error
+        finite_check.record(0, x)
         if denoise:
             x = tweedie_denoise(sde, score_fn, x, eps)
+            finite_check.record(1, x)
             nfe += 1
-    return ODESample(x.to(latents.dtype), nfe)
+    stages = (f"in the integration from t = {sde.T:g} to {eps:g}", f"in the denoising step at t = {eps:g}")
+    finite_check.report(stages.__getitem__, "check score_fn's output there", inputs=start_name, stacklevel=2)
+    return ODESample(x.to(start.dtype), nfe)
 
 
 def likelihood(sde: SDE, score_fn, x: torch.Tensor, exact_divergence: bool = False, probe: str = "rademacher",

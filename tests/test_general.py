@@ -465,16 +465,22 @@ def test_noise_only_on_churn_steps_and_generator_untouched(monkeypatch):
 
 @pytest.mark.parametrize("settings", [VP, VE, IDDPM], ids=["vp", "ve", "iddpm"])
 def test_loop_never_syncs(settings):
-    """run_general reads no device value on the host (the plan is host work done before it); the counter does see
-    a sync when there is one."""
+    """run_general reads no device value on the host (the plan is host work done before it): none with
+    nonfinite="ignore", one for the non-finite report after the loop otherwise; the counter does see a sync when
+    there is one."""
     net = mixture_6d()
     plan = plan_general(net, 8, alpha=0.7, S_churn=20.0, S_min=0.1, S_max=30.0, **settings)
     seeds = torch.tensor([1, 2, 3, 4, 5])
     with SyncCounter() as counter:
-        run_general(net, LATENTS.float(), plan, None, None, seeds, torch.float32, backend="reference")
+        run_general(net, LATENTS.float(), plan, None, None, seeds, torch.float32, backend="reference",
+                    nonfinite="ignore")
     assert counter.syncs == []
     with SyncCounter() as counter:
-        run_general(lambda x, s: net(x, s) + 0 * float(s[0]), LATENTS.float(), plan, None, None, seeds, torch.float32)
+        run_general(net, LATENTS.float(), plan, None, None, seeds, torch.float32, backend="reference")
+    assert counter.syncs == ["aten::nonzero"]
+    with SyncCounter() as counter:
+        run_general(lambda x, s: net(x, s) + 0 * float(s[0]), LATENTS.float(), plan, None, None, seeds, torch.float32,
+                    nonfinite="ignore")
     assert len(counter.syncs) == plan.nfe
 
 

@@ -7,6 +7,8 @@ and are skipped on machines without one.
 import importlib.util
 import logging
 import os
+import sys
+import threading
 
 import pytest
 import torch
@@ -298,6 +300,96 @@ def test_auto_falls_back_with_one_logged_reason(emulated_graphs, caplog):
         fastdiff.sample(mixture(), x0, randn_like=torch.randn_like, num_steps=2, cuda_graph=True)
     assert_equal(fastdiff.sample(mixture(), x0, callback=lambda d: None, cuda_graph="auto", **kw),
                  fastdiff.sample(mixture(), x0, **kw))
+
+
+# Calls from several threads.
+
+THREADS, CALLS = 4, 10
+
+
+@pytest.fixture
+def frequent_thread_switches():
+    """Switch threads every microsecond (Python's default is 5 ms), so that concurrent calls interleave inside one
+    another, the way they do when replays are longer or there are more threads."""
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    yield
+    sys.setswitchinterval(interval)
+
+
+def run_in_threads(call):
+    """call(thread, index) from THREADS threads, CALLS times each, all started together; the results by (thread,
+    index), and the first exception raised in a thread, re-raised here."""
+    results, errors = {}, []
+    barrier = threading.Barrier(THREADS)
+
+    def worker(thread):
+        try:
+            barrier.wait()
+            for index in range(CALLS):
+                results[thread, index] = call(thread, index)
+        except BaseException as error:  # noqa: BLE001 - handed to the main thread
+            errors.append(error)
+
+    threads = [threading.Thread(target=worker, args=(t,)) for t in range(THREADS)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if errors:
+        raise errors[0]
+    return results
+
+
+def thread_inputs(thread, index):
+    """Latents and seeds of one call: different for every call, so that a call that sees another's gives another result."""
+    call = thread * CALLS + index
+    return latents(seed=100 + call), [1000 * call + b for b in range(5)]
+
+
+def assert_every_call_equals_eager(results, expected):
+    wrong = [key for key in expected if not torch.equal(results[key], expected[key])]
+    assert not wrong, f"{len(wrong)} of {len(expected)} calls differ from eager sampling, first {wrong[0]}"
+    for key in expected:
+        assert_equal(results[key], expected[key], name=f"thread {key[0]} call {key[1]}")
+
+
+def test_a_sampler_called_from_several_threads_equals_eager_sampling(frequent_thread_switches):
+    """4 threads x 10 calls of one GraphedSampler: every call equals fastdiff.sample of its own inputs bit for bit
+    (the calls take turns on the graph's buffers; without the lock, they read one another's inputs)."""
+    net, kw = mixture(), dict(num_steps=6, backend=CPU_BACKENDS[0], **CHURN)
+    sampler = fastdiff.GraphedSampler(net, latents(), graph="emulated", **kw)
+    expected = {}
+    for thread in range(THREADS):
+        for index in range(CALLS):
+            x0, seeds = thread_inputs(thread, index)
+            expected[thread, index] = fastdiff.sample(net, x0, seeds=seeds, **kw)
+
+    def call(thread, index):
+        x0, seeds = thread_inputs(thread, index)
+        return sampler(x0, seeds=seeds)
+
+    assert_every_call_equals_eager(run_in_threads(call), expected)
+
+
+def test_sample_cuda_graph_from_several_threads_equals_eager_sampling(emulated_graphs, frequent_thread_switches):
+    """4 threads x 10 calls of sample(cuda_graph=True), each thread with its own noise levels (sigma_max), so that
+    the threads share one cached graph but load other tables into it: every call equals eager sampling bit for bit,
+    and there is one capture."""
+    net, kw = mixture(), dict(num_steps=6, backend=CPU_BACKENDS[0], **CHURN)
+    sigma_max = [80.0, 60.0, 40.0, 35.0]
+    expected = {}
+    for thread in range(THREADS):
+        for index in range(CALLS):
+            x0, seeds = thread_inputs(thread, index)
+            expected[thread, index] = fastdiff.sample(net, x0, seeds=seeds, sigma_max=sigma_max[thread], **kw)
+
+    def call(thread, index):
+        x0, seeds = thread_inputs(thread, index)
+        return fastdiff.sample(net, x0, seeds=seeds, sigma_max=sigma_max[thread], cuda_graph=True, **kw)
+
+    assert_every_call_equals_eager(run_in_threads(call), expected)
+    assert len(graphed._cache) == 1
 
 
 # Real CUDA graphs (skipped without a GPU).

@@ -188,6 +188,18 @@ def test_oracle_rejects_infinite_parameters(kwargs, argument):
         fastdiff.GaussianMixture([[0.0, 0.0], [1.0, 1.0]], **kwargs)
 
 
+@pytest.mark.parametrize("n, error, match", [
+    (2.5, TypeError, "n: expected an int, got 2.5 of type float"),
+    ("3", TypeError, "n: expected an int, got '3' of type str"),
+    (True, TypeError, "n: expected an int, got True of type bool"),
+    (0, ValueError, "n: must be >= 1, got 0"),
+])
+def test_oracle_sample_count_is_checked(n, error, match):
+    """GaussianMixture.sample(n) takes a count of samples: anything else raises an error naming n."""
+    with pytest.raises(error, match=match):
+        fastdiff.GaussianMixture.ring().sample(n)
+
+
 # --------------------------------------------------------------------------------------------------------
 # 2. Convergence order of the deterministic sampler against an independent RK4 solution of the PF-ODE.
 # --------------------------------------------------------------------------------------------------------

@@ -173,3 +173,48 @@ def test_bad_randn_arguments():
         reference_randn([1], (1, 4), dtype=torch.int32)
     with pytest.raises(ValueError, match="shape"):
         reference_randn([1], ())
+
+
+SHAPE_ACCEPTED = r"shape: expected an int or a sequence of non-negative ints \(batch, \.\.\.\)"
+
+
+def shape_entry_points():
+    """Every public function that takes a shape, as draw(seeds, shape)."""
+    from fastdiff import sde
+
+    return {
+        "fastdiff.randn": lambda seeds, shape: fastdiff.randn(seeds, shape),
+        "fastdiff.rng.randn": lambda seeds, shape: fastdiff.rng.randn(seeds, shape),
+        "VESDE.prior_sampling": lambda seeds, shape: sde.VESDE().prior_sampling(shape, seeds),
+    }
+
+
+@pytest.mark.parametrize("entry", ["fastdiff.randn", "fastdiff.rng.randn", "VESDE.prior_sampling"])
+@pytest.mark.parametrize("shape, error, detail", [
+    ((2, 2.7), TypeError, r"got \(2, 2.7\): dimension 1 is 2.7, a float"),
+    ((2, 3.0), TypeError, r"got \(2, 3.0\): dimension 1 is 3.0, a float"),
+    ("23", TypeError, r"got '23' of type str"),
+    ((2, True), TypeError, r"got \(2, True\): dimension 1 is True, a bool"),
+    (True, TypeError, r"got True of type bool"),
+    ((2, "3"), TypeError, r"got \(2, '3'\): dimension 1 is '3', a str"),
+    (torch.tensor([2, 3]), TypeError, r"got tensor\(\[2, 3\]\) of type Tensor"),
+    ((2, -1), ValueError, r"got \(2, -1\): dimension 1 is -1, below 0"),
+    ((), ValueError, r"with at least 1 dimension, got \(\)"),
+])
+def test_bad_shapes_are_refused_with_the_shape_named(entry, shape, error, detail):
+    """A shape is an int or a sequence of non-negative ints: floats (even whole ones), strings, bools and tensors are
+    refused, naming `shape`, the value and what is accepted, before anything is drawn."""
+    with pytest.raises(error, match=SHAPE_ACCEPTED + ".*" + detail):
+        shape_entry_points()[entry]([1, 2], shape)
+
+
+@pytest.mark.parametrize("entry", ["fastdiff.randn", "fastdiff.rng.randn", "VESDE.prior_sampling"])
+def test_good_shapes_are_accepted(entry):
+    """An int n is the shape (n,), as for torch.randn; lists, torch.Size and numpy ints are shapes too."""
+    draw = shape_entry_points()[entry]
+    expected = draw([1, 2, 3], (3, 4))
+    assert_equal(draw([1, 2, 3], [3, np.int64(4)]), expected)
+    assert_equal(draw([1, 2, 3], torch.Size([3, 4])), expected)
+    one = draw([1, 2, 3], 3)
+    assert one.shape == (3,)
+    assert_equal(one, draw([1, 2, 3], (3,)))

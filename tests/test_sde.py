@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 import math
 import sys
+import warnings
 
 import pytest
 import torch
@@ -394,7 +395,7 @@ def test_pc_sample_is_the_documented_algorithm(kind, predictor, corrector, norms
             args.update(snr=0.2, n_steps=2)
         if corrector == "langevin":
             args.update(langevin_norms=norms)
-        out = S.pc_sample(plain.make(N), gaussian_score(plain), latents, **args)
+        out = S.pc_sample(plain.make(N), gaussian_score(plain), latents=latents, **args)
         expected = plain_pc_sample(plain, N, gaussian_score(plain), latents, predictor, corrector, 0.2, 2, eps, denoise,
                                    seeds, norms)
         assert out.shape == latents.shape and out.dtype == F64
@@ -430,30 +431,38 @@ def test_pc_sample_seeds():
     latents = torch.randn(6, 4, generator=torch.Generator().manual_seed(9))
     seeds = [3, 1, 4, 1, 5, 9]
     for norms in ("batch", "sample"):
-        a = S.pc_sample(sde, score, latents, seeds=seeds, langevin_norms=norms)
-        assert_equal(a, S.pc_sample(sde, score, latents, seeds=seeds, langevin_norms=norms), name=f"rerun {norms}")
-    alone = S.pc_sample(sde, score, latents[2:4], seeds=seeds[2:4], langevin_norms="sample")
-    assert_equal(alone, S.pc_sample(sde, score, latents, seeds=seeds, langevin_norms="sample")[2:4], name="batch-free")
-    alone = S.pc_sample(sde, score, latents[2:4], seeds=seeds[2:4], corrector="ald")
-    assert_equal(alone, S.pc_sample(sde, score, latents, seeds=seeds, corrector="ald")[2:4], name="ald batch-free")
+        a = S.pc_sample(sde, score, latents=latents, seeds=seeds, langevin_norms=norms)
+        assert_equal(a, S.pc_sample(sde, score, latents=latents, seeds=seeds, langevin_norms=norms),
+                     name=f"rerun {norms}")
+    alone = S.pc_sample(sde, score, latents=latents[2:4], seeds=seeds[2:4], langevin_norms="sample")
+    assert_equal(alone, S.pc_sample(sde, score, latents=latents, seeds=seeds, langevin_norms="sample")[2:4],
+                 name="batch-free")
+    alone = S.pc_sample(sde, score, latents=latents[2:4], seeds=seeds[2:4], corrector="ald")
+    assert_equal(alone, S.pc_sample(sde, score, latents=latents, seeds=seeds, corrector="ald")[2:4],
+                 name="ald batch-free")
     runs = []
     for _ in range(2):
         torch.manual_seed(123)
-        runs.append(S.pc_sample(sde, score, latents))
+        runs.append(S.pc_sample(sde, score, latents=latents))
     assert_equal(runs[0], runs[1], name="torch.manual_seed")
-    assert not torch.equal(runs[0], S.pc_sample(sde, score, latents, seeds=seeds))
+    assert not torch.equal(runs[0], S.pc_sample(sde, score, latents=latents, seeds=seeds))
 
 
 @pytest.mark.parametrize("predictor, corrector", [("reverse_diffusion", "langevin"), ("ancestral", "ald"),
                                                   ("euler_maruyama", None)])
 def test_pc_sample_never_reads_device_values(predictor, corrector):
-    """Per-step scalars are host values or device lookups: the loop reads nothing back from the device."""
+    """Per-step scalars are host values or device lookups: the loop reads nothing back from the device (nothing with
+    nonfinite="ignore", one for the non-finite report after the loop otherwise)."""
     plain = PLAIN["vp"]
     score = gaussian_score(plain)
     latents = torch.randn(3, 4, generator=torch.Generator().manual_seed(10))
+    kw = dict(predictor=predictor, corrector=corrector, seeds=[1, 2, 3])
     with SyncCounter() as counter:
-        S.pc_sample(plain.make(25), score, latents, predictor=predictor, corrector=corrector, seeds=[1, 2, 3])
+        S.pc_sample(plain.make(25), score, latents, nonfinite="ignore", **kw)
     assert counter.syncs == []
+    with SyncCounter() as counter:
+        S.pc_sample(plain.make(25), score, latents, **kw)
+    assert counter.syncs == ["aten::nonzero"]
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -494,7 +503,7 @@ def ring_distance(ring_problem, kind, label, score_scale=1.0, **kwargs):
     mix, reference, floor, latents, seeds = ring_problem
     sde = PLAIN[kind].make(LEVELS)
     score_fn = S.score_from_denoiser(mix, sde)
-    x = S.pc_sample(sde, lambda x, t: score_scale * score_fn(x, t), latents, seeds=seeds, **kwargs)
+    x = S.pc_sample(sde, lambda x, t: score_scale * score_fn(x, t), latents=latents, seeds=seeds, **kwargs)
     distance = sliced_wasserstein(x, reference)
     nearest = torch.cdist(x, mix.means).argmin(dim=1)
     fractions = torch.bincount(nearest, minlength=8).to(F64) / x.shape[0]
@@ -545,7 +554,7 @@ def test_correctors_keep_the_width_and_per_sample_norms_do_not(kind):
     seeds = torch.randint(0, 2**62, (NUM_SAMPLES,), generator=g)
 
     def width(**kwargs):
-        x = S.pc_sample(sde, score_fn, latents, seeds=seeds, **kwargs)
+        x = S.pc_sample(sde, score_fn, latents=latents, seeds=seeds, **kwargs)
         return float((x - gaussian.means).pow(2).sum(1).mean() / (2 * 0.3**2))
 
     alone, langevin, ald = width(corrector=None), width(corrector="langevin"), width(corrector="ald")
@@ -555,6 +564,60 @@ def test_correctors_keep_the_width_and_per_sample_norms_do_not(kind):
     assert per_sample > 3, per_sample
     if kind == "ve":
         assert abs(langevin - 1) < abs(alone - 1) - 0.03, (langevin, alone)
+
+
+def test_the_score_sde_way_reproduces_the_ring(ring_problem):
+    """score_sde's code, x_T = sde.prior_sampling(shape) passed on to the sampler, is right, on VE (prior std
+    sigma_max = 50: the SDE where x_T and unit-variance latents differ). The probability flow from it reproduces
+    the ring within the noise floor (measured 1.25-1.57x; from x_T multiplied by prior_std again, 248x). PC
+    sampling with the exact score forgets a wrong start (each level shrinks x by sigma_{i-1}^2 / sigma_i^2:
+    measured 1.65x from the twice-scaled start), so for it the check is that it equals, bit for bit, sampling from
+    the same noise given as latents= (x_T = prior_std * latents), whose distribution
+    test_pc_sample_reproduces_the_ring checks."""
+    mix, reference, floor, _, seeds = ring_problem
+    sde = PLAIN["ve"].make(LEVELS)
+    assert sde.prior_std == 50.0
+    score_fn = S.score_from_denoiser(mix, sde)
+    x_T = sde.prior_sampling((NUM_SAMPLES, 2), seeds, dtype=F64)
+    assert abs(float(x_T.std()) / 50.0 - 1) < 0.05  # a prior sample: std 50
+    x, _ = S.ode_sample(sde, score_fn, x_T, rtol=1e-4, atol=1e-4)
+    distance = sliced_wasserstein(x, reference)
+    print(f"ve prior_sampling -> ode_sample: SW={distance:.4f} floor={floor:.4f} ratio={distance / floor:.2f}")
+    assert distance < FLOOR_FACTOR * floor, (distance, floor)
+    x = S.pc_sample(sde, score_fn, x_T, seeds=seeds)
+    distance = sliced_wasserstein(x, reference)
+    print(f"ve prior_sampling -> pc_sample: SW={distance:.4f} floor={floor:.4f} ratio={distance / floor:.2f}")
+    assert distance < FLOOR_FACTOR * floor, (distance, floor)
+    unit = fastdiff.randn(seeds, (NUM_SAMPLES, 2), dtype=F64)
+    assert_equal(x, S.pc_sample(sde, score_fn, latents=unit, seeds=seeds), name="x_T vs latents=")
+
+
+def test_unit_variance_noise_passed_as_x_T_warns():
+    """pc_sample's and ode_sample's third argument used to be unit-variance latents: for a prior of std 50 (VE) an
+    x_T whose root mean square is below 50 / 4 warns, naming latents= (a prior sample of 16 values is that small with
+    probability 6e-8); a prior sample, latents=, the VP family (prior std 1, where both agree) and fewer than 16
+    values do not warn."""
+    ve, vp = S.VESDE(N=20), S.VPSDE(N=40)
+    seeds = list(range(32))
+    unit = fastdiff.randn(seeds, (32, 2))
+    ve_score = S.score_from_denoiser(fastdiff.GaussianMixture.ring(), ve)
+    vp_score = S.score_from_denoiser(fastdiff.GaussianMixture.ring(), vp)
+    looks_like_latents = (r"^x_T: its root mean square 0.9\d+ is far below the prior's std 50 \(VESDE\): {} takes "
+                          r"x_T as a sample of the prior N\(0, prior_std\^2 I\), e.g. sde.prior_sampling\(shape, "
+                          r"seeds\); pass unit-variance noise as latents= \(x_T = prior_std \* latents\)")
+    with pytest.warns(RuntimeWarning, match=looks_like_latents.format("pc_sample")) as record:
+        S.pc_sample(ve, ve_score, unit, seeds=seeds)
+    assert len(record) == 1 and record[0].filename == __file__
+    with pytest.warns(RuntimeWarning, match=looks_like_latents.format("ode_sample")) as record:
+        S.ode_sample(ve, ve_score, unit, rtol=1e-3, atol=1e-3)
+    assert len(record) == 1 and record[0].filename == __file__
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        S.pc_sample(ve, ve_score, ve.prior_sampling((32, 2), seeds), seeds=seeds)
+        S.pc_sample(ve, ve_score, latents=unit, seeds=seeds)
+        S.ode_sample(ve, ve_score, latents=unit, rtol=1e-3, atol=1e-3)
+        S.pc_sample(vp, vp_score, unit, seeds=seeds)
+        S.pc_sample(ve, ve_score, unit[:7], seeds=seeds[:7])  # 14 values: too few to tell
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -587,7 +650,7 @@ def test_ode_sample_converges_to_the_probability_flow(kind):
     score_fn = S.score_from_denoiser(mix, sde)
     errors, nfes = [], []
     for tol in (1e-4, 1e-6, 1e-8):
-        result = S.ode_sample(sde, score_fn, latents, rtol=tol, atol=tol)
+        result = S.ode_sample(sde, score_fn, latents=latents, rtol=tol, atol=tol)
         assert isinstance(result, S.ODESample) and result.samples.dtype == F64
         errors.append(float((result.samples - exact).abs().max()))
         nfes.append(result.nfe)
@@ -604,8 +667,21 @@ def test_ode_sample_matches_edm_heun_for_ve():
     latents = torch.randn(16, 2, generator=torch.Generator().manual_seed(12), dtype=F64)
     sigmas = fastdiff.karras_sigmas(1024, sigma_min=float(sde.sigma(sde.sampling_eps)), sigma_max=50.0)[:-1]
     heun = fastdiff.sample(mix, latents, sigmas=sigmas, dtype=F64)
-    x, nfe = S.ode_sample(sde, S.score_from_denoiser(mix, sde), latents, rtol=1e-7, atol=1e-7)
+    x, nfe = S.ode_sample(sde, S.score_from_denoiser(mix, sde), latents=latents, rtol=1e-7, atol=1e-7)
     assert_close(x, heun, rtol=0, atol=1e-4, name="ode_sample vs Heun")
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_ode_sample_from_prior_sampling_follows_the_flow(kind):
+    """ode_sample(sde, score_fn, sde.prior_sampling(shape, seeds)) follows the exact probability flow from that x_T
+    (the same start as latents=fastdiff.randn(seeds, shape))."""
+    plain, sde = PLAIN[kind], PLAIN[kind].make()
+    mix = fastdiff.GaussianMixture(**MIXTURE_2D)
+    seeds = list(range(100, 116))
+    x_T = sde.prior_sampling((16, 2), seeds, dtype=F64)
+    exact = exact_flow(mix, plain, fastdiff.randn(seeds, (16, 2), dtype=F64), sde.sampling_eps)
+    x, _ = S.ode_sample(sde, S.score_from_denoiser(mix, sde), x_T, rtol=1e-6, atol=1e-6)
+    assert_close(x, exact, rtol=0, atol=2e-4, name=f"{kind}: from prior_sampling")  # measured <= 5.1e-5 at 1e-6
 
 
 def test_ode_sample_calls_and_denoise():
@@ -758,7 +834,16 @@ LAT = torch.zeros(2, 3)
     (lambda: S.pc_sample(S.VPSDE(), gaussian_vp_score, LAT, langevin_norms="max"), ValueError,
      "langevin_norms: expected one of 'batch', 'sample', got 'max'"),
     (lambda: S.pc_sample(S.VPSDE(), gaussian_vp_score, LAT, denoise=1), TypeError, "denoise: expected True or False"),
-    (lambda: S.pc_sample(S.VPSDE(), gaussian_vp_score, LAT.long()), TypeError, "latents: expected a floating-point"),
+    (lambda: S.pc_sample(S.VPSDE(), gaussian_vp_score, LAT.long()), TypeError, "x_T: expected a floating-point"),
+    (lambda: S.pc_sample(S.VPSDE(), gaussian_vp_score, latents=LAT.long()), TypeError,
+     "latents: expected a floating-point"),
+    (lambda: S.pc_sample(S.VPSDE(), gaussian_vp_score), TypeError, r"x_T: expected either x_T, a sample of the prior "
+     r"N\(0, prior_std\^2 I\) such as sde.prior_sampling\(shape, seeds\), or latents=, unit-variance noise \(x_T = "
+     r"prior_std \* latents\), got neither"),
+    (lambda: S.pc_sample(S.VPSDE(), gaussian_vp_score, LAT, latents=LAT), TypeError,
+     "x_T: expected either .* got both"),
+    (lambda: S.ode_sample(S.VPSDE(), gaussian_vp_score, LAT, latents=LAT), TypeError,
+     "x_T: expected either .* got both"),
     (lambda: S.pc_sample(S.VPSDE(), gaussian_vp_score, LAT, seeds=[1]), ValueError, "seeds: expected 2 seeds"),
     (lambda: S.pc_sample(S.VPSDE(), lambda x, t: x[:1], LAT), ValueError, r"score_fn: expected score_fn\(x, t\) to return"),
     (lambda: S.pc_sample("vp", gaussian_vp_score, LAT), TypeError, "sde: expected a fastdiff.sde SDE"),
