@@ -348,7 +348,7 @@ def test_op_argument_errors_name_the_argument():
         ops.churn(x, [1, 2], -1, 1.0)
     with pytest.raises(ValueError, match="seeds: expected 2 seeds"):
         ops.churn(x, [1], 0, 1.0)
-    with pytest.raises(ValueError, match=r"shape: expected \(batch, ...\) with non-negative sizes"):
+    with pytest.raises(ValueError, match=r"shape: expected an int or a sequence of non-negative ints \(batch, ...\), got \(1, -2\)"):
         ops.randn([1], (1, -2))
 
 
