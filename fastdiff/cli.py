@@ -282,6 +282,8 @@ def run_info() -> int:
             where = "on CPU tensors through the interpreter (TRITON_INTERPRET=1 is set)" if backends.triton_interpreted() \
                 else "nowhere here: no CUDA device, and TRITON_INTERPRET=1 (the interpreter, for testing) is not set"
             print(f"  {name:10s} installed; runs {where}")
+        elif name == "cuda" and not cuda:
+            print(f"  {name:10s} installed (its ops are registered); runs nowhere here: no CUDA device")
         else:
             print(f"  {name:10s} available")
     for device in ["cpu"] + (["cuda"] if cuda else []):

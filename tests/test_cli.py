@@ -81,6 +81,8 @@ def test_info_and_module_entry_point():
     x = torch.empty(1)
     assert f"auto       -> {backends.resolve('auto', x, (x,))} for float32 cpu tensors" in result.stdout
     assert "triton     installed; runs on CPU tensors through the interpreter" in result.stdout  # conftest sets it
+    if not torch.cuda.is_available() and not backends.install_reasons("cuda"):  # a CUDA torch on a GPU-less machine
+        assert "cuda       installed (its ops are registered); runs nowhere here: no CUDA device" in result.stdout
 
 
 def test_write_png_roundtrip_and_errors(tmp_path):

@@ -381,8 +381,10 @@ try:
     outcome = "returned"
 except (RuntimeError, ValueError) as error:
     outcome = f"{type(error).__name__}: {error}"
-print(json.dumps({"rank": rank, "outcome": outcome, "initialized": dist.is_initialized(), "at_close": at_close,
-                  "after": gloo_threads()}), flush=True)
+record = {"rank": rank, "outcome": outcome, "initialized": dist.is_initialized(), "at_close": at_close,
+          "after": gloo_threads()}
+with open(os.path.join(sys.argv[2], f"rank{rank}.json"), "w") as file:  # one file per rank: their stdouts share a pipe
+    json.dump(record, file)
 """
 
 
@@ -396,10 +398,10 @@ def test_torchrun_ranks_destroy_their_process_group(tmp_path, case):
     script = tmp_path / "run.py"
     script.write_text(TORCHRUN_TEARDOWN)
     done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-                           str(script), case], capture_output=True, text=True, timeout=300,
+                           str(script), case, str(tmp_path)], capture_output=True, text=True, timeout=300,
                           env=dict(os.environ, OMP_NUM_THREADS="1"))
     assert "terminate called" not in done.stderr, done.stderr[-3000:]
-    records = {r["rank"]: r for r in (json.loads(line) for line in done.stdout.splitlines() if line.startswith("{"))}
+    records = {r["rank"]: r for r in (json.loads(f.read_text()) for f in sorted(tmp_path.glob("rank*.json")))}
     assert sorted(records) == [0, 1], (done.stdout, done.stderr[-3000:])
     for record in records.values():
         assert record["at_close"], record  # the group's threads were there, and are found by their names
