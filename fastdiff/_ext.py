@@ -141,7 +141,6 @@ def build(part: str, verbose: bool = False):
     if root is None:
         raise ImportError("the C++ sources are not shipped with this fastdiff (no fastdiff/_csrc or csrc/)")
     folder = cache_dir(part)
-    extra = {}
     if part == "cuda":
         if torch.version.cuda is None:
             raise ImportError(f"torch {torch.__version__} is a CPU build: the CUDA part cannot be built")
