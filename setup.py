@@ -1,6 +1,7 @@
 """Build and install fastdiff.
 
-Python packages: `fastdiff` and `fastdiff.kernels` (the Triton kernels, kept in the top-level `kernels/`).
+Python package: `fastdiff` (its subpackages `fastdiff.ops`, with the Triton kernels in `fastdiff.ops.kernels`, and
+`fastdiff.sampling`).
 Compiled parts, with ninja through torch's build tools, from the recipe in fastdiff/_build.py (the same one
 `fastdiff build` uses to rebuild them later):
   fastdiff._C       the `fastdiff` op library and its C++ CPU kernels (csrc/bindings.cpp, csrc/cpu): built whenever
@@ -215,8 +216,7 @@ setup(
     long_description_content_type="text/markdown",
     license="Apache-2.0",
     python_requires=">=3.10",
-    packages=find_packages(include=["fastdiff", "fastdiff.*"]) + ["fastdiff.kernels"],
-    package_dir={"fastdiff.kernels": "kernels"},  # the Triton kernels keep their top-level folder
+    packages=find_packages(include=["fastdiff", "fastdiff.*"]),
     ext_modules=ext_modules,
     cmdclass=cmdclass,
     install_requires=["torch>=2.4", "numpy"],

@@ -88,7 +88,7 @@ def device_work(net, x0, seeds, settings) -> dict:
     """For the dispatch-mode counts, the fastdiff modes without their host planning (plan_steps and argument checks
     work on host tensors, which a dispatch mode on a CPU-only machine cannot tell from device work): the loop and
     the non-finite report after it, as sample() runs them."""
-    from fastdiff.sampler import build_loop
+    from fastdiff.sampling.loop import build_loop
 
     backend = fused_backend(x0)
     work = {}

@@ -1,7 +1,7 @@
 """Benchmark: the elementwise work of one EDM Heun step with churn (the network excluded), three ways side by side.
 
     eager reference      fastdiff.ops.churn / euler_step / heun_step with backend="reference", called as
-                         fastdiff.sampler.run_plan calls them (per-step values indexed from device tables,
+                         fastdiff.sampling.loop.run_plan calls them (per-step values indexed from device tables,
                          noise from fastdiff's Philox generator keyed by per-sample seeds)
     k-diffusion pattern  the eager step of k-diffusion's `sample_heun`, written here from its formulas:
                          torch.randn_like noise, tensor-valued sigmas, Python `if`s on them
@@ -44,7 +44,7 @@ from torch.utils._pytree import tree_leaves
 import fastdiff
 from fastdiff import backends, ops
 from fastdiff.rng import SAMPLER_OFFSET
-from fastdiff.sampler import plan_steps
+from fastdiff.sampling.plan import plan_steps
 
 RESULTS = Path(__file__).resolve().parent / "results"
 OPS = ("churn", "euler_step", "heun_step")
@@ -66,9 +66,9 @@ STEP_INDEX = 9
 
 # The fused path's memory traffic, read off its kernels: the full-size tensors each one loads and stores
 # (per-sample scalars, seeds and the offset are <= B elements, ignored as in the measurement). One launch each.
-#   churn       kernels/randn.py _noise_kernel (HAS_X):  loads x,                            stores x_hat
-#   euler_step  kernels/euler_step.py:                   loads x_hat, denoised,              stores x_next
-#   heun_step   kernels/heun_step.py:                    loads x_hat, denoised, denoised_next, stores out
+#   churn       fastdiff/ops/kernels/randn.py _noise_kernel (HAS_X):  loads x,                            stores x_hat
+#   euler_step  fastdiff/ops/kernels/euler_step.py:                   loads x_hat, denoised,              stores x_next
+#   heun_step   fastdiff/ops/kernels/heun_step.py:                    loads x_hat, denoised, denoised_next, stores out
 #                                                        (x_next is recomputed, not read back)
 FUSED_MODEL = {
     "churn": (("x",), ("x_hat",)),
@@ -105,7 +105,7 @@ def _unmarked(op: str) -> None:
 
 def fastdiff_step(x, denoised, denoised_next, seeds, offsets, t, t_hat, noise_std, i: int, *,
                   backend: str = "reference", mark=_unmarked, outs=(None, None, None)):
-    """Step i of fastdiff.sampler.run_plan with churn and Heun's correction, the denoiser outputs given;
+    """Step i of fastdiff.sampling.loop.run_plan with churn and Heun's correction, the denoiser outputs given;
     `outs` are preallocated buffers for (x_hat, x_next, out), as a loop on fixed buffers passes them."""
     mark("churn")
     x_hat = ops.churn(x, seeds, offsets[i], noise_std[i], out=outs[0], backend=backend)

@@ -5,17 +5,15 @@
 from ._version import __version__
 from . import data, nets, sde
 from ._memory import NotEnoughMemoryError
-from .backends import BackendUnavailableError
-from .capture import CaptureError, CaptureReport, check_capture
 from .ddpm import DDPM
-from .general import sample_general
-from .graphed import GraphedSampler
-from .guidance import ClassifierFreeGuidance, ClassifierGuidance, Inpainting, grad_log_p_from_logits, inpaint
 from .loss import DDPMLoss, EDMLoss, VELoss, VPLoss
 from .mixture import GaussianMixture
-from .precond import EDMPrecond, VEPrecond, VPPrecond, iDDPMPrecond
+from .ops import BackendUnavailableError, backends
 from .ops import randn  # the generator through the backend dispatch (reference: fastdiff.rng.randn)
-from .sampler import StepPlan, plan_steps, sample
+from .precond import EDMPrecond, VEPrecond, VPPrecond, iDDPMPrecond
+from .sampling import (CaptureError, CaptureReport, ClassifierFreeGuidance, ClassifierGuidance, GraphedSampler,
+                       Inpainting, StepPlan, check_capture, grad_log_p_from_logits, inpaint, plan_steps, sample,
+                       sample_general)
 from .schedules import karras_sigmas
 from .training import TrainConfig, TrainResult, train
 

@@ -10,14 +10,17 @@ import time
 
 import torch
 
-from . import __version__, backends
+from ._version import __version__
+from .ops import backends
 from ._memory import require_memory
 from ._validate import check_int
 from .metrics import NUM_PROJECTIONS, sliced_wasserstein
 from .mixture import GaussianMixture
 from .png import scatter_image, write_png
 from .rng import randn
-from .sampler import SOLVERS, plan_steps, require_loop_memory, sample
+from .sampling.front import sample
+from .sampling.loop import require_loop_memory
+from .sampling.plan import SOLVERS, plan_steps
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 

@@ -21,12 +21,11 @@ import torch
 from . import ops
 from ._memory import require_memory
 from ._nonfinite import NonfiniteCheck, check_nonfinite, steps_where
-from .backends import check_name, resolve
+from .ops.backends import check_name, resolve
 from .loss import DDPMLoss
 from .precond import Precond, _as_sigma_tensor, nearest_level
-from .reference.skip_mix import compute_dtype, per_sample
-from .rng import SAMPLER_OFFSET, seeds_tensor
-from .sampler import _draw_seeds
+from .ops.reference.skip_mix import compute_dtype, per_sample
+from .rng import SAMPLER_OFFSET, draw_seeds, seeds_tensor
 from .schedules import BETA_SCHEDULES, ddpm_betas
 from ._validate import check_int, check_output, check_real
 
@@ -245,7 +244,7 @@ class DDPM:
         if seeds is not None:
             seeds = seeds_tensor(seeds, batch, device)
         elif randn_like is None and any(std > 0 for std in plan.noise_std):  # a deterministic run draws no seeds
-            seeds = _draw_seeds(batch, device)
+            seeds = draw_seeds(batch, device)
 
         # Per-step values live in device tables made once; the loop only indexes them.
         def table(values):

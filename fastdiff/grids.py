@@ -10,7 +10,7 @@ import torch
 from .metrics import sliced_wasserstein
 from .png import scatter_image, write_png
 from .rng import randn
-from .sampler import sample
+from .sampling.front import sample
 
 EVAL_POINTS = 2048  # samples for the distance on low-dimensional data
 

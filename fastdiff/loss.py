@@ -21,10 +21,10 @@ import logging
 import torch
 
 from . import ops
-from .backends import prepare, resolve
+from .ops.backends import prepare, resolve
 from .precond import Precond, vp_sigma
-from .reference.skip_mix import compute_dtype, per_sample
-from .rng import LOSS_NOISE_OFFSET, LOSS_SIGMA_OFFSET, MAX_SEED, seeds_tensor
+from .ops.reference.skip_mix import compute_dtype, per_sample
+from .rng import LOSS_NOISE_OFFSET, LOSS_SIGMA_OFFSET, MAX_SEED, draw_seeds, seeds_tensor
 from .schedules import ddpm_alphas_cumprod
 from ._validate import check_below, check_int, check_output, check_positive, check_real, check_unit_interval
 
@@ -236,11 +236,6 @@ def loss_offsets(device) -> tuple[torch.Tensor, torch.Tensor]:
 def _log_reference_once(net_type: str) -> None:
     log.info("fastdiff: the loss runs its reference formula for a %s (the fused passes need a fastdiff preconditioner)",
              net_type)
-
-
-def draw_seeds(batch: int, device) -> torch.Tensor:
-    """Fresh per-sample seeds in [0, 2^63) from torch's generator of `device` (so torch.manual_seed repeats them)."""
-    return torch.randint(0, MAX_SEED, (batch,), dtype=torch.int64, device=device)
 
 
 def _check_images(images) -> None:

@@ -15,8 +15,8 @@ import torch
 from torch import nn
 
 from . import ops
-from .backends import prepare
-from .reference.skip_mix import compute_dtype, per_sample, skip_coefficients
+from .ops.backends import prepare
+from .ops.reference.skip_mix import compute_dtype, per_sample, skip_coefficients
 from ._validate import check_below, check_int, check_output, check_positive, check_real, check_unit_interval
 
 

@@ -17,9 +17,9 @@ So |z| <= sqrt(48 ln 2) ~= 5.77, and a sample's values depend only on its seed, 
 element index: never on the batch it is in or the device.
 
 Offsets in use: 0 for latents (`randn`), SAMPLER_OFFSET + i for the sampler's noise at step i, LOSS_NOISE_OFFSET
-and LOSS_SIGMA_OFFSET for a training loss's noise and noise level, fastdiff.guidance.INPAINT_OFFSET (8 << 32) and
+and LOSS_SIGMA_OFFSET for a training loss's noise and noise level, fastdiff.sampling.guidance.INPAINT_OFFSET (8 << 32) and
 above for inpainting's noised observation, fastdiff.sde.PROBE_OFFSET (3 << 32) for the likelihood's Hutchinson probes,
-and 9 << 32 to 12 << 32 (plus the step) for SMC inpainting (fastdiff.guidance.SMC_*_OFFSET).
+and 9 << 32 to 12 << 32 (plus the step) for SMC inpainting (fastdiff.sampling.guidance.SMC_*_OFFSET).
 """
 from __future__ import annotations
 
@@ -112,6 +112,13 @@ def seeds_tensor(seeds, batch_size: int | None = None, device=None) -> torch.Ten
     if batch_size is not None and out.numel() != batch_size:
         raise ValueError(f"seeds: expected {batch_size} seeds (one per sample in the batch), got {out.numel()}")
     return out
+
+
+def draw_seeds(batch: int, device=None) -> torch.Tensor:
+    """Fresh per-sample seeds in [0, 2^63 - 1), int64 [batch] on `device`, drawn from torch's default CPU generator
+    whatever the device, so torch.manual_seed repeats them on every machine. The one way fastdiff draws seeds a
+    user did not give (sample, DDPM, the SDE samplers, inpainting, the training losses)."""
+    return torch.randint(0, MAX_SEED, (batch,), dtype=torch.int64).to(device)
 
 
 def _is_integer(value) -> bool:

@@ -31,8 +31,7 @@ from . import ops
 from ._memory import on_devices, require_memory
 from ._nonfinite import NonfiniteCheck, check_nonfinite
 from ._validate import check_below, check_int, check_output, check_positive, check_real, check_shape
-from .rng import SAMPLER_OFFSET, seeds_tensor
-from .sampler import _draw_seeds
+from .rng import SAMPLER_OFFSET, draw_seeds, seeds_tensor
 
 PREDICTORS = ("reverse_diffusion", "euler_maruyama", "ancestral")
 CORRECTORS = ("langevin", "ald")
@@ -85,7 +84,7 @@ class SDE:
         pc_sample and ode_sample start from, as in score_sde: pc_sample(sde, score_fn, sde.prior_sampling(shape))."""
         shape = check_shape("shape", shape, min_ndim=1, what="(batch, ...)")
         if seeds is None:
-            seeds = _draw_seeds(shape[0], device)
+            seeds = draw_seeds(shape[0], device)
         return self.prior_std * ops.randn(seeds, shape, dtype=dtype, device=device)
 
     def prior_logp(self, z: torch.Tensor) -> torch.Tensor:
@@ -540,7 +539,7 @@ class _NoiseStream:
 
     def __init__(self, seeds, latents: torch.Tensor, dtype: torch.dtype, count: int):
         batch, device = latents.shape[0], latents.device
-        self.seeds = _draw_seeds(batch, device) if seeds is None else seeds_tensor(seeds, batch, device)
+        self.seeds = draw_seeds(batch, device) if seeds is None else seeds_tensor(seeds, batch, device)
         self.shape, self.dtype, self.k = tuple(latents.shape), dtype, 0
         self.offsets = SAMPLER_OFFSET + torch.arange(count, dtype=torch.int64, device=device)
 
@@ -747,7 +746,7 @@ def _hutchinson_divergence(drift: torch.Tensor, x: torch.Tensor, z: torch.Tensor
 
 def _probe(kind: str, seeds, x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     """Hutchinson's probe from each sample's stream at PROBE_OFFSET: N(0, I), or its signs (Rademacher)."""
-    seeds = _draw_seeds(x.shape[0], x.device) if seeds is None else seeds_tensor(seeds, x.shape[0], x.device)
+    seeds = draw_seeds(x.shape[0], x.device) if seeds is None else seeds_tensor(seeds, x.shape[0], x.device)
     z = ops.randn(seeds, x.shape, offset=PROBE_OFFSET, dtype=dtype)
     return z if kind == "gaussian" else torch.where(z >= 0, 1.0, -1.0).to(dtype)
 

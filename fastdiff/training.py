@@ -28,8 +28,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from . import __version__
-from .backends import check_name
+from ._version import __version__
+from .ops.backends import check_name
 from .loss import EDMLoss, VELoss, VPLoss
 from .precond import EDMPrecond, Precond, VEPrecond, VPPrecond
 from ._validate import check_int, check_positive, check_real

@@ -1,4 +1,4 @@
-"""fastdiff.check_capture and fastdiff.capture.EmulatedGraph (issue 6).
+"""fastdiff.check_capture and fastdiff.sampling.capture.EmulatedGraph (issue 6).
 
 check_capture runs the sampler's own loop twice on the CPU and must pass every solver and backend, and catch each
 kind of violation when one is planted: in the net (host syncs, host data, tensors of another device, per-call Python
@@ -16,8 +16,8 @@ import pytest
 import torch
 
 import fastdiff
-import fastdiff.sampler
-from fastdiff.capture import KINDS, CaptureError, EmulatedGraph, Violation
+import fastdiff.sampling.loop
+from fastdiff.sampling.capture import KINDS, CaptureError, EmulatedGraph, Violation
 from fastdiff.testing import assert_equal
 
 LATENTS = fastdiff.randn(list(range(5)), (5, 2, 3))  # float32: a state dtype the fused backends take
@@ -212,7 +212,7 @@ def test_sampler_kernels_are_the_fused_out_ops():
         finally:
             state["in_net"] = False
 
-    loop, seeds = fastdiff.sampler.build_loop(net, LATENTS, seeds=SEEDS, num_steps=6, backend="cpu",
+    loop, seeds = fastdiff.sampling.loop.build_loop(net, LATENTS, seeds=SEEDS, num_steps=6, backend="cpu",
                                               reuse_buffers=True, **CHURN)
     loop.on_step = lambda i: per_step.append([])
     with torch.no_grad(), Recorder():
@@ -279,7 +279,7 @@ def test_randn_like_allocates_every_step():
     """A randn_like (torch.randn_like) is fine for a CUDA graph's generator, but its noise, and x + std * noise, are
     new tensors every step: allocations in the sampler, and nothing else (the std is a view of a device table)."""
     plan = fastdiff.plan_steps(num_steps=4)
-    where = fastdiff_line("sampler.py", "x_hat = x_cur + noise_std * _check_noise(", "run")
+    where = fastdiff_line("sampling/loop.py", "x_hat = x_cur + noise_std * check_noise(", "run")
     for churn in (CHURN, dict(S_churn=0.0)):  # randn_like is called on every step, with or without churn
         report = check(mixture_net(), num_steps=4, randn_like=torch.randn_like, **churn)
         want = [Violation("allocation", op, where, 1, False, "", 2 * (plan.num_steps - 1))
@@ -502,14 +502,14 @@ def test_call_comparison_violations_name_their_step_and_the_net():
 def test_step_value_made_from_the_host_plan_is_caught(monkeypatch):
     """t_hat made each step with torch.full from the plan's Python float: the fill value differs between the calls
     (the second's schedule is scaled), and the new tensor is an allocation from step 1 on."""
-    real = fastdiff.sampler.SamplingLoop.step_values
+    real = fastdiff.sampling.loop.SamplingLoop.step_values
 
     def full_t_hat(self, i):
         offset, noise_std, t_hat, t_next, sigma_hat, sigma_next = real(self, i)
         t_hat = torch.full((), self.plan.t_hat[i], dtype=self.state_dtype, device=self.device)  # <full>
         return offset, noise_std, t_hat, t_next, sigma_hat, sigma_next
 
-    monkeypatch.setattr(fastdiff.sampler.SamplingLoop, "step_values", full_t_hat)
+    monkeypatch.setattr(fastdiff.sampling.loop.SamplingLoop, "step_values", full_t_hat)
     report = check(mixture_net(), num_steps=4, solver="euler")
     where = here("full", "full_t_hat")
     assert kinds(report) == {"scalar", "allocation"}
@@ -525,19 +525,19 @@ def test_step_value_made_from_the_host_plan_is_caught(monkeypatch):
 def test_plan_float_reaching_an_op_is_caught(monkeypatch):
     """The plan's noise std as a Python float: in x + std * randn_like(x) it is a scalar that differs between calls
     (on the steps that add noise); given to a fused op it becomes host data (torch.tensor per call)."""
-    real = fastdiff.sampler.SamplingLoop.step_values
+    real = fastdiff.sampling.loop.SamplingLoop.step_values
 
     def float_noise_std(self, i):
         offset, noise_std, *rest = real(self, i)
         return (offset, self.plan.noise_std[i], *rest)
 
-    monkeypatch.setattr(fastdiff.sampler.SamplingLoop, "step_values", float_noise_std)
+    monkeypatch.setattr(fastdiff.sampling.loop.SamplingLoop, "step_values", float_noise_std)
     plan = fastdiff.plan_steps(num_steps=4, **CHURN)
     noisy = [i for i, std in enumerate(plan.noise_std) if std > 0]
     assert noisy and noisy[0] >= 1
 
     report = check(mixture_net(), num_steps=4, randn_like=torch.randn_like, **CHURN)
-    where = fastdiff_line("sampler.py", "x_hat = x_cur + noise_std * _check_noise(", "run")
+    where = fastdiff_line("sampling/loop.py", "x_hat = x_cur + noise_std * check_noise(", "run")
     scalars = [v for v in report.violations if v.kind == "scalar"]
     assert {(v.op, v.where) for v in scalars} == {("aten::mul", where)}
     assert sum(v.count for v in scalars) == len(noisy)
@@ -553,12 +553,12 @@ def test_plan_float_reaching_an_op_is_caught(monkeypatch):
 @pytest.mark.parametrize("backend", FUSED)
 def test_op_ignoring_its_out_buffer_is_caught(monkeypatch, backend):
     """An Euler step that drops out= and allocates: an allocation in the sampler from step 1, and nothing else."""
-    real = fastdiff.sampler.ops.euler_step
+    real = fastdiff.sampling.loop.ops.euler_step
 
     def allocating_euler_step(x_hat, denoised, t_hat, t_next, *, out=None, backend="auto"):
         return real(x_hat, denoised, t_hat, t_next, backend=backend)
 
-    monkeypatch.setattr(fastdiff.sampler.ops, "euler_step", allocating_euler_step)
+    monkeypatch.setattr(fastdiff.sampling.loop.ops, "euler_step", allocating_euler_step)
     report = check(mixture_net(), num_steps=4, solver="euler", backend=backend, **CHURN)
     where = fastdiff_line("ops.py", "return _impl(name).euler_step(*args)", "euler_step")
     assert report.violations == [Violation("allocation", f"{NAMESPACES[backend]}::euler_step", where, 1, False, "", 2 * 3)]
@@ -618,14 +618,14 @@ def test_check_capture_leaves_no_trace(monkeypatch):
     settings = dict(num_steps=5, seeds=SEEDS, backend="cpu", **CHURN)
     before = fastdiff.sample(mixture_net(), LATENTS, reuse_buffers=True, **settings)
     built = []
-    real_build = fastdiff.sampler.build_loop
+    real_build = fastdiff.sampling.loop.build_loop
 
     def recording_build_loop(*args, **kwargs):
         loop, seeds = real_build(*args, **kwargs)
         built.append(loop)
         return loop, seeds
 
-    monkeypatch.setattr(fastdiff.sampler, "build_loop", recording_build_loop)
+    monkeypatch.setattr(fastdiff.sampling.loop, "build_loop", recording_build_loop)
     net = mixture_net()
     torch.manual_seed(1234)
     rng = torch.get_rng_state()
@@ -648,8 +648,8 @@ def test_check_capture_leaves_no_trace(monkeypatch):
 def test_a_failing_net_leaves_no_trace_either(monkeypatch):
     """An exception from the net propagates, and the loop and torch's modes are restored all the same."""
     built = []
-    real_build = fastdiff.sampler.build_loop
-    monkeypatch.setattr(fastdiff.sampler, "build_loop",
+    real_build = fastdiff.sampling.loop.build_loop
+    monkeypatch.setattr(fastdiff.sampling.loop, "build_loop",
                         lambda *a, **k: built.append(real_build(*a, **k)) or built[-1])
     calls = []
 
@@ -744,7 +744,7 @@ def test_emulated_graph_replays_a_sampling_loop():
     and seeds copied into the same input tensors."""
     latents, seeds, out = LATENTS.clone(), torch.tensor(SEEDS), torch.empty_like(LATENTS)
     settings = dict(num_steps=4, backend="cpu", **CHURN)
-    loop, _ = fastdiff.sampler.build_loop(mixture_net(), latents, seeds=seeds, reuse_buffers=True, **settings)
+    loop, _ = fastdiff.sampling.loop.build_loop(mixture_net(), latents, seeds=seeds, reuse_buffers=True, **settings)
     graph = EmulatedGraph()
     graph.capture(lambda: loop.run(latents, seeds, out=out))
     new_latents, new_seeds = fastdiff.randn([9, 8, 7, 6, 5], (5, 2, 3)), [11, 12, 13, 14, 15]

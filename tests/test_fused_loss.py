@@ -19,12 +19,13 @@ from torch import nn
 import triton  # noqa: F401  (the Triton backend is under test: a missing triton is a failure, not a skip)
 
 import fastdiff
-from fastdiff import _cpu  # noqa: F401  (the C++ backend is under test: a failed build is a failure, not a skip)
-from fastdiff import _triton  # noqa: F401  (imported now, under conftest's TRITON_INTERPRET, whatever tests run first)
-from fastdiff import backends, ops, reference
+from fastdiff.ops import _cpu  # noqa: F401  (the C++ backend is under test: a failed build is a failure, not a skip)
+from fastdiff.ops import _triton  # noqa: F401  (imported now, under conftest's TRITON_INTERPRET, whatever tests run first)
+from fastdiff.ops import backends, reference
+from fastdiff import ops
 from fastdiff.nets import MLP, UNet
-from fastdiff.reference.loss import loss_noise
-from fastdiff.reference.skip_mix import per_sample
+from fastdiff.ops.reference.loss import loss_noise
+from fastdiff.ops.reference.skip_mix import per_sample
 from fastdiff.rng import LOSS_NOISE_OFFSET, MAX_SEED
 from fastdiff.testing import assert_close, assert_equal, assert_error_bounded, tolerance
 
@@ -153,7 +154,7 @@ def exact_noise(y, rng):
     """The (seeds, offset, noise) arguments of the float64 reference twins for the same n."""
     seeds = rng["seeds"].cpu() if "seeds" in rng else torch.zeros(y.shape[0], dtype=torch.int64)
     noise = rng["noise"].detach().cpu().double() if "noise" in rng else None
-    return seeds, ops._offset_tensor(LOSS_NOISE_OFFSET, "cpu"), noise
+    return seeds, ops.dispatch._offset_tensor(LOSS_NOISE_OFFSET, "cpu"), noise
 
 
 def exact_error_terms(y, F, rng, v):
@@ -393,9 +394,9 @@ def test_backward_is_one_product_of_the_saved_factor(F_dtype, backend):
     assert len(saved) == 1, f"saved {len(saved)} tensors, expected only dloss/dF"
     factor = saved[0]
     assert factor.dtype == torch.float32 and factor.shape == shape
-    kernel_values = ops._kernel_values([ops._per_sample_value(n, x, y) for n, x in zip(("s", "k", "o", "w"), args)], y)
-    raw_loss, raw_factor = ops._impl(backend).loss_error(y.contiguous(), F.detach().contiguous(), rng["seeds"],
-                                                         ops._offset_tensor(LOSS_NOISE_OFFSET, device), None,
+    kernel_values = ops.dispatch._kernel_values([ops.dispatch._per_sample_value(n, x, y) for n, x in zip(("s", "k", "o", "w"), args)], y)
+    raw_loss, raw_factor = ops.dispatch._impl(backend).loss_error(y.contiguous(), F.detach().contiguous(), rng["seeds"],
+                                                         ops.dispatch._offset_tensor(LOSS_NOISE_OFFSET, device), None,
                                                          *kernel_values)
     assert_equal(loss.detach(), raw_loss, name="loss vs the raw op")
     assert_equal(factor, raw_factor, name="the saved factor vs the op's dloss/dF")
@@ -484,7 +485,7 @@ def loss_op_cases(backend_name):
     a, b = torch.tensor([0.5, 1.0, 2.0], device=device), torch.tensor([0.9, 0.3, -0.7], device=device)
     one = torch.full((3,), 0.6, device=device)
     y1 = make((1, 7), torch.bfloat16, 75, device=device)
-    impl = ops._impl(backend_name)
+    impl = ops.dispatch._impl(backend_name)
     return {
         "loss_input seeds": lambda: (impl.loss_input, (y, seeds, offset, None, a, one)),
         "loss_input noise fp16": lambda: (impl.loss_input, (y16, seeds, offset, noise16, one, b)),

@@ -14,10 +14,11 @@ import torch._functorch.config as functorch_config
 import triton  # noqa: F401  (the Triton backend is under test: a missing triton is a failure, not a skip)
 
 import fastdiff
-from fastdiff import _cpu  # noqa: F401  (the C++ backend is under test: a failed build is a failure, not a skip)
-from fastdiff import _triton  # noqa: F401  (imported now, under conftest's TRITON_INTERPRET, whatever tests run first)
-from fastdiff import backends, ops, reference
-from fastdiff.kernels.randn import philox_words as triton_philox_words
+from fastdiff.ops import _cpu  # noqa: F401  (the C++ backend is under test: a failed build is a failure, not a skip)
+from fastdiff.ops import _triton  # noqa: F401  (imported now, under conftest's TRITON_INTERPRET, whatever tests run first)
+from fastdiff.ops import backends, reference
+from fastdiff import ops
+from fastdiff.ops.kernels.randn import philox_words as triton_philox_words
 from fastdiff.rng import SAMPLER_OFFSET, philox_words
 from fastdiff.testing import assert_close, assert_equal, assert_error_bounded, tolerance
 
@@ -72,7 +73,7 @@ def test_stream_words_are_bit_exact(numel, offset, backend):
     """The kernels' Philox words equal the reference's, bit for bit, for any sample size and offset."""
     device = DEVICES[backend]
     seeds = torch.tensor([0, -1, 2**62 + 3], device=device)
-    offset_t = ops._offset_tensor(offset, device)
+    offset_t = ops.dispatch._offset_tensor(offset, device)
     if backend == "cuda":
         pytest.skip("the CUDA backend has no raw-words op; its normals are checked against the reference below")
     words = triton_philox_words if backend == "triton" else torch.ops.fastdiff.stream_words
@@ -217,7 +218,7 @@ def op_cases(backend):
     seeds = torch.tensor([1, 2, 3], device=device)
     offset = torch.tensor(9, device=device)
     t_hat, t_next = torch.tensor([2.0, 3.0, 4.0], device=device), torch.tensor(1.0, device=device)
-    impl = ops._impl(backend)
+    impl = ops.dispatch._impl(backend)
     return {
         "randn": (impl.randn, (seeds, offset, [3, 5, 7], torch.float32)),
         "churn": (impl.churn, (x, seeds, offset, t_hat)),
@@ -243,7 +244,7 @@ def test_opcheck_skip_mix_with_gradients(backend_name, opaque_triton_ops):
     x = make((2, 3, 4), torch.float32, 30, device=device).requires_grad_()
     F = make((2, 3, 4), torch.float32, 31, device=device).requires_grad_()
     sigma = torch.tensor([0.5, 2.0], device=device, requires_grad=True)
-    result = torch.library.opcheck(ops._impl(backend_name).skip_mix, (x, F, sigma, 0, 0.5))
+    result = torch.library.opcheck(ops.dispatch._impl(backend_name).skip_mix, (x, F, sigma, 0, 0.5))
     assert set(result.values()) == {"SUCCESS"}, result
 
 
@@ -448,7 +449,7 @@ def test_opcheck_out_ops(name, backend_name, opaque_triton_ops):
     out_dtype = torch.float32
     shape = args[0].shape
     out = torch.empty(shape, dtype=out_dtype, device=args[0].device)
-    result = torch.library.opcheck(getattr(ops._impl(backend_name), name), (*args, out))
+    result = torch.library.opcheck(getattr(ops.dispatch._impl(backend_name), name), (*args, out))
     assert set(result.values()) == {"SUCCESS"}, result
 
 

@@ -1,4 +1,4 @@
-"""fastdiff.general, EDM's generalized sampler: formulas, a plain re-implementation, fastdiff.sample and the oracle.
+"""fastdiff.sampling.general, EDM's generalized sampler: formulas, a plain re-implementation, fastdiff.sample and the oracle.
 
 The Gaussian mixture is an exact denoiser at every sigma, so it drives every schedule; wrapped as the raw network F
 of a VP/VE/iDDPM preconditioner (exact_precond) it also tests the preconditioned nets the sampler is made for.
@@ -12,8 +12,8 @@ import torch
 
 import fastdiff
 from fastdiff.testing import SyncCounter
-from fastdiff import general
-from fastdiff.general import (discretize, ode_schedule, plan_general, run_general, sample_general, vp_betas)
+from fastdiff.sampling import general
+from fastdiff.sampling.general import (discretize, ode_schedule, plan_general, run_general, sample_general, vp_betas)
 from fastdiff.metrics import sliced_wasserstein
 from fastdiff.rng import SAMPLER_OFFSET
 from fastdiff.testing import assert_close, assert_equal, fitted_slope
@@ -120,7 +120,7 @@ def iddpm_levels(M=1000, C_1=0.001, C_2=0.008):
 def plain_general_sampler(net, latents, randn_like, num_steps, discretization, schedule, scaling, solver="heun",
                           alpha=1.0, S_churn=0.0, S_min=0.0, S_max=INF, S_noise=1.0, epsilon_s=1e-3, rho=7.0):
     """EDM's generalized sampler in float64, one line per formula of EDM Table 1 / docs/formulas.md#general-ode-sampler,
-    independent of fastdiff.general. (Like fastdiff, t_hat = t_i on steps without churn.)"""
+    independent of fastdiff.sampling.general. (Like fastdiff, t_hat = t_i on steps without churn.)"""
     sigma_min = {"vp": float(vp_closed(epsilon_s)), "ve": 0.02, "iddpm": 0.002, "edm": 0.002}[discretization]
     sigma_max = {"vp": float(vp_closed(1.0)), "ve": 100.0, "iddpm": 81.0, "edm": 80.0}[discretization]
     sigma_min = max(sigma_min, getattr(net, "sigma_min", 0.0))
@@ -779,4 +779,4 @@ def test_alpha_with_euler_is_refused():
     """alpha sets Heun's second-order step: given with solver='euler' it is an error, not ignored."""
     with pytest.raises(ValueError, match=r"alpha: sets the second-order step of solver='heun'; solver='euler' takes "
                                          r"none, got alpha=0.5"):
-        fastdiff.general.sample_general(fastdiff.GaussianMixture.ring(), torch.zeros(2, 2), solver="euler", alpha=0.5)
+        fastdiff.sampling.general.sample_general(fastdiff.GaussianMixture.ring(), torch.zeros(2, 2), solver="euler", alpha=0.5)

@@ -1,6 +1,6 @@
 """GraphedSampler and sample(cuda_graph=...): the whole loop replayed as a graph equals eager sampling, bit for bit.
 
-Without a GPU the graph is fastdiff.capture.EmulatedGraph: the ops recorded at capture, replayed on the same
+Without a GPU the graph is fastdiff.sampling.capture.EmulatedGraph: the ops recorded at capture, replayed on the same
 tensors without the Python code, which is what a CUDA graph does. Tests marked `cuda` run real CUDA graphs
 and are skipped on machines without one.
 """
@@ -16,10 +16,10 @@ import torch.nn.functional as F
 from torch import nn
 
 import fastdiff
-import fastdiff.graphed as graphed
+import fastdiff.sampling.graph as graphed
 from fastdiff.testing import assert_equal
 
-CPU_BACKENDS = (["cpu"] if not fastdiff.backends.install_reasons("cpu") else []) + \
+CPU_BACKENDS = (["cpu"] if not fastdiff.ops.backends.install_reasons("cpu") else []) + \
     (["triton"] if os.environ.get("TRITON_INTERPRET") == "1" and importlib.util.find_spec("triton") else [])
 CHURN = dict(S_churn=20.0, S_min=0.1, S_max=30.0)
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (real CUDA graphs)")
@@ -92,7 +92,7 @@ def test_omitted_seeds_are_fresh_per_call_and_follow_torch_manual_seed():
     torch.manual_seed(7)
     got = sampler()  # latents too come from the fresh seeds
     torch.manual_seed(7)
-    seeds = torch.randint(0, 2**62, (5,))
+    seeds = fastdiff.rng.draw_seeds(5)  # the one way fastdiff draws seeds
     assert_equal(got, fastdiff.sample(net, fastdiff.randn(seeds, (5, 4), backend=kw["backend"]), seeds=seeds, **kw))
 
 
@@ -401,8 +401,8 @@ CUDA_BACKENDS = ["cuda", "triton"] if torch.cuda.is_available() else []
 @pytest.mark.parametrize("backend", CUDA_BACKENDS)
 @pytest.mark.parametrize("solver", ["heun", "euler"])
 def test_cuda_graph_replays_equal_eager_sampling(backend, solver):
-    if backend == "cuda" and fastdiff.backends.install_reasons("cuda"):
-        pytest.skip("the CUDA extension is not built: " + "; ".join(fastdiff.backends.install_reasons("cuda")))
+    if backend == "cuda" and fastdiff.ops.backends.install_reasons("cuda"):
+        pytest.skip("the CUDA extension is not built: " + "; ".join(fastdiff.ops.backends.install_reasons("cuda")))
     net = LabelledNet().cuda()
     kw = dict(num_steps=6, solver=solver, backend=backend, **CHURN)
     labels = torch.tensor([0, 1, 2, 1, 0], device="cuda")

@@ -1,4 +1,4 @@
-"""Conditional generation (fastdiff.guidance) against exact Gaussian-mixture oracles (docs/formulas.md#score-sdes and docs/formulas.md#gaussian-mixture-oracle).
+"""Conditional generation (fastdiff.sampling.guidance) against exact Gaussian-mixture oracles (docs/formulas.md#score-sdes and docs/formulas.md#gaussian-mixture-oracle).
 
 A labelled mixture (each class a sub-mixture, or one component) gives the exact class-conditional denoiser, the
 exact unconditional one and the exact log p(y | x; sigma); a mixture's conditional p(x_unknown | x_known) is again
@@ -14,12 +14,13 @@ import pytest
 import torch
 
 import fastdiff
-from fastdiff.guidance import (INPAINT_OFFSET, SMC_LATENTS_OFFSET, SMC_OBSERVATION_OFFSET, ClassifierFreeGuidance,
-                               ClassifierGuidance, Inpainting, _resample_when_degenerate, cfg, grad_log_p_from_logits,
-                               inpaint)
+from fastdiff.sampling.guidance import (INPAINT_OFFSET, SMC_LATENTS_OFFSET, SMC_OBSERVATION_OFFSET,
+                                        ClassifierFreeGuidance, ClassifierGuidance, Inpainting, cfg,
+                                        grad_log_p_from_logits)
+from fastdiff.sampling.inpaint import _resample_when_degenerate, inpaint
 from fastdiff.metrics import sliced_wasserstein
 from fastdiff.rng import randn as reference_randn
-from fastdiff.sampler import SOLVERS
+from fastdiff.sampling.plan import SOLVERS
 from fastdiff.testing import assert_close, assert_equal
 
 F64 = torch.float64
@@ -596,7 +597,7 @@ def test_inpaint_forwards_sampler_arguments():
 def test_sample_guidance_keyword_wraps_the_net_once():
     """sample(..., guidance=w) is sample(ClassifierFreeGuidance(net, w), ...), bit for bit, with one wrapper per
     (net, w) reused across calls (so cached CUDA graphs, keyed by the net, are reused); it needs class labels."""
-    from fastdiff import sampler
+    from fastdiff.sampling import front as sampler
 
     mixture = fastdiff.GaussianMixture.ring()
 

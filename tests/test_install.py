@@ -320,4 +320,4 @@ def test_a_failed_build_still_makes_a_wheel_that_says_why_and_ships_the_sources(
         assert_failure_recorded(json.loads(archive.read("fastdiff/_build_info.json")))
     assert not [n for n in names if n.startswith("fastdiff/_C")]
     assert "fastdiff/_csrc/bindings.cpp" in names and "fastdiff/_csrc/cuda/kernels.cu" in names  # for `fastdiff build`
-    assert "fastdiff/kernels/euler_step.py" in names
+    assert "fastdiff/ops/kernels/euler_step.py" in names

@@ -13,10 +13,11 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 import fastdiff
 import fastdiff._memory as memory
-import fastdiff.graphed as graphed
+import fastdiff.sampling.graph as graphed
 from fastdiff import sde as S
 from fastdiff.cli import main, report_bytes_per_point
-from fastdiff.sampler import PLAN_BYTES_PER_STEP, loop_table_bytes, require_loop_memory
+from fastdiff.sampling.loop import loop_table_bytes, require_loop_memory
+from fastdiff.sampling.plan import PLAN_BYTES_PER_STEP
 
 GiB = 2**30
 MACHINE = 24 * GiB
@@ -79,7 +80,7 @@ def test_sample_refuses_steps_whose_tables_cannot_fit(machine, monkeypatch, cuda
 
 def test_every_way_to_a_plan_is_checked(machine):
     """plan_steps, GraphedSampler, a sigmas schedule, sample_general and plan_general refuse the same way."""
-    from fastdiff.general import plan_general
+    from fastdiff.sampling.general import plan_general
 
     net = fastdiff.GaussianMixture.ring()
     refused(lambda: fastdiff.plan_steps(num_steps=10**9), rf"^num_steps: 1000000000 needs at least 89.4 GiB on cpu "
@@ -139,7 +140,7 @@ def test_the_figures_are_lower_bounds_of_what_is_allocated():
     """What the checks count is at most what the plan and loop really hold: a refusal is never wrong."""
     import tracemalloc
 
-    from fastdiff.sampler import SamplingLoop
+    from fastdiff.sampling.loop import SamplingLoop
 
     steps, batch = 20000, 3
     for solver in ("heun", "euler", "euler_ancestral", "dpmpp_2m", "ddim"):

@@ -5,13 +5,14 @@ as such, never blamed on the network.
 import math
 import re
 import warnings
+import sys
 
 import pytest
 import torch
 
 import fastdiff
 from fastdiff import sde as S
-from fastdiff.general import plan_general, run_general
+from fastdiff.sampling.general import plan_general, run_general
 
 MIXTURE = fastdiff.GaussianMixture.ring()
 DDPM_ = fastdiff.DDPM(20, beta_start=1e-3, beta_end=0.2)
@@ -84,7 +85,7 @@ GOOD = {"sample": MIXTURE, "GraphedSampler": MIXTURE, "sample_general": MIXTURE,
         "inpaint": MIXTURE, "inpaint smc": MIXTURE}
 NAMES = list(ENTRY_POINTS)
 # Where warnings point: the caller's line, but for inpaint's replacement method, whose sample() call is the caller.
-CALLER = {name: __file__ for name in NAMES} | {"inpaint": fastdiff.guidance.__file__}
+CALLER = {name: __file__ for name in NAMES} | {"inpaint": sys.modules["fastdiff.sampling.inpainting"].__file__}
 FROM_THE_MODEL = r"^non-finite values \(NaN or inf\) in the sampler state first appeared "
 FROM_THE_LATENTS = (r"^non-finite values \(NaN or inf\) were already in the {} given to the sampler, before its "
                     r"first step, so the network is not the cause; check how they were made")

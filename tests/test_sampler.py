@@ -263,7 +263,7 @@ def test_nonfinite_values_are_reported_with_their_step():
 def test_sampling_loop_never_syncs(solver, backend):
     """run_plan reads no device value on the host (none with nonfinite="ignore", one report after the loop
     otherwise) and copies host data to the device only while building its tables, never per step."""
-    from fastdiff.sampler import run_plan
+    from fastdiff.sampling.loop import run_plan
 
     net = mixture_net()
     seeds = torch.tensor([1, 2, 3, 4, 5])

@@ -19,13 +19,14 @@ from fastdiff.testing import SyncCounter
 import fastdiff.ops
 from fastdiff.metrics import sliced_wasserstein
 from fastdiff.rng import SAMPLER_OFFSET
-from fastdiff.sampler import StepPlan, run_plan
+from fastdiff.sampling.loop import run_plan
+from fastdiff.sampling.plan import StepPlan
 from fastdiff.schedules import ddpm_alphas_cumprod
 from fastdiff.testing import assert_close, assert_equal
 
 F64 = torch.float64
 NEW_SOLVERS = ("ddim", "euler_ancestral", "dpmpp_2m")
-FUSED = (["cpu"] if not fastdiff.backends.install_reasons("cpu") else []) + \
+FUSED = (["cpu"] if not fastdiff.ops.backends.install_reasons("cpu") else []) + \
     (["triton"] if os.environ.get("TRITON_INTERPRET") == "1" and importlib.util.find_spec("triton") else [])
 LATENTS = fastdiff.randn(list(range(5)), (5, 2, 3), dtype=F64)
 SEEDS = [11, 12, 13, 14, 15]
@@ -615,7 +616,7 @@ def test_accepted_combinations():
 def test_sample_cuda_graph_takes_eta(monkeypatch):
     """sample(cuda_graph=True) passes eta to its cached graph: emulated graphs (on CPU) equal eager sampling for
     two etas, and a new eta reuses the capture (same structure, new values)."""
-    from fastdiff import graphed
+    from fastdiff.sampling import graph as graphed
 
     monkeypatch.setattr(graphed, "_graph_kind_for", lambda latents: "emulated")
     graphed.clear_cache()

@@ -272,8 +272,8 @@ def test_reference_backend_runs_no_compiled_op(monkeypatch):
     from fastdiff import ops
 
     used = []
-    real = ops._impl
-    monkeypatch.setattr(ops, "_impl", lambda name: used.append(name) or real(name))
+    real = ops.dispatch._impl
+    monkeypatch.setattr(ops.dispatch, "_impl", lambda name: used.append(name) or real(name))
     t = make_trainer(backend="reference", sample_every=1)
     t.train_step()
     t._evaluate(write=False)

@@ -1,6 +1,6 @@
 """Every Triton kernel compiled ahead of time for sm_80 and sm_90: 128-bit global accesses, no local memory, no spills.
 
-No GPU is needed: `python -m fastdiff.kernels._aot` compiles each variant with `triton.compile` for a GPUTarget and
+No GPU is needed: `python -m fastdiff.ops.kernels._aot` compiles each variant with `triton.compile` for a GPUTarget and
 reports its PTX and `ptxas -v` statistics. It runs once, in a subprocess, because conftest.py sets TRITON_INTERPRET=1
 for this process and interpreted kernels cannot be compiled. Each test checks one property over every variant and
 arch and lists all that break it.
@@ -16,9 +16,9 @@ from pathlib import Path
 import pytest
 import triton  # noqa: F401  (the Triton backend is under test: a missing triton is a failure, not a skip)
 
-from fastdiff.kernels._aot import TYPE_BITS, parse_ptxas, ptx_access_widths, ptx_local_bytes
+from fastdiff.ops.kernels._aot import TYPE_BITS, parse_ptxas, ptx_access_widths, ptx_local_bytes
 
-KERNEL_DIR = Path(__file__).resolve().parents[1] / "kernels"
+KERNEL_DIR = Path(__file__).resolve().parents[1] / "fastdiff" / "ops" / "kernels"
 ARCHS = (80, 90)
 
 PTX_V4 = """
@@ -52,12 +52,12 @@ def report(tmp_path_factory):
     # a fresh cache because Triton 3.9 leaves that escape hatch out of its cache key: a stale entry could hide an error.
     env.pop("TRITON_INTERPRET", None)
     env.pop("TRITON_ALLOW_NON_CONSTEXPR_GLOBALS", None)
-    done = subprocess.run([sys.executable, "-m", "fastdiff.kernels._aot"], env=env, capture_output=True, text=True,
+    done = subprocess.run([sys.executable, "-m", "fastdiff.ops.kernels._aot"], env=env, capture_output=True, text=True,
                           timeout=600)
     try:
         rows = json.loads(done.stdout)
     except json.JSONDecodeError:
-        pytest.fail(f"python -m fastdiff.kernels._aot exited {done.returncode} without a JSON report:\n"
+        pytest.fail(f"python -m fastdiff.ops.kernels._aot exited {done.returncode} without a JSON report:\n"
                     f"{done.stderr[-4000:]}")
     return rows
 
@@ -106,7 +106,7 @@ def test_report_covers_every_kernel_and_arch(report):
                for name in re.findall(r"@triton\.jit\s*\ndef (\w+_kernel)\(", path.read_text())}
     assert kernels, f"no @triton.jit kernels found in {KERNEL_DIR}"
     covered = {r["kernel"] for r in report}
-    assert kernels <= covered, f"kernels without an entry in kernels/_aot.py KERNELS: {sorted(kernels - covered)}"
+    assert kernels <= covered, f"kernels without an entry in fastdiff/ops/kernels/_aot.py KERNELS: {sorted(kernels - covered)}"
     for kernel in covered:
         archs = Counter(r["arch"] for r in report if r["kernel"] == kernel)
         assert set(archs) == set(ARCHS) and len(set(archs.values())) == 1, f"{kernel}: variants per arch {dict(archs)}"

@@ -1,12 +1,12 @@
 """Ahead-of-time compilation report for every Triton kernel: 128-bit global accesses, local memory, spills, registers.
 
 No GPU is needed. Each kernel variant is compiled with `triton.compile` for a `GPUTarget` (sm_80 and sm_90) with the
-launcher's constexprs, BLOCK and options (kernels/_utils.py) and the specialization a real launch with 16-byte-aligned
+launcher's constexprs, BLOCK and options (fastdiff/ops/kernels/_utils.py) and the specialization a real launch with 16-byte-aligned
 inputs gets; its PTX is scanned for global loads and stores by access width and for `.local` memory, and run through
 the ptxas Triton itself uses, with `-v`, for registers and spills.
 
-    python -m fastdiff.kernels._aot            # the report as JSON (a list of one dict per variant and arch)
-    python -m fastdiff.kernels._aot --table    # the same as a readable table
+    python -m fastdiff.ops.kernels._aot            # the report as JSON (a list of one dict per variant and arch)
+    python -m fastdiff.ops.kernels._aot --table    # the same as a readable table
 
 TRITON_INTERPRET must be unset or 0: under the interpreter `@triton.jit` returns functions that cannot be compiled.
 A variant that fails to compile is reported with its `error` (the root cause, one line) and `error_detail`, and the
@@ -66,7 +66,7 @@ class Kernel:
     options: dict = field(default_factory=lambda: LAUNCH_OPTIONS)  # the launch options its launcher uses
 
 
-BF16_X = {"x_ptr": "bf16", "out_ptr": "bf16"}  # churn keeps x's dtype (fastdiff/_triton.py: out = empty_like(x))
+BF16_X = {"x_ptr": "bf16", "out_ptr": "bf16"}  # churn keeps x's dtype (fastdiff/ops/_triton.py: out = empty_like(x))
 NO_STD = {"std_ptr": "i64"}  # randn passes the offset tensor as the unused std pointer
 SKIP = {name: code for name, code in PRECOND_CODES.items() if name != "iddpm"}  # iDDPM mixes like VP
 SCALAR_T = dict(T_HAT_PER_SAMPLE=False, T_NEXT_PER_SAMPLE=False)  # t_hat, t_next of one value
@@ -300,7 +300,7 @@ def format_table(rows: list[dict]) -> str:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m fastdiff.kernels._aot", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m fastdiff.ops.kernels._aot", description=__doc__.splitlines()[0])
     parser.add_argument("--table", action="store_true", help="print a readable table instead of JSON")
     parser.add_argument("--arch", type=int, action="append", help="compute capability (repeatable; default 80 and 90)")
     args = parser.parse_args(argv)

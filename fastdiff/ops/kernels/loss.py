@@ -1,4 +1,4 @@
-"""Triton kernels for ops `loss_input` and `loss_error` (reference twins: fastdiff/reference/loss.py;
+"""Triton kernels for ops `loss_input` and `loss_error` (reference twins: fastdiff/ops/reference/loss.py;
 docs/formulas.md#fused-loss-passes).
 
 Both passes draw the noise n from the stream of each sample's seed (or read a given noise tensor), so the pass

@@ -11,14 +11,15 @@ from collections import OrderedDict
 
 import torch
 
-from . import ops
+from .. import ops
 import contextlib
 import itertools
 
-from . import backends
+from ..ops import backends
 from .capture import CaptureError, EmulatedGraph, check_no_autocast, trace_loop
-from .rng import seeds_tensor
-from .sampler import _check_inputs, _draw_seeds, build_loop, plan_steps, require_loop_memory, structure
+from ..rng import draw_seeds, seeds_tensor
+from .loop import build_loop, check_inputs, require_loop_memory
+from .plan import plan_steps, structure
 
 __all__ = ["GraphedSampler", "clear_cache"]
 
@@ -62,7 +63,7 @@ class GraphedSampler:
     keep references to them.
 
     graph: "cuda" (a torch.cuda.CUDAGraph with a private memory pool; latents on CUDA), "emulated" (the recorded ops
-    replayed on any device: fastdiff.capture.EmulatedGraph, no speedup, for checking without a GPU), or "auto":
+    replayed on any device: fastdiff.sampling.capture.EmulatedGraph, no speedup, for checking without a GPU), or "auto":
     "cuda" for CUDA latents. `memory` reports the bytes the sampler holds: static and loop buffers, and the
     graph's pool.
 
@@ -158,7 +159,7 @@ class GraphedSampler:
         if seeds is not None:
             seeds = seeds_tensor(seeds, batch, self.device)
         elif latents is None or self._noisy:  # sample() draws seeds exactly when it needs them, and so do we
-            seeds = _draw_seeds(batch, self.device)
+            seeds = draw_seeds(batch, self.device)
         # From the first copy into the static buffers to the copy of the result out of them, this call owns the
         # buffers, the tables and the graph: another thread's copies would change this call's inputs mid-replay.
         with self._lock, self._on_device():
@@ -307,7 +308,7 @@ def sample_graphed(mode, net, latents, class_labels, randn_like, num_steps, sigm
         reason = "the current stream is already capturing a graph (captures cannot nest)"
     if reason is not None:
         return _decline(mode, reason)
-    state_dtype = _check_inputs(net, latents, class_labels, randn_like, seeds, dtype, callback, nonfinite)
+    state_dtype = check_inputs(net, latents, class_labels, randn_like, seeds, dtype, callback, nonfinite)
     require_loop_memory(num_steps, sigmas, latents.shape[0], latents.device, state_dtype)
     schedule = dict(num_steps=num_steps, sigma_min=sigma_min, sigma_max=sigma_max, rho=rho, S_churn=S_churn,
                     S_min=S_min, S_max=S_max, S_noise=S_noise, solver=solver, sigmas=sigmas, eta=eta)

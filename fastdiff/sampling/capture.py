@@ -15,7 +15,7 @@ them; the Python code that launched them does not run again. So a loop is captur
    memory does not grow with the number of steps. The net's own activations are not counted, since a graph's
    private pool reuses them.
 
-`check_capture` runs the sampler's own loop (fastdiff.sampler.SamplingLoop, the code that `sample` and
+`check_capture` runs the sampler's own loop (fastdiff.sampling.loop.SamplingLoop, the code that `sample` and
 `GraphedSampler` run) twice: the second time with other latents, seeds, labels and noise levels. Both runs
 happen under a dispatch mode that sees every op and a function mode that sees every tensor-to-Python
 conversion. It reports each violation with its op, its line of code and its step.
@@ -129,7 +129,7 @@ def check_capture(net, latents, class_labels=None, **sample_kwargs) -> CaptureRe
     every violation of the four rules in this module's docstring. A torch.compile'd net runs eagerly under the
     checker's modes, so the verdict is about its Python source. reuse_buffers defaults to True (what GraphedSampler
     runs): without it, or on the reference backend, each step allocates its results."""
-    from .sampler import build_loop
+    from .loop import build_loop
 
     sample_kwargs.setdefault("reuse_buffers", True)
     check_no_autocast(latents.device if isinstance(latents, torch.Tensor) else None)

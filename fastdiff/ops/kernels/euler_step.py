@@ -1,4 +1,4 @@
-"""Triton kernel for op `euler_step` (reference twin: fastdiff/reference/euler_step.py; docs/formulas.md#euler-step)."""
+"""Triton kernel for op `euler_step` (reference twin: fastdiff/ops/reference/euler_step.py; docs/formulas.md#euler-step)."""
 import triton
 import triton.language as tl
 

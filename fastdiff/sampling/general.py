@@ -20,15 +20,16 @@ from typing import Callable, NamedTuple
 
 import torch
 
-from . import backends, ops
-from ._memory import require_memory
-from ._nonfinite import NonfiniteCheck, steps_where
-from .precond import iDDPMPrecond, vp_sigma, vp_sigma_inv
-from .rng import SAMPLER_OFFSET, seeds_tensor
-from .sampler import (_call_net, _check_inputs, _check_noise, _check_sigmas, _draw_seeds, _round, clamp_to_net,
-                      require_loop_memory)
-from .schedules import karras_sigmas
-from ._validate import check_below, check_int, check_positive, check_real, check_unit_interval
+from .. import ops
+from .._memory import require_memory
+from .._nonfinite import NonfiniteCheck, steps_where
+from ..precond import iDDPMPrecond, vp_sigma, vp_sigma_inv
+from ..ops import backends
+from ..rng import SAMPLER_OFFSET, draw_seeds, seeds_tensor
+from .loop import call_net, check_inputs, check_noise, require_loop_memory
+from .plan import check_sigmas, clamp_to_net, round_levels
+from ..schedules import karras_sigmas
+from .._validate import check_below, check_int, check_positive, check_real, check_unit_interval
 
 SOLVERS = ("heun", "euler")
 DISCRETIZATIONS = ("edm", "vp", "ve", "iddpm")
@@ -299,13 +300,13 @@ def plan_general(net=None, num_steps=18, sigma_min=None, sigma_max=None, rho=7.0
         if num_steps != 18 or rho != 7.0:
             raise ValueError(f"sigmas: replaces the discretization, so num_steps={num_steps!r} and rho={rho!r} would be "
                              "ignored; pass either sigmas or those")
-        levels = _check_sigmas("sigmas", sigmas)
+        levels = check_sigmas("sigmas", sigmas)
     positive = levels > 0
     round_sigma = getattr(net, "round_sigma", None)
     if round_sigma is not None:
         levels = levels.clone()
-        levels[positive] = _round(round_sigma, levels[positive])
-        levels = _check_sigmas("net.round_sigma(sigmas)", levels, strict=False)
+        levels[positive] = round_levels(round_sigma, levels[positive])
+        levels = check_sigmas("net.round_sigma(sigmas)", levels, strict=False)
     t = torch.where(positive, sched.sigma_inv(levels.clamp(min=1e-300)), torch.zeros_like(levels))  # sigma_inv(0) = 0
     N = t.numel() - 1
     t_cur, t_next = t[:-1], t[1:]
@@ -316,7 +317,7 @@ def plan_general(net=None, num_steps=18, sigma_min=None, sigma_max=None, rho=7.0
                          dtype=torch.float64)
     sigma_raised = sigma_cur + gamma * sigma_cur
     if round_sigma is not None and bool((gamma > 0).any()):
-        sigma_raised = torch.where(gamma > 0, _round(round_sigma, sigma_raised), sigma_raised)
+        sigma_raised = torch.where(gamma > 0, round_levels(round_sigma, sigma_raised), sigma_raised)
     # Without churn t_hat is t itself, not sigma_inv(sigma(t)), which may differ by a rounding and add noise.
     t_hat = torch.where(gamma > 0, sched.sigma_inv(sigma_raised), t_cur)
     sigma_hat = sched.sigma(t_hat)
@@ -371,7 +372,7 @@ def sample_general(net, latents, class_labels=None, randn_like=None, num_steps=1
     injection (fastdiff.ops.churn). `nonfinite` says what to do if NaN or inf appear, as in fastdiff.sample: "warn"
     (default), "raise" (FloatingPointError) or "ignore".
     """
-    state_dtype = _check_inputs(net, latents, class_labels, randn_like, seeds, dtype, None, nonfinite)
+    state_dtype = check_inputs(net, latents, class_labels, randn_like, seeds, dtype, None, nonfinite)
     require_loop_memory(num_steps, sigmas, latents.shape[0], latents.device, state_dtype,
                         plan_bytes_per_step=PLAN_BYTES_PER_STEP, step_tables=1)
     backend = backends.resolve(backend, torch.empty(0, dtype=state_dtype, device=latents.device), (latents,))
@@ -381,7 +382,7 @@ def sample_general(net, latents, class_labels=None, randn_like=None, num_steps=1
         if seeds is not None:
             seeds = seeds_tensor(seeds, latents.shape[0], latents.device)
         elif any(std > 0 for std in plan.noise_std):  # a deterministic run leaves torch's generator untouched
-            seeds = _draw_seeds(latents.shape[0], latents.device)
+            seeds = draw_seeds(latents.shape[0], latents.device)
     return run_general(net, latents, plan, class_labels, randn_like, seeds, state_dtype, backend, nonfinite,
                        stacklevel=2)
 
@@ -406,7 +407,7 @@ def run_general(net, latents: torch.Tensor, plan: GeneralPlan, class_labels=None
 
     def denoise(x, inv_s, sigma):
         x_in = x if inv_s == 1 else x * inv_s
-        return _call_net(net, x_in, sigma, class_labels).to(state_dtype)
+        return call_net(net, x_in, sigma, class_labels).to(state_dtype)
 
     x_next = latents.to(state_dtype) * plan.x0_scale
     finite_check.record(-1, x_next)
@@ -416,7 +417,7 @@ def run_general(net, latents: torch.Tensor, plan: GeneralPlan, class_labels=None
         # Increase noise temporarily, moving the state to the scale s(t_hat).
         x_scaled = x_cur if plan.scale_ratio[i] == 1 else x_cur * plan.scale_ratio[i]
         if randn_like is not None:
-            x_hat = x_scaled + noise_std[i] * _check_noise(randn_like(x_cur), x_cur)
+            x_hat = x_scaled + noise_std[i] * check_noise(randn_like(x_cur), x_cur)
         elif plan.noise_std[i] > 0:
             x_hat = ops.churn(x_scaled, seeds, offsets[i], noise_std[i], backend=backend)
         else:

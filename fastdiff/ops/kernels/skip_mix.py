@@ -1,4 +1,4 @@
-"""Triton kernel for op `skip_mix` (reference twin: fastdiff/reference/skip_mix.py; docs/formulas.md#preconditioning)."""
+"""Triton kernel for op `skip_mix` (reference twin: fastdiff/ops/reference/skip_mix.py; docs/formulas.md#preconditioning)."""
 import triton
 import triton.language as tl
 

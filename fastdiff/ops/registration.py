@@ -11,9 +11,8 @@ from __future__ import annotations
 
 import torch
 
-from ._ext import load
-from ._loss_grad import register_loss_error_autograd
-from ._skip_mix_grad import register_skip_mix_autograd
+from .._ext import load
+from .autograd import register_loss_error_autograd, register_skip_mix_autograd
 
 NAMESPACE = "fastdiff"
 

@@ -5,7 +5,7 @@ The formulas, their sources and the rules every backend follows are in docs/form
 Each op here has twins of the same stem name in `kernels/` (Triton) and, as they land, `csrc/` (C++/CUDA).
 The generator's reference (op `randn`) is fastdiff/rng.py.
 """
-from ..rng import randn
+from ...rng import randn
 from .churn import churn
 from .euler_step import euler_step
 from .heun_step import heun_step

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from ..rng import MASK32, normal_from_seeds
+from ...rng import MASK32, normal_from_seeds
 from .skip_mix import compute_dtype, per_sample
 
 

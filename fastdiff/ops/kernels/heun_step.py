@@ -1,4 +1,4 @@
-"""Triton kernel for op `heun_step` (reference twin: fastdiff/reference/heun_step.py; docs/formulas.md#heun-step)."""
+"""Triton kernel for op `heun_step` (reference twin: fastdiff/ops/reference/heun_step.py; docs/formulas.md#heun-step)."""
 import triton
 import triton.language as tl
 

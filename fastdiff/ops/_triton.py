@@ -13,8 +13,7 @@ from .kernels.euler_step import launch_euler_step
 from .kernels.heun_step import launch_heun_step
 from .kernels.loss import launch_loss_error, launch_loss_input
 from .kernels.randn import launch_noise
-from ._loss_grad import register_loss_error_autograd
-from ._skip_mix_grad import register_skip_mix_autograd
+from .autograd import register_loss_error_autograd, register_skip_mix_autograd
 from .kernels.skip_mix import launch_skip_mix
 
 

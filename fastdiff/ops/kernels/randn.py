@@ -1,6 +1,6 @@
 """Triton kernels for fastdiff's noise: the normal stream (op `randn`) and noise injection (op `churn`).
 
-Reference twins: fastdiff/rng.py (`randn`) and fastdiff/reference/churn.py (`churn`); the stream is specified in
+Reference twins: fastdiff/rng.py (`randn`) and fastdiff/ops/reference/churn.py (`churn`); the stream is specified in
 docs/formulas.md#random-numbers.
 """
 import torch

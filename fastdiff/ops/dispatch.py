@@ -1,6 +1,6 @@
 """fastdiff.ops: the fused elementwise ops of diffusion sampling, one dispatch point for every backend.
 
-Every op takes `backend="auto" | "reference" | "triton" | "cpu" | "cuda"` (see fastdiff/backends.py), checks
+Every op takes `backend="auto" | "reference" | "triton" | "cpu" | "cuda"` (see fastdiff/ops/backends.py), checks
 its inputs once here, and runs the same formula on whichever backend it dispatches to
 (docs/formulas.md#fused-ops):
 
@@ -29,7 +29,7 @@ import torch
 from . import reference
 from .backends import resolve
 from .reference.skip_mix import PRECOND_CODES, PRECONDS
-from .rng import LOSS_NOISE_OFFSET, MASK32, MAX_OFFSET, check_randn_args, normal_from_seeds, seeds_tensor
+from ..rng import LOSS_NOISE_OFFSET, MASK32, MAX_OFFSET, check_randn_args, normal_from_seeds, seeds_tensor
 
 def randn(seeds, shape, *, offset=0, dtype: torch.dtype = torch.float32, device=None, backend: str = "auto") -> torch.Tensor:
     """Standard normals of `shape` ([B, ...]) whose sample b comes from the stream of seeds[b] at `offset`."""

@@ -1,0 +1,27 @@
+"""fastdiff.sampling: every sampler of fastdiff, on one plan and one loop.
+
+    plan.py      StepPlan and plan_steps: the schedule and every per-step scalar of a run, on the host (the leaf)
+    loop.py      SamplingLoop: runs any plan on device tensors with the fused ops; build_loop checks the inputs
+    capture.py   check_capture and EmulatedGraph: what a CUDA graph of the loop would do, checked without a GPU
+    graph.py     GraphedSampler: the loop, net included, captured once in a CUDA graph and replayed
+    guidance.py  denoiser wrappers: classifier-free and classifier guidance, inpainting by replacement
+    general.py   sample_general: EDM's generalized sampler (VP/VE/iDDPM discretizations, scalings, 2nd-order)
+    front.py     sample(): the front door; the only module that imports the features (guidance, graphs)
+    inpainting.py inpaint(): replacement (on sample) or sequential Monte Carlo (its own particle loop)
+
+The modules import downwards only (front and inpainting at the top, plan at the bottom); tests/test_layout.py
+checks that the package has no import cycle.
+"""
+from __future__ import annotations
+
+from .capture import CaptureError, CaptureReport, check_capture
+from .front import sample
+from .general import sample_general
+from .graph import GraphedSampler
+from .guidance import ClassifierFreeGuidance, ClassifierGuidance, Inpainting, grad_log_p_from_logits
+from .inpainting import inpaint
+from .plan import SOLVERS, StepPlan, plan_steps
+
+__all__ = ["CaptureError", "CaptureReport", "ClassifierFreeGuidance", "ClassifierGuidance", "GraphedSampler",
+           "Inpainting", "SOLVERS", "StepPlan", "check_capture", "grad_log_p_from_logits", "inpaint", "plan_steps",
+           "sample", "sample_general"]

@@ -1,0 +1,281 @@
+"""The sampling loop: one loop runs every solver's plan (fastdiff.sampling.plan) on device tensors, with the fused
+ops (fastdiff.ops) doing the elementwise step math. Eager sampling, the capture checker and CUDA graphs all run this
+loop.
+"""
+from __future__ import annotations
+
+import torch
+
+from .. import ops
+from .._memory import on_devices, require_memory
+from .._nonfinite import NonfiniteCheck, check_nonfinite, steps_where
+from .._validate import check_int, check_output
+from ..ops import backends
+from ..rng import SAMPLER_OFFSET, draw_seeds, seeds_tensor
+from .plan import PLAN_BYTES_PER_STEP, StepPlan, extrapolates, plan_steps, structure
+
+STATE_DTYPES = (torch.float32, torch.float64)
+
+
+def build_loop(net, latents, class_labels=None, randn_like=None, num_steps=18, sigma_min=0.002, sigma_max=80.0,
+               rho=7.0, S_churn=0.0, S_min=0.0, S_max=float("inf"), S_noise=1.0, *, solver="heun", sigmas=None,
+               seeds=None, dtype=None, backend="auto", callback=None, nonfinite="warn", reuse_buffers=False, eta=None):
+    """Check sample()'s arguments and build its loop: (SamplingLoop, seeds), seeds an int64 tensor [B] on latents'
+    device (drawn from torch's default generator when omitted and the plan adds noise) or None."""
+    state_dtype = check_inputs(net, latents, class_labels, randn_like, seeds, dtype, callback, nonfinite)
+    if not isinstance(reuse_buffers, bool):
+        raise TypeError(f"reuse_buffers: expected True or False, got {reuse_buffers!r}")
+    require_loop_memory(num_steps, sigmas, latents.shape[0], latents.device, state_dtype)
+    plan = plan_steps(net, num_steps, sigma_min, sigma_max, rho, S_churn, S_min, S_max, S_noise, solver=solver,
+                      sigmas=sigmas, eta=eta)
+    backend = backends.resolve(backend, torch.empty(0, dtype=state_dtype, device=latents.device), (latents,))
+    if randn_like is None:
+        batch, device = latents.shape[0], latents.device
+        if seeds is not None:
+            seeds = seeds_tensor(seeds, batch, device)
+        elif any(std > 0 for std in plan.noise_std):  # a deterministic run leaves torch's generator untouched
+            seeds = draw_seeds(batch, device)
+    loop = SamplingLoop(net, plan, latents, state_dtype, randn_like=randn_like, callback=callback,
+                        nonfinite=nonfinite, backend=backend, in_place=reuse_buffers)
+    return loop, seeds
+
+
+# What a sampling run allocates per step, at least, before its first step (counted from plan_steps and
+# SamplingLoop): the plan's Python floats on the host (96 bytes per step for DPM-Solver++(2M), the smallest plan;
+# Heun's is 136), and on the latents' device the tables t, t_hat, noise_std, the per-step minima and maxima (five
+# state-dtype values), the step's noise offset (int64) and the noise levels the net sees, sigma_hat and sigma_next
+# for every sample ([num_steps, B] each).
+# What a sampling run allocates per step, beyond the plan's host floats (PLAN_BYTES_PER_STEP): on the latents'
+# device the tables t, t_hat, noise_std, the per-step minima and maxima (five state-dtype values), the step's noise
+# offset (int64) and the noise levels the net sees, sigma_hat and sigma_next for every sample ([num_steps, B] each).
+STEP_TABLES = 5
+
+
+def loop_table_bytes(num_steps: int, batch: int, state_dtype: torch.dtype, step_tables: int = STEP_TABLES) -> int:
+    """Bytes of a loop's per-step device tables: num_steps ((2 B + step_tables) itemsize + 8) for two [num_steps, B]
+    tables of noise levels, step_tables [num_steps] tables in the state dtype and the int64 noise offsets."""
+    itemsize = torch.empty((), dtype=state_dtype).element_size()
+    return num_steps * ((2 * batch + step_tables) * itemsize + 8)
+
+
+def require_loop_memory(num_steps, sigmas, batch: int, device, state_dtype: torch.dtype, *,
+                        plan_bytes_per_step: int = PLAN_BYTES_PER_STEP, step_tables: int = STEP_TABLES,
+                        name: str = "num_steps") -> None:
+    """Refuse, before planning anything, a number of steps (num_steps, or the length of sigmas) whose plan and tables
+    cannot fit (NotEnoughMemoryError, naming the argument, the bytes needed and the bytes available). `name` is what
+    errors call num_steps."""
+    if sigmas is None:
+        steps = check_int(name, num_steps, minimum=1)
+        given = str(steps)
+    elif hasattr(sigmas, "__len__"):
+        name, steps = "sigmas", max(len(sigmas) - 1, 0)
+        given = f"a schedule of {steps} steps"
+    else:
+        return  # the plan says what is wrong with it
+    needs = on_devices(steps * plan_bytes_per_step, device, loop_table_bytes(steps, batch, state_dtype, step_tables))
+    require_memory(name, given, needs, f"the sampler's per-step plan and tables (the noise levels of the batch's {batch} "
+                   f"samples at every step, in {str(state_dtype).replace('torch.', '')})",
+                   "use fewer steps, or a smaller batch")
+
+
+def run_plan(net, latents, plan: StepPlan, class_labels, randn_like, seeds, state_dtype, callback, nonfinite,
+             backend="reference", reuse_buffers=False):
+    """The sampling loop of `sample` for a checked plan: device work only, no host sync until the loop ends.
+
+    seeds is an int64 tensor [B] on latents' device when randn_like is None; backend is a resolved name.
+    """
+    loop = SamplingLoop(net, plan, latents, state_dtype, randn_like=randn_like, callback=callback,
+                        nonfinite=nonfinite, backend=backend, in_place=reuse_buffers)
+    result = loop.run(latents, seeds, class_labels)
+    loop.report_nonfinite(stacklevel=3)  # warnings name the caller of sample()
+    return result
+
+
+class SamplingLoop:
+    """The loop of one plan for one batch shape: tables and buffers are made once, then run() as often as wanted.
+
+    run() is the sampler: device work only. It never reads a device value on the host, and every per-step
+    value it hands to an op is a view of a device table made here, never a Python number; the host decides
+    only the plan's structure (which steps add noise, which take Heun's correction, which extrapolate the
+    denoised). So the same code runs eagerly, under fastdiff.check_capture, and captured in a CUDA graph
+    (fastdiff.GraphedSampler).
+
+    With in_place (a fused backend, no callback), every step writes into fixed buffers (the state, and the Euler
+    point for Heun or the extrapolated denoised for DPM-Solver++(2M)), and run() allocates nothing but what the net
+    returns; otherwise each step makes new tensors. A multistep plan keeps the net's previous result until the next
+    step, as Heun keeps D(x_hat) over its second evaluation.
+    """
+
+    def __init__(self, net, plan: StepPlan, latents_like: torch.Tensor, state_dtype: torch.dtype, *, randn_like=None,
+                 callback=None, nonfinite="warn", backend="reference", in_place=False):
+        self.net, self.plan, self.randn_like, self.callback = net, plan, randn_like, callback
+        self.nonfinite, self.backend, self.state_dtype = nonfinite, backend, state_dtype
+        self.shape, self.device = tuple(latents_like.shape), latents_like.device
+        batch, N = self.shape[0], plan.num_steps
+        # With reuse_buffers, a fused backend runs on fixed buffers: the state, into which churn, the Euler step and
+        # Heun's step write in place (every op is elementwise), the Euler point and the extrapolated denoised.
+        # Otherwise, and on the reference path or with a callback (whose tensors must not change after it has seen
+        # them), every step makes new tensors.
+        self.in_place = in_place and backend != "reference" and callback is None
+
+        # Per-step values live in device tensors made once; the loop only indexes them.
+        self.t, self.t_hat, self.noise_std = (self._device_table(v) for v in (plan.t, plan.t_hat, plan.noise_std))
+        self.t_down = None if plan.t_down is None else self._device_table(plan.t_down)  # else the step goes to t[i+1]
+        self.multistep = None if plan.multistep is None else self._device_table(plan.multistep)
+        self.sigma_hat_batch = self.t_hat[:, None].expand(-1, batch).contiguous()  # [N, B], what the net sees
+        self.sigma_next_batch = self.t[1:, None].expand(-1, batch).contiguous()
+        self.offsets = SAMPLER_OFFSET + torch.arange(N, dtype=torch.int64, device=self.device)  # step i's noise stream
+        # The state's extremes at the start and after each step, for the non-finite report (fastdiff._nonfinite).
+        self.finite_check = NonfiniteCheck(nonfinite, N, state_dtype, self.device)
+        self.state = torch.empty(self.shape, dtype=state_dtype, device=self.device)  # contiguous, whatever the latents' layout
+        self.euler_point = torch.empty_like(self.state) if self.in_place and any(plan.correct) else None
+        self.extrapolated = torch.empty_like(self.state) if self.in_place and extrapolates(plan) else None
+        self.on_step = None  # on_step(i), when set, is called on the host as step i begins, and with i = N after the
+        #                     last step (fastdiff.check_capture)
+
+    def _device_table(self, values) -> torch.Tensor:
+        """float64 host values, rounded once to the state dtype, on the device."""
+        return torch.tensor(values, dtype=torch.float64).to(device=self.device, dtype=self.state_dtype)
+
+    def set_plan(self, plan: StepPlan) -> None:
+        """Load another plan of the same structure into the tables (host-to-device copies, outside any loop)."""
+        if structure(plan) != structure(self.plan):
+            raise ValueError("plan: expected a schedule with the same structure as the one this loop was built for "
+                             f"(steps, which steps add noise and where, which correct or extrapolate): "
+                             f"{structure(self.plan)}, got {structure(plan)}")
+        tables = [(self.t, plan.t), (self.t_hat, plan.t_hat), (self.noise_std, plan.noise_std),
+                  (self.t_down, plan.t_down), (self.multistep, plan.multistep)]
+        for table, values in tables:
+            if table is not None:
+                table.copy_(torch.tensor(values, dtype=torch.float64))
+        self.sigma_hat_batch.copy_(self.t_hat[:, None].expand_as(self.sigma_hat_batch))
+        self.sigma_next_batch.copy_(self.t[1:, None].expand_as(self.sigma_next_batch))
+        self.plan = plan
+
+    def run(self, latents: torch.Tensor, seeds=None, class_labels=None, *, out=None) -> torch.Tensor:
+        """Sample from latents (and seeds [B] int64 on the device, when the plan adds noise and there is no
+        randn_like); the result goes into `out` when given, else it is returned in latents' dtype."""
+        plan, backend, in_place, on_step = self.plan, self.backend, self.in_place, self.on_step
+
+        def denoise(x, sigma):
+            return call_net(self.net, x, sigma, class_labels)
+
+        x_next = self.state
+        torch.mul(latents, self.t[0], out=x_next)
+        self.finite_check.record(-1, x_next)
+        denoised_prev = None  # D_{i-1}, for a multistep plan
+
+        # Main sampling loop.
+        for i in range(plan.num_steps):
+            if on_step is not None:
+                on_step(i)
+            offset, noise_std, t_hat, t_next, sigma_hat, sigma_next = self.step_values(i)
+            x_cur = x_next
+
+            # Increase noise temporarily (churn; an ancestral step adds its noise after the update instead).
+            if plan.noise_after:
+                x_hat = x_cur
+            elif self.randn_like is not None:
+                x_hat = x_cur + noise_std * check_noise(self.randn_like(x_cur), x_cur)
+            elif plan.noise_std[i] > 0:
+                x_hat = ops.churn(x_cur, seeds, offset, noise_std, out=x_cur if in_place else None, backend=backend)
+            else:
+                x_hat = x_cur
+
+            # Euler step (to sigma_down on an ancestral step), from D extrapolated with D_{i-1} on a multistep step.
+            denoised = denoise(x_hat, sigma_hat)
+            extrapolate = plan.multistep is not None and plan.multistep[i] != 0
+            denoised_step = self._extrapolate(i, denoised, denoised_prev, x_hat) if extrapolate else denoised
+            write_over_x_hat = in_place and not ops.overlaps_differently(denoised_step, x_hat) and not (
+                plan.multistep is not None and _shares_memory(denoised, x_hat))  # a multistep plan reads D again
+            euler_out = (self.euler_point if plan.correct[i] else x_hat) if write_over_x_hat else None
+            t_down = t_next if self.t_down is None else self.t_down[i]
+            x_next = ops.euler_step(x_hat, denoised_step, t_hat, t_down, out=euler_out, backend=backend)
+            if self.callback is not None:
+                self.callback({"x": x_hat, "i": i, "sigma": plan.t[i], "sigma_hat": plan.t_hat[i], "denoised": denoised})
+
+            # Apply 2nd order correction.
+            if plan.correct[i]:
+                denoised_next = denoise(x_next, sigma_next)
+                heun_out = x_hat if write_over_x_hat and not ops.overlaps_differently(denoised_next, x_hat) else None
+                x_next = ops.heun_step(x_hat, denoised, denoised_next, t_hat, t_next, out=heun_out, backend=backend)
+
+            # Add an ancestral step's noise, from sigma_down back up to t_next.
+            if plan.noise_after:
+                if self.randn_like is not None:
+                    x_next = x_next + noise_std * check_noise(self.randn_like(x_next), x_next)
+                elif plan.noise_std[i] > 0:
+                    x_next = ops.churn(x_next, seeds, offset, noise_std, out=x_next if in_place else None,
+                                       backend=backend)
+            denoised_prev = denoised
+
+            self.finite_check.record(i, x_next)
+
+        if on_step is not None:
+            on_step(plan.num_steps)  # the loop has ended: what follows happens once per call
+        if out is not None:
+            return out.copy_(x_next)
+        return x_next.to(latents.dtype)
+
+    def _extrapolate(self, i: int, denoised, denoised_prev, x_hat) -> torch.Tensor:
+        """D_i + c_i (D_i - D_{i-1}) in the state's dtype: into the fixed buffer when in place, else a new tensor."""
+        out = self.extrapolated if self.in_place else torch.empty_like(x_hat)
+        torch.sub(denoised, denoised_prev, out=out)
+        return torch.addcmul(denoised, out, self.multistep[i], out=out)
+
+    def step_values(self, i: int):
+        """Step i's values, as views of the device tables: (noise offset, noise std, t_hat, t_next, the sigma [B]
+        the net sees at t_hat, and at t_next)."""
+        return (self.offsets[i], self.noise_std[i], self.t_hat[i], self.t[i + 1], self.sigma_hat_batch[i],
+                self.sigma_next_batch[i])
+
+    def report_nonfinite(self, stacklevel: int = 1) -> None:
+        """After run(): warn or raise (per `nonfinite`) if the state held NaN or inf; one host sync.
+        stacklevel is warnings.warn's, counted from the caller of this method."""
+        t = self.plan.t
+        where = steps_where(self.plan.num_steps, lambda i: f"sigma {t[i]:.6g} -> {t[i + 1]:.6g}")
+        self.finite_check.report(where, "check the net's output at that noise level", stacklevel=stacklevel + 1)
+
+
+def _shares_memory(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """Whether two tensors use the same storage (host metadata only)."""
+    return a.untyped_storage().data_ptr() == b.untyped_storage().data_ptr()
+
+
+def check_inputs(net, latents, class_labels, randn_like, seeds, dtype, callback, nonfinite) -> torch.dtype:
+    """Validate sample()'s arguments other than the schedule's; return the state dtype."""
+    if not callable(net):
+        raise TypeError(f"net: expected a callable denoiser net(x, sigma[, class_labels]), got {type(net).__name__}")
+    if not isinstance(latents, torch.Tensor):
+        raise TypeError(f"latents: expected a floating-point tensor of shape [B, ...], got {type(latents).__name__}")
+    if not latents.is_floating_point():
+        raise TypeError(f"latents: expected a floating-point tensor (unit-variance noise), got dtype {latents.dtype}")
+    if latents.ndim < 1 or latents.shape[0] < 1:
+        raise ValueError(f"latents: expected shape [B, ...] with B >= 1, got {tuple(latents.shape)}")
+    if class_labels is not None:
+        if not isinstance(class_labels, torch.Tensor) or class_labels.ndim < 1 or class_labels.shape[0] != latents.shape[0]:
+            got = tuple(class_labels.shape) if isinstance(class_labels, torch.Tensor) else type(class_labels).__name__
+            raise ValueError(f"class_labels: expected a tensor with one row per sample ({latents.shape[0]}), got {got}")
+    if randn_like is not None and not callable(randn_like):
+        raise TypeError(f"randn_like: expected a callable like torch.randn_like, got {type(randn_like).__name__}")
+    if randn_like is not None and seeds is not None:
+        raise ValueError("seeds: pass either randn_like or seeds, not both (seeds key fastdiff's own generator)")
+    if callback is not None and not callable(callback):
+        raise TypeError(f"callback: expected a callable taking a dict, got {type(callback).__name__}")
+    check_nonfinite(nonfinite)
+    if dtype is None:
+        return torch.float64 if latents.dtype == torch.float64 else torch.float32
+    if dtype not in STATE_DTYPES:
+        raise ValueError(f"dtype: expected torch.float32 or torch.float64 for the sampler state, got {dtype}")
+    return dtype
+
+
+def call_net(net, x, sigma, class_labels) -> torch.Tensor:
+    """D(x; sigma) from the user's net, checked (the step ops read it in its own dtype)."""
+    denoised = net(x, sigma) if class_labels is None else net(x, sigma, class_labels)
+    return check_output("net", denoised, x, "net(x, sigma)")
+
+
+def check_noise(eps, x: torch.Tensor) -> torch.Tensor:
+    """randn_like's output must be one value per element of x: broadcasting would give every sample the same noise."""
+    return check_output("randn_like", eps, x, "randn_like(x)")

@@ -1,0 +1,253 @@
+"""The plan of a sampling run (the leaf of fastdiff.sampling): EDM's sampler (Karras et al. 2022, Algorithm 2; Algorithm 1 when S_churn = 0), a drop-in for
+edm_sampler, and k-diffusion's euler_ancestral and dpmpp_2m and DDIM, in the same loop.
+
+Every solver takes steps of one form, in EDM's parameterisation (x at noise level sigma, D the denoiser):
+
+    x_hat  = x_i + noise_std_i eps_i                         churn (euler, heun), before the net call
+    D_i    = D(x_hat; t_hat_i)
+    D'_i   = D_i + c_i (D_i - D_{i-1})                        DPM-Solver++(2M)'s extrapolation (c_i = 0 otherwise)
+    x_next = D'_i + (t_down_i / t_hat_i) (x_hat - D'_i)       the Euler step, to t_down_i (t_{i+1} but for ancestral)
+    x_next = Heun's correction, when it corrects
+    x_next = x_next + noise_std_i eps_i                       ancestral noise (euler_ancestral), after the update
+
+The Euler step written as x_next = D + (t_next / t) (x - D) is DDIM's deterministic update (eta = 0) for
+x = x_VP / sqrt(alpha_bar), sigma = sqrt((1 - alpha_bar) / alpha_bar): solver="ddim" is the same plan as "euler".
+Every per-step scalar (t_hat, gamma, the noise scales, t_down, c_i, whether to correct) is computed on the host from
+the schedule before the loop, in float64: the loop itself never branches on a tensor value and never syncs.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+
+import torch
+
+from .._memory import require_memory
+from .._validate import check_below, check_int, check_positive, check_real
+from ..schedules import karras_sigmas
+
+SOLVERS = ("euler", "heun", "euler_ancestral", "dpmpp_2m", "ddim")
+CHURN_SOLVERS = ("euler", "heun")  # EDM's: the only solvers that take S_churn, S_min and S_max
+DEFAULT_ETA = 1.0  # euler_ancestral's, as k-diffusion's: the full ancestral (DDPM-like) noise
+@dataclass(frozen=True)
+class StepPlan:
+    """The per-step scalars of one sampling run, host floats (float64): step i goes from t[i] via t_hat[i] to t[i+1].
+
+    The optional fields describe the steps of the solvers beyond EDM's (see the module docstring); their defaults
+    give EDM's steps, so a plan made with only the first five fields is an EDM plan.
+    """
+
+    t: tuple[float, ...]  # N+1 noise levels, t[N] usually 0
+    t_hat: tuple[float, ...]  # N: round_sigma(t_i + gamma_i t_i)
+    gamma: tuple[float, ...]  # N: churn factor of each step
+    noise_std: tuple[float, ...]  # N: the std of the noise added at step i (sqrt(t_hat^2 - t^2) * S_noise for churn)
+    correct: tuple[bool, ...]  # N: whether step i takes Heun's second-order correction
+    t_down: tuple[float, ...] | None = None  # N: where step i's Euler step lands (ancestral: sigma_down); None: t[i+1]
+    noise_after: bool = False  # noise_std is added after the update (ancestral), not before the net call (churn)
+    multistep: tuple[float, ...] | None = None  # N: c_i = 1 / (2 r_i), the weight of D_i - D_{i-1} (DPM-Solver++(2M))
+
+    @property
+    def num_steps(self) -> int:
+        return len(self.gamma)
+
+    @property
+    def nfe(self) -> int:
+        """Network evaluations per sampling call."""
+        return self.num_steps + sum(self.correct)
+
+    def scaled(self, factor: float) -> "StepPlan":
+        """The plan with every noise level (and noise std) times factor: the same structure, other values (the
+        multistep weights are ratios of log-steps, which scaling leaves as they are)."""
+        scale = lambda values: None if values is None else tuple(v * factor for v in values)  # noqa: E731
+        return dataclasses.replace(self, t=scale(self.t), t_hat=scale(self.t_hat), noise_std=scale(self.noise_std),
+                                   t_down=scale(self.t_down))
+
+
+SCHEDULE_DEFAULTS = dict(num_steps=18, sigma_min=0.002, sigma_max=80.0, rho=7.0)
+
+
+def plan_steps(net=None, num_steps=18, sigma_min=0.002, sigma_max=80.0, rho=7.0, S_churn=0.0, S_min=0.0,
+               S_max=float("inf"), S_noise=1.0, *, solver="heun", sigmas=None, eta=None) -> StepPlan:
+    """Build the schedule and every per-step scalar of the sampler on the host (docs/formulas.md#edm-sampler).
+
+    The schedule is EDM's (clamped to net.sigma_min/sigma_max) unless `sigmas` is given; either way its
+    noise levels, and every t_hat, go through net.round_sigma when the net has one.
+    """
+    S_churn = check_real("S_churn", S_churn, minimum=0.0)
+    S_min = check_real("S_min", S_min, minimum=0.0)
+    S_max = check_real("S_max", S_max, minimum=0.0, allow_inf=True)
+    S_noise = check_real("S_noise", S_noise, minimum=0.0)
+    if S_min > S_max:
+        raise ValueError(f"S_min: must not exceed S_max (churn applies to S_min <= t <= S_max), got S_min={S_min} and S_max={S_max}")
+    if solver not in SOLVERS:
+        raise ValueError(f"solver: expected one of {', '.join(map(repr, SOLVERS))}, got {solver!r}")
+    eta = _check_eta(solver, eta)
+    _check_no_churn(solver, S_churn=S_churn, S_min=S_min, S_max=S_max, S_noise=S_noise)
+    round_sigma = getattr(net, "round_sigma", None)
+    if sigmas is None:
+        num_steps = check_int("num_steps", num_steps, minimum=1)
+        require_memory("num_steps", str(num_steps), {torch.device("cpu"): num_steps * PLAN_BYTES_PER_STEP},
+                       "the sampler's per-step plan", "use fewer steps")
+        t = karras_schedule(net, num_steps, sigma_min, sigma_max, rho)
+    else:
+        _check_no_schedule_arguments(num_steps=num_steps, sigma_min=sigma_min, sigma_max=sigma_max, rho=rho)
+        t = check_sigmas("sigmas", sigmas)
+        require_memory("sigmas", f"a schedule of {t.numel() - 1} steps",
+                       {torch.device("cpu"): (t.numel() - 1) * PLAN_BYTES_PER_STEP}, "the sampler's per-step plan",
+                       "use fewer steps")
+    if round_sigma is not None:  # rounding may repeat a level (a zero-length step, as in EDM) but not reach 0 early
+        t = check_sigmas("net.round_sigma(sigmas)", torch.cat([round_levels(round_sigma, t[:-1]), t[-1:]]), strict=False)
+    if solver == "euler_ancestral":
+        return _ancestral_plan(t.tolist(), eta, S_noise)
+    if solver == "dpmpp_2m":
+        return _dpmpp_2m_plan(t.tolist())
+    N = t.numel() - 1
+    t_cur = t[:-1]
+    gamma = tuple(min(S_churn / N, math.sqrt(2) - 1) if S_min <= float(t_i) <= S_max else 0.0 for t_i in t_cur)
+    t_hat = t_cur + torch.tensor(gamma, dtype=torch.float64) * t_cur
+    if round_sigma is not None:
+        t_hat = round_levels(round_sigma, t_hat)
+        if not bool((t_hat >= t_cur).all()):
+            raise ValueError(f"net.round_sigma: must not lower a noise level, but it maps t_cur {t_cur.tolist()} "
+                             f"with churn to t_hat {t_hat.tolist()}")
+    noise_std = (t_hat**2 - t_cur**2).sqrt() * S_noise
+    correct = tuple(solver == "heun" and i < N - 1 for i in range(N))  # the step to t_N is Euler, by index
+    return StepPlan(t=tuple(t.tolist()), t_hat=tuple(t_hat.tolist()), gamma=gamma, noise_std=tuple(noise_std.tolist()), correct=correct)
+
+
+def _ancestral_plan(t: list[float], eta: float, S_noise: float) -> StepPlan:
+    """euler_ancestral: an Euler step from t_i to sigma_down, then noise of std S_noise * sigma_up (k-diffusion's
+    get_ancestral_step; with eta, DDIM's eta in EDM form)."""
+    N = len(t) - 1
+    up = [_sigma_up(t[i], t[i + 1], eta) for i in range(N)]
+    down = [math.sqrt(max(t[i + 1] ** 2 - up[i] ** 2, 0.0)) if up[i] > 0 else t[i + 1] for i in range(N)]
+    return StepPlan(t=tuple(t), t_hat=tuple(t[:-1]), gamma=(0.0,) * N, noise_std=tuple(S_noise * u for u in up),
+                    correct=(False,) * N, t_down=tuple(down), noise_after=True)
+
+
+def _sigma_up(sigma: float, sigma_next: float, eta: float) -> float:
+    """sigma_up = min(sigma_next, eta sqrt(sigma_next^2 (sigma^2 - sigma_next^2) / sigma^2)): the noise an ancestral
+    step adds back (eta = 1: the posterior's, as in DDPM), so that sigma_down^2 + sigma_up^2 = sigma_next^2."""
+    return min(sigma_next, eta * sigma_next * math.sqrt(sigma**2 - sigma_next**2) / sigma)
+
+
+def _dpmpp_2m_plan(t: list[float]) -> StepPlan:
+    """DPM-Solver++(2M) (Lu et al. 2022) in sigma: with lambda = -log sigma and h_i = lambda_{i+1} - lambda_i,
+    x_{i+1} = (t_{i+1}/t_i) x_i + (1 - t_{i+1}/t_i) (D_i + c_i (D_i - D_{i-1})), c_i = 1/(2 r_i) = h_i / (2 h_{i-1}).
+
+    The first and last steps are first order (c = 0, a DDIM step), and so is a step after a zero-length one (its
+    D_{i-1} is D_i at the same point: no slope to extrapolate).
+    """
+    N = len(t) - 1
+    h = [math.log(t[i] / t[i + 1]) for i in range(N - 1)]  # the last step, to t_N (usually 0), needs no h
+    multistep = tuple(h[i] / (2 * h[i - 1]) if 0 < i < N - 1 and h[i - 1] > 0 else 0.0 for i in range(N))
+    return StepPlan(t=tuple(t), t_hat=tuple(t[:-1]), gamma=(0.0,) * N, noise_std=(0.0,) * N, correct=(False,) * N,
+                    multistep=multistep)
+
+
+def _check_eta(solver: str, eta) -> float | None:
+    """eta is euler_ancestral's (default 1): a real >= 0; any other solver refuses it rather than ignore it."""
+    if solver == "euler_ancestral":
+        return DEFAULT_ETA if eta is None else check_real("eta", eta, minimum=0.0)
+    if eta is not None:
+        hint = (" (DDIM's eta = 0); DDIM with eta > 0 is solver='euler_ancestral' with that eta, the same update in "
+                "EDM form" if solver == "ddim" else "")
+        raise ValueError(f"eta: only solver='euler_ancestral' takes eta (the amount of noise its steps add); "
+                         f"solver={solver!r} adds none{hint}; got eta={eta!r}")
+    return None
+
+
+def _check_no_churn(solver: str, **given) -> None:
+    """S_churn, S_min and S_max (and S_noise, but for euler_ancestral, which scales its noise by it) belong to EDM's
+    churn: a non-default one with another solver would be ignored, so it is an error."""
+    defaults = dict(S_churn=0.0, S_min=0.0, S_max=float("inf"), S_noise=1.0)
+    if solver in CHURN_SOLVERS:
+        return
+    churn = ("S_churn", "S_min", "S_max") if solver == "euler_ancestral" else ("S_churn", "S_min", "S_max", "S_noise")
+    changed = [name for name in churn if given[name] != defaults[name]]
+    if not changed:
+        return
+    name = changed[0]
+    why = {"euler_ancestral": "it adds its own noise after each step, set by eta and scaled by S_noise",
+           "dpmpp_2m": "it is a deterministic multistep solver",
+           "ddim": "it is deterministic DDIM; EDM's stochastic sampler with the same update is solver='euler'"}[solver]
+    raise ValueError(f"{name}: solver={solver!r} takes no churn ({why}); {', '.join(churn)} set EDM's churn, for "
+                     f"solver='euler' or 'heun'; got {name}={given[name]!r}")
+
+
+# What a plan holds per step, at least: its Python floats on the host (96 bytes per step for DPM-Solver++(2M), the
+# smallest plan; Heun's is 136). fastdiff.sampling.loop adds the loop's device tables to this.
+PLAN_BYTES_PER_STEP = 96
+
+
+def extrapolates(plan: StepPlan) -> bool:
+    """Whether some step of the plan extrapolates the denoised (DPM-Solver++(2M)'s second-order steps)."""
+    return plan.multistep is not None and any(c != 0 for c in plan.multistep)
+
+def structure(plan: StepPlan) -> tuple:
+    """What a captured loop fixes about a plan: the number of steps, which add noise and which correct; then, for
+    the other solvers' plans, where the noise goes, whether there are t_down and multistep tables and which steps
+    extrapolate."""
+    edm = plan.num_steps, tuple(std > 0 for std in plan.noise_std), plan.correct
+    if not plan.noise_after and plan.t_down is None and plan.multistep is None:
+        return edm
+    extrapolates = None if plan.multistep is None else tuple(c != 0 for c in plan.multistep)
+    return edm + (plan.noise_after, plan.t_down is not None, extrapolates)
+
+
+def karras_schedule(net, num_steps, sigma_min, sigma_max, rho) -> torch.Tensor:
+    """karras_sigmas with sigma_min/sigma_max first clamped to the net's supported range (sigma_max may be inf
+    when the net bounds it)."""
+    return karras_sigmas(num_steps, *clamp_to_net(net, sigma_min, sigma_max), rho)
+
+
+def clamp_to_net(net, sigma_min, sigma_max, what: str = "schedule") -> tuple[float, float]:
+    """(sigma_min, sigma_max) checked and clamped to net.sigma_min / net.sigma_max when the net has them (EDM's rule,
+    docs/formulas.md#karras-schedule); sigma_max may be inf when the net bounds it. `what` names the range in errors."""
+    sigma_min = check_positive("sigma_min", sigma_min)
+    sigma_max = check_positive("sigma_max", sigma_max, allow_inf=True)
+    check_below("sigma_min", sigma_min, "sigma_max", sigma_max)
+    net_min, net_max = getattr(net, "sigma_min", None), getattr(net, "sigma_max", None)
+    if net_min is not None:
+        sigma_min = max(sigma_min, float(net_min))
+    if net_max is not None:
+        sigma_max = min(sigma_max, float(net_max))
+    if math.isinf(sigma_max):
+        raise ValueError("sigma_max: expected a finite number, or a net with a finite sigma_max to clamp it to, got inf")
+    if not sigma_min < sigma_max:
+        raise ValueError(
+            f"sigma_min: after clamping to the net's range [{net_min}, {net_max}] the {what} is empty "
+            f"(sigma_min={sigma_min}, sigma_max={sigma_max}); choose sigma_min/sigma_max inside that range")
+    return sigma_min, sigma_max
+
+
+def _check_no_schedule_arguments(**given) -> None:
+    """With sigmas=, the Karras schedule's arguments are unused: a non-default one is a mistake, not a wish."""
+    changed = {name: value for name, value in given.items() if value != SCHEDULE_DEFAULTS[name]}
+    if changed:
+        listed = ", ".join(f"{name}={value!r}" for name, value in changed.items())
+        raise ValueError(f"sigmas: replaces the Karras schedule, so {listed} would be ignored; pass either sigmas or those")
+
+
+def round_levels(round_sigma, t: torch.Tensor) -> torch.Tensor:
+    """net.round_sigma applied to a float64 host tensor, returned as float64 on the host."""
+    return torch.as_tensor(round_sigma(t)).to(device="cpu", dtype=torch.float64).reshape(t.shape)
+
+
+def check_sigmas(name: str, sigmas, strict: bool = True) -> torch.Tensor:
+    """A schedule: 1-D, >= 2 values, finite, decreasing (strictly unless strict=False), positive but for a last 0;
+    returned as float64 on the host."""
+    try:
+        t = sigmas.detach() if isinstance(sigmas, torch.Tensor) else torch.as_tensor(sigmas, dtype=torch.float64)
+        t = t.to(device="cpu", dtype=torch.float64)
+    except (TypeError, ValueError, RuntimeError) as error:
+        raise TypeError(f"{name}: expected a 1-D sequence of noise levels, got {sigmas!r} ({error})") from None
+    if t.ndim != 1 or t.numel() < 2:
+        raise ValueError(f"{name}: expected a 1-D schedule of at least 2 noise levels, got shape {tuple(t.shape)}")
+    values = t.tolist()
+    if not all(math.isfinite(v) for v in values) or not all(v > 0 for v in values[:-1]) or values[-1] < 0:
+        raise ValueError(f"{name}: expected finite noise levels > 0 (the last may be 0), got {values}")
+    if not all(a > b or (a == b and not strict) for a, b in zip(values, values[1:])):
+        raise ValueError(f"{name}: expected a {'strictly ' if strict else ''}decreasing schedule, got {values}")
+    return t
