@@ -14,18 +14,21 @@ Every per-step scalar is computed on the host, in float64, before the loop; the 
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import torch
 
 from . import ops
 from ._memory import require_memory
-from ._nonfinite import NonfiniteCheck, check_nonfinite, steps_where
+from ._nonfinite import check_nonfinite
 from .ops.backends import check_name, resolve
 from .loss import DDPMLoss
 from .precond import Precond, _as_sigma_tensor, nearest_level
 from .ops.reference.skip_mix import compute_dtype, per_sample
-from .rng import SAMPLER_OFFSET, draw_seeds, seeds_tensor
+from .rng import draw_seeds, seeds_tensor
+from .sampling.loop import SamplingLoop
+from .sampling.plan import StepPlan, ancestral_plan
 from .schedules import BETA_SCHEDULES, ddpm_betas
 from ._validate import check_int, check_output, check_real
 
@@ -36,18 +39,15 @@ DEFAULT_BETAS = (1e-4, 0.02)
 
 @dataclass(frozen=True)
 class DDPMStepPlan:
-    """The per-step scalars of one sampling run, host floats (float64); step i goes from time step t[i] to the
-    next one (or to x_0 after the last step). Without clipping: x <- x_coef x + eps_coef eps; with clipping:
-    x0 = clip(sqrt_recip_a x - sqrt_recipm1_a eps, -1, 1) and x <- x0_coef x0 + xt_coef x. Then x += noise_std z."""
+    """One DDPM sampling run: the time steps it visits and its plan for the shared sampling loop.
+
+    `steps` is a fastdiff.StepPlan in EDM's variables (x_edm = x_t / sqrt(a_t), sigma_t = sqrt((1 - a_t) / a_t)):
+    t holds sigma at each visited time step, then 0; every step is x <- D + (t_down / t) (x - D) + noise_std z with
+    D = x - sigma eps_model(sqrt(a_t) x, t), which is Ho et al.'s and Song et al.'s update written in those
+    variables (docs/formulas.md#ddpm); start_scale = 1 / sqrt(a_{t_0}) turns the VP latents x_{t_0} into x_edm."""
 
     t: tuple[int, ...]  # the time steps, descending
-    x_coef: tuple[float, ...]
-    eps_coef: tuple[float, ...]
-    sqrt_recip_a: tuple[float, ...]  # 1 / sqrt(a_t)
-    sqrt_recipm1_a: tuple[float, ...]  # sqrt(1 / a_t - 1) = sigma_t
-    x0_coef: tuple[float, ...]
-    xt_coef: tuple[float, ...]
-    noise_std: tuple[float, ...]  # 0 on the last step
+    steps: "StepPlan"
 
     @property
     def num_steps(self) -> int:
@@ -87,7 +87,9 @@ class DDPM:
         self.posterior_mean_coef2 = self.alphas.sqrt() * (1 - a_prev) / (1 - a)
         # beta_tilde_0 = 0: its log is taken from beta_tilde_1, as Ho et al.'s code does.
         self.posterior_log_variance_clipped = torch.cat([self.posterior_variance[1:2], self.posterior_variance[1:]]).log()
-        self._tables: dict = {}  # (name, device) -> a table q_sample or q_posterior indexes, copied there once
+        self._levels = self.sigmas()  # what the samplers' denoiser looks time steps up in
+        self._sqrt_alphas_cumprod = self.alphas_cumprod.sqrt()
+        self._tables: dict = {}  # (name, device) -> a table q_sample, q_posterior or a sampler indexes, copied once
         self._losses: dict = {}  # backend -> DDPMLoss
 
     def __repr__(self) -> str:
@@ -151,48 +153,43 @@ class DDPM:
         return ((2 * i * (T - 1) + (S - 1)) // (2 * (S - 1))).flip(0)  # round half up, in exact integer arithmetic
 
     def ancestral_plan(self, num_steps: int | None = None, variance: str = "fixedlarge") -> DDPMStepPlan:
-        """The per-step scalars of ancestral sampling (Ho et al. 2020, Algorithm 2) over timesteps(num_steps).
+        """The plan of ancestral sampling (Ho et al. 2020, Algorithm 2) over timesteps(num_steps).
 
         With fewer steps than T the chain is respaced as in improved DDPM: alpha_i = a_{t_i} / a_{t_{i+1}}, beta_i =
-        1 - alpha_i between consecutive visited steps. sigma_i^2 = beta_i ("fixedlarge") or beta_tilde_i ("fixedsmall").
+        1 - alpha_i between consecutive visited steps. The step is the posterior mean of x_0 = D, which in EDM's
+        variables is x <- D + r (x - D) with 1 - r = beta_i / (1 - a_i), plus noise of variance sigma_i^2 = beta_i
+        ("fixedlarge") or beta_tilde_i ("fixedsmall"), none at the last step, divided by a_prev (x_edm's scale).
         """
         if not isinstance(variance, str) or variance not in VARIANCES:
             raise ValueError(f"variance: expected one of {', '.join(map(repr, VARIANCES))}, got {variance!r}")
         t = self.timesteps(self.num_timesteps if num_steps is None else num_steps)
         a, a_prev = self._step_alphas(t)
-        if t.numel() == self.num_timesteps:  # the full chain: the paper's betas, not ratios of products
-            alpha, beta = self.alphas[t], self.betas[t]
-        else:
-            alpha = a / a_prev
-            beta = 1 - alpha
+        beta = self.betas[t] if t.numel() == self.num_timesteps else 1 - a / a_prev  # the paper's betas on the full chain
         beta_tilde = (1 - a_prev) / (1 - a) * beta
         noise_var = (beta if variance == "fixedlarge" else beta_tilde).clone()
         noise_var[-1] = 0.0  # no noise at the last step
-        return _plan(t, a,
-                     x_coef=1 / alpha.sqrt(),
-                     eps_coef=-beta / (alpha.sqrt() * (1 - a).sqrt()),
-                     x0_coef=a_prev.sqrt() * beta / (1 - a),
-                     xt_coef=alpha.sqrt() * (1 - a_prev) / (1 - a),
-                     noise_std=noise_var.sqrt())
+        sigma = ((1 - a) / a).sqrt()
+        t_down = (1 - beta / (1 - a)) * sigma  # r sigma: the weight of x - D, times sigma
+        t_down[-1] = 0.0  # the last step lands on x_0 = D (a_prev = 1)
+        levels = sigma.tolist()
+        steps = StepPlan(t=tuple(levels) + (0.0,), t_hat=tuple(levels), gamma=(0.0,) * len(levels),
+                         noise_std=tuple((noise_var / a_prev).sqrt().tolist()), correct=(False,) * len(levels),
+                         t_down=tuple(t_down.tolist()), noise_after=True, start_scale=float((1 / a[0]).sqrt()))
+        return DDPMStepPlan(t=tuple(t.tolist()), steps=steps)
 
     def ddim_plan(self, num_steps: int = 50, eta: float = 0.0) -> DDPMStepPlan:
-        """The per-step scalars of DDIM (Song et al. 2021, Eq. 12) over timesteps(num_steps):
-        x_prev = sqrt(a_prev) x0 + sqrt(1 - a_prev - sigma^2) eps + sigma z with
-        sigma = eta sqrt((1 - a_prev) / (1 - a)) sqrt(1 - a / a_prev); eta = 0 is deterministic, eta = 1 is DDPM's
-        "fixedsmall" ancestral step."""
+        """The plan of DDIM (Song et al. 2021, Eq. 12) over timesteps(num_steps). In EDM's variables Eq. 12 is
+        k-diffusion's ancestral Euler step with the same eta (docs/formulas.md#ddim), so this is the plan of
+        fastdiff.sample(solver="euler_ancestral", eta=eta) on this DDPM's levels (solver="ddim" for eta = 0), started
+        from the VP latents: one DDIM, whichever door it is reached by. eta = 1 is DDPM's "fixedsmall" ancestral step."""
         eta = check_real("eta", eta, minimum=0.0)
         if eta > 1:
             raise ValueError(f"eta: must be in [0, 1] (0 = deterministic DDIM, 1 = DDPM-like), got {eta}")
         t = self.timesteps(num_steps)
-        a, a_prev = self._step_alphas(t)
-        sigma = eta * ((1 - a_prev) / (1 - a) * (1 - a / a_prev)).sqrt()
-        dir_coef = (1 - a_prev - sigma**2).clamp(min=0).sqrt()  # the weight of eps, "the direction pointing to x_t"
-        return _plan(t, a,
-                     x_coef=(a_prev / a).sqrt(),
-                     eps_coef=dir_coef - (a_prev * (1 - a) / a).sqrt(),
-                     x0_coef=a_prev.sqrt() - dir_coef * (a / (1 - a)).sqrt(),  # eps recomputed from the clipped x0
-                     xt_coef=dir_coef / (1 - a).sqrt(),
-                     noise_std=sigma)
+        a = self.alphas_cumprod[t]
+        levels = ((1 - a) / a).sqrt().tolist()
+        steps = dataclasses.replace(ancestral_plan(levels + [0.0], eta), start_scale=float((1 / a[0]).sqrt()))
+        return DDPMStepPlan(t=tuple(t.tolist()), steps=steps)
 
     def sample(self, eps_model, latents: torch.Tensor, randn_like=None, seeds=None, variance: str = "fixedlarge",
                clip_denoised: bool = False, class_labels=None, num_steps: int | None = None, *, backend: str = "auto",
@@ -202,7 +199,7 @@ class DDPM:
 
         clip_denoised clips the predicted x_0 = (x_t - sqrt(1 - a_t) eps) / sqrt(a_t) to [-1, 1] and steps to the
         posterior mean coef1 x_0 + coef2 x_t. num_steps < T samples a respaced chain (timesteps). Noise z comes from
-        randn_like(x) when given (called on every step but the last), else from fastdiff's generator keyed by `seeds`
+        randn_like(x) when given (called once per step, as by fastdiff.sample), else from fastdiff's generator keyed by `seeds`
         (one int per sample, drawn from torch's default generator when omitted). The state is float32 (float64 for
         float64 latents); the result has the latents' shape and dtype. `backend` runs the noise injection (ops.churn).
         `nonfinite` says what to do if NaN or inf appear, as in fastdiff.sample: "warn" (default), "raise"
@@ -232,7 +229,8 @@ class DDPM:
 
     def _run(self, plan: DDPMStepPlan, eps_model, latents, randn_like, seeds, clip_denoised, class_labels, backend,
              nonfinite):
-        """The loop; warnings name the caller of the public method that called this one."""
+        """The shared sampling loop (fastdiff.sampling.loop) on plan.steps, with eps_model as its denoiser; warnings
+        name the caller of the public method that called this one."""
         state_dtype = _check_sampling_inputs(eps_model, latents, randn_like, seeds, clip_denoised, class_labels)
         check_nonfinite(nonfinite)
         if not isinstance(plan, DDPMStepPlan):
@@ -243,39 +241,16 @@ class DDPM:
         backend = resolve(backend, torch.empty(0, dtype=state_dtype, device=device), (latents,))  # named: it must run
         if seeds is not None:
             seeds = seeds_tensor(seeds, batch, device)
-        elif randn_like is None and any(std > 0 for std in plan.noise_std):  # a deterministic run draws no seeds
+        elif randn_like is None and any(std > 0 for std in plan.steps.noise_std):  # a deterministic run draws none
             seeds = draw_seeds(batch, device)
-
-        # Per-step values live in device tables made once; the loop only indexes them.
-        def table(values):
-            return torch.tensor(values, dtype=torch.float64).to(device=device, dtype=state_dtype)
-
-        x_coef, eps_coef, sqrt_recip_a, sqrt_recipm1_a, x0_coef, xt_coef, noise_std = (table(v) for v in (
-            plan.x_coef, plan.eps_coef, plan.sqrt_recip_a, plan.sqrt_recipm1_a, plan.x0_coef, plan.xt_coef, plan.noise_std))
-        t_batch = table(plan.t)[:, None].expand(-1, batch).contiguous()  # [S, B], what eps_model sees
-        offsets = SAMPLER_OFFSET + torch.arange(plan.num_steps, dtype=torch.int64, device=device)  # step i's noise stream
-
-        finite_check = NonfiniteCheck(nonfinite, plan.num_steps, state_dtype, device)
-        x = latents.to(state_dtype)
-        finite_check.record(-1, x)
-        for i in range(plan.num_steps):
-            eps = eps_model(x, t_batch[i]) if class_labels is None else eps_model(x, t_batch[i], class_labels)
-            eps = check_output("eps_model", eps, x, "eps_model(x_t, t)").to(state_dtype)
-            if clip_denoised:
-                x0 = (sqrt_recip_a[i] * x - sqrt_recipm1_a[i] * eps).clamp(-1, 1)  # predicted x_0
-                x = x0_coef[i] * x0 + xt_coef[i] * x
-            else:
-                x = x_coef[i] * x + eps_coef[i] * eps
-            if plan.noise_std[i] > 0:  # a host float of the plan: no sync
-                if randn_like is not None:
-                    x = x + noise_std[i] * check_output("randn_like", randn_like(x), x, "randn_like(x)")
-                else:
-                    x = ops.churn(x, seeds, offsets[i], noise_std[i], backend=backend)
-            finite_check.record(i, x)
-        where = steps_where(plan.num_steps, lambda i: f"time step {plan.t[i]} -> "
-                            + (f"{plan.t[i + 1]}" if i + 1 < plan.num_steps else "x_0"))
-        finite_check.report(where, "check eps_model's output at that time step", stacklevel=3)
-        return x.to(latents.dtype)
+        net = _EpsDenoiser(eps_model, self, clip_denoised, device, backend)
+        loop = SamplingLoop(net, plan.steps, latents, state_dtype, randn_like=randn_like, nonfinite=nonfinite,
+                            backend=backend)
+        x = loop.run(latents, seeds, class_labels)
+        t = plan.t
+        loop.report_nonfinite(stacklevel=3, hint="check eps_model's output at that time step",
+                              step_name=lambda i: f"time step {t[i]} -> " + (f"{t[i + 1]}" if i + 1 < len(t) else "x_0"))
+        return x
 
     # ---------------------------------------------------------------------------------------------------------
     # EDM's samplers for DDPM models.
@@ -315,6 +290,27 @@ class DDPM:
         if not bool(((t >= 0) & (t < self.num_timesteps)).all()):
             raise ValueError(f"t: every time step must be in [0, {self.num_timesteps}), got {t.tolist()}")
         return t
+
+
+class _EpsDenoiser:
+    """eps_model as the sampling loop's denoiser at this DDPM's own levels:
+    D(x; sigma_t) = x - sigma_t eps_model(sqrt(a_t) x, t), clipped to [-1, 1] when clip (x_0 = D is DDPM's
+    predicted x_0). t is found from sigma on the device (the nearest level: exact, since the plan's levels are
+    these), so the loop stays free of host syncs."""
+
+    def __init__(self, eps_model, ddpm: "DDPM", clip: bool, device, backend: str):
+        self.eps_model, self.clip, self.backend = eps_model, clip, backend
+        self.levels = ddpm._table("_levels", device)  # sigma_t, ascending
+        self.sqrt_a = ddpm._table("_sqrt_alphas_cumprod", device)
+
+    def __call__(self, x: torch.Tensor, sigma: torch.Tensor, class_labels=None) -> torch.Tensor:
+        t = nearest_level(sigma, self.levels)
+        x_t = per_sample(self.sqrt_a[t].to(x.dtype), x) * x
+        steps = t.to(x.dtype)
+        eps = self.eps_model(x_t, steps) if class_labels is None else self.eps_model(x_t, steps, class_labels)
+        eps = check_output("eps_model", eps, x_t, "eps_model(x_t, t)").to(x.dtype)
+        denoised = ops.skip_mix(x, eps, sigma, precond="iddpm", backend=self.backend)  # x - sigma eps
+        return denoised.clamp(-1, 1) if self.clip else denoised
 
 
 class DDPMPrecond(Precond):

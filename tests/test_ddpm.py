@@ -320,6 +320,22 @@ def test_ddim_matches_song_eq_12(eta, clip, num_steps):
     assert_close(out, expected, rtol=1e-9, atol=1e-10, name=f"ddim eta={eta} clip={clip} S={num_steps}")
 
 
+@pytest.mark.parametrize("eta", [0.0, 0.5, 1.0])
+def test_ddim_sample_is_the_samplers_ddim(eta):
+    """One DDIM (docs/formulas.md#ddim-over-time-steps): DDPM.ddim_sample equals fastdiff.sample's DDIM (euler_ancestral
+    with that eta; solver="ddim" for eta = 0) on the same levels with the same seeds, started from the same x."""
+    ddpm, model, seeds = DDPM(40, beta_start=1e-3, beta_end=0.3), SmoothEps(), [3, 1, 4, 1]
+    got = ddpm.ddim_sample(model, LATENTS, num_steps=9, eta=eta, seeds=seeds, backend="reference")
+    steps = ddpm.timesteps(9)
+    sigmas = ddpm.sigmas()[steps].tolist() + [0.0]
+    start = LATENTS / ddpm.alphas_cumprod[steps[0]].sqrt() / sigmas[0]  # sample() starts from latents * sigmas[0]
+    solver = dict(solver="ddim") if eta == 0 else dict(solver="euler_ancestral", eta=eta)
+    sampler_model = SmoothEps()
+    want = fastdiff.sample(ddpm.denoiser(sampler_model), start, sigmas=sigmas, seeds=seeds, backend="reference", **solver)
+    assert_close(got, want, rtol=1e-12, atol=1e-12, name=f"eta={eta}")
+    assert [int(c[0][0]) for c in sampler_model.calls] == [int(c[0][0]) for c in model.calls] == steps.tolist()
+
+
 def test_clipped_output_lies_in_the_data_range():
     """With clip_denoised the last step returns the clipped x0 (coef1 = 1, coef2 = 0 at t = 0): |x| <= 1."""
     ddpm = DDPM(50, beta_start=2e-3, beta_end=0.4)
@@ -572,7 +588,7 @@ def test_seeded_noise_is_the_documented_stream():
 
     assert_close(ddpm.sample(SmoothEps(), LATENTS, seeds=seeds), ddpm.sample(SmoothEps(), LATENTS, randn_like=replay),
                  rtol=1e-12, atol=1e-12, name="seeds vs replayed stream")
-    assert len(calls) == 19  # every step but the last
+    assert len(calls) == 20  # once per step, the last (which adds none) too: fastdiff.sample's rule, EDM's
 
 
 def test_without_seeds_torch_manual_seed_repeats_and_ddim_0_draws_nothing():

@@ -545,6 +545,9 @@ def _shapes(metas) -> str:
 _SKIP = (os.path.dirname(torch.__file__) + os.sep, os.path.abspath(__file__))
 
 
+_PACKAGE_PARENT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))) + os.sep
+
+
 def _where() -> str:
     """file:line of the innermost caller outside torch and this module."""
     frame = sys._getframe(1)
@@ -553,5 +556,8 @@ def _where() -> str:
     if frame is None:
         return "?"
     path = frame.f_code.co_filename
-    short = os.sep.join(path.split(os.sep)[-2:])
+    if path.startswith(_PACKAGE_PARENT):  # fastdiff's own code: its path in the package, e.g. fastdiff/sampling/loop.py
+        short = os.path.relpath(path, _PACKAGE_PARENT)
+    else:  # the user's: the file and its folder
+        short = os.sep.join(path.split(os.sep)[-2:])
     return f"{short}:{frame.f_lineno} ({frame.f_code.co_name})"

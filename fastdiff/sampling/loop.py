@@ -122,6 +122,7 @@ class SamplingLoop:
         self.t, self.t_hat, self.noise_std = (self._device_table(v) for v in (plan.t, plan.t_hat, plan.noise_std))
         self.t_down = None if plan.t_down is None else self._device_table(plan.t_down)  # else the step goes to t[i+1]
         self.multistep = None if plan.multistep is None else self._device_table(plan.multistep)
+        self.start_scale = None if plan.start_scale is None else self._device_table(plan.start_scale)
         self.sigma_hat_batch = self.t_hat[:, None].expand(-1, batch).contiguous()  # [N, B], what the net sees
         self.sigma_next_batch = self.t[1:, None].expand(-1, batch).contiguous()
         self.offsets = SAMPLER_OFFSET + torch.arange(N, dtype=torch.int64, device=self.device)  # step i's noise stream
@@ -144,7 +145,7 @@ class SamplingLoop:
                              f"(steps, which steps add noise and where, which correct or extrapolate): "
                              f"{structure(self.plan)}, got {structure(plan)}")
         tables = [(self.t, plan.t), (self.t_hat, plan.t_hat), (self.noise_std, plan.noise_std),
-                  (self.t_down, plan.t_down), (self.multistep, plan.multistep)]
+                  (self.t_down, plan.t_down), (self.multistep, plan.multistep), (self.start_scale, plan.start_scale)]
         for table, values in tables:
             if table is not None:
                 table.copy_(torch.tensor(values, dtype=torch.float64))
@@ -161,7 +162,7 @@ class SamplingLoop:
             return call_net(self.net, x, sigma, class_labels)
 
         x_next = self.state
-        torch.mul(latents, self.t[0], out=x_next)
+        torch.mul(latents, self.t[0] if self.start_scale is None else self.start_scale, out=x_next)
         self.finite_check.record(-1, x_next)
         denoised_prev = None  # D_{i-1}, for a multistep plan
 
@@ -229,12 +230,13 @@ class SamplingLoop:
         return (self.offsets[i], self.noise_std[i], self.t_hat[i], self.t[i + 1], self.sigma_hat_batch[i],
                 self.sigma_next_batch[i])
 
-    def report_nonfinite(self, stacklevel: int = 1) -> None:
+    def report_nonfinite(self, stacklevel: int = 1, step_name=None, hint: str = "check the net's output at that noise level") -> None:
         """After run(): warn or raise (per `nonfinite`) if the state held NaN or inf; one host sync.
-        stacklevel is warnings.warn's, counted from the caller of this method."""
+        stacklevel is warnings.warn's, counted from the caller of this method; step_name(i) names step i (default:
+        its noise levels) and hint says what to look at (a sampler on other variables, e.g. DDPM's time steps)."""
         t = self.plan.t
-        where = steps_where(self.plan.num_steps, lambda i: f"sigma {t[i]:.6g} -> {t[i + 1]:.6g}")
-        self.finite_check.report(where, "check the net's output at that noise level", stacklevel=stacklevel + 1)
+        where = steps_where(self.plan.num_steps, step_name or (lambda i: f"sigma {t[i]:.6g} -> {t[i + 1]:.6g}"))
+        self.finite_check.report(where, hint, stacklevel=stacklevel + 1)
 
 
 def _shares_memory(a: torch.Tensor, b: torch.Tensor) -> bool:

@@ -46,6 +46,8 @@ class StepPlan:
     t_down: tuple[float, ...] | None = None  # N: where step i's Euler step lands (ancestral: sigma_down); None: t[i+1]
     noise_after: bool = False  # noise_std is added after the update (ancestral), not before the net call (churn)
     multistep: tuple[float, ...] | None = None  # N: c_i = 1 / (2 r_i), the weight of D_i - D_{i-1} (DPM-Solver++(2M))
+    start_scale: float | None = None  # the state starts at latents * start_scale; None: t[0] (EDM's x = sigma_max z).
+    #   A VP chain (DDPM) starts at x_T = z, which is x = z / sqrt(alpha_bar_T) = z sqrt(1 + t[0]^2) in EDM's variables.
 
     @property
     def num_steps(self) -> int:
@@ -61,7 +63,8 @@ class StepPlan:
         multistep weights are ratios of log-steps, which scaling leaves as they are)."""
         scale = lambda values: None if values is None else tuple(v * factor for v in values)  # noqa: E731
         return dataclasses.replace(self, t=scale(self.t), t_hat=scale(self.t_hat), noise_std=scale(self.noise_std),
-                                   t_down=scale(self.t_down))
+                                   t_down=scale(self.t_down),
+                                   start_scale=None if self.start_scale is None else self.start_scale * factor)
 
 
 SCHEDULE_DEFAULTS = dict(num_steps=18, sigma_min=0.002, sigma_max=80.0, rho=7.0)
@@ -99,7 +102,7 @@ def plan_steps(net=None, num_steps=18, sigma_min=0.002, sigma_max=80.0, rho=7.0,
     if round_sigma is not None:  # rounding may repeat a level (a zero-length step, as in EDM) but not reach 0 early
         t = check_sigmas("net.round_sigma(sigmas)", torch.cat([round_levels(round_sigma, t[:-1]), t[-1:]]), strict=False)
     if solver == "euler_ancestral":
-        return _ancestral_plan(t.tolist(), eta, S_noise)
+        return ancestral_plan(t.tolist(), eta, S_noise)
     if solver == "dpmpp_2m":
         return _dpmpp_2m_plan(t.tolist())
     N = t.numel() - 1
@@ -116,7 +119,7 @@ def plan_steps(net=None, num_steps=18, sigma_min=0.002, sigma_max=80.0, rho=7.0,
     return StepPlan(t=tuple(t.tolist()), t_hat=tuple(t_hat.tolist()), gamma=gamma, noise_std=tuple(noise_std.tolist()), correct=correct)
 
 
-def _ancestral_plan(t: list[float], eta: float, S_noise: float) -> StepPlan:
+def ancestral_plan(t: list[float], eta: float, S_noise: float = 1.0) -> StepPlan:
     """euler_ancestral: an Euler step from t_i to sigma_down, then noise of std S_noise * sigma_up (k-diffusion's
     get_ancestral_step; with eta, DDIM's eta in EDM form)."""
     N = len(t) - 1
@@ -190,10 +193,11 @@ def structure(plan: StepPlan) -> tuple:
     the other solvers' plans, where the noise goes, whether there are t_down and multistep tables and which steps
     extrapolate."""
     edm = plan.num_steps, tuple(std > 0 for std in plan.noise_std), plan.correct
-    if not plan.noise_after and plan.t_down is None and plan.multistep is None:
+    if not plan.noise_after and plan.t_down is None and plan.multistep is None and plan.start_scale is None:
         return edm
     extrapolates = None if plan.multistep is None else tuple(c != 0 for c in plan.multistep)
-    return edm + (plan.noise_after, plan.t_down is not None, extrapolates)
+    scaled_start = () if plan.start_scale is None else (True,)  # a start_scale table, or t[0]
+    return edm + (plan.noise_after, plan.t_down is not None, extrapolates) + scaled_start
 
 
 def karras_schedule(net, num_steps, sigma_min, sigma_max, rho) -> torch.Tensor:
