@@ -421,6 +421,26 @@ def test_out_writes_the_functional_result(backend_name):
         assert_equal(inplace, want, name=f"{name} in place")
 
 
+@pytest.mark.parametrize("shape", [(2, 3, 128, 130), (3, 7, 11)])  # whole Philox blocks per sample (> 2 x 16384
+# groups of four, so 2 threads split it), and not
+@pytest.mark.parametrize("dtype", STATE_DTYPES)
+def test_cpu_churn_in_place_equals_out_of_place(shape, dtype):
+    """The C++ churn written over x (the loop's reuse_buffers path, which has its own loop body: csrc/cpu/kernels.cpp
+    noise_groups_body) gives the out-of-place result bit for bit, on 2 threads and on 1."""
+    x = make(shape, dtype, 80, device="cpu")
+    seeds, noise_std = torch.arange(shape[0]), torch.linspace(0.5, 2.0, shape[0])
+    before = torch.get_num_threads()
+    try:
+        for threads in (2, 1):
+            torch.set_num_threads(threads)
+            want = ops.churn(x, seeds, SAMPLER_OFFSET, noise_std, backend="cpu")
+            inplace = x.clone()
+            assert ops.churn(inplace, seeds, SAMPLER_OFFSET, noise_std, out=inplace, backend="cpu") is inplace
+            assert_equal(inplace, want, name=f"churn in place, {threads} thread(s)")
+    finally:
+        torch.set_num_threads(before)
+
+
 def test_bad_out_names_the_argument():
     """A wrong-shape, wrong-dtype, strided or partly overlapping out= is refused with what was expected."""
     buf = torch.arange(1.0, 12.0).reshape(1, 11)
