@@ -122,6 +122,19 @@ FD_INLINE void heun_body(const TX* x_hat, const TD* denoised, const TD* denoised
   }
 }
 
+template <class TX, class TD>
+FD_INLINE void multistep_body(const TX* x, const TD* denoised, const TD* denoised_prev, TX* out, Scalars c, Scalars t,
+                              Scalars t_next, int64_t P, int64_t begin, int64_t end) {
+  const bool per_sample = c.per_sample || t.per_sample || t_next.per_sample;
+  for (int64_t i = begin; i < end;) {
+    const int64_t b = i / P, stop = segment_end(i, end, P, per_sample);
+    const float cb = value(c, b), ratio = multistep_ratio(value(t, b), value(t_next, b));
+    for (int64_t j = i; j < stop; ++j)
+      out[j] = from_float<TX>(::fastdiff::multistep_step(to_float(x[j]), to_float(denoised[j]), to_float(denoised_prev[j]), cb, ratio));
+    i = stop;
+  }
+}
+
 template <class TX, class TF>
 FD_INLINE void skip_mix_body(const TX* x, const TF* F, float* out, Scalars sigma, int kind, float sigma_data, int64_t P,
                              int64_t begin, int64_t end) {
@@ -265,6 +278,11 @@ FD_INLINE void drawn_blocks_body(Op op, Noise noise, int64_t P, int64_t begin, i
                       int64_t b, int64_t e) {                                                                         \
     heun_body<TX, TD>((const TX*)x, (const TD*)d, (const TD*)dn, (TX*)out, th, tn, P, b, e);                          \
   }
+#define FD_MULTISTEP(NAME, TX, TD)                                                                                    \
+  FD_CLONES void NAME(const void* x, const void* d, const void* dp, void* out, Scalars c, Scalars t, Scalars tn,        \
+                      int64_t P, int64_t b, int64_t e) {                                                              \
+    multistep_body<TX, TD>((const TX*)x, (const TD*)d, (const TD*)dp, (TX*)out, c, t, tn, P, b, e);                   \
+  }
 #define FD_SKIP(NAME, TX, TF)                                                                                         \
   FD_CLONES void NAME(const void* x, const void* F, float* out, Scalars s, int k, float sd, int64_t P, int64_t b,     \
                       int64_t e) {                                                                                    \
@@ -283,6 +301,7 @@ FD_INLINE void drawn_blocks_body(Op op, Noise noise, int64_t P, int64_t begin, i
 
 FD_FOR_PAIRS(FD_EULER, euler)
 FD_FOR_PAIRS(FD_HEUN, heun)
+FD_FOR_PAIRS(FD_MULTISTEP, multistep)
 FD_FOR_PAIRS(FD_SKIP, skip)
 #define FD_FOR_TYPES(M, PREFIX, ...) M(PREFIX##_f, float, __VA_ARGS__) M(PREFIX##_h, Float16, __VA_ARGS__) M(PREFIX##_b, BFloat16, __VA_ARGS__)
 
@@ -330,11 +349,16 @@ FD_FOR_PAIRS(FD_LOSS_ERROR_SOURCES, loss_error)
 
 using EulerFn = void (*)(const void*, const void*, void*, Scalars, Scalars, int64_t, int64_t, int64_t);
 using HeunFn = void (*)(const void*, const void*, const void*, void*, Scalars, Scalars, int64_t, int64_t, int64_t);
+using MultistepFn = void (*)(const void*, const void*, const void*, void*, Scalars, Scalars, Scalars, int64_t, int64_t,
+                             int64_t);
 using SkipFn = void (*)(const void*, const void*, float*, Scalars, int, float, int64_t, int64_t, int64_t);
 using NoiseFn = void (*)(const void*, void*, const int64_t*, uint64_t, Scalars, int64_t, int64_t, int64_t);
 
 const EulerFn kEuler[3][3] = {{euler_f_f, euler_f_h, euler_f_b}, {euler_h_f, euler_h_h, euler_h_b}, {euler_b_f, euler_b_h, euler_b_b}};
 const HeunFn kHeun[3][3] = {{heun_f_f, heun_f_h, heun_f_b}, {heun_h_f, heun_h_h, heun_h_b}, {heun_b_f, heun_b_h, heun_b_b}};
+const MultistepFn kMultistep[3][3] = {{multistep_f_f, multistep_f_h, multistep_f_b},
+                                      {multistep_h_f, multistep_h_h, multistep_h_b},
+                                      {multistep_b_f, multistep_b_h, multistep_b_b}};
 const SkipFn kSkip[3][3] = {{skip_f_f, skip_f_h, skip_f_b}, {skip_h_f, skip_h_h, skip_h_b}, {skip_b_f, skip_b_h, skip_b_b}};
 const NoiseFn kChurnGroups[3] = {churn_groups_f, churn_groups_h, churn_groups_b};
 const NoiseFn kChurnGroupsInPlace[3] = {churn_groups_in_place_f, churn_groups_in_place_h, churn_groups_in_place_b};
@@ -412,6 +436,13 @@ void heun_step(const void* x_hat, DType x_type, const void* denoised, const void
                Scalars t_hat, Scalars t_next, Shape shape) {
   parallel_for(shape.batch * shape.per_sample, shape.num_threads, [&](int64_t b, int64_t e) {
     kHeun[x_type][d_type](x_hat, denoised, denoised_next, out, t_hat, t_next, shape.per_sample, b, e);
+  });
+}
+
+void multistep_step(const void* x, DType x_type, const void* denoised, const void* denoised_prev, DType d_type,
+                    void* out, Scalars c, Scalars t, Scalars t_next, Shape shape) {
+  parallel_for(shape.batch * shape.per_sample, shape.num_threads, [&](int64_t b, int64_t e) {
+    kMultistep[x_type][d_type](x, denoised, denoised_prev, out, c, t, t_next, shape.per_sample, b, e);
   });
 }
 
