@@ -200,6 +200,28 @@ struct Ops {
                    denoised_next.data_ptr(), dtype_of(denoised, "denoised"), out.data_ptr(), scalars(th), scalars(tn), s);
   }
 
+  static void multistep_step_out(const at::Tensor& x_in, const at::Tensor& denoised_in,
+                                 const at::Tensor& denoised_prev_in, const at::Tensor& c, const at::Tensor& t,
+                                 const at::Tensor& t_next, at::Tensor out) {
+    const Guard guard(x_in.device());
+    dtype_of(x_in, "x");
+    const at::Tensor x = data(x_in, "x", x_in);
+    at::Tensor denoised = data(denoised_in, "denoised", x_in);
+    at::Tensor denoised_prev = data(denoised_prev_in, "denoised_prev", x_in);
+    if (denoised_prev.scalar_type() != denoised.scalar_type()) {  // the kernels take one dtype for both
+      denoised_prev = denoised_prev.to(at::kFloat);
+      denoised = denoised.to(at::kFloat);
+    }
+    check_out(out, x, x.scalar_type());
+    check_overlap(out, {&x_in, &denoised_in, &denoised_prev_in});
+    const Shape s = shape_of(x);
+    const at::Tensor cv = per_step(c, "c", s.batch, x), tv = per_step(t, "t", s.batch, x);
+    const at::Tensor tn = per_step(t_next, "t_next", s.batch, x);
+    Device::launch("multistep_step", x, Device::multistep_step, x.data_ptr(), dtype_of(x, "x"), denoised.data_ptr(),
+                   denoised_prev.data_ptr(), dtype_of(denoised, "denoised"), out.data_ptr(), scalars(cv), scalars(tv),
+                   scalars(tn), s);
+  }
+
   static void skip_mix_out(const at::Tensor& x_in, const at::Tensor& F_in, const at::Tensor& sigma, int64_t kind,
                            double sigma_data, at::Tensor out) {
     TORCH_CHECK(kind >= 0 && kind <= 2, "kind: expected 0 (EDM), 1 (VP/iDDPM) or 2 (VE), got ", kind);
@@ -232,6 +254,13 @@ struct Ops {
                               const at::Tensor& t_hat, const at::Tensor& t_next) {
     at::Tensor out = empty_result(x_hat, x_hat.scalar_type());
     heun_step_out(x_hat, denoised, denoised_next, t_hat, t_next, out);
+    return out;
+  }
+
+  static at::Tensor multistep_step(const at::Tensor& x, const at::Tensor& denoised, const at::Tensor& denoised_prev,
+                                   const at::Tensor& c, const at::Tensor& t, const at::Tensor& t_next) {
+    at::Tensor out = empty_result(x, x.scalar_type());
+    multistep_step_out(x, denoised, denoised_prev, c, t, t_next, out);
     return out;
   }
 
@@ -279,10 +308,12 @@ struct Ops {
     m.impl("churn", &churn);
     m.impl("euler_step", &euler_step);
     m.impl("heun_step", &heun_step);
+    m.impl("multistep_step", &multistep_step);
     m.impl("skip_mix", &skip_mix);
     m.impl("churn_out", &churn_out);
     m.impl("euler_step_out", &euler_step_out);
     m.impl("heun_step_out", &heun_step_out);
+    m.impl("multistep_step_out", &multistep_step_out);
     m.impl("skip_mix_out", &skip_mix_out);
     m.impl("loss_input", &loss_input);
     m.impl("loss_error", &loss_error);

@@ -33,6 +33,7 @@ struct Cpu {
   static constexpr auto churn = &fastdiff::cpu::churn;
   static constexpr auto euler_step = &fastdiff::cpu::euler_step;
   static constexpr auto heun_step = &fastdiff::cpu::heun_step;
+  static constexpr auto multistep_step = &fastdiff::cpu::multistep_step;
   static constexpr auto skip_mix = &fastdiff::cpu::skip_mix;
   static constexpr auto loss_input = &fastdiff::cpu::loss_input;
   static constexpr auto loss_error = &fastdiff::cpu::loss_error;
@@ -61,10 +62,13 @@ TORCH_LIBRARY(fastdiff, m) {
   m.def("churn(Tensor x, Tensor seeds, Tensor offset, Tensor noise_std) -> Tensor");
   m.def("euler_step(Tensor x_hat, Tensor denoised, Tensor t_hat, Tensor t_next) -> Tensor");
   m.def("heun_step(Tensor x_hat, Tensor denoised, Tensor denoised_next, Tensor t_hat, Tensor t_next) -> Tensor");
+  m.def("multistep_step(Tensor x, Tensor denoised, Tensor denoised_prev, Tensor c, Tensor t, Tensor t_next) -> Tensor");
   m.def("skip_mix(Tensor x, Tensor F, Tensor sigma, int kind, float sigma_data) -> Tensor");
   m.def("churn_out(Tensor x, Tensor seeds, Tensor offset, Tensor noise_std, Tensor(a!) out) -> ()");
   m.def("euler_step_out(Tensor x_hat, Tensor denoised, Tensor t_hat, Tensor t_next, Tensor(a!) out) -> ()");
   m.def("heun_step_out(Tensor x_hat, Tensor denoised, Tensor denoised_next, Tensor t_hat, Tensor t_next, "
+        "Tensor(a!) out) -> ()");
+  m.def("multistep_step_out(Tensor x, Tensor denoised, Tensor denoised_prev, Tensor c, Tensor t, Tensor t_next, "
         "Tensor(a!) out) -> ()");
   m.def("skip_mix_out(Tensor x, Tensor F, Tensor sigma, int kind, float sigma_data, Tensor(a!) out) -> ()");
   m.def("loss_input(Tensor y, Tensor seeds, Tensor offset, Tensor? noise, Tensor sigma, Tensor c_in) -> Tensor");

@@ -157,6 +157,16 @@ FD_HD float heun_step(float x_hat, float denoised, float denoised_next, float t_
   return x_hat + h * (0.5f * d_cur + 0.5f * d_prime);
 }
 
+// DPM-Solver++(2M)'s step (fastdiff/ops/reference/multistep_step.py, docs/formulas.md#multistep-step): the denoised
+// extrapolated with the previous one, D' = D + c (D - D_prev), then the Euler step D' + (t_next / t) (x - D').
+// The ratio t_next / t is per sample: loops compute it once with multistep_ratio and pass it in.
+FD_HD float multistep_ratio(float t, float t_next) { return t_next / t; }
+
+FD_HD float multistep_step(float x, float denoised, float denoised_prev, float c, float ratio) {
+  const float d_ext = denoised + c * (denoised - denoised_prev);
+  return d_ext + ratio * (x - d_ext);
+}
+
 // A denoising loss (fastdiff/reference/loss.py; docs/formulas.md#fused-loss-passes), with n the given noise or the
 // stream's normal of the element.
 // The network's input: c_in (y + sigma n).

@@ -90,7 +90,7 @@ NOT_REACHED = "not run (interrupted before this step)"
 STEPS = (
     ("tests-fused-ops", "pytest", ("tests/test_fused_ops.py",), 100,
      "Triton kernels on CUDA tensors and the C++ CUDA kernels (when built) against the reference: churn, euler_step, "
-     "heun_step, skip_mix, randn, every dtype, odd shapes; opcheck; torch.compile of a sampling step"),
+     "heun_step, multistep_step, skip_mix, randn, every dtype, odd shapes; opcheck; torch.compile of a sampling step"),
     ("tests-fused-loss", "pytest", ("tests/test_fused_loss.py",), 65,
      "the fused loss ops (loss_input, loss_error) on Triton and C++ CUDA against the reference, their autograd, "
      "opcheck and torch.compile; EDM/VP/VE/DDPM losses fused end to end"),

@@ -160,6 +160,64 @@ def test_heun_step_matches_reference(shape, state_dtype, denoised_dtype, per_sam
     assert_error_bounded(got, want, exact, name="heun_step")
 
 
+MULTISTEP_PER_SAMPLE = [False, True, "c only", "t_next only"]
+
+
+def multistep_inputs(shape, state_dtype, denoised_dtype, per_sample, noncontiguous, device):
+    """multistep_step's inputs; per_sample says which of c, t, t_next hold one value per sample (True: all three)."""
+    x = make(shape, state_dtype, 13, noncontiguous, device) * 2.0
+    denoised = make(shape, denoised_dtype, 14, noncontiguous, device)
+    denoised_prev = make(shape, denoised_dtype, 15, noncontiguous, device)
+    c = per_sample_or_scalar(shape[0], per_sample in (True, "c only"), 0.2, 1.5, 16, device)
+    t = per_sample_or_scalar(shape[0], per_sample is True, 0.5, 10.0, 17, device)
+    t_next = per_sample_or_scalar(shape[0], per_sample in (True, "t_next only"), 0.2, 0.4, 18, device)
+    return x, denoised, denoised_prev, c, t, t_next
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("state_dtype", STATE_DTYPES)
+@pytest.mark.parametrize("denoised_dtype", [torch.float32, torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("per_sample", MULTISTEP_PER_SAMPLE)
+@pytest.mark.parametrize("noncontiguous", [False, True])
+def test_multistep_step_matches_reference(shape, state_dtype, denoised_dtype, per_sample, noncontiguous, backend):
+    """multistep_step: within the state dtype's tolerance of the reference, and within 2x eager's float64 error."""
+    args = multistep_inputs(shape, state_dtype, denoised_dtype, per_sample, noncontiguous, DEVICES[backend])
+    got = ops.multistep_step(*args, backend=backend)
+    want = ops.multistep_step(*(a.cpu() for a in args), backend="reference")
+    exact = reference.multistep_step(*float64_twin(*args))
+    assert got.dtype == state_dtype and got.shape == shape and got.is_contiguous()
+    assert_close(got, want, dtype=state_dtype, name="multistep_step")
+    assert_error_bounded(got, want, exact, name="multistep_step")
+
+
+@pytest.mark.parametrize("state_dtype", STATE_DTYPES)
+@pytest.mark.parametrize("denoised_dtype", [torch.float32, torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("per_sample", MULTISTEP_PER_SAMPLE)
+def test_cpu_multistep_step_is_the_reference_bit_for_bit(state_dtype, denoised_dtype, per_sample):
+    """The C++ CPU kernel (no fused multiply-adds) computes the reference's float32 operations in its order, so its
+    result equals the reference's bit for bit, rounded to fp16/bf16 as torch rounds, strided inputs included."""
+    for shape, noncontiguous in (((3, 5, 37, 41), False), ((4, 8), True), ((5, 1, 3), False)):
+        args = multistep_inputs(shape, state_dtype, denoised_dtype, per_sample, noncontiguous, "cpu")
+        assert_equal(ops.multistep_step(*args, backend="cpu"), ops.multistep_step(*args, backend="reference"),
+                     name=f"multistep_step {shape}")
+
+
+def test_multistep_step_is_the_extrapolation_then_the_euler_step():
+    """In float64 the op is D' = D + c (D - D_prev) followed by the Euler step from t to t_next with D', the two
+    passes the sampling loop ran before (docs/formulas.md#multistep-step); with c = 0 it is the Euler step."""
+    x, denoised, denoised_prev, c, t, t_next = multistep_inputs((3, 4, 5), torch.float64, torch.float64, True, False, "cpu")
+    c, t, t_next = c.double(), t.double(), t_next.double()
+    extrapolated = denoised + c.reshape(-1, 1, 1) * (denoised - denoised_prev)
+    got = ops.multistep_step(x, denoised, denoised_prev, c, t, t_next)
+    assert got.dtype == torch.float64
+    assert_close(got, reference.euler_step(x, extrapolated, t, t_next), rtol=1e-13, atol=1e-13, name="multistep_step")
+    zero = torch.zeros_like(c)
+    assert_close(ops.multistep_step(x, denoised, denoised_prev, zero, t, t_next),
+                 reference.euler_step(x, denoised, t, t_next), rtol=1e-13, atol=1e-13, name="c = 0")
+    last = ops.multistep_step(x, denoised, denoised_prev, c, t, torch.zeros_like(t))  # into t_next = 0: D' itself
+    assert_equal(last, extrapolated, name="t_next = 0")
+
+
 @pytest.mark.parametrize("shape", SHAPES)
 @pytest.mark.parametrize("precond", ["edm", "vp", "ve", "iddpm"])
 @pytest.mark.parametrize("dtype", STATE_DTYPES)
@@ -224,11 +282,12 @@ def op_cases(backend):
         "churn": (impl.churn, (x, seeds, offset, t_hat)),
         "euler_step": (impl.euler_step, (x, d1, t_hat, t_next)),
         "heun_step": (impl.heun_step, (x, d1, d2, t_hat, t_next)),
+        "multistep_step": (impl.multistep_step, (x, d1, d1.flip(0), torch.tensor(0.5, device=device), t_hat, t_next)),
         "skip_mix": (impl.skip_mix, (x, d2, t_hat, 0, 0.5)),
     }
 
 
-@pytest.mark.parametrize("name", ["randn", "churn", "euler_step", "heun_step", "skip_mix"])
+@pytest.mark.parametrize("name", ["randn", "churn", "euler_step", "heun_step", "multistep_step", "skip_mix"])
 @pytest.mark.parametrize("backend_name", ["triton", "cpu"])
 def test_opcheck(name, backend_name, opaque_triton_ops):
     """torch.library.opcheck: schema, fake implementation, autograd registration and AOT dispatch all agree."""
@@ -341,6 +400,12 @@ def test_op_argument_errors_name_the_argument():
         ops.heun_step(x, x, x, 1.0, torch.tensor(1))
     with pytest.raises(TypeError, match="x_hat: expected a floating-point tensor"):
         ops.euler_step(torch.zeros(2, 3, dtype=torch.int32), x, 1.0, 0.5)
+    with pytest.raises(ValueError, match=r"denoised_prev: expected the shape \(2, 3\), got \(3, 2\)"):
+        ops.multistep_step(x, x, torch.zeros(3, 2, device=DEVICE), 0.5, 1.0, 0.5)
+    with pytest.raises(ValueError, match=r"c: expected one value or one per sample \(shape \[2\]\), got shape \(2, 2\)"):
+        ops.multistep_step(x, x, x, torch.ones(2, 2, device=DEVICE), 1.0, 0.5)
+    with pytest.raises(TypeError, match="t: expected a real number or a tensor, got str"):
+        ops.multistep_step(x, x, x, 0.5, "1.0", 0.5)
     with pytest.raises(ValueError, match="precond: expected one of 'edm', 'vp', 've', 'iddpm', got 'vpsde'"):
         ops.skip_mix(x, x, 1.0, precond="vpsde")
     with pytest.raises(ValueError, match="sigma_data: expected a finite number > 0"):
@@ -357,6 +422,7 @@ def test_empty_batch_elements(backend):
     """Tensors with zero elements per sample pass through every op without launching a kernel."""
     x = torch.zeros(2, 0, device=DEVICES[backend])
     assert ops.euler_step(x, x, 1.0, 0.5, backend=backend).shape == (2, 0)
+    assert ops.multistep_step(x, x, x, 0.5, 1.0, 0.5, backend=backend).shape == (2, 0)
     assert ops.churn(x, [1, 2], 0, 1.0, backend=backend).shape == (2, 0)
     assert ops.randn([1, 2], (2, 0), device=DEVICES[backend], backend=backend).shape == (2, 0)
 
@@ -376,6 +442,7 @@ def test_cpu_threads_split_work_without_changing_bits(shape, dtype):
         return [ops.churn(x, seeds, SAMPLER_OFFSET, t_hat, backend="cpu"),
                 ops.euler_step(x, d1, t_hat, t_next, backend="cpu"),
                 ops.heun_step(x, d1, d2, t_hat, t_next, backend="cpu"),
+                ops.multistep_step(x, d1, d2, t_next, t_hat, t_next, backend="cpu"),
                 ops.skip_mix(x, d1, t_hat, precond="edm", backend="cpu")]
 
     before = torch.get_num_threads()
@@ -403,6 +470,8 @@ def out_cases(device):
         ("churn", lambda out, be, src=x: ops.churn(src, seeds, SAMPLER_OFFSET, t_hat, out=out, backend=be), torch.float32),
         ("euler_step", lambda out, be, src=x: ops.euler_step(src, d1, t_hat, t_next, out=out, backend=be), torch.float32),
         ("heun_step", lambda out, be, src=x: ops.heun_step(src, d1, d2, t_hat, t_next, out=out, backend=be), torch.float32),
+        ("multistep_step", lambda out, be, src=x: ops.multistep_step(src, d1, d2, t_next, t_hat, t_next, out=out,
+                                                                     backend=be), torch.float32),
         ("skip_mix", lambda out, be, src=x: ops.skip_mix(src, d1, t_hat, precond="edm", out=out, backend=be), torch.float32),
     ]
 
@@ -421,6 +490,26 @@ def test_out_writes_the_functional_result(backend_name):
         assert_equal(inplace, want, name=f"{name} in place")
 
 
+@pytest.mark.parametrize("shape", [(2, 3, 128, 130), (3, 7, 11)])  # whole Philox blocks per sample (> 2 x 16384
+# groups of four, so 2 threads split it), and not
+@pytest.mark.parametrize("dtype", STATE_DTYPES)
+def test_cpu_churn_in_place_equals_out_of_place(shape, dtype):
+    """The C++ churn written over x (the loop's reuse_buffers path, which has its own loop body: csrc/cpu/kernels.cpp
+    noise_groups_body) gives the out-of-place result bit for bit, on 2 threads and on 1."""
+    x = make(shape, dtype, 80, device="cpu")
+    seeds, noise_std = torch.arange(shape[0]), torch.linspace(0.5, 2.0, shape[0])
+    before = torch.get_num_threads()
+    try:
+        for threads in (2, 1):
+            torch.set_num_threads(threads)
+            want = ops.churn(x, seeds, SAMPLER_OFFSET, noise_std, backend="cpu")
+            inplace = x.clone()
+            assert ops.churn(inplace, seeds, SAMPLER_OFFSET, noise_std, out=inplace, backend="cpu") is inplace
+            assert_equal(inplace, want, name=f"churn in place, {threads} thread(s)")
+    finally:
+        torch.set_num_threads(before)
+
+
 def test_bad_out_names_the_argument():
     """A wrong-shape, wrong-dtype, strided or partly overlapping out= is refused with what was expected."""
     buf = torch.arange(1.0, 12.0).reshape(1, 11)
@@ -429,6 +518,14 @@ def test_bad_out_names_the_argument():
     with pytest.raises(RuntimeError, match="refer to a single memory location"):  # the binding checks too
         torch.ops.fastdiff.euler_step_out(buf[:, :-1], torch.zeros(1, 10), torch.tensor(2.0), torch.tensor(1.0),
                                           buf[:, 1:])
+    for overlapping in ("x", "denoised", "denoised_prev"):  # out over any input, shifted by one element
+        args = {"x": torch.zeros(1, 10), "denoised": torch.zeros(1, 10), "denoised_prev": torch.zeros(1, 10)}
+        args[overlapping] = buf[:, :-1]
+        with pytest.raises(ValueError, match=f"out: overlaps the input {overlapping} other than element for element"):
+            ops.multistep_step(*args.values(), 0.5, 2.0, 1.0, out=buf[:, 1:], backend="cpu")
+        with pytest.raises(RuntimeError, match="refer to a single memory location"):
+            torch.ops.fastdiff.multistep_step_out(*args.values(), torch.tensor(0.5), torch.tensor(2.0),
+                                                  torch.tensor(1.0), buf[:, 1:])
     x = torch.zeros(2, 3)
     with pytest.raises(ValueError, match=r"out: expected a contiguous torch.float32 tensor of shape \(2, 3\)"):
         ops.euler_step(x, x, 1.0, 0.5, out=torch.zeros(2, 4))
@@ -440,7 +537,7 @@ def test_bad_out_names_the_argument():
         ops.heun_step(x, x, x, 1.0, 0.5, out=[0.0])
 
 
-@pytest.mark.parametrize("name", ["churn_out", "euler_step_out", "heun_step_out", "skip_mix_out"])
+@pytest.mark.parametrize("name", ["churn_out", "euler_step_out", "heun_step_out", "multistep_step_out", "skip_mix_out"])
 @pytest.mark.parametrize("backend_name", ["triton", "cpu"])
 def test_opcheck_out_ops(name, backend_name, opaque_triton_ops):
     """The mutating out= ops pass opcheck (schema with Tensor(a!) out, fake, AOT dispatch)."""

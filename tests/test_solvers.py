@@ -528,15 +528,47 @@ def test_loop_never_syncs_and_copies_tables_once(solver):
                                             ("euler_ancestral", dict(eta=0.5))])
 def test_check_capture_passes(solver, kwargs, backend):
     """fastdiff.check_capture passes each new solver's loop on the fixed buffers, with labels, on the mixture; the
-    sampler's kernels per step follow the plan: the Euler step and aminmax, plus the ancestral noise (churn) where
-    it adds any, plus sub and addcmul where dpmpp_2m extrapolates."""
+    sampler's kernels per step follow the plan: the Euler step (multistep_step where dpmpp_2m extrapolates, one
+    kernel for the extrapolation and the step) and aminmax, plus the ancestral noise (churn) where it adds any."""
     report = fastdiff.check_capture(mixture_net(), LATENTS.float(), LABELS, solver=solver, num_steps=6,
                                     seeds=SEEDS, backend=backend, **kwargs)
     assert report.ok, str(report)
     plan = fastdiff.plan_steps(num_steps=6, solver=solver, **kwargs)
-    extra = [(std > 0) + 2 * (c != 0) for std, c in zip(plan.noise_std, plan.multistep or (0.0,) * 6)]
-    assert [k for k, _ in report.kernels_per_step] == [2 + e for e in extra]
-    assert sum(extra) > 0 or solver == "ddim"
+    assert [k for k, _ in report.kernels_per_step] == [2 + (std > 0) for std in plan.noise_std]
+    assert any(std > 0 for std in plan.noise_std) or solver != "euler_ancestral"
+
+
+@pytest.mark.parametrize("reuse_buffers", [True, False])
+def test_dpmpp_2m_steps_run_one_fused_op(reuse_buffers):
+    """Outside the net, each dpmpp_2m step runs one fastdiff op: multistep_step where the plan extrapolates
+    (c_i != 0), euler_step elsewhere; written into the state with reuse_buffers, allocating otherwise."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    per_step, state = [], {"in_net": False}
+
+    class Recorder(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            if not state["in_net"] and per_step and func._schema.name.startswith("fastdiff::"):
+                per_step[-1].append(func._schema.name.split("::")[1])
+            return func(*args, **(kwargs or {}))
+
+    net = mixture_net()
+
+    def recorded_net(x, sigma, *labels):
+        state["in_net"] = True
+        try:
+            return net(x, sigma, *labels)
+        finally:
+            state["in_net"] = False
+
+    loop, _ = fastdiff.sampling.loop.build_loop(recorded_net, LATENTS.float(), num_steps=6, solver="dpmpp_2m",
+                                                backend="cpu", reuse_buffers=reuse_buffers)
+    loop.on_step = lambda i: per_step.append([])
+    with torch.no_grad(), Recorder():
+        loop.run(LATENTS.float())
+    suffix = "_out" if reuse_buffers else ""
+    want = [[("multistep_step" if c != 0 else "euler_step") + suffix] for c in loop.plan.multistep]
+    assert per_step[:6] == want and any(c != 0 for c in loop.plan.multistep)
 
 
 @pytest.mark.parametrize("solver, kwargs, other", [

@@ -122,6 +122,19 @@ FD_INLINE void heun_body(const TX* x_hat, const TD* denoised, const TD* denoised
   }
 }
 
+template <class TX, class TD>
+FD_INLINE void multistep_body(const TX* x, const TD* denoised, const TD* denoised_prev, TX* out, Scalars c, Scalars t,
+                              Scalars t_next, int64_t P, int64_t begin, int64_t end) {
+  const bool per_sample = c.per_sample || t.per_sample || t_next.per_sample;
+  for (int64_t i = begin; i < end;) {
+    const int64_t b = i / P, stop = segment_end(i, end, P, per_sample);
+    const float cb = value(c, b), ratio = multistep_ratio(value(t, b), value(t_next, b));
+    for (int64_t j = i; j < stop; ++j)
+      out[j] = from_float<TX>(::fastdiff::multistep_step(to_float(x[j]), to_float(denoised[j]), to_float(denoised_prev[j]), cb, ratio));
+    i = stop;
+  }
+}
+
 template <class TX, class TF>
 FD_INLINE void skip_mix_body(const TX* x, const TF* F, float* out, Scalars sigma, int kind, float sigma_data, int64_t P,
                              int64_t begin, int64_t end) {
@@ -136,9 +149,14 @@ FD_INLINE void skip_mix_body(const TX* x, const TF* F, float* out, Scalars sigma
 
 // Noise over whole Philox blocks: items are groups of 4 elements (per_sample % 4 == 0), so group g is block
 // g % groups_per_sample of sample g / groups_per_sample and covers elements 4g..4g+3.
-template <class TX, bool kHasX>
-FD_INLINE void noise_groups_body(const TX* x, TX* out, const int64_t* seeds, uint64_t offset, Scalars noise_std,
+// kInPlace (churn with out = x): x is read through `out` itself. Given two pointers, GCC vectorizes this loop behind
+// a run-time test that their ranges do not overlap, so out == x ran the scalar copy of the Philox and Box-Muller
+// math, about 8x slower; through one pointer it sees each element read before it is written at the same index and
+// needs no test. Same operations, same bits.
+template <class TX, bool kHasX, bool kInPlace>
+FD_INLINE void noise_groups_body(const TX* x_in, TX* out, const int64_t* seeds, uint64_t offset, Scalars noise_std,
                                  int64_t groups_per_sample, int64_t begin, int64_t end) {
+  const TX* x = kInPlace ? out : x_in;
   for (int64_t g = begin; g < end;) {
     const int64_t b = g / groups_per_sample, stop = std::min(end, (b + 1) * groups_per_sample);
     const uint64_t seed = (uint64_t)seeds[b];
@@ -153,8 +171,9 @@ FD_INLINE void noise_groups_body(const TX* x, TX* out, const int64_t* seeds, uin
   }
 }
 
-// Noise for any sample size: items are (sample, block) pairs; a sample's last block may be partial.
-template <class TX, bool kHasX>
+// Noise for any sample size: items are (sample, block) pairs; a sample's last block may be partial. This loop has
+// control flow and is never vectorized, so writing over x costs nothing extra (kInPlace is unused).
+template <class TX, bool kHasX, bool kInPlace>
 FD_INLINE void noise_blocks_body(const TX* x, TX* out, const int64_t* seeds, uint64_t offset, Scalars noise_std,
                                  int64_t P, int64_t begin, int64_t end) {
   const int64_t blocks_per_sample = (P + 3) / 4;
@@ -259,15 +278,20 @@ FD_INLINE void drawn_blocks_body(Op op, Noise noise, int64_t P, int64_t begin, i
                       int64_t b, int64_t e) {                                                                         \
     heun_body<TX, TD>((const TX*)x, (const TD*)d, (const TD*)dn, (TX*)out, th, tn, P, b, e);                          \
   }
+#define FD_MULTISTEP(NAME, TX, TD)                                                                                    \
+  FD_CLONES void NAME(const void* x, const void* d, const void* dp, void* out, Scalars c, Scalars t, Scalars tn,        \
+                      int64_t P, int64_t b, int64_t e) {                                                              \
+    multistep_body<TX, TD>((const TX*)x, (const TD*)d, (const TD*)dp, (TX*)out, c, t, tn, P, b, e);                   \
+  }
 #define FD_SKIP(NAME, TX, TF)                                                                                         \
   FD_CLONES void NAME(const void* x, const void* F, float* out, Scalars s, int k, float sd, int64_t P, int64_t b,     \
                       int64_t e) {                                                                                    \
     skip_mix_body<TX, TF>((const TX*)x, (const TF*)F, out, s, k, sd, P, b, e);                                        \
   }
-#define FD_NOISE(NAME, TX, HAS_X, BODY, SIZE)                                                                         \
+#define FD_NOISE(NAME, TX, HAS_X, IN_PLACE, BODY, SIZE)                                                               \
   FD_CLONES void NAME(const void* x, void* out, const int64_t* seeds, uint64_t off, Scalars s, int64_t SIZE,           \
                       int64_t b, int64_t e) {                                                                         \
-    BODY<TX, HAS_X>((const TX*)x, (TX*)out, seeds, off, s, SIZE, b, e);                                               \
+    BODY<TX, HAS_X, IN_PLACE>((const TX*)x, (TX*)out, seeds, off, s, SIZE, b, e);                                     \
   }
 
 #define FD_FOR_PAIRS(M, PREFIX)                                                                                       \
@@ -277,13 +301,15 @@ FD_INLINE void drawn_blocks_body(Op op, Noise noise, int64_t P, int64_t begin, i
 
 FD_FOR_PAIRS(FD_EULER, euler)
 FD_FOR_PAIRS(FD_HEUN, heun)
+FD_FOR_PAIRS(FD_MULTISTEP, multistep)
 FD_FOR_PAIRS(FD_SKIP, skip)
 #define FD_FOR_TYPES(M, PREFIX, ...) M(PREFIX##_f, float, __VA_ARGS__) M(PREFIX##_h, Float16, __VA_ARGS__) M(PREFIX##_b, BFloat16, __VA_ARGS__)
 
-FD_FOR_TYPES(FD_NOISE, churn_groups, true, noise_groups_body, G)
-FD_FOR_TYPES(FD_NOISE, churn_blocks, true, noise_blocks_body, P)
-FD_FOR_TYPES(FD_NOISE, randn_groups, false, noise_groups_body, G)
-FD_FOR_TYPES(FD_NOISE, randn_blocks, false, noise_blocks_body, P)
+FD_FOR_TYPES(FD_NOISE, churn_groups, true, false, noise_groups_body, G)
+FD_FOR_TYPES(FD_NOISE, churn_groups_in_place, true, true, noise_groups_body, G)
+FD_FOR_TYPES(FD_NOISE, churn_blocks, true, false, noise_blocks_body, P)
+FD_FOR_TYPES(FD_NOISE, randn_groups, false, false, noise_groups_body, G)
+FD_FOR_TYPES(FD_NOISE, randn_blocks, false, false, noise_blocks_body, P)
 
 // The loss ops: per dtype (pair), five noise sources (given fp32, fp16, bf16; drawn over groups, over blocks).
 struct LossInputArgs {
@@ -323,13 +349,19 @@ FD_FOR_PAIRS(FD_LOSS_ERROR_SOURCES, loss_error)
 
 using EulerFn = void (*)(const void*, const void*, void*, Scalars, Scalars, int64_t, int64_t, int64_t);
 using HeunFn = void (*)(const void*, const void*, const void*, void*, Scalars, Scalars, int64_t, int64_t, int64_t);
+using MultistepFn = void (*)(const void*, const void*, const void*, void*, Scalars, Scalars, Scalars, int64_t, int64_t,
+                             int64_t);
 using SkipFn = void (*)(const void*, const void*, float*, Scalars, int, float, int64_t, int64_t, int64_t);
 using NoiseFn = void (*)(const void*, void*, const int64_t*, uint64_t, Scalars, int64_t, int64_t, int64_t);
 
 const EulerFn kEuler[3][3] = {{euler_f_f, euler_f_h, euler_f_b}, {euler_h_f, euler_h_h, euler_h_b}, {euler_b_f, euler_b_h, euler_b_b}};
 const HeunFn kHeun[3][3] = {{heun_f_f, heun_f_h, heun_f_b}, {heun_h_f, heun_h_h, heun_h_b}, {heun_b_f, heun_b_h, heun_b_b}};
+const MultistepFn kMultistep[3][3] = {{multistep_f_f, multistep_f_h, multistep_f_b},
+                                      {multistep_h_f, multistep_h_h, multistep_h_b},
+                                      {multistep_b_f, multistep_b_h, multistep_b_b}};
 const SkipFn kSkip[3][3] = {{skip_f_f, skip_f_h, skip_f_b}, {skip_h_f, skip_h_h, skip_h_b}, {skip_b_f, skip_b_h, skip_b_b}};
 const NoiseFn kChurnGroups[3] = {churn_groups_f, churn_groups_h, churn_groups_b};
+const NoiseFn kChurnGroupsInPlace[3] = {churn_groups_in_place_f, churn_groups_in_place_h, churn_groups_in_place_b};
 const NoiseFn kChurnBlocks[3] = {churn_blocks_f, churn_blocks_h, churn_blocks_b};
 const NoiseFn kRandnGroups[3] = {randn_groups_f, randn_groups_h, randn_groups_b};
 const NoiseFn kRandnBlocks[3] = {randn_blocks_f, randn_blocks_h, randn_blocks_b};
@@ -377,7 +409,8 @@ void randn(void* out, DType out_type, const int64_t* seeds, uint64_t offset, Sha
 }
 
 void churn(const void* x, void* out, DType x_type, const int64_t* seeds, uint64_t offset, Scalars noise_std, Shape shape) {
-  noise(x, out, x_type, seeds, offset, noise_std, shape, kChurnGroups, kChurnBlocks);
+  // x and out are the same tensor or disjoint (csrc/binding.h refuses partial overlaps).
+  noise(x, out, x_type, seeds, offset, noise_std, shape, x == out ? kChurnGroupsInPlace : kChurnGroups, kChurnBlocks);
 }
 
 void stream_words(int64_t* out, const int64_t* seeds, uint64_t offset, Shape shape) {
@@ -403,6 +436,13 @@ void heun_step(const void* x_hat, DType x_type, const void* denoised, const void
                Scalars t_hat, Scalars t_next, Shape shape) {
   parallel_for(shape.batch * shape.per_sample, shape.num_threads, [&](int64_t b, int64_t e) {
     kHeun[x_type][d_type](x_hat, denoised, denoised_next, out, t_hat, t_next, shape.per_sample, b, e);
+  });
+}
+
+void multistep_step(const void* x, DType x_type, const void* denoised, const void* denoised_prev, DType d_type,
+                    void* out, Scalars c, Scalars t, Scalars t_next, Shape shape) {
+  parallel_for(shape.batch * shape.per_sample, shape.num_threads, [&](int64_t b, int64_t e) {
+    kMultistep[x_type][d_type](x, denoised, denoised_prev, out, c, t, t_next, shape.per_sample, b, e);
   });
 }
 

@@ -47,6 +47,9 @@ void euler_step(const void* x_hat, DType x_type, const void* denoised, DType d_t
 // out = Heun's corrected step from x_hat, D(x_hat), D(x_next), in x_hat's dtype.
 void heun_step(const void* x_hat, DType x_type, const void* denoised, const void* denoised_next, DType d_type, void* out,
                Scalars t_hat, Scalars t_next, Shape shape);
+// out = D' + (t_next / t) (x - D') with D' = D + c (D - D_prev), in x's dtype (DPM-Solver++(2M)'s step).
+void multistep_step(const void* x, DType x_type, const void* denoised, const void* denoised_prev, DType d_type,
+                    void* out, Scalars c, Scalars t, Scalars t_next, Shape shape);
 // out (float32) = c_skip(sigma) x + c_out(sigma) F for preconditioner `kind` (fastdiff_math.h PrecondKind).
 void skip_mix(const void* x, DType x_type, const void* F, DType F_type, float* out, Scalars sigma, int kind,
               float sigma_data, Shape shape);

@@ -161,6 +161,29 @@ __global__ void heun_step_kernel(const TX* x_hat, const TD* denoised, const TD* 
   }
 }
 
+template <class TX, class TD, bool kVec>
+__global__ void multistep_step_kernel(const TX* x, const TD* denoised, const TD* denoised_prev, TX* out, Scalars c,
+                                      Scalars t, Scalars t_next, int64_t numel, int64_t P) {
+  if (kVec) {
+    const int64_t i0 = thread_index() * 8;
+    if (i0 >= numel) return;
+    float xv[8], d[8], dp[8], o[8];
+    load8(x + i0, xv);
+    load8(denoised + i0, d);
+    load8(denoised_prev + i0, dp);
+#pragma unroll
+    for (int k = 0; k < 8; ++k)
+      o[k] = fastdiff::multistep_step(xv[k], d[k], dp[k], value(c, i0 + k, P),
+                                      multistep_ratio(value(t, i0 + k, P), value(t_next, i0 + k, P)));
+    store8(out + i0, o);
+  } else {
+    const int64_t i = thread_index();
+    if (i >= numel) return;
+    out[i] = from_float<TX>(fastdiff::multistep_step(to_float(x[i]), to_float(denoised[i]), to_float(denoised_prev[i]),
+                                                     value(c, i, P), multistep_ratio(value(t, i, P), value(t_next, i, P))));
+  }
+}
+
 template <class TX, class TF, bool kVec>
 __global__ void skip_mix_kernel(const TX* x, const TF* F, float* out, Scalars sigma, int kind, float sigma_data,
                                 int64_t numel, int64_t P) {
@@ -349,6 +372,26 @@ cudaError_t heun_step(const void* x_hat, DType x_type, const void* denoised, con
       else
         heun_step_kernel<TX, TD, false><<<grid_for(numel), kThreads, 0, stream>>>(
             (const TX*)x_hat, (const TD*)denoised, (const TD*)denoised_next, (TX*)out, t_hat, t_next, numel, s.per_sample);
+      return cudaGetLastError();
+    });
+  });
+}
+
+cudaError_t multistep_step(const void* x, DType x_type, const void* denoised, const void* denoised_prev, DType d_type,
+                           void* out, Scalars c, Scalars t, Scalars t_next, Shape s, cudaStream_t stream) {
+  const int64_t numel = s.batch * s.per_sample;
+  if (numel == 0) return cudaSuccess;
+  const bool vec = numel % 8 == 0 && aligned16(x) && aligned16(denoised) && aligned16(denoised_prev) && aligned16(out);
+  return with_type(x_type, [&](auto tx) {
+    return with_type(d_type, [&](auto td) {
+      using TX = decltype(tx);
+      using TD = decltype(td);
+      if (vec)
+        multistep_step_kernel<TX, TD, true><<<grid_for(numel / 8), kThreads, 0, stream>>>(
+            (const TX*)x, (const TD*)denoised, (const TD*)denoised_prev, (TX*)out, c, t, t_next, numel, s.per_sample);
+      else
+        multistep_step_kernel<TX, TD, false><<<grid_for(numel), kThreads, 0, stream>>>(
+            (const TX*)x, (const TD*)denoised, (const TD*)denoised_prev, (TX*)out, c, t, t_next, numel, s.per_sample);
       return cudaGetLastError();
     });
   });

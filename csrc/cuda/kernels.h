@@ -42,6 +42,9 @@ cudaError_t euler_step(const void* x_hat, DType x_type, const void* denoised, DT
                        Scalars t_next, Shape shape, cudaStream_t stream);
 cudaError_t heun_step(const void* x_hat, DType x_type, const void* denoised, const void* denoised_next, DType d_type,
                       void* out, Scalars t_hat, Scalars t_next, Shape shape, cudaStream_t stream);
+// out = D' + (t_next / t) (x - D') with D' = D + c (D - D_prev), in x's dtype (DPM-Solver++(2M)'s step).
+cudaError_t multistep_step(const void* x, DType x_type, const void* denoised, const void* denoised_prev, DType d_type,
+                           void* out, Scalars c, Scalars t, Scalars t_next, Shape shape, cudaStream_t stream);
 cudaError_t skip_mix(const void* x, DType x_type, const void* F, DType F_type, float* out, Scalars sigma, int kind,
                      float sigma_data, Shape shape, cudaStream_t stream);
 // out = c_in (y + sigma n) in y's dtype; loss = weight r^2 and grad = 2 weight c_out r (float32) with

@@ -12,6 +12,7 @@ from torch.library import triton_op, wrap_triton
 from .kernels.euler_step import launch_euler_step
 from .kernels.heun_step import launch_heun_step
 from .kernels.loss import launch_loss_error, launch_loss_input
+from .kernels.multistep_step import launch_multistep_step
 from .kernels.randn import launch_noise
 from .autograd import register_loss_error_autograd, register_skip_mix_autograd
 from .kernels.skip_mix import launch_skip_mix
@@ -62,6 +63,18 @@ def _(x_hat, denoised, denoised_next, t_hat, t_next):
     return torch.empty_like(x_hat, memory_format=torch.contiguous_format)
 
 
+@triton_op("fastdiff_triton::multistep_step", mutates_args=())
+def multistep_step(x: torch.Tensor, denoised: torch.Tensor, denoised_prev: torch.Tensor, c: torch.Tensor,
+                   t: torch.Tensor, t_next: torch.Tensor) -> torch.Tensor:
+    out = torch.empty_like(x, memory_format=torch.contiguous_format)
+    return launch_multistep_step(x, denoised, denoised_prev, c, t, t_next, out, wrap=wrap_triton)
+
+
+@multistep_step.register_fake
+def _(x, denoised, denoised_prev, c, t, t_next):
+    return torch.empty_like(x, memory_format=torch.contiguous_format)
+
+
 @triton_op("fastdiff_triton::skip_mix", mutates_args=())
 def skip_mix(x: torch.Tensor, F: torch.Tensor, sigma: torch.Tensor, kind: int, sigma_data: float) -> torch.Tensor:
     out = torch.empty(x.shape, dtype=torch.float32, device=x.device)
@@ -94,12 +107,18 @@ def heun_step_out(x_hat: torch.Tensor, denoised: torch.Tensor, denoised_next: to
     launch_heun_step(x_hat, denoised, denoised_next, t_hat, t_next, out, wrap=wrap_triton)
 
 
+@triton_op("fastdiff_triton::multistep_step_out", mutates_args=("out",))
+def multistep_step_out(x: torch.Tensor, denoised: torch.Tensor, denoised_prev: torch.Tensor, c: torch.Tensor,
+                       t: torch.Tensor, t_next: torch.Tensor, out: torch.Tensor) -> None:
+    launch_multistep_step(x, denoised, denoised_prev, c, t, t_next, out, wrap=wrap_triton)
+
+
 @triton_op("fastdiff_triton::skip_mix_out", mutates_args=("out",))
 def skip_mix_out(x: torch.Tensor, F: torch.Tensor, sigma: torch.Tensor, kind: int, sigma_data: float, out: torch.Tensor) -> None:
     launch_skip_mix(x, F, sigma, kind, sigma_data, out, wrap=wrap_triton)
 
 
-for _op in (churn_out, euler_step_out, heun_step_out, skip_mix_out):
+for _op in (churn_out, euler_step_out, heun_step_out, multistep_step_out, skip_mix_out):
     _op.register_fake(lambda *args: None)
 
 

@@ -9,12 +9,14 @@ its inputs once here, and runs the same formula on whichever backend it dispatch
     euler_step(x_hat, denoised, t_hat, t_next)     x_hat + (t_next - t_hat) (x_hat - denoised) / t_hat
     heun_step(x_hat, denoised, denoised_next, t_hat, t_next)
                                                    x_hat + (t_next - t_hat) (d_cur + d_prime) / 2
+    multistep_step(x, denoised, denoised_prev, c, t, t_next)
+                                                   D' + (t_next / t) (x - D'), D' = D + c (D - D_prev)
     skip_mix(x, F, sigma, precond, sigma_data)     c_skip(sigma) x + c_out(sigma) F
     loss_input(y, sigma, c_in, seeds)              c_in (y + sigma n): a denoising loss's network input
     loss_error(y, F, sigma, c_skip, c_out, weight, seeds)
                                                    weight (c_skip (y + sigma n) + c_out F - y)^2, with d/dF
 
-Per-step values (offset, noise_std, t_hat, t_next, sigma) may be Python numbers or tensors of one value or one
+Per-step values (offset, noise_std, t_hat, t_next, c, sigma) may be Python numbers or tensors of one value or one
 per sample ([B]); a sampling loop passes device tensors, so no per-step value is ever baked into a kernel
 launch. `out=` writes the result into a given contiguous tensor (which may be one of the inputs: every op is
 elementwise), so a loop can run on fixed buffers. The fused kernels compute in float32 and return the state's dtype (float32 for skip_mix); the
@@ -92,6 +94,29 @@ def heun_step(x_hat: torch.Tensor, denoised: torch.Tensor, denoised_next: torch.
         _impl(name).heun_step_out(*args, out)
         return out
     return _impl(name).heun_step(*args)
+
+
+def multistep_step(x: torch.Tensor, denoised: torch.Tensor, denoised_prev: torch.Tensor, c, t, t_next, *,
+                   out: torch.Tensor | None = None, backend: str = "auto") -> torch.Tensor:
+    """DPM-Solver++(2M)'s step in one pass: D' + (t_next / t) (x - D') with D' = D + c (D - D_prev), the denoised
+    extrapolated with the previous step's, then the Euler step from t to t_next; the result has x's dtype.
+
+    denoised = D(x; t) and denoised_prev = D_prev, the previous step's; c is the extrapolation weight
+    (StepPlan.multistep). With c = 0 this is the Euler step written as DDIM's update.
+    """
+    _check_floating("x", x)
+    _check_like("denoised", denoised, x)
+    _check_like("denoised_prev", denoised_prev, x)
+    c, t, t_next = (_per_sample_value(n, v, x) for n, v in (("c", c), ("t", t), ("t_next", t_next)))
+    _check_out(out, x, x.dtype, (("x", x), ("denoised", denoised), ("denoised_prev", denoised_prev)))
+    name = resolve(backend, x, (x, denoised, denoised_prev, c, t, t_next))
+    if name == "reference":
+        return _into(out, reference.multistep_step(x, denoised, denoised_prev, c, t, t_next))
+    args = (x.contiguous(), denoised.contiguous(), denoised_prev.contiguous(), c, t, t_next)
+    if out is not None:
+        _impl(name).multistep_step_out(*args, out)
+        return out
+    return _impl(name).multistep_step(*args)
 
 
 def skip_mix(x: torch.Tensor, F: torch.Tensor, sigma, *, precond: str = "edm", sigma_data: float = 0.5,

@@ -39,6 +39,11 @@ def _(x_hat, denoised, denoised_next, t_hat, t_next):
     return torch.empty_like(x_hat, memory_format=torch.contiguous_format)
 
 
+@torch.library.register_fake(f"{NAMESPACE}::multistep_step")
+def _(x, denoised, denoised_prev, c, t, t_next):
+    return torch.empty_like(x, memory_format=torch.contiguous_format)
+
+
 @torch.library.register_fake(f"{NAMESPACE}::skip_mix")
 def _(x, F, sigma, kind, sigma_data):
     return torch.empty(x.shape, dtype=torch.float32, device=x.device)
@@ -64,7 +69,7 @@ def _returns_nothing(*args):
     return None
 
 
-for _name in ("churn_out", "euler_step_out", "heun_step_out", "skip_mix_out"):  # write into `out`, return nothing
+for _name in ("churn_out", "euler_step_out", "heun_step_out", "multistep_step_out", "skip_mix_out"):  # write into `out`, return nothing
     torch.library.register_fake(f"{NAMESPACE}::{_name}")(_returns_nothing)
 
 register_skip_mix_autograd(f"{NAMESPACE}::skip_mix")
@@ -72,6 +77,6 @@ register_loss_error_autograd(f"{NAMESPACE}::loss_error")
 
 # The ops as the backend modules export them, with the Triton backend's names and signatures (stream_words: the raw
 # Philox words, for bit-exact tests; CPU only).
-__all__ = ["randn", "churn", "euler_step", "heun_step", "skip_mix", "churn_out", "euler_step_out", "heun_step_out",
-           "skip_mix_out", "loss_input", "loss_error", "stream_words"]
+__all__ = ["randn", "churn", "euler_step", "heun_step", "multistep_step", "skip_mix", "churn_out", "euler_step_out",
+           "heun_step_out", "multistep_step_out", "skip_mix_out", "loss_input", "loss_error", "stream_words"]
 globals().update({name: getattr(getattr(torch.ops, NAMESPACE), name) for name in __all__})

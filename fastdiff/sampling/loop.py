@@ -12,7 +12,7 @@ from .._nonfinite import NonfiniteCheck, check_nonfinite, steps_where
 from .._validate import check_int, check_output
 from ..ops import backends
 from ..rng import SAMPLER_OFFSET, draw_seeds, seeds_tensor
-from .plan import PLAN_BYTES_PER_STEP, StepPlan, extrapolates, plan_steps, structure
+from .plan import PLAN_BYTES_PER_STEP, StepPlan, plan_steps, structure
 
 STATE_DTYPES = (torch.float32, torch.float64)
 
@@ -101,9 +101,9 @@ class SamplingLoop:
     (fastdiff.GraphedSampler).
 
     With in_place (a fused backend, no callback), every step writes into fixed buffers (the state, and the Euler
-    point for Heun or the extrapolated denoised for DPM-Solver++(2M)), and run() allocates nothing but what the net
-    returns; otherwise each step makes new tensors. A multistep plan keeps the net's previous result until the next
-    step, as Heun keeps D(x_hat) over its second evaluation.
+    point for Heun), and run() allocates nothing but what the net returns; otherwise each step makes new tensors.
+    A multistep plan keeps the net's previous result until the next step, as Heun keeps D(x_hat) over its second
+    evaluation.
     """
 
     def __init__(self, net, plan: StepPlan, latents_like: torch.Tensor, state_dtype: torch.dtype, *, randn_like=None,
@@ -113,7 +113,7 @@ class SamplingLoop:
         self.shape, self.device = tuple(latents_like.shape), latents_like.device
         batch, N = self.shape[0], plan.num_steps
         # With reuse_buffers, a fused backend runs on fixed buffers: the state, into which churn, the Euler step and
-        # Heun's step write in place (every op is elementwise), the Euler point and the extrapolated denoised.
+        # Heun's step write in place (every op is elementwise), and the Euler point.
         # Otherwise, and on the reference path or with a callback (whose tensors must not change after it has seen
         # them), every step makes new tensors.
         self.in_place = in_place and backend != "reference" and callback is None
@@ -130,7 +130,6 @@ class SamplingLoop:
         self.finite_check = NonfiniteCheck(nonfinite, N, state_dtype, self.device)
         self.state = torch.empty(self.shape, dtype=state_dtype, device=self.device)  # contiguous, whatever the latents' layout
         self.euler_point = torch.empty_like(self.state) if self.in_place and any(plan.correct) else None
-        self.extrapolated = torch.empty_like(self.state) if self.in_place and extrapolates(plan) else None
         self.on_step = None  # on_step(i), when set, is called on the host as step i begins, and with i = N after the
         #                     last step (fastdiff.check_capture)
 
@@ -186,12 +185,15 @@ class SamplingLoop:
             # Euler step (to sigma_down on an ancestral step), from D extrapolated with D_{i-1} on a multistep step.
             denoised = denoise(x_hat, sigma_hat)
             extrapolate = plan.multistep is not None and plan.multistep[i] != 0
-            denoised_step = self._extrapolate(i, denoised, denoised_prev, x_hat) if extrapolate else denoised
-            write_over_x_hat = in_place and not ops.overlaps_differently(denoised_step, x_hat) and not (
+            write_over_x_hat = in_place and not ops.overlaps_differently(denoised, x_hat) and not (
                 plan.multistep is not None and _shares_memory(denoised, x_hat))  # a multistep plan reads D again
             euler_out = (self.euler_point if plan.correct[i] else x_hat) if write_over_x_hat else None
             t_down = t_next if self.t_down is None else self.t_down[i]
-            x_next = ops.euler_step(x_hat, denoised_step, t_hat, t_down, out=euler_out, backend=backend)
+            if extrapolate:  # DPM-Solver++(2M): the extrapolation and the Euler step in one op
+                x_next = ops.multistep_step(x_hat, denoised, denoised_prev, self.multistep[i], t_hat, t_down,
+                                            out=euler_out, backend=backend)
+            else:
+                x_next = ops.euler_step(x_hat, denoised, t_hat, t_down, out=euler_out, backend=backend)
             if self.callback is not None:
                 self.callback({"x": x_hat, "i": i, "sigma": plan.t[i], "sigma_hat": plan.t_hat[i], "denoised": denoised})
 
@@ -217,12 +219,6 @@ class SamplingLoop:
         if out is not None:
             return out.copy_(x_next)
         return x_next.to(latents.dtype)
-
-    def _extrapolate(self, i: int, denoised, denoised_prev, x_hat) -> torch.Tensor:
-        """D_i + c_i (D_i - D_{i-1}) in the state's dtype: into the fixed buffer when in place, else a new tensor."""
-        out = self.extrapolated if self.in_place else torch.empty_like(x_hat)
-        torch.sub(denoised, denoised_prev, out=out)
-        return torch.addcmul(denoised, out, self.multistep[i], out=out)
 
     def step_values(self, i: int):
         """Step i's values, as views of the device tables: (noise offset, noise std, t_hat, t_next, the sigma [B]

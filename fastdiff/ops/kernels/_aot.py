@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 import triton
 from triton.backends.compiler import GPUTarget
 
-from . import euler_step, heun_step, loss, randn, skip_mix
+from . import euler_step, heun_step, loss, multistep_step, randn, skip_mix
 from ..reference.skip_mix import PRECOND_CODES
 from ._utils import BLOCK, LAUNCH_OPTIONS, NOISE_LAUNCH_OPTIONS
 
@@ -71,6 +71,7 @@ NO_STD = {"std_ptr": "i64"}  # randn passes the offset tensor as the unused std 
 SKIP = {name: code for name, code in PRECOND_CODES.items() if name != "iddpm"}  # iDDPM mixes like VP
 SCALAR_T = dict(T_HAT_PER_SAMPLE=False, T_NEXT_PER_SAMPLE=False)  # t_hat, t_next of one value
 PER_SAMPLE_T = dict(T_HAT_PER_SAMPLE=True, T_NEXT_PER_SAMPLE=True)  # a batch mixing noise levels
+SCALAR_T_MULTISTEP = dict(T_PER_SAMPLE=False, T_NEXT_PER_SAMPLE=False)  # multistep_step names its levels t, t_next
 
 LOSS_INDEX = {"seeds_ptr": "i64", "offset_ptr": "i64"}
 # The one table: a new kernel is one entry. Per kernel: the main fp32 path, bf16 data inputs, one per-sample variant.
@@ -108,6 +109,15 @@ KERNELS = (
                Variant("bf16", SCALAR_T,
                        {"x_hat_ptr": "bf16", "denoised_ptr": "bf16", "denoised_next_ptr": "bf16", "out_ptr": "bf16"}),
                Variant("fp32 t[B]", PER_SAMPLE_T),
+           )),
+    Kernel(multistep_step._multistep_step_kernel, reads=("x_ptr", "denoised_ptr", "denoised_prev_ptr"),
+           writes=("out_ptr",), variants=(
+               Variant("fp32", dict(C_PER_SAMPLE=False, **SCALAR_T_MULTISTEP)),
+               Variant("denoised bf16", dict(C_PER_SAMPLE=False, **SCALAR_T_MULTISTEP),
+                       {"denoised_ptr": "bf16", "denoised_prev_ptr": "bf16"}),
+               Variant("bf16", dict(C_PER_SAMPLE=False, **SCALAR_T_MULTISTEP),
+                       {"x_ptr": "bf16", "denoised_ptr": "bf16", "denoised_prev_ptr": "bf16", "out_ptr": "bf16"}),
+               Variant("fp32 c[B] t[B]", dict(C_PER_SAMPLE=True, T_PER_SAMPLE=True, T_NEXT_PER_SAMPLE=True)),
            )),
     Kernel(skip_mix._skip_mix_kernel, reads=("x_ptr", "F_ptr"), writes=("out_ptr",),  # out is always fp32
            variants=tuple(

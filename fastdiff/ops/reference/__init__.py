@@ -10,6 +10,7 @@ from .churn import churn
 from .euler_step import euler_step
 from .heun_step import heun_step
 from .loss import loss_error, loss_input
+from .multistep_step import multistep_step
 from .skip_mix import skip_mix
 
-__all__ = ["churn", "euler_step", "heun_step", "loss_error", "loss_input", "randn", "skip_mix"]
+__all__ = ["churn", "euler_step", "heun_step", "loss_error", "loss_input", "multistep_step", "randn", "skip_mix"]
