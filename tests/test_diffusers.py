@@ -280,6 +280,22 @@ def test_dpm_solver_final_step_options(unet, options):
     assert relative_error(actual, expected) <= LOOP_RTOL
 
 
+@pytest.mark.parametrize("prediction_type", ["epsilon", "v_prediction"])
+def test_dpm_solver_ending_at_sigma_min(unet, prediction_type):
+    """final_sigmas_type "sigma_min" ends at the lowest level instead of 0: diffusers returns that state in VP units,
+    x / sqrt(1 + sigma_min^2). With fewer than 15 steps its last step is first order (lower_order_final), as in
+    fastdiff."""
+    scheduler = DPMSolverMultistepScheduler(prediction_type=prediction_type, timestep_spacing="trailing",
+                                            final_sigmas_type="sigma_min")
+    latents = noise(2, 3, 8, 8)
+    expected = diffusers_loop(unet, scheduler, latents)
+    sigma_min = float(scheduler.sigmas[-1])
+    assert sigma_min > 0
+    actual = sample_like_diffusers(fastdiff.from_diffusers(unet, scheduler), scheduler, latents, "dpmpp_2m",
+                                   vp_start=True)
+    assert relative_error(actual / (1 + sigma_min**2) ** 0.5, expected) <= LOOP_RTOL
+
+
 def test_euler_leading_spacing_starts_at_init_noise_sigma(unet):
     """With "leading" spacing Euler starts at latents * sqrt(sigma_max^2 + 1) (its init_noise_sigma), not at
     latents * sigma_max; with the latents scaled to that start, the loops agree."""
