@@ -256,7 +256,7 @@ def _alphas_cumprod(scheduler) -> tuple[torch.Tensor, bool]:
     a = a.to(device="cpu", dtype=torch.promote_types(a.dtype, torch.float32), copy=True)
     values = a.tolist()
     # diffusers' Euler and DPM-Solver schedulers have already put 2^-24 in place of the 0; DDIM and DDPM keep the 0.
-    zero_snr = values[-1] == 0.0 or _setting(scheduler, "rescale_betas_zero_snr", False) is True
+    zero_snr = values[-1] == 0.0 or bool(_setting(scheduler, "rescale_betas_zero_snr", False))
     if zero_snr:
         a[-1] = _zero_snr_stand_in(values)
         values[-1] = float(a[-1])
