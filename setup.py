@@ -221,7 +221,7 @@ setup(
     cmdclass=cmdclass,
     install_requires=["torch>=2.4", "numpy"],
     extras_require={
-        "test": ["pytest>=7", "triton>=3.2", "pillow", "scikit-learn", "torchdiffeq"],  # Triton: its interpreter on CPU
+        "test": ["pytest>=7", "triton>=3.2", "pillow", "scikit-learn", "torchdiffeq", "diffusers"],  # Triton: its interpreter on CPU
         "triton": ["triton>=3.0"],
         "data": ["pillow", "scikit-learn"],  # fastdiff.data.image_folder and fastdiff.data.digits
         "sde": ["torchdiffeq"],  # fastdiff.sde.ode_sample and likelihood
