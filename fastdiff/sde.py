@@ -31,14 +31,13 @@ from . import ops
 from ._memory import on_devices, require_memory
 from ._nonfinite import NonfiniteCheck, check_nonfinite
 from ._validate import check_below, check_int, check_output, check_positive, check_real, check_shape
-from .rng import SAMPLER_OFFSET, draw_seeds, seeds_tensor
+from .rng import PROBE_OFFSET, SAMPLER_OFFSET, draw_seeds, seeds_tensor
 
 PREDICTORS = ("reverse_diffusion", "euler_maruyama", "ancestral")
 CORRECTORS = ("langevin", "ald")
 LANGEVIN_NORMS = ("batch", "sample")
 PROBES = ("rademacher", "gaussian")
 ADAPTIVE_RK = ("dopri8", "dopri5", "bosh3", "fehlberg2", "adaptive_heun")  # torchdiffeq's solvers that take step_t
-PROBE_OFFSET = 3 << 32  # likelihood's Hutchinson probe: each sample's stream at this offset
 LEVEL_ULPS = 4  # level(t) allows t this many ulps (of t's dtype) below a level, e.g. a float32 t on the grid
 
 

@@ -14,9 +14,8 @@ import pytest
 import torch
 
 import fastdiff
-from fastdiff.sampling.guidance import (INPAINT_OFFSET, SMC_LATENTS_OFFSET, SMC_OBSERVATION_OFFSET,
-                                        ClassifierFreeGuidance, ClassifierGuidance, Inpainting, cfg,
-                                        grad_log_p_from_logits)
+from fastdiff.rng import INPAINT_OFFSET, SMC_LATENTS_OFFSET, SMC_OBSERVATION_OFFSET
+from fastdiff.sampling.guidance import ClassifierFreeGuidance, ClassifierGuidance, Inpainting, cfg, grad_log_p_from_logits
 from fastdiff.sampling.inpainting import _resample_when_degenerate, inpaint
 from fastdiff.metrics import sliced_wasserstein
 from fastdiff.rng import randn as reference_randn

@@ -26,16 +26,10 @@ from torch import nn
 from .._nonfinite import NonfiniteCheck, check_nonfinite, steps_where
 from .._validate import check_int, check_output, check_real
 from ..ops.reference.skip_mix import per_sample
-from ..rng import MASK32, draw_seeds, normal_from_seeds, randn, seeds_tensor
+from ..rng import INPAINT_OFFSET, MASK32, draw_seeds, normal_from_seeds, randn, seeds_tensor
 
-INPAINT_OFFSET = 8 << 32  # Inpainting's observation noise: offsets INPAINT_OFFSET ("fixed") and above ("level")
 NOISE_MODES = ("level", "fixed")
 INPAINT_METHODS = ("replacement", "smc")
-# inpaint(method="smc")'s streams (each sample's seed); step i of the schedule draws at offset + i:
-SMC_OBSERVATION_OFFSET = 9 << 32  # + i: z_i of the observation's forward increment sigma_{i+1} -> sigma_i
-SMC_PROPOSAL_OFFSET = 10 << 32  # + i: the proposal noise of the sample's K particles, shape [K, ...]
-SMC_RESAMPLE_OFFSET = 11 << 32  # + i: the normal behind step i's resampling uniform; + N: the final pick
-SMC_LATENTS_OFFSET = 12 << 32  # the initial noise of particles 1..K-1, shape [K - 1, ...] (particle 0: latents)
 SMC_NUM_PARTICLES = 64  # inpaint(method="smc")'s default K
 SMC_NUM_STEPS = 128  # ... and its default number of steps: a stochastic sampler needs many
 SMC_SCHEDULE_ARGUMENTS = ("num_steps", "sigma_min", "sigma_max", "rho", "sigmas")

@@ -13,11 +13,11 @@ import torch
 
 from .._nonfinite import NonfiniteCheck, check_nonfinite, steps_where
 from .._validate import check_int, check_output, check_real
-from ..rng import MASK32, draw_seeds, normal_from_seeds, randn, seeds_tensor
+from ..rng import (MASK32, SMC_LATENTS_OFFSET, SMC_OBSERVATION_OFFSET, SMC_PROPOSAL_OFFSET, SMC_RESAMPLE_OFFSET,
+                   draw_seeds, normal_from_seeds, randn, seeds_tensor)
 from .front import sample
-from .guidance import (INPAINT_METHODS, SMC_LATENTS_OFFSET, SMC_NUM_PARTICLES, SMC_NUM_STEPS, SMC_OBSERVATION_OFFSET,
-                       SMC_PROPOSAL_OFFSET, SMC_RESAMPLE_OFFSET, SMC_SCHEDULE_ARGUMENTS, Inpainting, _check_known,
-                       _check_mask)
+from .guidance import (INPAINT_METHODS, SMC_NUM_PARTICLES, SMC_NUM_STEPS, SMC_SCHEDULE_ARGUMENTS, Inpainting,
+                       _check_known, _check_mask)
 from .plan import check_sigmas, karras_schedule, round_levels
 
 
