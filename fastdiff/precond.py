@@ -17,7 +17,8 @@ from torch import nn
 from . import ops
 from .ops.backends import prepare
 from .ops.reference.skip_mix import compute_dtype, per_sample, skip_coefficients
-from ._validate import check_below, check_int, check_output, check_positive, check_real, check_unit_interval
+from ._validate import (as_float_tensor, check_below, check_int, check_output, check_positive, check_real,
+                        check_unit_interval)
 
 
 class Precond(nn.Module):
@@ -56,7 +57,7 @@ class Precond(nn.Module):
 
     def round_sigma(self, sigma):
         """The noise level the network is evaluated at: the identity for continuous-time preconditioners."""
-        return _as_sigma_tensor(sigma)
+        return as_float_tensor(sigma)
 
     def forward(self, x: torch.Tensor, sigma, class_labels=None) -> torch.Tensor:
         """D(x; sigma) for x of shape [B, ...] and sigma a scalar or of shape [B] (or [B, 1, ..., 1])."""
@@ -182,7 +183,7 @@ class iDDPMPrecond(Precond):
 
     def round_sigma(self, sigma):
         """Snap each sigma to the nearest discrete level u_j (keeps the shape; float64 for non-float input)."""
-        sigma = _as_sigma_tensor(sigma)
+        sigma = as_float_tensor(sigma)
         return self.levels_on(sigma.device)[self.sigma_index(sigma)].to(sigma.dtype)
 
     def input_coefficients(self, sigma):
@@ -221,13 +222,6 @@ def vp_sigma_inv(sigma, beta_d: float, beta_min: float) -> torch.Tensor:
     return 2 * L / ((beta_min**2 + 2 * beta_d * L).sqrt() + beta_min)
 
 
-def _as_sigma_tensor(sigma) -> torch.Tensor:
-    """sigma as a floating tensor: tensors keep their dtype, Python numbers become float64 (never float32)."""
-    if isinstance(sigma, torch.Tensor):
-        return sigma if sigma.is_floating_point() else sigma.to(torch.float64)
-    return torch.tensor(sigma, dtype=torch.float64)
-
-
 def _prepare(x: torch.Tensor, sigma) -> tuple[torch.Tensor, torch.Tensor]:
     """Check x, bring x to the compute dtype and sigma to a [B] tensor in the same dtype and device."""
     if not isinstance(x, torch.Tensor) or not x.is_floating_point():
@@ -235,7 +229,7 @@ def _prepare(x: torch.Tensor, sigma) -> tuple[torch.Tensor, torch.Tensor]:
         raise TypeError(f"x: expected a floating-point tensor of shape [B, ...], got {got}")
     if x.ndim < 1:
         raise ValueError("x: expected shape [B, ...] with a batch dimension, got a 0-d tensor")
-    sigma_t = _as_sigma_tensor(sigma).to(x.device)
+    sigma_t = as_float_tensor(sigma).to(x.device)
     dtype = compute_dtype(x)  # x alone sets the precision: a float64 sigma must not turn a float32 net to float64
     batch = x.shape[0]
     if sigma_t.numel() == 1:

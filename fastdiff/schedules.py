@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from ._validate import check_below, check_int, check_positive
+from ._validate import check_below, check_choice, check_int, check_positive
 
 
 def karras_sigmas(num_steps: int, sigma_min: float = 0.002, sigma_max: float = 80.0, rho: float = 7.0) -> torch.Tensor:
@@ -35,18 +35,17 @@ def ddpm_betas(num_timesteps: int = 1000, beta_start: float = 1e-4, beta_end: fl
     beta_start and beta_end are not used.
     """
     check_int("num_timesteps", num_timesteps, minimum=1)
+    check_choice("beta_schedule", beta_schedule, BETA_SCHEDULES)
     if beta_schedule == "linear":
         check_positive("beta_start", beta_start)
         check_positive("beta_end", beta_end)
         if not beta_start <= beta_end < 1:
             raise ValueError(f"beta_end: expected beta_start <= beta_end < 1, got beta_start={beta_start!r}, beta_end={beta_end!r}")
         return torch.linspace(beta_start, beta_end, num_timesteps, dtype=torch.float64)
-    if beta_schedule == "cosine":
-        s = 0.008
-        steps = torch.arange(num_timesteps + 1, dtype=torch.float64) / num_timesteps
-        alpha_bar = torch.cos((steps + s) / (1 + s) * torch.pi / 2) ** 2
-        return (1 - alpha_bar[1:] / alpha_bar[:-1]).clamp(max=0.999)
-    raise ValueError(f"beta_schedule: expected one of {', '.join(map(repr, BETA_SCHEDULES))}, got {beta_schedule!r}")
+    s = 0.008  # "cosine"
+    steps = torch.arange(num_timesteps + 1, dtype=torch.float64) / num_timesteps
+    alpha_bar = torch.cos((steps + s) / (1 + s) * torch.pi / 2) ** 2
+    return (1 - alpha_bar[1:] / alpha_bar[:-1]).clamp(max=0.999)
 
 
 def ddpm_alphas_cumprod(num_timesteps: int = 1000, beta_start: float = 1e-4, beta_end: float = 0.02,

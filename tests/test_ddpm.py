@@ -700,7 +700,7 @@ DDPM20 = DDPM(20, beta_start=1e-3, beta_end=0.4)
      r"^t: expected one integer time step per sample \(shape \[4\]\), got torch.float32"),
     (lambda: DDPM20.q_sample(LATENTS, torch.tensor([0, 1]), LATENTS), ValueError, r"^t: expected one integer time step"),
     (lambda: DDPM20.q_sample(LATENTS, torch.zeros(4, dtype=torch.int64), LATENTS[:2]), ValueError,
-     r"^noise: expected a tensor of shape \(4, 2, 3, 5\)"),
+     r"^noise: expected the shape \(4, 2, 3, 5\), got \(2, 2, 3, 5\)"),
     (lambda: DDPM20.q_posterior(LATENTS, LATENTS[..., :2], torch.zeros(4, dtype=torch.int64)), ValueError, r"^x_t: expected"),
     (lambda: DDPM20.q_sample([1.0], [0], [1.0]), TypeError, r"^x0: expected a floating-point tensor"),
     (lambda: DDPM20.denoiser(3), TypeError, r"^model: expected a callable"),

@@ -29,7 +29,8 @@ from ..rng import SAMPLER_OFFSET, draw_seeds, seeds_tensor
 from .loop import call_net, check_inputs, check_noise, require_loop_memory
 from .plan import check_sigmas, clamp_to_net, round_levels
 from ..schedules import karras_sigmas
-from .._validate import check_below, check_int, check_positive, check_real, check_unit_interval
+from .._validate import (as_float_tensor, check_below, check_choice, check_int, check_positive, check_real,
+                         check_unit_interval)
 
 SOLVERS = ("heun", "euler")
 DISCRETIZATIONS = ("edm", "vp", "ve", "iddpm")
@@ -47,45 +48,45 @@ PLAN_BYTES_PER_STEP = 480  # at least, on the host: GeneralPlan's 15 per-step tu
 
 def vp_sigma_deriv(t, beta_d: float, beta_min: float) -> torch.Tensor:
     """VP: sigma'(t) = (beta_min + beta_d t) (sigma(t) + 1/sigma(t)) / 2."""
-    t = _as_time(t)
+    t = as_float_tensor(t)
     sigma = vp_sigma(t, beta_d, beta_min)
     return 0.5 * (beta_min + beta_d * t) * (sigma + 1 / sigma)
 
 
 def ve_sigma(t) -> torch.Tensor:
     """VE: sigma(t) = sqrt(t)."""
-    return _as_time(t).sqrt()
+    return as_float_tensor(t).sqrt()
 
 
 def ve_sigma_deriv(t) -> torch.Tensor:
     """VE: sigma'(t) = 1 / (2 sqrt(t))."""
-    return 0.5 / _as_time(t).sqrt()
+    return 0.5 / as_float_tensor(t).sqrt()
 
 
 def ve_sigma_inv(sigma) -> torch.Tensor:
     """VE: t(sigma) = sigma^2."""
-    return _as_time(sigma) ** 2
+    return as_float_tensor(sigma) ** 2
 
 
 def linear_sigma(t) -> torch.Tensor:
     """EDM: sigma(t) = t."""
-    return _as_time(t)
+    return as_float_tensor(t)
 
 
 def linear_sigma_deriv(t) -> torch.Tensor:
     """EDM: sigma'(t) = 1."""
-    return torch.ones_like(_as_time(t))
+    return torch.ones_like(as_float_tensor(t))
 
 
 def vp_scale(sigma) -> torch.Tensor:
     """VP scaling in terms of the noise level: s = 1 / sqrt(1 + sigma^2)."""
-    return 1 / (1 + _as_time(sigma) ** 2).sqrt()
+    return 1 / (1 + as_float_tensor(sigma) ** 2).sqrt()
 
 
 def vp_scale_deriv(sigma, sigma_deriv) -> torch.Tensor:
     """VP scaling's derivative: s'(t) = -sigma(t) sigma'(t) s(t)^3."""
-    sigma = _as_time(sigma)
-    return -sigma * _as_time(sigma_deriv) * vp_scale(sigma) ** 3
+    sigma = as_float_tensor(sigma)
+    return -sigma * as_float_tensor(sigma_deriv) * vp_scale(sigma) ** 3
 
 
 def vp_betas(sigma_min: float, sigma_max: float, epsilon_s: float = 1e-3) -> tuple[float, float]:
@@ -131,13 +132,13 @@ def ode_schedule(schedule: str = "edm", scaling: str = "none", beta_d: float = V
                  beta_min: float = VP_BETA_MIN) -> ODESchedule:
     """sigma(t) of `schedule` ("edm"/"linear": t, "vp": sqrt(exp(beta_d t^2/2 + beta_min t) - 1), "ve": sqrt(t)) and
     s(t) of `scaling` ("none": 1, "vp": 1/sqrt(1 + sigma(t)^2)); beta_d, beta_min are used by schedule "vp" only."""
-    _check_choice("schedule", schedule, SCHEDULES)
-    _check_choice("scaling", scaling, SCALINGS)
+    check_choice("schedule", schedule, SCHEDULES)
+    check_choice("scaling", scaling, SCALINGS)
     if schedule == "vp":
         beta_d, beta_min = check_real("beta_d", beta_d), check_real("beta_min", beta_min)
-        sigma = lambda t: vp_sigma(_as_time(t), beta_d, beta_min)  # noqa: E731
+        sigma = lambda t: vp_sigma(as_float_tensor(t), beta_d, beta_min)  # noqa: E731
         sigma_deriv = lambda t: vp_sigma_deriv(t, beta_d, beta_min)  # noqa: E731
-        sigma_inv = lambda sigma: vp_sigma_inv(_as_time(sigma), beta_d, beta_min)  # noqa: E731
+        sigma_inv = lambda sigma: vp_sigma_inv(as_float_tensor(sigma), beta_d, beta_min)  # noqa: E731
     elif schedule == "ve":
         sigma, sigma_deriv, sigma_inv = ve_sigma, ve_sigma_deriv, ve_sigma_inv
     else:
@@ -146,8 +147,8 @@ def ode_schedule(schedule: str = "edm", scaling: str = "none", beta_d: float = V
         s = lambda t: vp_scale(sigma(t))  # noqa: E731
         s_deriv = lambda t: vp_scale_deriv(sigma(t), sigma_deriv(t))  # noqa: E731
     else:
-        s = lambda t: torch.ones_like(_as_time(t))  # noqa: E731
-        s_deriv = lambda t: torch.zeros_like(_as_time(t))  # noqa: E731
+        s = lambda t: torch.ones_like(as_float_tensor(t))  # noqa: E731
+        s_deriv = lambda t: torch.zeros_like(as_float_tensor(t))  # noqa: E731
     return ODESchedule(sigma, sigma_deriv, sigma_inv, s, s_deriv)
 
 
@@ -157,7 +158,7 @@ def ode_schedule(schedule: str = "edm", scaling: str = "none", beta_d: float = V
 
 def default_sigma_range(discretization: str = "edm", epsilon_s: float = 1e-3) -> tuple[float, float]:
     """EDM's default (sigma_min, sigma_max) of a discretization; vp: (sigma(epsilon_s), sigma(1)) with beta_d=19.9, beta_min=0.1."""
-    _check_choice("discretization", discretization, DISCRETIZATIONS)
+    check_choice("discretization", discretization, DISCRETIZATIONS)
     if discretization == "vp":
         epsilon_s = check_unit_interval("epsilon_s", epsilon_s)
         ends = vp_sigma(torch.tensor([epsilon_s, 1.0], dtype=torch.float64), VP_BETA_D, VP_BETA_MIN)
@@ -204,7 +205,7 @@ def discretize(discretization: str, num_steps: int, sigma_min: float, sigma_max:
     """The N = num_steps noise levels of a discretization ("edm": Eq. 5 with rho, "vp", "ve", "iddpm"), float64,
     decreasing from sigma_max (iddpm: the largest level u_j <= sigma_max) without the final 0
     (docs/formulas.md#discretizations)."""
-    _check_choice("discretization", discretization, DISCRETIZATIONS)
+    check_choice("discretization", discretization, DISCRETIZATIONS)
     check_int("num_steps", num_steps, minimum=1)
     if discretization == "vp":
         return vp_sigmas(num_steps, sigma_min, sigma_max, epsilon_s)
@@ -267,10 +268,10 @@ def plan_general(net=None, num_steps=18, sigma_min=None, sigma_max=None, rho=7.0
                  S_min=0.0, S_max=float("inf"), S_noise=1.0, *, sigmas=None) -> GeneralPlan:
     """Build every per-step scalar of sample_general on the host, in float64 (see sample_general for the arguments;
     churn: docs/formulas.md#general-churn, second-order step: docs/formulas.md#second-order-step)."""
-    solver = _check_choice("solver", solver, SOLVERS)
-    discretization = _check_choice("discretization", discretization, DISCRETIZATIONS)
-    _check_choice("schedule", schedule, SCHEDULES)
-    _check_choice("scaling", scaling, SCALINGS)
+    solver = check_choice("solver", solver, SOLVERS)
+    discretization = check_choice("discretization", discretization, DISCRETIZATIONS)
+    check_choice("schedule", schedule, SCHEDULES)
+    check_choice("scaling", scaling, SCALINGS)
     alpha = check_real("alpha", alpha)
     if not alpha > 0:
         raise ValueError(f"alpha: must be > 0 (1 is Heun's method, 0.5 the midpoint method), got {alpha}")
@@ -452,24 +453,10 @@ def _sigma_range(net, discretization: str, sigma_min, sigma_max, epsilon_s: floa
     return clamp_to_net(net, sigma_min, sigma_max, what="noise range")
 
 
-def _check_choice(name: str, value, accepted: tuple[str, ...]) -> str:
-    """value must be one of the accepted names."""
-    if not isinstance(value, str) or value not in accepted:
-        raise ValueError(f"{name}: expected one of {', '.join(map(repr, accepted))}, got {value!r}")
-    return value
-
-
 def _ramp(num_steps: int) -> torch.Tensor:
     """i / (N - 1) for i = 0..N-1, float64 ([0] for N = 1)."""
     check_int("num_steps", num_steps, minimum=1)
     return torch.arange(num_steps, dtype=torch.float64) / max(num_steps - 1, 1)
-
-
-def _as_time(t) -> torch.Tensor:
-    """t as a floating tensor: tensors keep their dtype, numbers become float64."""
-    if isinstance(t, torch.Tensor):
-        return t if t.is_floating_point() else t.to(torch.float64)
-    return torch.tensor(t, dtype=torch.float64)
 
 
 def _floats(values: torch.Tensor) -> tuple[float, ...]:

@@ -24,9 +24,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from .._nonfinite import NonfiniteCheck, check_nonfinite, steps_where
-from .._validate import check_int, check_output, check_real
+from .._validate import check_bool, check_choice, check_output, check_real
 from ..ops.reference.skip_mix import per_sample
-from ..rng import INPAINT_OFFSET, MASK32, draw_seeds, normal_from_seeds, randn, seeds_tensor
+from ..rng import INPAINT_OFFSET, MASK32, normal_from_seeds, randn, seeds_tensor
 
 NOISE_MODES = ("level", "fixed")
 INPAINT_METHODS = ("replacement", "smc")
@@ -181,8 +181,7 @@ class ClassifierGuidance(DenoiserWrapper):
         if not callable(grad_log_p):
             raise TypeError(f"grad_log_p: expected a callable grad_log_p(x, sigma, class_labels), "
                             f"got {type(grad_log_p).__name__}")
-        if not isinstance(conditional_net, bool):
-            raise TypeError(f"conditional_net: expected True or False, got {conditional_net!r}")
+        check_bool("conditional_net", conditional_net)
         self.grad_log_p = grad_log_p
         self.scale = check_real("scale", scale)
         self.conditional_net = conditional_net
@@ -267,8 +266,7 @@ class Inpainting(DenoiserWrapper):
 
     def __init__(self, net, known: torch.Tensor, mask, seeds, *, noise="level"):
         super().__init__(net)
-        if noise not in NOISE_MODES:
-            raise ValueError(f"noise: expected one of {', '.join(map(repr, NOISE_MODES))}, got {noise!r}")
+        check_choice("noise", noise, NOISE_MODES)
         known = _check_known(known)
         self.register_buffer("known", known)
         self.register_buffer("mask", _check_mask(mask, known))
