@@ -32,6 +32,7 @@ from ._memory import on_devices, require_memory
 from ._nonfinite import NonfiniteCheck, check_nonfinite
 from ._validate import (as_float_tensor, check_below, check_bool, check_choice, check_int, check_output, check_positive,
                         check_real, check_shape)
+from .schedules import linear_beta, linear_beta_integral, linear_discrete_betas, smld_levels, smld_sigma
 from .rng import PROBE_OFFSET, SAMPLER_OFFSET, draw_seeds, seeds_tensor
 
 PREDICTORS = ("reverse_diffusion", "euler_maruyama", "ancestral")
@@ -158,12 +159,11 @@ class VESDE(SDE):
 
     def _make_tables(self, name: str = "N") -> None:
         # sigma_i = sigma(i / (N - 1)), i = 0..N-1: the levels of SMLD's noise-conditional score network
-        self.discrete_sigmas = torch.linspace(math.log(self.sigma_min), math.log(self.sigma_max), self.N,
-                                              dtype=torch.float64).exp()
+        self.discrete_sigmas = smld_levels(self.N, self.sigma_min, self.sigma_max)
 
     def sigma(self, t) -> torch.Tensor:
         """sigma(t) = sigma_min (sigma_max / sigma_min)^t."""
-        return self.sigma_min * (self.sigma_max / self.sigma_min) ** as_float_tensor(t)
+        return smld_sigma(t, self.sigma_min, self.sigma_max)
 
     def sde(self, x, t):
         """f = 0, g(t) = sigma(t) sqrt(2 ln(sigma_max / sigma_min))."""
@@ -215,17 +215,16 @@ class _LinearBetaSDE(SDE):
             raise ValueError(f"{name}: the discrete betas beta(t) / N reach beta_max / N = {self.beta_max / self.N:g}, "
                              f"but alpha_i = 1 - beta_i must stay positive; use more than {self.beta_max:g} levels, "
                              f"got {self.N}")
-        self.discrete_betas = torch.linspace(self.beta_min / self.N, self.beta_max / self.N, self.N, dtype=torch.float64)
+        self.discrete_betas = linear_discrete_betas(self.N, self.beta_min, self.beta_max)
         self.alphas = 1.0 - self.discrete_betas
 
     def beta(self, t) -> torch.Tensor:
         """beta(t) = beta_min + t (beta_max - beta_min)."""
-        return self.beta_min + as_float_tensor(t) * (self.beta_max - self.beta_min)
+        return linear_beta(t, self.beta_min, self.beta_max)
 
     def beta_integral(self, t) -> torch.Tensor:
         """int_0^t beta(s) ds = beta_min t + (beta_max - beta_min) t^2 / 2."""
-        t = as_float_tensor(t)
-        return self.beta_min * t + 0.5 * (self.beta_max - self.beta_min) * t**2
+        return linear_beta_integral(t, self.beta_min, self.beta_max)
 
     def langevin_alpha(self, t) -> torch.Tensor:
         """alpha_i = 1 - beta_i at t's level."""

@@ -12,8 +12,9 @@ import torch
 
 import fastdiff
 from fastdiff.testing import SyncCounter
-from fastdiff.sampling import general
-from fastdiff.sampling.general import (discretize, ode_schedule, plan_general, run_general, sample_general, vp_betas)
+from fastdiff import schedules
+from fastdiff.sampling.general import plan_general, run_general, sample_general
+from fastdiff.schedules import discretize, ode_schedule, vp_betas
 from fastdiff.metrics import sliced_wasserstein
 from fastdiff.rng import SAMPLER_OFFSET
 from fastdiff.testing import assert_close, assert_equal, fitted_slope
@@ -300,7 +301,7 @@ def test_vp_discretization(num_steps):
     assert_close(levels, vp_closed(t, beta_d, beta_min), rtol=1e-12, name="vp levels")
     assert float(levels[0]) == pytest.approx(sigma_max, rel=1e-13)
     assert float(levels[-1]) == pytest.approx(sigma_min, rel=1e-9)
-    assert_close(general.vp_time_steps(num_steps, eps), t, name="vp times")
+    assert_close(schedules.vp_time_steps(num_steps, eps), t, name="vp times")
 
 
 def test_ve_discretization_is_geometric():
@@ -333,7 +334,7 @@ def test_iddpm_discretization_is_table_1(num_steps):
 @pytest.mark.parametrize("discretization", ["edm", "vp", "ve", "iddpm"])
 def test_one_step_starts_at_sigma_max(discretization):
     """num_steps = 1 gives one level at the top of the range (no division by N - 1 = 0)."""
-    levels = discretize(discretization, 1, *general.default_sigma_range(discretization))
+    levels = discretize(discretization, 1, *schedules.default_sigma_range(discretization))
     assert levels.shape == (1,) and float(levels[0]) == pytest.approx(
         {"edm": 80.0, "vp": 152.16697, "ve": 100.0, "iddpm": 80.2037}[discretization], rel=1e-5)
 
@@ -360,7 +361,7 @@ def test_range_is_clamped_to_the_net(name):
     plan = plan_general(net, 10, **SETTINGS[name])
     top = 80.20370184547417 if name == "iddpm" else net.sigma_max  # iddpm: u_8, the largest level <= 81
     assert plan.sigma[0] == pytest.approx(top, rel=1e-10)
-    assert plan.sigma[-2] == pytest.approx(max(net.sigma_min, general.default_sigma_range(SETTINGS[name]["discretization"])[0]),
+    assert plan.sigma[-2] == pytest.approx(max(net.sigma_min, schedules.default_sigma_range(SETTINGS[name]["discretization"])[0]),
                                            rel=1e-9)
     if name == "vp":  # sigma(1) = 12.81 = sqrt(exp(5.1) - 1), and t runs from 1 to epsilon_s under the derived betas
         assert plan.sigma[0] == pytest.approx(math.sqrt(math.exp(5.1) - 1), rel=1e-12)
@@ -573,9 +574,9 @@ def flow_problem():
     latents = torch.randn(64, 3, generator=torch.Generator().manual_seed(0), dtype=F64)
     exact = {}
     for name in ("edm", "vp", "ve"):
-        sigma_min, sigma_max = general.default_sigma_range(name)
+        sigma_min, sigma_max = schedules.default_sigma_range(name)
         exact[name] = rk4_probability_flow(mix, latents * sigma_max, sigma_max, sigma_min)
-    sigma_min, sigma_max = general.default_sigma_range("vp")
+    sigma_min, sigma_max = schedules.default_sigma_range("vp")
     finer = rk4_probability_flow(mix, latents * sigma_max, sigma_max, sigma_min, 1000)
     assert_close(exact["vp"], finer, rtol=0.0, atol=1e-8, name="RK4 500 vs 1000 steps")
     return mix, latents, exact
@@ -584,7 +585,7 @@ def flow_problem():
 def flow_endpoint(mix, latents, num_steps, settings):
     """x~ = x / s(t) at sigma_min: the run on the discretization's levels without the step to t = 0."""
     discretization = settings.get("discretization", "edm")
-    levels = discretize(discretization, num_steps, *general.default_sigma_range(discretization))
+    levels = discretize(discretization, num_steps, *schedules.default_sigma_range(discretization))
     x = sample_general(mix, latents, sigmas=levels, **settings)
     plan = plan_general(None, sigmas=levels, **settings)
     assert plan.sigma[-1] == pytest.approx(float(levels[-1]), rel=1e-12)
@@ -620,7 +621,7 @@ def test_vp_ode_reaches_the_edm_ode_endpoint(flow_problem):
     end at the same x~(sigma_min) within 5e-3 (each is ~2e-3 from the exact endpoint)."""
     mix, latents, exact = flow_problem
     vp = flow_endpoint(mix, latents, 128, VP)
-    sigma_min, sigma_max = general.default_sigma_range("vp")
+    sigma_min, sigma_max = schedules.default_sigma_range("vp")
     edm = fastdiff.sample(mix, latents, sigmas=fastdiff.karras_sigmas(128, sigma_min, sigma_max)[:-1], dtype=F64)
     assert float((vp - edm).abs().max()) < 5e-3
     assert float((vp - exact["vp"]).abs().max()) < 3e-3 and float((edm - exact["vp"]).abs().max()) < 3e-3
