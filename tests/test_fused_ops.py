@@ -18,6 +18,7 @@ from fastdiff.ops import _cpu  # noqa: F401  (the C++ backend is under test: a f
 from fastdiff.ops import _triton  # noqa: F401  (imported now, under conftest's TRITON_INTERPRET, whatever tests run first)
 from fastdiff.ops import backends, reference
 from fastdiff import ops
+from fastdiff._codes import PRECOND_CODES, PRECOND_EDM
 from fastdiff.ops.kernels.randn import philox_words as triton_philox_words
 from fastdiff.rng import SAMPLER_OFFSET, philox_words
 from fastdiff.testing import assert_close, assert_equal, assert_error_bounded, tolerance
@@ -224,7 +225,7 @@ def op_cases(backend):
         "churn": (impl.churn, (x, seeds, offset, t_hat)),
         "euler_step": (impl.euler_step, (x, d1, t_hat, t_next)),
         "heun_step": (impl.heun_step, (x, d1, d2, t_hat, t_next)),
-        "skip_mix": (impl.skip_mix, (x, d2, t_hat, 0, 0.5)),
+        "skip_mix": (impl.skip_mix, (x, d2, t_hat, PRECOND_EDM, 0.5)),
     }
 
 
@@ -244,7 +245,7 @@ def test_opcheck_skip_mix_with_gradients(backend_name, opaque_triton_ops):
     x = make((2, 3, 4), torch.float32, 30, device=device).requires_grad_()
     F = make((2, 3, 4), torch.float32, 31, device=device).requires_grad_()
     sigma = torch.tensor([0.5, 2.0], device=device, requires_grad=True)
-    result = torch.library.opcheck(ops.dispatch._impl(backend_name).skip_mix, (x, F, sigma, 0, 0.5))
+    result = torch.library.opcheck(ops.dispatch._impl(backend_name).skip_mix, (x, F, sigma, PRECOND_EDM, 0.5))
     assert set(result.values()) == {"SUCCESS"}, result
 
 
@@ -466,3 +467,12 @@ def test_cpu_half_conversions_are_exact():
         for t_next in (1.0, 1e-6):  # ordinary values, and results in the 16-bit subnormal range
             got = ops.euler_step(x_hat, denoised, 2.0, t_next, backend="cpu")
             assert_equal(got, ops.euler_step(x_hat, denoised, 2.0, t_next, backend="reference"), name=f"{dtype} rounding")
+
+
+def test_cpu_refuses_a_precond_code_it_does_not_know():
+    """The C++ op checks `kind` against the codes of fastdiff/_codes.py (the ones it was compiled with)."""
+    x, sigma = torch.ones(2, 3), torch.ones(2)
+    unknown = max(PRECOND_CODES.values()) + 1
+    with pytest.raises(RuntimeError, match=rf"kind: expected {PRECOND_CODES['edm']} \(EDM\), {PRECOND_CODES['vp']} "
+                                           rf"\(VP/iDDPM\) or {PRECOND_CODES['ve']} \(VE\), got {unknown}"):
+        ops.dispatch._impl("cpu").skip_mix(x, x, sigma, unknown, 0.5)

@@ -47,7 +47,7 @@ void euler_step(const void* x_hat, DType x_type, const void* denoised, DType d_t
 // out = Heun's corrected step from x_hat, D(x_hat), D(x_next), in x_hat's dtype.
 void heun_step(const void* x_hat, DType x_type, const void* denoised, const void* denoised_next, DType d_type, void* out,
                Scalars t_hat, Scalars t_next, Shape shape);
-// out (float32) = c_skip(sigma) x + c_out(sigma) F for preconditioner `kind` (fastdiff_math.h PrecondKind).
+// out (float32) = c_skip(sigma) x + c_out(sigma) F for preconditioner `kind` (PrecondKind, precond_codes.h).
 void skip_mix(const void* x, DType x_type, const void* F, DType F_type, float* out, Scalars sigma, int kind,
               float sigma_data, Shape shape);
 // out = c_in (y + sigma n), in y's dtype (a denoising loss's network input).

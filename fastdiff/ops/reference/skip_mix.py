@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import torch
 
+from ..._codes import PRECOND_CODES, PRECONDS  # noqa: F401  (PRECOND_CODES: the compiled kernels' kind, for dispatch)
 from ..._validate import check_choice
-
-PRECONDS = ("edm", "vp", "ve", "iddpm")
-PRECOND_CODES = {"edm": 0, "vp": 1, "iddpm": 1, "ve": 2}  # the compiled kernels' KIND codes (iDDPM mixes like VP)
 
 
 def compute_dtype(*tensors: torch.Tensor) -> torch.dtype:
