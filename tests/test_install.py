@@ -273,7 +273,7 @@ def copy_tree(dest: Path) -> Path:
     for name in ("setup.py", "README.md"):
         shutil.copy(ROOT / name, dest / name)
     ignore = shutil.ignore_patterns("*.so", "_build_info.json", "__pycache__", "*.egg-info", "build")
-    for name in ("fastdiff", "kernels", "csrc"):
+    for name in ("fastdiff", "csrc"):
         shutil.copytree(ROOT / name, dest / name, ignore=ignore)
     return dest
 
