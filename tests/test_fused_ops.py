@@ -10,7 +10,6 @@ import os
 
 import pytest
 import torch
-import torch._functorch.config as functorch_config
 import triton  # noqa: F401  (the Triton backend is under test: a missing triton is a failure, not a skip)
 
 import fastdiff
@@ -21,30 +20,12 @@ from fastdiff import ops
 from fastdiff._codes import PRECOND_CODES, PRECOND_EDM
 from fastdiff.ops.kernels.randn import philox_words as triton_philox_words
 from fastdiff.rng import SAMPLER_OFFSET, philox_words
-from fastdiff.testing import assert_close, assert_equal, assert_error_bounded, tolerance
+from fastdiff.testing import BACKEND_DEVICES, TRITON_DEVICE, assert_close, assert_equal, assert_error_bounded, tolerance
 
-TRITON_DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
-DEVICES = {"triton": TRITON_DEVICE, "cpu": "cpu", "cuda": "cuda"}
+DEVICES = BACKEND_DEVICES
 DEVICE = TRITON_DEVICE  # the device of the backend-independent tests below
-# The C++ CUDA backend joins the matrix wherever it is built (with a CUDA torch, on a GPU machine).
-COMPILED = ["triton", "cpu-1-thread"] + (["cuda"] if torch.cuda.is_available() and not backends.reasons(
-    "cuda", torch.empty(1, device="cuda"), (torch.empty(1, device="cuda"),)) else [])
-
-
-@pytest.fixture(params=COMPILED)
-def backend(request):
-    """A compiled backend; the C++ CPU one with torch's thread count set to 1 (restored afterwards): these small
-    inputs run on one thread anyway, and test_cpu_threads_split_work_without_changing_bits covers 2 threads."""
-    name, _, threads = request.param.partition("-")
-    if not threads:
-        yield name
-        return
-    before = torch.get_num_threads()
-    torch.set_num_threads(int(threads[0]))
-    try:
-        yield name
-    finally:
-        torch.set_num_threads(before)
+# The `backend` fixture (tests/conftest.py) runs each test on every compiled backend: triton, the C++ CPU kernels
+# on 1 thread (test_cpu_threads_split_work_without_changing_bits covers 2) and, where it is built, C++ CUDA.
 SHAPES = [(3, 5, 37, 41), (1, 7), (2, 3), (4, 8), (1, 1), (5, 1, 3)]  # odd sizes, batch 1, sizes % 4 == 0 and not
 STATE_DTYPES = [torch.float32, torch.float16, torch.bfloat16]
 SEEDS = [0, 2**63 - 1, 12345, 7, 99]
@@ -195,20 +176,6 @@ def test_skip_mix_gradients_match_reference(per_sample, backend):
         grads[name] = (x.grad, F.grad, sigma.grad)
     for name, got, want in zip(("x", "F", "sigma"), grads[backend], grads["reference"]):
         assert_close(got, want, rtol=1e-5, atol=1e-5, name=f"d/d{name}")
-
-
-@pytest.fixture
-def opaque_triton_ops():
-    """Keep triton_ops opaque to AOTAutograd: the interpreter cannot run a kernel on fake tensors.
-
-    On a GPU, torch.compile decomposes triton_ops into their kernels; under TRITON_INTERPRET=1 that tracing
-    would execute the interpreted kernel on FakeTensors, so the tests check the op-level path instead.
-    """
-    if torch.cuda.is_available():
-        yield
-        return
-    with functorch_config.patch(decompose_custom_triton_ops=False):
-        yield
 
 
 def op_cases(backend):

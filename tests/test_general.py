@@ -11,13 +11,12 @@ import pytest
 import torch
 
 import fastdiff
-from fastdiff.testing import SyncCounter
+from fastdiff import testing
+from fastdiff.testing import SyncCounter, assert_close, assert_equal, fitted_slope, torch_threads
 from fastdiff import schedules
 from fastdiff.sampling.general import plan_general, run_general, sample_general
 from fastdiff.schedules import discretize, ode_schedule, vp_betas
-from fastdiff.metrics import sliced_wasserstein
 from fastdiff.rng import SAMPLER_OFFSET
-from fastdiff.testing import assert_close, assert_equal, fitted_slope
 
 F64 = torch.float64
 INF = float("inf")
@@ -31,10 +30,8 @@ CHURN = dict(S_churn=40.0, S_min=0.05, S_max=50.0, S_noise=1.003)
 @pytest.fixture(scope="module", autouse=True)
 def one_thread():
     """These small tensors run fastest on one thread, and the machine is shared: restore the setting afterwards."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+    with torch_threads(1):
+        yield
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -650,25 +647,7 @@ RING_STEPS = {"vp": 64, "ve": 64, "iddpm": 32}
 @pytest.fixture(scope="module")
 def ring_problem():
     """The ring, an exact reference draw, the noise floor (mean SW of 4 exact-vs-exact pairs), latents, seeds."""
-    mix = fastdiff.GaussianMixture.ring()
-    g = torch.Generator().manual_seed(1234)
-    reference = mix.sample(NUM_SAMPLES, generator=g)
-    floor = sum(sliced_wasserstein(mix.sample(NUM_SAMPLES, generator=g), mix.sample(NUM_SAMPLES, generator=g))
-                for _ in range(4)) / 4
-    latents = torch.randn(NUM_SAMPLES, 2, generator=g)
-    seeds = torch.randint(0, 2**62, (NUM_SAMPLES,), generator=g).tolist()
-    return mix, reference, floor, latents, seeds
-
-
-def check_reproduces_ring(mix, x, reference, floor, label):
-    distance = sliced_wasserstein(x, reference)
-    nearest = torch.cdist(x.to(F64), mix.means).argmin(dim=1)
-    fractions = torch.bincount(nearest, minlength=8).to(F64) / x.shape[0]
-    print(f"{label}: SW={distance:.4f} floor={floor:.4f} ratio={distance / floor:.2f}")
-    assert bool(torch.isfinite(x).all())
-    assert distance < FLOOR_FACTOR * floor, (label, distance, floor)
-    se = math.sqrt((1 / 8) * (7 / 8) / x.shape[0])
-    assert bool(((fractions - 1 / 8).abs() < 4.5 * se).all()), (label, fractions)
+    return testing.ring_problem(NUM_SAMPLES, 1234, seeds_as_list=True)
 
 
 @pytest.mark.parametrize("name, net_kind", [("vp", "mixture"), ("ve", "mixture"), ("iddpm", "mixture"), ("vp", "precond"),
@@ -681,7 +660,7 @@ def test_original_samplers_reproduce_ring(ring_problem, name, net_kind):
     net = mix if net_kind == "mixture" else exact_precond(mix, PRECONDS[name])
     x = sample_general(net, latents, num_steps=RING_STEPS[name], **SETTINGS[name])
     assert x.dtype == latents.dtype and x.shape == latents.shape
-    check_reproduces_ring(mix, x, reference, floor, f"{name} {net_kind} N={RING_STEPS[name]}")
+    testing.check_reproduces_ring(mix, x, reference, floor, f"{name} {net_kind} N={RING_STEPS[name]}", FLOOR_FACTOR)
 
 
 @pytest.mark.parametrize("name", ["vp", "ve", "iddpm"])
@@ -704,7 +683,7 @@ def test_stochastic_samplers_reproduce_ring(ring_problem, name):
     """The same settings with churn (S_churn=40, S_min=0.05, S_max=50, S_noise=1.003, seeded)."""
     mix, reference, floor, latents, seeds = ring_problem
     x = sample_general(mix, latents, num_steps=RING_STEPS[name], seeds=seeds, **CHURN, **SETTINGS[name])
-    check_reproduces_ring(mix, x, reference, floor, f"{name} churn")
+    testing.check_reproduces_ring(mix, x, reference, floor, f"{name} churn", FLOOR_FACTOR)
 
 
 @pytest.mark.parametrize("label, kwargs", [
@@ -715,8 +694,7 @@ def test_distribution_check_detects_wrong_sampler(ring_problem, label, kwargs):
     """A deliberately poor configuration lands clearly (> 1.5x) above the pass threshold, so the check can fail."""
     mix, reference, floor, latents, seeds = ring_problem
     x = sample_general(mix, latents, seeds=seeds, **kwargs)
-    distance = sliced_wasserstein(x, reference)
-    print(f"{label}: SW={distance:.4f} floor={floor:.4f} ratio={distance / floor:.2f}")
+    distance, _ = testing.ring_distance(mix, x, reference, floor, label)
     assert distance > 1.5 * FLOOR_FACTOR * floor, (label, distance, floor)
 
 
