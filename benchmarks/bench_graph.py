@@ -12,7 +12,7 @@ Side by side in one run, with the same EDM-preconditioned U-Net (fastdiff.nets.U
 
 For each it reports kernel launches per step and host syncs per call. On CUDA they come from torch.profiler: cudaLaunchKernel,
 cuLaunchKernel (Triton) and cudaGraphLaunch calls, and synchronising calls, i.e. *Synchronize and blocking
-cudaMemcpy. Without a GPU they come from a dispatch mode (benchmarks/bench_step.py's OpCounter rules: ops
+cudaMemcpy. Without a GPU they come from a dispatch mode (benchmarks/_harness.py's OpCounter rules: ops
 that would launch a kernel, and host syncs; fastdiff's host planning, on host tensors, is left out), and only
 the eager modes are timed. That is a CPU measurement of
 a network-bound loop, not the GPU claim this benchmark exists for.
@@ -24,10 +24,7 @@ Writes benchmarks/results/bench_graph.json.
 """
 from __future__ import annotations
 
-import argparse
-import json
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -36,9 +33,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import fastdiff  # noqa: E402
 from fastdiff import backends  # noqa: E402
 from bench_sampler import kdiffusion_pattern_heun  # noqa: E402
-from bench_step import OpCounter  # noqa: E402
+from _harness import OpCounter, common_arguments, make_parser, median_round_robin, setup, write_json  # noqa: E402
 
-RESULTS = Path(__file__).resolve().parent / "results"
 LAUNCH_EVENTS = ("cudaLaunchKernel", "cudaLaunchKernelExC", "cuLaunchKernel", "cuLaunchKernelEx", "cudaGraphLaunch")
 
 
@@ -133,34 +129,15 @@ def count_dispatch(fn, batch: int, steps: int) -> tuple[float, float]:
     return counter.launches["call"] / steps, counter.syncs["call"]
 
 
-def timed(functions: dict, repeats: int, cuda: bool) -> dict:
-    """Median seconds per call, round-robin over the functions after a warm-up round."""
-    sync = torch.cuda.synchronize if cuda else (lambda: None)
-    for fn in functions.values():
-        fn()
-    sync()
-    times = {name: [] for name in functions}
-    for _ in range(repeats):
-        for name, fn in functions.items():
-            start = time.perf_counter()
-            fn()
-            sync()
-            times[name].append(time.perf_counter() - start)
-    return {name: sorted(t)[len(t) // 2] for name, t in times.items()}
-
-
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    parser = make_parser(__doc__)
     parser.add_argument("--batches", help="comma-separated batch sizes (default: 1,64,512 on CUDA, 1,8 on CPU)")
     parser.add_argument("--steps", type=int, default=18)
     parser.add_argument("--churn", type=float, default=0.0, help="S_churn (0: the deterministic sampler)")
-    parser.add_argument("--repeats", type=int, default=10)
-    parser.add_argument("--quick", action="store_true", help="tiny U-Net, batch 2, 4 steps, counts only")
-    parser.add_argument("--out", type=Path, default=RESULTS)
+    common_arguments(parser, repeats=10, repeats_help="timed calls per sampler (default 10)",
+                     quick="tiny U-Net, batch 2, 4 steps, counts only")
     a = parser.parse_args(argv)
-    device = torch.device("cuda" if a.device == "auto" and torch.cuda.is_available() else
-                          (a.device if a.device != "auto" else "cpu"))
+    device = setup(a)
     cuda = device.type == "cuda"
     if a.quick:
         a.batches, a.steps = a.batches or "2", 4
@@ -192,7 +169,8 @@ def main(argv=None) -> int:
                 if "graphed (emulated)" in counted:  # kernels in the graph; syncs of a call (the replay's report)
                     counts["graphed (emulated)"] = (counts.pop("graph body")[0], counts["graphed (emulated)"][1])
                     runs["graphed (emulated)"] = None  # counted, not timed: an emulated graph is no faster
-            seconds = {} if a.quick else timed({k: f for k, f in runs.items() if f is not None}, a.repeats, cuda)
+            seconds = {} if a.quick else median_round_robin({k: f for k, f in runs.items() if f is not None}, a.repeats,
+                                                            device)
             base = seconds.get("k-diffusion pattern")
             compiled = seconds.get("compiled net")
             print(f"\nbatch {batch}")
@@ -208,10 +186,8 @@ def main(argv=None) -> int:
                       f"{cells[3]:>11}")
                 rows.append(dict(batch=batch, sampler=name, launches_per_step=launches, syncs_per_call=syncs,
                                  seconds=t, counted_by="profiler" if cuda else "dispatch mode"))
-    a.out.mkdir(parents=True, exist_ok=True)
-    path = a.out / "bench_graph.json"
-    path.write_text(json.dumps(dict(device=str(device), steps=a.steps, churn=a.churn, parameters=params, nfe=nfe,
-                                    quick=a.quick, rows=rows), indent=1) + "\n")
+    path = write_json(a.out / "bench_graph.json", dict(device=str(device), steps=a.steps, churn=a.churn,
+                                                       parameters=params, nfe=nfe, quick=a.quick, rows=rows))
     print(f"\nwrote {path}")
     return 0
 

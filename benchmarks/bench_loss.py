@@ -17,7 +17,7 @@ torch.autograd.grad(loss.sum(), F):
     device copy                buffer.copy_(y): the bandwidth yardstick (and y.clone(), the same into a new tensor)
 
 It reports, per size, the median time per forward + backward, speedups against EDM-style eager and torch.compile,
-bytes per element (measured with bench_step.OpCounter for the eager paths, a model for the fused kernels and for
+bytes per element (measured with _harness.OpCounter for the eager paths, a model for the fused kernels and for
 the compiled graph), achieved GB/s and the fraction of the copy's GB/s; the fused paths are also timed stage by
 stage. It checks that the fused loss, its gradient and x_in equal the reference (max relative difference), so a
 wrong kernel cannot look fast.
@@ -33,13 +33,7 @@ The tables are printed; CSV and JSON go to benchmarks/results/ (or --out). Nothi
 """
 from __future__ import annotations
 
-import argparse
-import csv
-import datetime
-import json
 import math
-import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -47,15 +41,15 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_step import OpCounter, fmt, parse_sizes, relative_difference, sync, time_calls  # noqa: E402  (the shared helpers)
+from _harness import (OpCounter, at_least, common_arguments, fmt, make_parser, model_bytes, parse_sizes,  # noqa: E402
+                      relative_difference, run_meta, setup, sync, time_calls, timing_reasons, warn_if_busy, write_csv,
+                      write_json)
 
 import fastdiff  # noqa: E402
-from fastdiff import backends, ops  # noqa: E402
+from fastdiff import ops  # noqa: E402
 from fastdiff.data import Dataset  # noqa: E402
 from fastdiff.rng import LOSS_NOISE_OFFSET  # noqa: E402
 from fastdiff.training import Trainer, TrainConfig  # noqa: E402
-
-RESULTS = Path(__file__).resolve().parent / "results"
 
 DEFAULT_SHAPES = {
     786_432: (64, 3, 64, 64),  # 64x64 images, batch 64
@@ -98,11 +92,6 @@ TRAIN_CASES = {
     "images U-Net": dict(batch_size=16, net="unet", net_kwargs=dict(model_channels=32, channel_mult=(1, 2), num_blocks=1)),
 }
 IMAGE_SHAPE = (3, 32, 32)
-
-
-def model_bytes(model: tuple, element_size: int) -> float:
-    reads, writes = model
-    return float(element_size * (len(reads) + len(writes)))
 
 
 def _unmarked(stage: str) -> None:
@@ -168,12 +157,9 @@ def fwd_bwd(forward, F, mark=_unmarked):
 
 def fused_backends(device: torch.device) -> tuple[list[str], dict[str, str]]:
     """(fused backends timed on this device, {backend: why it is skipped})."""
-    probe = torch.empty(1, device=device)
     timed, skipped = [], {}
     for name in FUSED_BACKENDS:
-        found = backends.reasons(name, probe, (probe,))
-        if name == "triton" and not found and device.type == "cpu":
-            found = ["on the CPU Triton runs only in its interpreter, which is not a speed measurement"]
+        found = timing_reasons(name, device)
         if found:
             skipped[name] = "; ".join(found)
         else:
@@ -388,7 +374,7 @@ def bench_training(device, fused_backend: str, warmup: int, steps: int, budget_s
 
 def print_work(work: list[dict], device: torch.device) -> None:
     print(f"\nWork per forward + backward: kernel launches and bytes per element by stage (eager paths and the fused "
-          f"ops' calls: measured with bench_step.OpCounter on {device.type}; B/elem = loss_input + loss_error + backward, "
+          f"ops' calls: measured with _harness.OpCounter on {device.type}; B/elem = loss_input + loss_error + backward, "
           f"the sum left out)")
     print(f"{'size':>11} {'implementation':<32} {'source':<8} {'launches in/err/sum/bwd':>24} {'syncs':>5} "
           f"{'B in':>7} {'B err':>7} {'B sum':>6} {'B bwd':>7} {'B/elem':>8}")
@@ -426,67 +412,42 @@ def print_training(rows: list[dict], device: torch.device) -> None:
 
 
 def write_results(out_dir: Path, meta: dict, work, timings, training, checks) -> list[Path]:
-    out_dir.mkdir(parents=True, exist_ok=True)
-    paths = [out_dir / "bench_loss_work.csv", out_dir / "bench_loss_time.csv", out_dir / "bench_loss_train.csv",
-             out_dir / "bench_loss.json"]
-    for path, rows in zip(paths, (work, timings, training)):
-        columns = list(dict.fromkeys(key for row in rows for key in row))
-        with open(path, "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=columns)
-            writer.writeheader()
-            writer.writerows(rows)
-    paths[3].write_text(json.dumps(dict(meta=meta, work=work, timings=timings, training=training, checks=checks),
-                                   indent=1, default=str) + "\n")
-    return paths
+    return [write_csv(out_dir / "bench_loss_work.csv", work), write_csv(out_dir / "bench_loss_time.csv", timings),
+            write_csv(out_dir / "bench_loss_train.csv", training),
+            write_json(out_dir / "bench_loss.json", dict(meta=meta, work=work, timings=timings, training=training,
+                                                         checks=checks))]
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = make_parser(__doc__)
     parser.add_argument("--sizes", help="comma-separated element counts or shapes like 4x3x32x32 "
                         f"(default: {','.join(map(str, DEFAULT_SHAPES))})")
-    parser.add_argument("--repeats", type=int, help="measurements per timing (default 25; --quick 5)")
-    parser.add_argument("--budget", type=float, help="seconds one timing may take before it stops repeating "
-                        "(it still takes 3 measurements; default 8, --quick 1)")
+    common_arguments(parser, repeats=None, repeats_help="measurements per timing (default 25; --quick 5)",
+                     quick="smoke run: two small sizes, few repeats and steps",
+                     budget="seconds one timing may take before it stops repeating (it still takes 3 measurements; "
+                     "default 8, --quick 1)")
     parser.add_argument("--train-steps", type=int, help="timed training steps per backend and case (default 30; --quick 2)")
     parser.add_argument("--warmup", type=int, help="training steps before timing (default 3; --quick 1)")
     parser.add_argument("--no-train", action="store_true", help="skip Part 2 (training steps)")
-    parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="auto: cuda when available")
-    parser.add_argument("--quick", action="store_true", help="smoke run: two small sizes, few repeats and steps")
-    parser.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's own choice)")
-    parser.add_argument("--out", type=Path, default=RESULTS, help=f"directory for the CSVs and JSON (default {RESULTS})")
     a = parser.parse_args(argv)
 
-    if a.device == "cuda" and not torch.cuda.is_available():
-        raise SystemExit("--device cuda: torch.cuda.is_available() is False here")
-    device = torch.device("cuda" if a.device == "cuda" or (a.device == "auto" and torch.cuda.is_available()) else "cpu")
+    device = setup(a)
     shapes = parse_sizes(a.sizes, DEFAULT_SHAPES) if a.sizes else list(QUICK_SHAPES if a.quick else DEFAULT_SHAPES.values())
     repeats = a.repeats or (5 if a.quick else 25)
     budget = a.budget if a.budget is not None else (1.0 if a.quick else 8.0)
     train_steps = a.train_steps or (2 if a.quick else 30)
     warmup = a.warmup if a.warmup is not None else (1 if a.quick else 3)
-    for name, value, minimum in (("repeats", repeats, 1), ("train-steps", train_steps, 1), ("warmup", warmup, 1)):
-        if value < minimum:
-            raise SystemExit(f"--{name}: expected >= {minimum}, got {value}")
-    if a.threads is not None:
-        if a.threads < 1:
-            raise SystemExit(f"--threads: expected >= 1, got {a.threads}")
-        torch.set_num_threads(a.threads)
+    for name, value in (("repeats", repeats), ("train-steps", train_steps), ("warmup", warmup)):
+        at_least(name, value, 1)
 
     fused, skipped = fused_backends(device)
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
-    meta = dict(load_average_at_start=load, cpu_count=os.cpu_count(),
-        date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        fastdiff=fastdiff.__version__, torch=torch.__version__, python=platform.python_version(),
-        device=str(device), device_name=torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine(),
-        cpu_threads=torch.get_num_threads(), interop_threads=torch.get_num_interop_threads(),
-        omp_num_threads=os.environ.get("OMP_NUM_THREADS"), dtype="float32", repeats=repeats, budget_seconds=budget,
+    meta = run_meta(
+        device, argv, dtype="float32", repeats=repeats, budget_seconds=budget,
         shapes=["x".join(map(str, s)) for s in shapes], sigma_data=SIGMA_DATA, P_mean=P_MEAN, P_std=P_STD,
         fused_backends=fused, skipped_backends=skipped, tolerance=TOLERANCE,
         fused_model={stage: dict(reads=list(r), writes=list(w)) for stage, (r, w) in FUSED_MODEL.items()},
         fused_model_bytes_per_element=sum(model_bytes(m, 4) for m in FUSED_MODEL.values()),
         train=None if a.no_train else dict(steps=train_steps, warmup=warmup, cases=TRAIN_CASES),
-        argv=sys.argv[1:] if argv is None else list(argv),
     )
     print(f"fastdiff {fastdiff.__version__} bench_loss: EDM loss forward + backward around a given network output "
           f"(sigma_data {SIGMA_DATA}, per-sample sigma and seeds), float32, network excluded")
@@ -494,9 +455,7 @@ def main(argv=None) -> int:
           f"sizes {', '.join(f'{math.prod(s):,} ({name})' for s, name in zip(shapes, meta['shapes']))}")
     for name, why in skipped.items():
         print(f"{LABELS[name]}: skipped ({why})")
-    if device.type == "cpu" and load is not None and load >= 0.5 * (os.cpu_count() or 1):
-        print(f"note: the CPUs were busy as this run started (1-minute load average {load:.2f} on {os.cpu_count()} "
-              f"cores): timings will be noisy")
+    warn_if_busy(device, meta["load_average_at_start"])
 
     work, timings, checks = [], [], {}
     started = time.perf_counter()

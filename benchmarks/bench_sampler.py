@@ -10,18 +10,15 @@ Prints samples/s and the ratio to the k-diffusion pattern; writes JSON to benchm
 """
 from __future__ import annotations
 
-import argparse
-import json
 import sys
-import time
 from pathlib import Path
 
 import torch
 
-import fastdiff
-from fastdiff import backends
-
-RESULTS = Path(__file__).resolve().parent / "results"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import fastdiff  # noqa: E402
+from fastdiff import backends  # noqa: E402
+from _harness import common_arguments, make_parser, median_round_robin, setup, write_json  # noqa: E402
 
 
 class MLPDenoiser(torch.nn.Module):
@@ -59,31 +56,14 @@ def kdiffusion_pattern_heun(model, x, sigmas, s_churn=0.0, s_tmin=0.0, s_tmax=fl
     return x
 
 
-def timed(functions: dict, repeats: int) -> dict:
-    """Median seconds per function, measured round-robin (one call of each per round, after a warm-up round), so
-    a busy or slowing machine affects them all alike."""
-    for fn in functions.values():
-        fn()
-    times = {name: [] for name in functions}
-    for _ in range(repeats):
-        for name, fn in functions.items():
-            start = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - start)
-    return {name: sorted(t)[len(t) // 2] for name, t in times.items()}
-
-
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = make_parser(__doc__)
     parser.add_argument("--points", type=int, default=65536)
     parser.add_argument("--steps", type=int, default=18)
     parser.add_argument("--churn", type=float, default=0.0, help="S_churn (0: the deterministic sampler)")
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
-    parser.add_argument("--out", type=Path, default=RESULTS)
+    common_arguments(parser, repeats=5, repeats_help="timed calls per sampler (default 5)", device=False)
     a = parser.parse_args(argv)
-    if a.threads:
-        torch.set_num_threads(a.threads)
+    setup(a)  # the CPU: the points and the network stay on it
 
     mixture = fastdiff.GaussianMixture.ring()
     net = fastdiff.EDMPrecond(MLPDenoiser()).eval()
@@ -114,7 +94,7 @@ def main(argv=None) -> int:
         nfe = fastdiff.plan_steps(num_steps=a.steps).nfe
         sigma = torch.full((a.points,), 1.0)
         runs[f"the network alone ({nfe} calls)"] = lambda: [net(latents, sigma) for _ in range(nfe)]
-        seconds = timed(runs, a.repeats)
+        seconds = median_round_robin(runs, a.repeats)
 
     base = seconds["k-diffusion sample_heun pattern (eager)"]
     print(f"{a.points:,} points of the 2-D ring mixture, EDMPrecond(MLP 3-128-128-2), {a.steps} Heun steps (NFE {nfe}), "
@@ -122,10 +102,9 @@ def main(argv=None) -> int:
     print(f"{'sampler':<42} {'seconds':>9} {'samples/s':>11} {'x k-diff':>9} {'mean log p':>11}")
     for name, t in seconds.items():
         print(f"{name:<42} {t:>9.4f} {a.points / t:>11,.0f} {base / t:>9.2f} {quality.get(name, float('nan')):>11.4f}")
-    a.out.mkdir(parents=True, exist_ok=True)
-    path = a.out / "bench_sampler.json"
-    path.write_text(json.dumps(dict(points=a.points, steps=a.steps, churn=a.churn, threads=torch.get_num_threads(),
-                                    seconds=seconds, mean_log_prob=quality), indent=1) + "\n")
+    path = write_json(a.out / "bench_sampler.json", dict(points=a.points, steps=a.steps, churn=a.churn,
+                                                         threads=torch.get_num_threads(), seconds=seconds,
+                                                         mean_log_prob=quality))
     print(f"wrote {path}")
     return 0
 

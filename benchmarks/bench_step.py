@@ -10,7 +10,8 @@
                          timed only when a CUDA device is present (the Triton interpreter is no speed test)
 
 Part 1 (work per step) counts, with a TorchDispatchMode, the aten ops each eager implementation runs for each
-op and for the whole step: kernel launches, host syncs and modelled bytes per element (rules in OpCounter).
+op and for the whole step: kernel launches, host syncs and modelled bytes per element (rules in
+benchmarks/_harness.py's OpCounter).
 Part 2 (time per step) times, in the same run on the current device, the eager reference step, the
 k-diffusion step, torch.compile(eager reference step, fullgraph=True), a device copy (the bandwidth yardstick)
 and, on CUDA, the fused step; it reports achieved GB/s (modelled bytes / time), the fraction of the copy's
@@ -24,29 +25,22 @@ The table is printed; CSV and JSON go to benchmarks/results/ (or --out). Nothing
 """
 from __future__ import annotations
 
-import argparse
-import csv
-import datetime
-import json
 import math
-import os
-import platform
-import statistics
 import sys
 import time
-from collections import Counter
 from pathlib import Path
 
 import torch
-from torch.utils._python_dispatch import TorchDispatchMode
-from torch.utils._pytree import tree_leaves
 
-import fastdiff
-from fastdiff import backends, ops
-from fastdiff.rng import SAMPLER_OFFSET
-from fastdiff.sampling.plan import plan_steps
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import fastdiff  # noqa: E402
+from fastdiff import backends, ops  # noqa: E402
+from fastdiff.rng import SAMPLER_OFFSET  # noqa: E402
+from fastdiff.sampling.plan import plan_steps  # noqa: E402
+from _harness import (OpCounter, at_least, common_arguments, fmt, make_parser, model_bytes, parse_sizes,  # noqa: E402
+                      relative_difference, run_meta, setup, sync, time_calls, timing_reasons, warn_if_busy, write_csv,
+                      write_json)
 
-RESULTS = Path(__file__).resolve().parent / "results"
 OPS = ("churn", "euler_step", "heun_step")
 STEP = "step"  # the row that sums the three ops
 
@@ -151,101 +145,17 @@ def kdiffusion_step(x, denoised, denoised_2, sigmas, i: int, s_churn: float, s_t
 
 
 # ----------------------------------------------------------------------------------------------------------
-# Counting launches, syncs and bytes
+# Counting launches, syncs and bytes (the rules: _harness.OpCounter)
 # ----------------------------------------------------------------------------------------------------------
 
-SYNC_OPS = {"_local_scalar_dense", "item", "is_nonzero", "nonzero", "nonzero_static"}
-LAUNCHING_SYNC_OPS = {"nonzero", "nonzero_static"}  # these run a kernel, then wait for its result
-METADATA_OPS = {"_unsafe_view", "lift_fresh", "alias", "detach", "_reshape_alias", "set_", "resize_"}
-ALLOCATION_OPS = {"empty", "empty_like", "empty_strided", "new_empty", "new_empty_strided"}
-OVERWRITE_OPS = {"copy_", "fill_", "zero_", "normal_", "uniform_", "random_", "bernoulli_", "exponential_"}
-
-
-class OpCounter(TorchDispatchMode):
-    """Counts, per op of a step, the aten ops it executes: kernel launches, host syncs and modelled bytes.
-
-    Rules, applied to every aten op that reaches this mode (composite ops arrive decomposed):
-      host sync      _local_scalar_dense, item, is_nonzero, nonzero, nonzero_static: the host waits for the
-                     device (bool(tensor) and float(tensor) arrive as _local_scalar_dense). nonzero also
-                     runs a kernel and counts as a launch; the others are a device-to-host copy, not a launch.
-      not a launch   view and metadata ops (OpOverload.is_view, _unsafe_view, lift_fresh, alias, detach, ...),
-                     ops that return no tensor (size, promote_types, ...), allocation-only ops (empty,
-                     empty_like, empty_strided, new_empty*: memory, no kernel), and factory ops on 0-d
-                     scalars (no tensor input and only 0-d outputs, e.g. scalar_tensor, full([])).
-      kernel launch  every other op, including ops on 0-d or [B] tensors (sigma arithmetic launches a kernel
-                     on a GPU even though it moves no data), and factories of bigger tensors (arange, randn_like).
-      bytes          for every op that is not a view: bytes of tensor inputs read plus tensor outputs written.
-                     A tensor counts its distinct elements (stride-0 broadcast dims once) times its element
-                     size, and not at all if it has <= B elements (B = batch): per-sample values are scalars.
-                     Arguments an op only overwrites (out=, the self of copy_/fill_/normal_/...) and the
-                     input of *_like factories are not read. Each distinct tensor counts once per op.
-    bytes per element = the total divided by the number of elements of the state x.
-    """
-
-    def __init__(self, batch: int):
-        super().__init__()
-        self.batch = batch
-        self.op = STEP
-        self.launches, self.syncs, self.bytes = Counter(), Counter(), Counter()
-        self.names: dict[str, Counter] = {}
-
-    def mark(self, op: str) -> None:
-        self.op = op
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        kwargs = kwargs or {}
-        out = func(*args, **kwargs)
-        name = func._schema.name.split("::")[-1]
-        outputs = [t for t in tree_leaves(out) if isinstance(t, torch.Tensor)]
-        inputs = [t for t in tree_leaves((args, kwargs)) if isinstance(t, torch.Tensor)]
-        is_view = func.is_view or name in METADATA_OPS
-        if name in SYNC_OPS:
-            self.syncs[self.op] += 1
-            launch = name in LAUNCHING_SYNC_OPS
-        elif is_view or not outputs or name in ALLOCATION_OPS:
-            launch = False
-        elif not inputs and all(t.ndim == 0 for t in outputs):
-            launch = False  # a factory op on a 0-d scalar
-        else:
-            launch = True
-        if launch:
-            self.launches[self.op] += 1
-            self.names.setdefault(self.op, Counter())[name] += 1
-        if not is_view:
-            self.bytes[self.op] += self._bytes_read(func, name, args, kwargs) + self._bytes(outputs)
-        return out
-
-    def _bytes_read(self, func, name: str, args, kwargs) -> int:
-        if name.endswith("_like"):
-            return 0  # *_like factories read only the input's metadata
-        read = []
-        for index, argument in enumerate(func._schema.arguments):
-            value = args[index] if index < len(args) and not argument.kwarg_only else kwargs.get(argument.name)
-            written = argument.alias_info is not None and argument.alias_info.is_write
-            if written and (argument.kwarg_only or name in OVERWRITE_OPS):
-                continue  # an out= argument, or the self an op overwrites without reading
-            read += [t for t in tree_leaves(value) if isinstance(t, torch.Tensor)]
-        return self._bytes(read)
-
-    def _bytes(self, tensors) -> int:
-        total, seen = 0, set()
-        for t in tensors:
-            key = (t.data_ptr(), tuple(t.shape), t.stride(), t.dtype)
-            elements = math.prod(s for s, st in zip(t.shape, t.stride()) if st != 0) if t.numel() else 0
-            if key in seen or elements <= self.batch:
-                continue
-            seen.add(key)
-            total += elements * t.element_size()
-        return total
-
-    def rows(self, implementation: str, numel: int) -> list[dict]:
-        """One row per op and one for the whole step (the sum: every op of the step ran under one of the marks)."""
-        rows = []
-        for op in OPS + (STEP,):
-            pick = (lambda c: sum(c.values())) if op == STEP else (lambda c: c[op])
-            rows.append(dict(implementation=implementation, op=op, launches=pick(self.launches), syncs=pick(self.syncs),
-                             bytes_per_element=pick(self.bytes) / numel, source="measured"))
-        return rows
+def counted_rows(counter: OpCounter, implementation: str, numel: int) -> list[dict]:
+    """One row per op and one for the whole step (the sum: every op of the step ran under one of the marks)."""
+    rows = []
+    for op in OPS + (STEP,):
+        pick = (lambda c: sum(c.values())) if op == STEP else (lambda c: c[op])
+        rows.append(dict(implementation=implementation, op=op, launches=pick(counter.launches), syncs=pick(counter.syncs),
+                         bytes_per_element=pick(counter.bytes) / numel, source="measured"))
+    return rows
 
 
 def modelled_rows(implementation: str, model: dict, element_size: int) -> list[dict]:
@@ -256,61 +166,6 @@ def modelled_rows(implementation: str, model: dict, element_size: int) -> list[d
     rows.append(dict(implementation=implementation, op=STEP, launches=sum(r["launches"] for r in rows), syncs=0,
                      bytes_per_element=sum(r["bytes_per_element"] for r in rows), source="model"))
     return rows
-
-
-def model_bytes(model: tuple, element_size: int) -> float:
-    """Bytes per element of a (reads, writes) model: one element of each full-size tensor read or written."""
-    reads, writes = model
-    return float(element_size * (len(reads) + len(writes)))
-
-
-# ----------------------------------------------------------------------------------------------------------
-# Timing
-# ----------------------------------------------------------------------------------------------------------
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def time_calls(functions: dict, device, repeats: int, budget_s: float, min_repeats: int = 3,
-               min_measure_s: float = 1e-3) -> dict:
-    """{name: median seconds per call of fn() and how it was measured} for every fn in `functions`.
-
-    Measurements are interleaved (one of each function per round), so that load from other processes falls
-    on all of them alike and their ratios stay fair. Each measurement runs `number` back-to-back calls to last
-    >= min_measure_s, with the device synchronized around it; a function stops after `repeats` measurements,
-    or once it has spent budget_s seconds and has min_repeats. Every fn has already run once (warm-up).
-    """
-    state = {}
-    for name, fn in functions.items():
-        once = _measure(fn, 1, device)
-        number = max(1, min(10_000, math.ceil(min_measure_s / max(once, 1e-9))))
-        samples = [once] if number == 1 else []  # a slow call's calibration run is already a valid sample
-        state[name] = dict(number=number, samples=samples, spent=once)
-
-    def wants_more(s):
-        return len(s["samples"]) < repeats and (len(s["samples"]) < min_repeats or s["spent"] < budget_s)
-
-    while any(wants_more(s) for s in state.values()):
-        for name, fn in functions.items():
-            s = state[name]
-            if wants_more(s):
-                seconds = _measure(fn, s["number"], device)
-                s["samples"].append(seconds)
-                s["spent"] += seconds * s["number"]
-    return {name: dict(seconds=statistics.median(s["samples"]), min_seconds=min(s["samples"]),
-                       repeats=len(s["samples"]), number=s["number"]) for name, s in state.items()}
-
-
-def _measure(fn, number: int, device) -> float:
-    """Seconds per call of `number` back-to-back calls of fn(), the device synchronized before and after."""
-    sync(device)
-    start = time.perf_counter()
-    for _ in range(number):
-        fn()
-    sync(device)
-    return (time.perf_counter() - start) / number
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -353,14 +208,6 @@ def step_functions(inputs, fused_reasons):
     }, args
 
 
-def relative_difference(actual, expected) -> float:
-    """max |actual - expected| / max |expected| over the step's three outputs (0 when they agree bit for bit)."""
-    worst = 0.0
-    for a, e in zip(actual, expected):
-        worst = max(worst, float((a.double() - e.double()).abs().max() / e.double().abs().max().clamp_min(1e-30)))
-    return worst
-
-
 def bench_size(shape, device, repeats, budget_s, fused_reasons, show_ops) -> tuple[list, list, dict]:
     """Part 1's rows, Part 2's rows and the agreement checks for one shape."""
     numel, batch = math.prod(shape), shape[0]
@@ -378,7 +225,7 @@ def bench_size(shape, device, repeats, budget_s, fused_reasons, show_ops) -> tup
         sync(device)
         if name == "reference":
             expected = result
-        rows = counter.rows(LABELS[name], numel)
+        rows = counted_rows(counter, LABELS[name], numel)
         work += rows
         bytes_per_element[name] = rows[-1]["bytes_per_element"]
         if show_ops:
@@ -539,10 +386,6 @@ def finish_timings(timings: list[dict], bytes_per_element: dict, numel: int) -> 
 # Output
 # ----------------------------------------------------------------------------------------------------------
 
-def fmt(value, spec: str, width: int) -> str:
-    return f"{'-' if value is None else format(value, spec):>{width}}"
-
-
 def print_work(work: list[dict], device: torch.device) -> None:
     """One row per implementation and op; bytes per element for every size (per-sample tensors make it vary)."""
     sizes = sorted({r["size"] for r in work})
@@ -579,98 +422,47 @@ def print_timings(timings: list[dict], device: torch.device) -> None:
 
 
 def write_results(out_dir: Path, meta: dict, work: list[dict], timings: list[dict], checks: dict) -> list[Path]:
-    out_dir.mkdir(parents=True, exist_ok=True)
-    paths = [out_dir / "bench_step_work.csv", out_dir / "bench_step_time.csv", out_dir / "bench_step.json"]
-    for path, rows in zip(paths, (work, timings)):
-        columns = list(dict.fromkeys(key for row in rows for key in row))
-        with open(path, "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=columns)
-            writer.writeheader()
-            writer.writerows(rows)
-    paths[2].write_text(json.dumps(dict(meta=meta, work=work, timings=timings, checks=checks), indent=1) + "\n")
-    return paths
+    return [write_csv(out_dir / "bench_step_work.csv", work), write_csv(out_dir / "bench_step_time.csv", timings),
+            write_json(out_dir / "bench_step.json", dict(meta=meta, work=work, timings=timings, checks=checks))]
 
 
 # ----------------------------------------------------------------------------------------------------------
 
-def parse_sizes(text: str, default_shapes: dict | None = None) -> list[tuple[int, ...]]:
-    """'12288,786432' (element counts; default_shapes, by default this benchmark's DEFAULT_SHAPES, gives their shapes,
-    else [4, n/4] or [1, n]) or '4x3x32x32'."""
-    default_shapes = DEFAULT_SHAPES if default_shapes is None else default_shapes
-    shapes = []
-    for item in filter(None, (s.strip() for s in text.split(","))):
-        try:
-            if "x" in item:
-                shape = tuple(int(s) for s in item.split("x"))
-            else:
-                n = int(item.replace("_", ""))
-                shape = default_shapes.get(n) or ((4, n // 4) if n % 4 == 0 else (1, n))
-        except ValueError:
-            raise SystemExit(f"--sizes: expected element counts or shapes like 4x3x32x32, got {item!r}")
-        if len(shape) < 2 or min(shape) < 1:
-            raise SystemExit(f"--sizes: expected a shape [B, ...] with positive sizes, got {item!r}")
-        shapes.append(shape)
-    if not shapes:
-        raise SystemExit("--sizes: expected at least one size")
-    return shapes
-
-
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = make_parser(__doc__)
     parser.add_argument("--sizes", help="comma-separated element counts or shapes like 4x3x32x32 "
                         f"(default: {','.join(map(str, DEFAULT_SHAPES))})")
-    parser.add_argument("--repeats", type=int, help="measurements per timing (default 25; --quick 5)")
-    parser.add_argument("--budget", type=float, help="seconds one timing may take before it stops repeating "
-                        "(it still takes 3 measurements; default 8, --quick 1)")
-    parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="auto: cuda when available")
-    parser.add_argument("--quick", action="store_true", help="smoke run: two small sizes, few repeats")
-    parser.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's own choice)")
-    parser.add_argument("--out", type=Path, default=RESULTS, help=f"directory for the CSV and JSON (default {RESULTS})")
+    common_arguments(parser, repeats=None, repeats_help="measurements per timing (default 25; --quick 5)",
+                     quick="smoke run: two small sizes, few repeats",
+                     budget="seconds one timing may take before it stops repeating (it still takes 3 measurements; "
+                     "default 8, --quick 1)")
     parser.add_argument("--show-ops", action="store_true", help="list the aten ops counted as launches per op")
     a = parser.parse_args(argv)
 
-    if a.device == "cuda" and not torch.cuda.is_available():
-        raise SystemExit("--device cuda: torch.cuda.is_available() is False here")
-    device = torch.device("cuda" if a.device == "cuda" or (a.device == "auto" and torch.cuda.is_available()) else "cpu")
-    shapes = parse_sizes(a.sizes) if a.sizes else list(QUICK_SHAPES if a.quick else DEFAULT_SHAPES.values())
+    device = setup(a)
+    shapes = parse_sizes(a.sizes, DEFAULT_SHAPES) if a.sizes else list(QUICK_SHAPES if a.quick else DEFAULT_SHAPES.values())
     repeats = a.repeats or (5 if a.quick else 25)
     budget = a.budget if a.budget is not None else (1.0 if a.quick else 8.0)
-    if repeats < 1:
-        raise SystemExit(f"--repeats: expected >= 1, got {repeats}")
-    if a.threads is not None:
-        if a.threads < 1:
-            raise SystemExit(f"--threads: expected >= 1, got {a.threads}")
-        torch.set_num_threads(a.threads)
-
-    probe = torch.empty(1, device=device)
-    fused_reasons = backends.reasons("triton", probe, (probe,))
-    if device.type == "cpu" and not fused_reasons:
-        fused_reasons = ["on the CPU Triton runs only in its interpreter, which is not a speed measurement"]
+    at_least("repeats", repeats, 1)
+    fused_reasons = timing_reasons("triton", device)
 
     plan = plan_steps(**SCHEDULE)
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
-    meta = dict(load_average_at_start=load, cpu_count=os.cpu_count(),
-        date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        fastdiff=fastdiff.__version__, torch=torch.__version__, python=platform.python_version(),
-        device=str(device), device_name=torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine(),
-        cpu_threads=torch.get_num_threads(), dtype="float32", repeats=repeats, budget_seconds=budget,
+    meta = run_meta(
+        device, argv, dtype="float32", repeats=repeats, budget_seconds=budget,
         schedule=SCHEDULE, step_index=STEP_INDEX, sigma=plan.t[STEP_INDEX], t_hat=plan.t_hat[STEP_INDEX],
         sigma_next=plan.t[STEP_INDEX + 1], shapes=["x".join(map(str, s)) for s in shapes],
         fused_model={op: dict(reads=list(r), writes=list(w)) for op, (r, w) in FUSED_MODEL.items()},
         compile_model=dict(reads=list(COMPILE_MODEL[0]), writes=list(COMPILE_MODEL[1])),
-        fused_not_timed=fused_reasons or None, argv=sys.argv[1:] if argv is None else list(argv),
+        fused_not_timed=fused_reasons or None,
     )
     print(f"fastdiff {fastdiff.__version__} bench_step: one EDM Heun step with churn (step {STEP_INDEX} of "
           f"{SCHEDULE['num_steps']}, sigma {plan.t[STEP_INDEX]:.4g} -> t_hat {plan.t_hat[STEP_INDEX]:.4g} -> "
           f"{plan.t[STEP_INDEX + 1]:.4g}), float32, network excluded")
     print(f"device {device} ({meta['device_name']}), {meta['cpu_threads']} CPU threads, torch {torch.__version__}; "
           f"sizes {', '.join(f'{math.prod(s):,} ({meta_shape})' for s, meta_shape in zip(shapes, meta['shapes']))}")
-
-    if device.type == "cpu" and load is not None and load >= 0.5 * (os.cpu_count() or 1):
-        print(f"note: the CPUs were busy as this run started (1-minute load average {load:.2f} on {os.cpu_count()} "
-              f"cores): timings will be noisy, worst when {torch.get_num_threads()} OpenMP threads wait for a "
-              f"descheduled one (--threads 1 is steadier)")
+    warn_if_busy(device, meta["load_average_at_start"],
+                 f", worst when {torch.get_num_threads()} OpenMP threads wait for a descheduled one "
+                 "(--threads 1 is steadier)")
 
     work, timings, checks, noise = [], [], {}, []
     started = time.perf_counter()

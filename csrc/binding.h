@@ -28,6 +28,7 @@
 #include <utility>
 
 #include "dtypes.h"
+#include "precond_codes.h"
 
 namespace fastdiff {
 namespace binding {
@@ -224,7 +225,8 @@ struct Ops {
 
   static void skip_mix_out(const at::Tensor& x_in, const at::Tensor& F_in, const at::Tensor& sigma, int64_t kind,
                            double sigma_data, at::Tensor out) {
-    TORCH_CHECK(kind >= 0 && kind <= 2, "kind: expected 0 (EDM), 1 (VP/iDDPM) or 2 (VE), got ", kind);
+    TORCH_CHECK(kind == kEDM || kind == kVP || kind == kVE, "kind: expected ", int(kEDM), " (EDM), ", int(kVP),
+                " (VP/iDDPM) or ", int(kVE), " (VE), got ", kind);
     const Guard guard(x_in.device());
     const at::Tensor x = data(x_in, "x", x_in), F = data(F_in, "F", x_in);
     check_out(out, x, at::kFloat);

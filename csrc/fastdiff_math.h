@@ -9,6 +9,8 @@
 #include <math.h>
 #include <stdint.h>
 
+#include "precond_codes.h"
+
 #if defined(__CUDACC__)
 #define FD_HD __host__ __device__ __forceinline__
 #define FD_UNROLL _Pragma("unroll")
@@ -127,8 +129,7 @@ FD_HD void block_normals(uint64_t seed, uint64_t block, uint64_t offset, float o
 // ---------------------------------------------------------------------------------------------------------
 // The ops' per-element formulas (fastdiff/reference/<op>.py), float32.
 // ---------------------------------------------------------------------------------------------------------
-enum PrecondKind { kEDM = 0, kVP = 1, kVE = 2 };  // iDDPM uses kVP's skip coefficients
-
+// skip_mix's `kind`: PrecondKind of precond_codes.h (fastdiff/_codes.py); iDDPM uses kVP's skip coefficients.
 FD_HD void skip_coefficients(int kind, float sigma, float sigma_data, float* c_skip, float* c_out) {
   if (kind == kEDM) {
     const float denom = sigma * sigma + sigma_data * sigma_data;

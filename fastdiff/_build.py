@@ -7,10 +7,13 @@ through csrc/binding.h. This module decides their sources and flags, the C++ sta
 where the CUDA toolkit is, which GPU architectures to build for, and the stamp that records which torch a build is for.
 
 Only the standard library is imported at module level: setup.py loads this file by path, before fastdiff exists.
+For the same reason the preconditioner codes that the C++ sources are compiled with are read from fastdiff/_codes.py
+(beside this file) by path.
 """
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import os
 import re
 import shutil
@@ -28,6 +31,18 @@ CXX_FLAGS = ["-O3", "-fopenmp", "-ffp-contract=off", "-fno-math-errno"]
 NVCC_FLAGS = ["-O3", "--fmad=false"]
 CPU_LINK_FLAGS = ["-fopenmp"]
 CPP_STANDARDS = {201703: "c++17", 202002: "c++20", 202302: "c++23"}  # __cplusplus value -> -std= name
+CODES_FILE = Path(__file__).resolve().with_name("_codes.py")  # the preconditioner codes, for Python and C++ alike
+
+
+def _load_codes():
+    """fastdiff/_codes.py as a module, loaded by path (this file may run before the fastdiff package exists)."""
+    spec = importlib.util.spec_from_file_location("_fastdiff_codes", CODES_FILE)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+CODE_DEFINITIONS = _load_codes().compile_definitions()  # -DFASTDIFF_PRECOND_EDM=0 ... for g++ and nvcc
 
 
 def source_root(package_dir: Path) -> Path | None:
@@ -48,10 +63,12 @@ def sources(root: Path, part: str) -> list[Path]:
 
 
 def sources_hash(root: Path) -> str:
-    """A digest of every file under csrc/, so a build made from other sources is never reused."""
+    """A digest of every file under csrc/ and of the codes they are compiled with (fastdiff/_codes.py), so a build
+    made from other sources or other codes is never reused."""
     digest = hashlib.sha256()
     for path in sorted(p for p in root.rglob("*") if p.is_file() and p.suffix in (".h", ".cpp", ".cu")):
         digest.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes() + b"\0")
+    digest.update(CODES_FILE.name.encode() + b"\0" + CODES_FILE.read_bytes() + b"\0")
     return digest.hexdigest()[:16]
 
 
@@ -71,10 +88,12 @@ def cxx_standard(torch_include: Path) -> str:
 
 
 def compile_args(part: str, standard: str) -> dict[str, list[str]]:
-    """extra_compile_args for `part` with the C++ standard `standard` (e.g. "c++20")."""
+    """extra_compile_args for `part` with the C++ standard `standard` (e.g. "c++20"); every compile gets the
+    preconditioner codes (CODE_DEFINITIONS), which csrc/fastdiff_math.h requires."""
     if part == "cpu":
-        return {"cxx": CXX_FLAGS + [f"-std={standard}"]}
-    return {"cxx": ["-O3", f"-std={standard}"], "nvcc": NVCC_FLAGS + [f"-std={standard}"]}
+        return {"cxx": CXX_FLAGS + [f"-std={standard}"] + CODE_DEFINITIONS}
+    return {"cxx": ["-O3", f"-std={standard}"] + CODE_DEFINITIONS,
+            "nvcc": NVCC_FLAGS + [f"-std={standard}"] + CODE_DEFINITIONS}
 
 
 def _toolkit_at(home: str | os.PathLike | None) -> bool:

@@ -12,14 +12,14 @@ from typing import Callable
 
 import torch
 
+from ._validate import check_choice
+
 NONFINITE = ("warn", "raise", "ignore")
 
 
 def check_nonfinite(nonfinite) -> str:
     """What to do when NaN or inf appear: "warn" (a RuntimeWarning), "raise" (FloatingPointError) or "ignore"."""
-    if not isinstance(nonfinite, str) or nonfinite not in NONFINITE:
-        raise ValueError(f"nonfinite: expected one of {', '.join(map(repr, NONFINITE))}, got {nonfinite!r}")
-    return nonfinite
+    return check_choice("nonfinite", nonfinite, NONFINITE)
 
 
 class NonfiniteCheck:

@@ -91,3 +91,42 @@ def check_output(name: str, out, like: torch.Tensor, what: str) -> torch.Tensor:
     if out.device != like.device:
         raise ValueError(f"{name}: expected {what} to return a tensor on {like.device}, got one on {out.device}")
     return out
+
+
+def check_choice(name: str, value, accepted, *, allow_none: bool = False):
+    """One of the `accepted` names (a string; None too when allow_none), returned as it is."""
+    if (value is None and allow_none) or (isinstance(value, str) and value in accepted):
+        return value
+    options = ", ".join(map(repr, accepted)) + (" or None" if allow_none else "")
+    raise ValueError(f"{name}: expected one of {options}, got {value!r}")
+
+
+def check_bool(name: str, value) -> bool:
+    """True or False (not 0, 1 or another truthy value)."""
+    if not isinstance(value, bool):
+        raise TypeError(f"{name}: expected True or False, got {value!r}")
+    return value
+
+
+def as_float_tensor(value) -> torch.Tensor:
+    """A time or noise level as a floating tensor: floating tensors as they are, integer tensors and Python numbers
+    (or sequences of them) in float64, never float32."""
+    if isinstance(value, torch.Tensor) and value.is_floating_point():
+        return value
+    return torch.as_tensor(value, dtype=torch.float64)
+
+
+def check_floating(name: str, t) -> None:
+    """A floating-point tensor with a batch dimension, [B, ...]."""
+    if not isinstance(t, torch.Tensor) or not t.is_floating_point() or t.ndim < 1:
+        got = f"{t.dtype} tensor of shape {tuple(t.shape)}" if isinstance(t, torch.Tensor) else type(t).__name__
+        raise TypeError(f"{name}: expected a floating-point tensor of shape [B, ...], got {got}")
+
+
+def check_like(name: str, t, like: torch.Tensor) -> None:
+    """A floating-point tensor of like's shape on like's device."""
+    check_floating(name, t)
+    if t.shape != like.shape:
+        raise ValueError(f"{name}: expected the shape {tuple(like.shape)}, got {tuple(t.shape)}")
+    if t.device != like.device:
+        raise ValueError(f"{name}: expected a tensor on {like.device}, got one on {t.device}")

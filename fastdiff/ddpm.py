@@ -24,13 +24,14 @@ from ._memory import require_memory
 from ._nonfinite import check_nonfinite
 from .ops.backends import check_name, resolve
 from .loss import DDPMLoss
-from .precond import Precond, _as_sigma_tensor, nearest_level
+from .precond import Precond, nearest_level
 from .ops.reference.skip_mix import compute_dtype, per_sample
 from .rng import draw_seeds, seeds_tensor
 from .sampling.loop import SamplingLoop
 from .sampling.plan import StepPlan, ancestral_plan
 from .schedules import BETA_SCHEDULES, ddpm_betas
-from ._validate import check_int, check_output, check_real
+from ._validate import as_float_tensor, check_int, check_output, check_real
+from ._validate import check_floating as _check_state, check_like as _check_like
 
 VARIANCES = ("fixedlarge", "fixedsmall")
 TABLE_BYTES_PER_TIMESTEP = 64  # at least: DDPM's eight float64 tables of num_timesteps values
@@ -357,7 +358,7 @@ class DDPMPrecond(Precond):
 
     def round_sigma(self, sigma):
         """Snap each sigma to the nearest level sigma_t (keeps the shape; float64 for non-float input)."""
-        sigma = _as_sigma_tensor(sigma)
+        sigma = as_float_tensor(sigma)
         return self.levels_on(sigma.device)[self.sigma_index(sigma)].to(sigma.dtype)
 
     def input_coefficients(self, sigma):
@@ -371,19 +372,6 @@ def _plan(t: torch.Tensor, a: torch.Tensor, **coefficients: torch.Tensor) -> DDP
     values = {name: tuple(value.tolist()) for name, value in coefficients.items()}
     return DDPMStepPlan(t=tuple(t.tolist()), sqrt_recip_a=tuple((1 / a).sqrt().tolist()),
                         sqrt_recipm1_a=tuple((1 / a - 1).sqrt().tolist()), **values)
-
-
-def _check_state(name: str, x) -> None:
-    if not isinstance(x, torch.Tensor) or not x.is_floating_point() or x.ndim < 1:
-        got = f"{x.dtype} tensor of shape {tuple(x.shape)}" if isinstance(x, torch.Tensor) else type(x).__name__
-        raise TypeError(f"{name}: expected a floating-point tensor of shape [B, ...], got {got}")
-
-
-def _check_like(name: str, x, like: torch.Tensor) -> None:
-    _check_state(name, x)
-    if x.shape != like.shape or x.device != like.device:
-        raise ValueError(f"{name}: expected a tensor of shape {tuple(like.shape)} on {like.device}, got shape "
-                         f"{tuple(x.shape)} on {x.device}")
 
 
 def _check_sampling_inputs(eps_model, latents, randn_like, seeds, clip_denoised, class_labels) -> torch.dtype:

@@ -22,10 +22,10 @@ import torch
 
 from . import ops
 from .ops.backends import prepare, resolve
-from .precond import Precond, vp_sigma
+from .precond import Precond
 from .ops.reference.skip_mix import compute_dtype, per_sample
 from .rng import LOSS_NOISE_OFFSET, LOSS_SIGMA_OFFSET, MAX_SEED, draw_seeds, seeds_tensor
-from .schedules import ddpm_alphas_cumprod
+from .schedules import ddpm_alphas_cumprod, vp_sigma
 from ._validate import check_below, check_int, check_output, check_positive, check_real, check_unit_interval
 
 log = logging.getLogger("fastdiff")

@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._validate import check_int, check_positive, check_real
+from ._validate import check_bool, check_choice, check_int, check_positive, check_real
 
 __all__ = ["MLP", "UNet"]
 
@@ -40,12 +40,6 @@ SKIP_SCALE = 1 / math.sqrt(2)  # DDPM++ scales each residual sum by 1/sqrt(2) so
 
 # --------------------------------------------------------------------------------------------------------------
 # Argument checks (host side, at construction or on tensor metadata)
-
-def _check_choice(name: str, value, choices: tuple[str, ...]) -> str:
-    if not isinstance(value, str) or value not in choices:
-        raise ValueError(f"{name}: expected one of {', '.join(map(repr, choices))}, got {value!r}")
-    return value
-
 
 def _check_probability(name: str, value, *, allow_one: bool) -> float:
     """A real number in [0, 1] (or [0, 1))."""
@@ -337,11 +331,11 @@ class UNet(nn.Module):
         dropout = _check_probability("dropout", dropout, allow_one=False)
         self.num_classes = check_int("num_classes", num_classes, minimum=0)
         label_dropout = _check_label_dropout(label_dropout, self.num_classes)
-        embedding = _check_choice("embedding", embedding, EMBEDDINGS)
+        embedding = check_choice("embedding", embedding, EMBEDDINGS)
         if num_heads is not None:
             num_heads = check_int("num_heads", num_heads, minimum=1)
         channels_per_head = check_int("channels_per_head", channels_per_head, minimum=1)
-        resample = _check_choice("resample", resample, RESAMPLES)
+        resample = check_choice("resample", resample, RESAMPLES)
         max_positions = check_positive("max_positions", max_positions)
         fourier_scale = check_positive("fourier_scale", fourier_scale)
 
@@ -470,9 +464,8 @@ class MLP(nn.Module):
             raise ValueError(f"embedding_dim: must be even (cos and sin halves), got {embedding_dim}")
         self.num_classes = check_int("num_classes", num_classes, minimum=0)
         label_dropout = _check_label_dropout(label_dropout, self.num_classes)
-        embedding = _check_choice("embedding", embedding, EMBEDDINGS)
-        if not isinstance(residual, bool):
-            raise TypeError(f"residual: expected True or False, got {residual!r}")
+        embedding = check_choice("embedding", embedding, EMBEDDINGS)
+        check_bool("residual", residual)
         max_positions = check_positive("max_positions", max_positions)
         fourier_scale = check_positive("fourier_scale", fourier_scale)
 

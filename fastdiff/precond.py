@@ -9,7 +9,6 @@ float64) whatever dtype F returns.
 from __future__ import annotations
 
 import copy
-import math
 
 import torch
 from torch import nn
@@ -17,7 +16,9 @@ from torch import nn
 from . import ops
 from .ops.backends import prepare
 from .ops.reference.skip_mix import compute_dtype, per_sample, skip_coefficients
-from ._validate import check_below, check_int, check_output, check_positive, check_real, check_unit_interval
+from .schedules import iddpm_alpha_bar, iddpm_levels, vp_sigma, vp_sigma_inv
+from ._validate import (as_float_tensor, check_below, check_int, check_output, check_positive, check_real,
+                        check_unit_interval)
 
 
 class Precond(nn.Module):
@@ -56,7 +57,7 @@ class Precond(nn.Module):
 
     def round_sigma(self, sigma):
         """The noise level the network is evaluated at: the identity for continuous-time preconditioners."""
-        return _as_sigma_tensor(sigma)
+        return as_float_tensor(sigma)
 
     def forward(self, x: torch.Tensor, sigma, class_labels=None) -> torch.Tensor:
         """D(x; sigma) for x of shape [B, ...] and sigma a scalar or of shape [B] (or [B, 1, ..., 1])."""
@@ -153,19 +154,8 @@ class iDDPMPrecond(Precond):
         self.sigma_min = float(self.u[self.M - 1])
         self.sigma_max = float(self.u[0])
 
-    @staticmethod
-    def alpha_bar(j, M: int, C_2: float) -> float:
-        """alpha_bar(j) = sin(pi/2 * j / (M (C_2 + 1)))^2."""
-        return math.sin(0.5 * math.pi * j / M / (C_2 + 1)) ** 2
-
-    @classmethod
-    def discrete_sigmas(cls, M: int, C_1: float, C_2: float) -> torch.Tensor:
-        """u_M = 0; u_{j-1} = sqrt((u_j^2 + 1) / max(alpha_bar(j-1)/alpha_bar(j), C_1) - 1), as float64 [M+1]."""
-        u = [0.0] * (M + 1)
-        for j in range(M, 0, -1):
-            ratio = cls.alpha_bar(j - 1, M, C_2) / cls.alpha_bar(j, M, C_2)
-            u[j - 1] = math.sqrt((u[j] ** 2 + 1) / max(ratio, C_1) - 1)
-        return torch.tensor(u, dtype=torch.float64)
+    alpha_bar = staticmethod(iddpm_alpha_bar)  # alpha_bar(j) = sin(pi/2 * j / (M (C_2 + 1)))^2
+    discrete_sigmas = staticmethod(iddpm_levels)  # discrete_sigmas(M, C_1, C_2): the levels u_0 > ... > u_M = 0
 
     def sigma_index(self, sigma: torch.Tensor) -> torch.Tensor:
         """argmin_j |sigma - u_j| for every element of sigma (ties to the lower j, as argmin)."""
@@ -182,7 +172,7 @@ class iDDPMPrecond(Precond):
 
     def round_sigma(self, sigma):
         """Snap each sigma to the nearest discrete level u_j (keeps the shape; float64 for non-float input)."""
-        sigma = _as_sigma_tensor(sigma)
+        sigma = as_float_tensor(sigma)
         return self.levels_on(sigma.device)[self.sigma_index(sigma)].to(sigma.dtype)
 
     def input_coefficients(self, sigma):
@@ -204,30 +194,6 @@ def nearest_level(sigma: torch.Tensor, levels: torch.Tensor, ties: str = "lower"
     return torch.where(take_lower, lower, upper).reshape(sigma.shape)
 
 
-def vp_sigma(t, beta_d: float, beta_min: float) -> torch.Tensor:
-    """The VP noise level sigma(t) = sqrt(exp(beta_d t^2 / 2 + beta_min t) - 1), with expm1 for small t
-    (docs/formulas.md#vp-noise-level)."""
-    t = torch.as_tensor(t)
-    return torch.expm1(0.5 * beta_d * (t**2) + beta_min * t).sqrt()
-
-
-def vp_sigma_inv(sigma, beta_d: float, beta_min: float) -> torch.Tensor:
-    """The inverse of vp_sigma: t(sigma) = (sqrt(beta_min^2 + 2 beta_d L) - beta_min) / beta_d, L = ln(1 + sigma^2).
-
-    Computed as 2 L / (sqrt(beta_min^2 + 2 beta_d L) + beta_min), the same value without the cancellation
-    that costs float32 several percent at sigma ~ 1e-3.
-    """
-    L = torch.log1p(torch.as_tensor(sigma) ** 2)
-    return 2 * L / ((beta_min**2 + 2 * beta_d * L).sqrt() + beta_min)
-
-
-def _as_sigma_tensor(sigma) -> torch.Tensor:
-    """sigma as a floating tensor: tensors keep their dtype, Python numbers become float64 (never float32)."""
-    if isinstance(sigma, torch.Tensor):
-        return sigma if sigma.is_floating_point() else sigma.to(torch.float64)
-    return torch.tensor(sigma, dtype=torch.float64)
-
-
 def _prepare(x: torch.Tensor, sigma) -> tuple[torch.Tensor, torch.Tensor]:
     """Check x, bring x to the compute dtype and sigma to a [B] tensor in the same dtype and device."""
     if not isinstance(x, torch.Tensor) or not x.is_floating_point():
@@ -235,7 +201,7 @@ def _prepare(x: torch.Tensor, sigma) -> tuple[torch.Tensor, torch.Tensor]:
         raise TypeError(f"x: expected a floating-point tensor of shape [B, ...], got {got}")
     if x.ndim < 1:
         raise ValueError("x: expected shape [B, ...] with a batch dimension, got a 0-d tensor")
-    sigma_t = _as_sigma_tensor(sigma).to(x.device)
+    sigma_t = as_float_tensor(sigma).to(x.device)
     dtype = compute_dtype(x)  # x alone sets the precision: a float64 sigma must not turn a float32 net to float64
     batch = x.shape[0]
     if sigma_t.numel() == 1:

@@ -16,17 +16,15 @@ The normal transform (float32 arithmetic), applied to the pairs (w0, w1) -> lane
 So |z| <= sqrt(48 ln 2) ~= 5.77, and a sample's values depend only on its seed, the offset and the
 element index: never on the batch it is in or the device.
 
-Offsets in use: 0 for latents (`randn`), SAMPLER_OFFSET + i for the sampler's noise at step i, LOSS_NOISE_OFFSET
-and LOSS_SIGMA_OFFSET for a training loss's noise and noise level, fastdiff.sampling.guidance.INPAINT_OFFSET (8 << 32) and
-above for inpainting's noised observation, fastdiff.sde.PROBE_OFFSET (3 << 32) for the likelihood's Hutchinson probes,
-and 9 << 32 to 12 << 32 (plus the step) for SMC inpainting (fastdiff.sampling.guidance.SMC_*_OFFSET).
+Offsets in use: every stream a sample's noise is drawn from is named in STREAMS below, the one registry of offsets;
+a module that draws imports its offset from here.
 """
 from __future__ import annotations
 
 import math
 import numbers
 import operator
-from typing import Sequence
+from typing import NamedTuple, Sequence
 
 import torch
 
@@ -41,9 +39,53 @@ MASK32 = 0xFFFFFFFF
 MAX_SEED = 2**63 - 1
 MAX_OFFSET = 2**64 - 1
 TWO_PI_F32 = float(torch.tensor(2 * math.pi, dtype=torch.float32))
-SAMPLER_OFFSET = 1 << 32  # the sampler's step i draws its churn noise at offset SAMPLER_OFFSET + i
+
+# ----------------------------------------------------------------------------------------------------------------
+# The stream offsets: the one place that says which part of a sample's stream each kind of draw uses. Each named
+# stream lies within one value of the offset's high word; one that adds a step index i (or a draw count k) to its
+# start has room for runs of up to MAX_STEPS steps, far more than any run can take or hold tables for
+# (tests/test_rng.py checks that the ranges below do not overlap). The numbers are part of every result: changing
+# one changes what every seed draws.
+# ----------------------------------------------------------------------------------------------------------------
+STREAM_SPAN = 1 << 32  # the offsets one high word holds
+MAX_STEPS = STREAM_SPAN - 1  # steps (or draws) a stepped stream has room for: i < MAX_STEPS, and SMC's final pick at + N
+LATENTS_OFFSET = 0  # fastdiff.randn's default: latents, SDE.prior_sampling, a GraphedSampler's omitted latents
+SAMPLER_OFFSET = 1 << 32  # + i: the sampler's noise at step i (EDM churn, ancestral, DDPM/DDIM); + k: pc_sample's k-th draw
 LOSS_NOISE_OFFSET = 2 << 32  # a training loss draws its noise n at this offset of each sample's stream
 LOSS_SIGMA_OFFSET = (2 << 32) + 1  # ... and the normal behind its noise level (or time step) here
+PROBE_OFFSET = 3 << 32  # the likelihood's Hutchinson probe (fastdiff.sde.likelihood)
+INPAINT_OFFSET = 8 << 32  # replacement inpainting's observation noise: + 0 for noise="fixed"; noise="level" draws at
+#                           + 1 + (the float32 bit pattern of sigma), below 2^32, so within this high word
+SMC_OBSERVATION_OFFSET = 9 << 32  # + i: SMC inpainting's z_i of the observation's forward increment sigma_{i+1} -> sigma_i
+SMC_PROPOSAL_OFFSET = 10 << 32  # + i: the proposal noise of the sample's K particles, shape [K, ...]
+SMC_RESAMPLE_OFFSET = 11 << 32  # + i: the normal behind step i's resampling uniform; + N: the final pick
+SMC_LATENTS_OFFSET = 12 << 32  # the initial noise of particles 1..K-1, shape [K - 1, ...] (particle 0: the latents)
+
+
+class Stream(NamedTuple):
+    """A named part of every sample's stream: the offsets start .. start + size - 1, and who draws there."""
+
+    name: str
+    start: int
+    size: int  # how many consecutive offsets it may use: 1 for a single draw, more where a step index is added
+    drawn_by: str
+
+
+STREAMS = (
+    Stream("latents", LATENTS_OFFSET, 1, "fastdiff.randn (default offset), SDE.prior_sampling, GraphedSampler"),
+    Stream("sampler", SAMPLER_OFFSET, MAX_STEPS, "fastdiff.sample, sample_general, DDPM.sample/ddim_sample (+ step i); "
+           "pc_sample (+ draw k)"),
+    Stream("loss noise", LOSS_NOISE_OFFSET, 1, "the training losses' n (fastdiff.loss, ops.loss_input/loss_error)"),
+    Stream("loss sigma", LOSS_SIGMA_OFFSET, 1, "the training losses' noise level or time step (fastdiff.loss)"),
+    Stream("likelihood probe", PROBE_OFFSET, 1, "fastdiff.sde.likelihood's Hutchinson probe"),
+    Stream("inpainting observation", INPAINT_OFFSET, STREAM_SPAN, "Inpainting: noise='fixed' at + 0, noise='level' at "
+           "+ 1 + float32 bits of sigma"),
+    Stream("smc observation", SMC_OBSERVATION_OFFSET, MAX_STEPS, "inpaint(method='smc'): the observation path (+ i)"),
+    Stream("smc proposal", SMC_PROPOSAL_OFFSET, MAX_STEPS, "inpaint(method='smc'): the particles' proposals (+ i)"),
+    Stream("smc resample", SMC_RESAMPLE_OFFSET, MAX_STEPS + 1, "inpaint(method='smc'): resampling (+ i), the final "
+           "pick (+ N)"),
+    Stream("smc latents", SMC_LATENTS_OFFSET, 1, "inpaint(method='smc'): particles 1..K-1's initial noise"),
+)
 
 
 def _mulhilo32(a: int, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -30,15 +30,16 @@ import torch
 from . import ops
 from ._memory import on_devices, require_memory
 from ._nonfinite import NonfiniteCheck, check_nonfinite
-from ._validate import check_below, check_int, check_output, check_positive, check_real, check_shape
-from .rng import SAMPLER_OFFSET, draw_seeds, seeds_tensor
+from ._validate import (as_float_tensor, check_below, check_bool, check_choice, check_int, check_output, check_positive,
+                        check_real, check_shape)
+from .schedules import linear_beta, linear_beta_integral, linear_discrete_betas, smld_levels, smld_sigma
+from .rng import PROBE_OFFSET, SAMPLER_OFFSET, draw_seeds, seeds_tensor
 
 PREDICTORS = ("reverse_diffusion", "euler_maruyama", "ancestral")
 CORRECTORS = ("langevin", "ald")
 LANGEVIN_NORMS = ("batch", "sample")
 PROBES = ("rademacher", "gaussian")
 ADAPTIVE_RK = ("dopri8", "dopri5", "bosh3", "fehlberg2", "adaptive_heun")  # torchdiffeq's solvers that take step_t
-PROBE_OFFSET = 3 << 32  # likelihood's Hutchinson probe: each sample's stream at this offset
 LEVEL_ULPS = 4  # level(t) allows t this many ulps (of t's dtype) below a level, e.g. a float32 t on the grid
 
 
@@ -96,7 +97,7 @@ class SDE:
     def level(self, t) -> torch.Tensor:
         """The discrete level i = floor(t (N - 1) / T) of time t (int64, clamped to [0, N-1]), in float64, allowing
         t LEVEL_ULPS ulps of its dtype below a level so that a rounded t on a level maps to that level."""
-        t = _as_time(t)
+        t = as_float_tensor(t)
         slack = LEVEL_ULPS * torch.finfo(t.dtype).eps * (self.N - 1)
         i = torch.floor(t.to(torch.float64) * (self.N - 1) / self.T + slack)
         return i.clamp(0, self.N - 1).to(torch.int64)
@@ -110,7 +111,7 @@ class SDE:
 
     def langevin_alpha(self, t) -> torch.Tensor:
         """alpha_i of the Langevin correctors' step 2 alpha_i (snr ...)^2: 1 except for the beta schedules."""
-        return torch.ones_like(_as_time(t), dtype=torch.float64)
+        return torch.ones_like(as_float_tensor(t), dtype=torch.float64)
 
     def reverse(self, score_fn, probability_flow: bool = False) -> "ReverseSDE":
         """The reverse-time SDE dx = [f - g^2 score] dt + g dw_bar, or with probability_flow=True the probability-flow
@@ -158,12 +159,11 @@ class VESDE(SDE):
 
     def _make_tables(self, name: str = "N") -> None:
         # sigma_i = sigma(i / (N - 1)), i = 0..N-1: the levels of SMLD's noise-conditional score network
-        self.discrete_sigmas = torch.linspace(math.log(self.sigma_min), math.log(self.sigma_max), self.N,
-                                              dtype=torch.float64).exp()
+        self.discrete_sigmas = smld_levels(self.N, self.sigma_min, self.sigma_max)
 
     def sigma(self, t) -> torch.Tensor:
         """sigma(t) = sigma_min (sigma_max / sigma_min)^t."""
-        return self.sigma_min * (self.sigma_max / self.sigma_min) ** _as_time(t)
+        return smld_sigma(t, self.sigma_min, self.sigma_max)
 
     def sde(self, x, t):
         """f = 0, g(t) = sigma(t) sqrt(2 ln(sigma_max / sigma_min))."""
@@ -172,7 +172,7 @@ class VESDE(SDE):
 
     def marginal_coefficients(self, t):
         """s = 1, std = sigma(t)."""
-        t = _as_time(t)
+        t = as_float_tensor(t)
         return torch.ones_like(t), self.sigma(t)
 
     def discretize(self, x, t):
@@ -215,17 +215,16 @@ class _LinearBetaSDE(SDE):
             raise ValueError(f"{name}: the discrete betas beta(t) / N reach beta_max / N = {self.beta_max / self.N:g}, "
                              f"but alpha_i = 1 - beta_i must stay positive; use more than {self.beta_max:g} levels, "
                              f"got {self.N}")
-        self.discrete_betas = torch.linspace(self.beta_min / self.N, self.beta_max / self.N, self.N, dtype=torch.float64)
+        self.discrete_betas = linear_discrete_betas(self.N, self.beta_min, self.beta_max)
         self.alphas = 1.0 - self.discrete_betas
 
     def beta(self, t) -> torch.Tensor:
         """beta(t) = beta_min + t (beta_max - beta_min)."""
-        return self.beta_min + _as_time(t) * (self.beta_max - self.beta_min)
+        return linear_beta(t, self.beta_min, self.beta_max)
 
     def beta_integral(self, t) -> torch.Tensor:
         """int_0^t beta(s) ds = beta_min t + (beta_max - beta_min) t^2 / 2."""
-        t = _as_time(t)
-        return self.beta_min * t + 0.5 * (self.beta_max - self.beta_min) * t**2
+        return linear_beta_integral(t, self.beta_min, self.beta_max)
 
     def langevin_alpha(self, t) -> torch.Tensor:
         """alpha_i = 1 - beta_i at t's level."""
@@ -285,17 +284,10 @@ def _require_level_memory(name: str, N: int) -> None:
                    "use fewer levels")
 
 
-def _as_time(t) -> torch.Tensor:
-    """t as a floating tensor: floating tensors as they are, Python numbers and integer tensors in float64."""
-    if isinstance(t, torch.Tensor) and t.is_floating_point():
-        return t
-    return torch.as_tensor(t, dtype=torch.float64)
-
-
 def _time(t, x: torch.Tensor) -> torch.Tensor:
     """t as a floating tensor [B] on x's device (a scalar is given to every sample), in x's (at least float32) dtype."""
     dtype = torch.promote_types(x.dtype, torch.float32)
-    t = _as_time(t).to(device=x.device, dtype=dtype)
+    t = as_float_tensor(t).to(device=x.device, dtype=dtype)
     if t.numel() == 1:
         return t.reshape(1).expand(x.shape[0])
     if t.numel() != x.shape[0]:
@@ -322,8 +314,7 @@ class ReverseSDE:
     def __init__(self, forward: SDE, score_fn, probability_flow: bool = False):
         _check_sde(forward)
         _check_score_fn(score_fn)
-        if not isinstance(probability_flow, bool):
-            raise TypeError(f"probability_flow: expected True or False, got {probability_flow!r}")
+        check_bool("probability_flow", probability_flow)
         self.forward, self.score_fn, self.probability_flow = forward, score_fn, probability_flow
 
     @property
@@ -431,8 +422,8 @@ def pc_sample(sde: SDE, score_fn, x_T: torch.Tensor | None = None, predictor="re
     _check_score_fn(score_fn)
     start, scale, start_name = _prior_start(sde, x_T, latents)
     state_dtype = _check_latents(start, start_name)
-    _check_choice("predictor", predictor, PREDICTORS)
-    _check_choice("corrector", corrector, CORRECTORS)
+    check_choice("predictor", predictor, PREDICTORS, allow_none=True)
+    check_choice("corrector", corrector, CORRECTORS, allow_none=True)
     if predictor is None and corrector is None:
         raise ValueError("predictor: expected a predictor, a corrector or both, got predictor=None and corrector=None")
     if predictor == "ancestral" and not hasattr(sde, "ancestral_step"):
@@ -440,7 +431,7 @@ def pc_sample(sde: SDE, score_fn, x_T: torch.Tensor | None = None, predictor="re
                          "use 'reverse_diffusion' or 'euler_maruyama'")
     snr = check_positive("snr", snr)
     n_steps = check_int("n_steps", n_steps, minimum=1)
-    _check_choice("langevin_norms", langevin_norms, LANGEVIN_NORMS, allow_none=False)
+    check_choice("langevin_norms", langevin_norms, LANGEVIN_NORMS)
     check_nonfinite(nonfinite)
     unused = {None: {"snr": (snr, 0.16), "n_steps": (n_steps, 1), "langevin_norms": (langevin_norms, "batch")},
               "ald": {"langevin_norms": (langevin_norms, "batch")}}.get(corrector, {})
@@ -449,7 +440,7 @@ def pc_sample(sde: SDE, score_fn, x_T: torch.Tensor | None = None, predictor="re
             raise ValueError(f"{name}: corrector={corrector!r} does not use it, got {name}={value!r}; "
                              f"it sets the Langevin corrector{'s' if name != 'langevin_norms' else ''}")
     eps = _check_eps(eps, sde)
-    _check_bool("denoise", denoise)
+    check_bool("denoise", denoise)
     _require_pc_memory(sde, num_steps, n_steps if corrector else 0, predictor is not None, start, state_dtype)
     if num_steps is not None:
         sde = sde.with_steps(num_steps, name="num_steps")
@@ -620,7 +611,7 @@ def ode_sample(sde: SDE, score_fn, x_T: torch.Tensor | None = None, rtol: float 
     state_dtype = _check_latents(start, start_name)
     rtol, atol = check_positive("rtol", rtol), check_positive("atol", atol)
     eps = _check_eps(eps, sde)
-    _check_bool("denoise", denoise)
+    check_bool("denoise", denoise)
     finite_check = NonfiniteCheck(nonfinite, 1 + denoise, state_dtype, start.device)  # the integration, denoising
     rsde = sde.reverse(score_fn, probability_flow=True)
     batch, nfe = start.shape[0], 0
@@ -683,8 +674,8 @@ def likelihood(sde: SDE, score_fn, x: torch.Tensor, exact_divergence: bool = Fal
     _check_sde(sde)
     _check_score_fn(score_fn)
     state_dtype = _check_latents(x, "x")
-    _check_bool("exact_divergence", exact_divergence)
-    _check_choice("probe", probe, PROBES, allow_none=False)
+    check_bool("exact_divergence", exact_divergence)
+    check_choice("probe", probe, PROBES)
     if exact_divergence and (probe != "rademacher" or seeds is not None):
         name, value = ("probe", probe) if probe != "rademacher" else ("seeds", seeds)
         raise ValueError(f"{name}: exact_divergence=True uses no Hutchinson probe, got {name}={value!r}; "
@@ -813,13 +804,6 @@ def _check_latents(latents, name: str = "latents") -> torch.dtype:
     return torch.float64 if latents.dtype == torch.float64 else torch.float32
 
 
-def _check_choice(name: str, value, accepted: tuple, allow_none: bool = True) -> None:
-    if (value is None and allow_none) or (isinstance(value, str) and value in accepted):
-        return
-    options = ", ".join(map(repr, accepted)) + (" or None" if allow_none else "")
-    raise ValueError(f"{name}: expected one of {options}, got {value!r}")
-
-
 def _check_eps(eps, sde: SDE) -> float:
     """The final (or, for likelihood, initial) time: in (0, T); None means sde.sampling_eps."""
     if eps is None:
@@ -828,8 +812,3 @@ def _check_eps(eps, sde: SDE) -> float:
     if not eps < sde.T:
         raise ValueError(f"eps: must be below T = {sde.T}, got {eps}")
     return eps
-
-
-def _check_bool(name: str, value) -> None:
-    if not isinstance(value, bool):
-        raise TypeError(f"{name}: expected True or False, got {value!r}")

@@ -1,14 +1,20 @@
-"""Comparison helpers for tests: the one place where fastdiff's tolerances live.
+"""Helpers for tests: the one place where fastdiff's tolerances, its distribution check on the ring and the list
+of compiled backends under test live (tests/conftest.py turns the latter into fixtures).
 
 Tolerances are per dtype of the result being checked. A failed comparison names the worst element, its
 index and both values, so a kernel bug can be found from the message alone.
 """
 from __future__ import annotations
 
+import contextlib
 import math
+from typing import NamedTuple
 
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
+
+from .metrics import sliced_wasserstein
+from .mixture import GaussianMixture
 
 # (rtol, atol) of a result computed in the given dtype against a float64 (or same-dtype) reference.
 TOLERANCES = {
@@ -128,3 +134,100 @@ class SyncCounter(TorchDispatchMode):
         if name in self.HOST_TO_DEVICE:
             self.host_to_device.append(name)
         return func(*args, **(kwargs or {}))
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The distribution check: samples of the 8-mode ring against an exact draw, relative to the oracle's noise floor.
+# ---------------------------------------------------------------------------------------------------------
+
+RING_FLOOR_FACTOR = 2.5  # pass: sliced W1 to an exact draw < 2.5x the floor (each test file says what it measured)
+
+
+class RingProblem(NamedTuple):
+    """The ring mixture, an exact reference draw, the noise floor, latents [n, 2] and one seed per sample."""
+
+    mix: GaussianMixture
+    reference: torch.Tensor
+    floor: float
+    latents: torch.Tensor
+    seeds: torch.Tensor | list
+
+
+def ring_problem(num_samples: int, seed: int = 1234, *, floor: str = "pairs", latents_dtype=torch.float32,
+                 seeds_as_list: bool = False) -> RingProblem:
+    """The ring and everything a distribution check on it needs, all drawn from one torch generator seeded `seed`,
+    in this order: the reference, the floor's draws, the latents, the seeds (in [0, 2^62)).
+
+    floor "pairs": the mean sliced W1 of 4 pairs of exact draws; "reference": the mean sliced W1 of 8 exact draws to
+    the reference (so an unlucky reference raises the floor with the distance).
+    """
+    mix = GaussianMixture.ring()
+    g = torch.Generator().manual_seed(seed)
+    reference = mix.sample(num_samples, generator=g)
+    if floor == "pairs":
+        noise_floor = sum(sliced_wasserstein(mix.sample(num_samples, generator=g), mix.sample(num_samples, generator=g))
+                          for _ in range(4)) / 4
+    elif floor == "reference":
+        noise_floor = sum(sliced_wasserstein(mix.sample(num_samples, generator=g), reference) for _ in range(8)) / 8
+    else:
+        raise ValueError(f"floor: expected 'pairs' or 'reference', got {floor!r}")
+    latents = torch.randn(num_samples, 2, generator=g, dtype=latents_dtype)
+    seeds = torch.randint(0, 2**62, (num_samples,), generator=g)
+    return RingProblem(mix, reference, noise_floor, latents, seeds.tolist() if seeds_as_list else seeds)
+
+
+def ring_distance(mix: GaussianMixture, x: torch.Tensor, reference: torch.Tensor, floor: float,
+                  label: str) -> tuple[float, torch.Tensor]:
+    """(sliced W1 of the samples x to the reference, the fraction of samples nearest each mode), printed with the
+    ratio to the floor so that a run's log shows the margin."""
+    distance = sliced_wasserstein(x, reference)
+    nearest = torch.cdist(x.to(torch.float64), mix.means).argmin(dim=1)
+    fractions = torch.bincount(nearest, minlength=mix.means.shape[0]).to(torch.float64) / x.shape[0]
+    print(f"{label}: SW={distance:.4f} floor={floor:.4f} ratio={distance / floor:.2f} "
+          f"fractions={[round(f, 4) for f in fractions.tolist()]}")
+    return distance, fractions
+
+
+def check_reproduces_ring(mix: GaussianMixture, x: torch.Tensor, reference: torch.Tensor, floor: float, label: str,
+                          factor: float = RING_FLOOR_FACTOR) -> tuple[float, torch.Tensor]:
+    """Assert that samples x reproduce the ring: finite, sliced W1 to the reference below `factor` times the floor,
+    and each mode's share of the samples within 4.5 standard errors of 1/8. Returns ring_distance's values."""
+    distance, fractions = ring_distance(mix, x, reference, floor, label)
+    assert bool(torch.isfinite(x).all()), f"{label}: non-finite samples"
+    assert distance < factor * floor, (label, distance, floor)
+    p = 1.0 / 8
+    se = math.sqrt(p * (1 - p) / x.shape[0])
+    assert bool(((fractions - p).abs() < 4.5 * se).all()), (label, fractions)
+    return distance, fractions
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Backends and threads.
+# ---------------------------------------------------------------------------------------------------------
+
+TRITON_DEVICE = "cuda" if torch.cuda.is_available() else "cpu"  # without a GPU, Triton runs in its interpreter
+BACKEND_DEVICES = {"triton": TRITON_DEVICE, "cpu": "cpu", "cuda": "cuda"}  # the device each compiled backend runs on
+
+
+def compiled_backend_params() -> list[str]:
+    """The compiled backends the op tests run on, as fixture parameters: "triton", "cpu-1-thread" (the C++ kernels
+    with torch's threads set to 1), and "cuda" wherever the C++ CUDA part is built and a GPU is present."""
+    from .ops import backends
+
+    params = ["triton", "cpu-1-thread"]
+    if torch.cuda.is_available():
+        probe = torch.empty(1, device="cuda")
+        if not backends.reasons("cuda", probe, (probe,)):
+            params.append("cuda")
+    return params
+
+
+@contextlib.contextmanager
+def torch_threads(count: int):
+    """torch's intra-op thread count set to `count` inside the block, restored after it."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)

@@ -32,7 +32,7 @@ from ._version import __version__
 from .ops.backends import check_name
 from .loss import EDMLoss, VELoss, VPLoss
 from .precond import EDMPrecond, Precond, VEPrecond, VPPrecond
-from ._validate import check_int, check_positive, check_real
+from ._validate import check_choice, check_int, check_positive, check_real
 
 PRECONDS = {"edm": (EDMPrecond, EDMLoss), "vp": (VPPrecond, VPLoss), "ve": (VEPrecond, VELoss)}
 PRECISIONS = ("fp32", "bf16")
@@ -81,9 +81,9 @@ class TrainConfig:
 
     def check(self) -> "TrainConfig":
         """Validate every field; errors name the field, the value and what is accepted."""
-        _check_choice("precond", self.precond, tuple(PRECONDS))
-        _check_choice("net", self.net, NETS)
-        _check_choice("precision", self.precision, PRECISIONS)
+        check_choice("precond", self.precond, tuple(PRECONDS))
+        check_choice("net", self.net, NETS)
+        check_choice("precision", self.precision, PRECISIONS)
         check_name(self.backend)
         for name in ("steps", "batch_size", "checkpoint_every", "sample_every", "log_every", "keep_checkpoints", "num_grid"):
             check_int(name, getattr(self, name), minimum=1 if name not in ("steps",) else 0)
@@ -607,12 +607,6 @@ def _check_device(device) -> None:
         raise ValueError(f"device: {device!r} asked for, but there are {torch.cuda.device_count()} CUDA devices")
     if parsed.type not in ("cpu", "cuda"):
         raise ValueError(f"device: expected 'auto', 'cpu', 'cuda' or 'cuda:N', got {device!r}")
-
-
-def _check_choice(name: str, value, choices: tuple[str, ...]) -> str:
-    if value not in choices:
-        raise ValueError(f"{name}: expected one of {', '.join(map(repr, choices))}, got {value!r}")
-    return value
 
 
 class _Progress:

@@ -2,11 +2,46 @@
 
 TRITON_INTERPRET must be set before triton is first imported, which is why it is set here, at collection.
 On a machine with a GPU the same tests run the compiled kernels on CUDA tensors.
+
+The fixtures shared by several test files live here; reusable test functions (tolerances, the ring's distribution
+check, the list of compiled backends) in fastdiff.testing.
 """
 import os
 
+import pytest
 import torch
 
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
 os.environ.pop("FASTDIFF_BACKEND", None)  # the tests choose their backends themselves
+
+import torch._functorch.config as functorch_config  # noqa: E402
+
+from fastdiff.testing import compiled_backend_params, torch_threads  # noqa: E402
+
+
+@pytest.fixture(params=compiled_backend_params())
+def backend(request):
+    """A compiled backend (tests/test_fused_ops.py, tests/test_fused_loss.py): "triton", the C++ CPU kernels with
+    torch's thread count set to 1 (restored afterwards: small inputs run on one thread anyway, and the thread tests
+    set 2 themselves), and "cuda" where it is built. A test that parametrizes `backend` itself overrides this."""
+    name, _, threads = request.param.partition("-")
+    if not threads:
+        yield name
+        return
+    with torch_threads(int(threads[0])):
+        yield name
+
+
+@pytest.fixture
+def opaque_triton_ops():
+    """Keep triton_ops opaque to AOTAutograd: the interpreter cannot run a kernel on fake tensors.
+
+    On a GPU, torch.compile decomposes triton_ops into their kernels; under TRITON_INTERPRET=1 that tracing
+    would execute the interpreted kernel on FakeTensors, so the tests check the op-level path instead.
+    """
+    if torch.cuda.is_available():
+        yield
+        return
+    with functorch_config.patch(decompose_custom_triton_ops=False):
+        yield

@@ -115,7 +115,8 @@ def test_vectorized_kernels_use_128_bit_accesses(ptx):
 
 
 def test_cuda_binding_compiles_against_torch_headers(tmp_path):
-    """csrc/cuda/bindings.cpp (built only with a CUDA torch) compiles for syntax against torch's headers."""
+    """csrc/cuda/bindings.cpp (built only with a CUDA torch) compiles for syntax against torch's headers, with the
+    C++ flags setup.py gives it (the preconditioner codes among them)."""
     cxx = shutil.which("g++") or shutil.which("c++")
     assert cxx, "no C++ compiler"
     torch_include = Path(torch.__file__).parent / "include"
@@ -123,6 +124,7 @@ def test_cuda_binding_compiles_against_torch_headers(tmp_path):
     stub.parent.mkdir(parents=True)
     stub.write_text("#pragma once\n")
     cuda_include = CUDA_ROOT / "include"
-    run([cxx, "-fsyntax-only", f"-std={STANDARD}", "-DTORCH_EXTENSION_NAME=_C_cuda", f"-I{CSRC}", f"-I{tmp_path}",
+    run([cxx, "-fsyntax-only", *_build.compile_args("cuda", STANDARD)["cxx"], "-DTORCH_EXTENSION_NAME=_C_cuda",
+         f"-I{CSRC}", f"-I{tmp_path}",
          f"-I{torch_include}", f"-I{torch_include / 'torch' / 'csrc' / 'api' / 'include'}",
          f"-I{sysconfig.get_paths()['include']}", f"-I{cuda_include}", str(CSRC / "cuda" / "bindings.cpp")])

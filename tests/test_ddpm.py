@@ -15,10 +15,10 @@ import pytest
 import torch
 
 import fastdiff
+from fastdiff import testing
 from fastdiff.testing import SyncCounter
 from fastdiff import backends, ops
 from fastdiff.ddpm import DDPM, DDPMPrecond
-from fastdiff.metrics import sliced_wasserstein
 from fastdiff.precond import iDDPMPrecond
 from fastdiff.rng import SAMPLER_OFFSET
 from fastdiff.testing import assert_close, assert_equal
@@ -482,24 +482,7 @@ FLOOR_FACTOR = 2.5
 @pytest.fixture(scope="module")
 def ring_problem():
     """The ring, an exact reference draw, the noise floor (mean SW of 8 exact draws to the reference), latents, seeds."""
-    mix = fastdiff.GaussianMixture.ring()
-    g = torch.Generator().manual_seed(1234)
-    reference = mix.sample(NUM_SAMPLES, generator=g)
-    floor = sum(sliced_wasserstein(mix.sample(NUM_SAMPLES, generator=g), reference) for _ in range(8)) / 8
-    latents = torch.randn(NUM_SAMPLES, 2, generator=g)
-    seeds = torch.randint(0, 2**62, (NUM_SAMPLES,), generator=g)
-    return mix, reference, floor, latents, seeds
-
-
-def check_reproduces_ring(mix, x, reference, floor, label):
-    distance = sliced_wasserstein(x, reference)
-    nearest = torch.cdist(x.to(F64), mix.means).argmin(dim=1)
-    fractions = torch.bincount(nearest, minlength=8).to(F64) / x.shape[0]
-    print(f"{label}: SW={distance:.4f} floor={floor:.4f} ratio={distance / floor:.2f}")
-    assert bool(torch.isfinite(x).all())
-    assert distance < FLOOR_FACTOR * floor, (label, distance, floor)
-    se = math.sqrt(1 / 8 * 7 / 8 / x.shape[0])
-    assert bool(((fractions - 1 / 8).abs() < 4.5 * se).all()), (label, fractions)
+    return testing.ring_problem(NUM_SAMPLES, 1234, floor="reference")
 
 
 # (schedule, sampler, arguments) with the largest ratio to the floor measured over 8 seed sets (3 for T = 1000).
@@ -534,7 +517,7 @@ def test_samplers_reproduce_the_ring(ring_problem, schedule, sampler, kwargs):
     ddpm = DDPM(beta_schedule=schedule)
     x = run_sampler(ddpm, mixture_eps_model(mix, ddpm), sampler, latents, seeds, kwargs)
     assert x.shape == latents.shape and x.dtype == latents.dtype
-    check_reproduces_ring(mix, x, reference, floor, f"{schedule} {sampler} {kwargs}")
+    testing.check_reproduces_ring(mix, x, reference, floor, f"{schedule} {sampler} {kwargs}", FLOOR_FACTOR)
 
 
 @pytest.mark.parametrize("sampler, kwargs", [
@@ -547,8 +530,7 @@ def test_distribution_check_detects_too_few_steps(ring_problem, sampler, kwargs)
     mix, reference, floor, latents, seeds = ring_problem
     ddpm = DDPM()
     x = run_sampler(ddpm, mixture_eps_model(mix, ddpm), sampler, latents, seeds, kwargs)
-    distance = sliced_wasserstein(x, reference)
-    print(f"{sampler} {kwargs}: SW={distance:.4f} floor={floor:.4f} ratio={distance / floor:.2f}")
+    distance, _ = testing.ring_distance(mix, x, reference, floor, f"{sampler} {kwargs}")
     assert distance > 1.5 * FLOOR_FACTOR * floor, (sampler, kwargs, distance, floor)
 
 
@@ -716,7 +698,7 @@ DDPM20 = DDPM(20, beta_start=1e-3, beta_end=0.4)
      r"^t: expected one integer time step per sample \(shape \[4\]\), got torch.float32"),
     (lambda: DDPM20.q_sample(LATENTS, torch.tensor([0, 1]), LATENTS), ValueError, r"^t: expected one integer time step"),
     (lambda: DDPM20.q_sample(LATENTS, torch.zeros(4, dtype=torch.int64), LATENTS[:2]), ValueError,
-     r"^noise: expected a tensor of shape \(4, 2, 3, 5\)"),
+     r"^noise: expected the shape \(4, 2, 3, 5\), got \(2, 2, 3, 5\)"),
     (lambda: DDPM20.q_posterior(LATENTS, LATENTS[..., :2], torch.zeros(4, dtype=torch.int64)), ValueError, r"^x_t: expected"),
     (lambda: DDPM20.q_sample([1.0], [0], [1.0]), TypeError, r"^x0: expected a floating-point tensor"),
     (lambda: DDPM20.denoiser(3), TypeError, r"^model: expected a callable"),

@@ -14,7 +14,6 @@ import re
 
 import pytest
 import torch
-import torch._functorch.config as functorch_config
 from torch import nn
 import triton  # noqa: F401  (the Triton backend is under test: a missing triton is a failure, not a skip)
 
@@ -27,50 +26,17 @@ from fastdiff.nets import MLP, UNet
 from fastdiff.ops.reference.loss import loss_noise
 from fastdiff.ops.reference.skip_mix import per_sample
 from fastdiff.rng import LOSS_NOISE_OFFSET, MAX_SEED
-from fastdiff.testing import assert_close, assert_equal, assert_error_bounded, tolerance
+from fastdiff.testing import BACKEND_DEVICES, assert_close, assert_equal, assert_error_bounded, tolerance, torch_threads
 
-TRITON_DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
-DEVICES = {"triton": TRITON_DEVICE, "cpu": "cpu", "cuda": "cuda"}
-# The C++ CUDA backend joins the matrix wherever it is built (with a CUDA torch, on a GPU machine).
-COMPILED = ["triton", "cpu-1-thread"] + (["cuda"] if torch.cuda.is_available() and not backends.reasons(
-    "cuda", torch.empty(1, device="cuda"), (torch.empty(1, device="cuda"),)) else [])
-
-
-@pytest.fixture(params=COMPILED)
-def backend(request):
-    """A compiled backend; the C++ CPU one with torch's thread count set to 1 (restored afterwards)."""
-    name, _, threads = request.param.partition("-")
-    if not threads:
-        yield name
-        return
-    before = torch.get_num_threads()
-    torch.set_num_threads(int(threads[0]))
-    try:
-        yield name
-    finally:
-        torch.set_num_threads(before)
+DEVICES = BACKEND_DEVICES
+# The `backend` and `opaque_triton_ops` fixtures are tests/conftest.py's, as in test_fused_ops.py.
 
 
 @pytest.fixture(autouse=True)
 def one_thread():
     """Every input here is small: torch's intra-op threads only add overhead (on a loaded 2-core machine, OpenMP
     contention slowed a tiny UNet's step 50-fold). test_cpu_threads_split_loss_work_without_changing_bits sets 2."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
-@pytest.fixture
-def opaque_triton_ops():
-    """Keep triton_ops opaque to AOTAutograd: the interpreter cannot run a kernel on fake tensors (see
-    test_fused_ops.py); on a GPU torch.compile decomposes them into their kernels as usual."""
-    if torch.cuda.is_available():
-        yield
-        return
-    with functorch_config.patch(decompose_custom_triton_ops=False):
+    with torch_threads(1):
         yield
 
 

@@ -10,7 +10,6 @@ import os
 
 import pytest
 import torch
-import torch._functorch.config as functorch_config
 import triton  # noqa: F401  (the Triton backend is under test: a missing triton is a failure, not a skip)
 
 import fastdiff
@@ -18,32 +17,15 @@ from fastdiff.ops import _cpu  # noqa: F401  (the C++ backend is under test: a f
 from fastdiff.ops import _triton  # noqa: F401  (imported now, under conftest's TRITON_INTERPRET, whatever tests run first)
 from fastdiff.ops import backends, reference
 from fastdiff import ops
+from fastdiff._codes import PRECOND_CODES, PRECOND_EDM
 from fastdiff.ops.kernels.randn import philox_words as triton_philox_words
 from fastdiff.rng import SAMPLER_OFFSET, philox_words
-from fastdiff.testing import assert_close, assert_equal, assert_error_bounded, tolerance
+from fastdiff.testing import BACKEND_DEVICES, TRITON_DEVICE, assert_close, assert_equal, assert_error_bounded, tolerance
 
-TRITON_DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
-DEVICES = {"triton": TRITON_DEVICE, "cpu": "cpu", "cuda": "cuda"}
+DEVICES = BACKEND_DEVICES
 DEVICE = TRITON_DEVICE  # the device of the backend-independent tests below
-# The C++ CUDA backend joins the matrix wherever it is built (with a CUDA torch, on a GPU machine).
-COMPILED = ["triton", "cpu-1-thread"] + (["cuda"] if torch.cuda.is_available() and not backends.reasons(
-    "cuda", torch.empty(1, device="cuda"), (torch.empty(1, device="cuda"),)) else [])
-
-
-@pytest.fixture(params=COMPILED)
-def backend(request):
-    """A compiled backend; the C++ CPU one with torch's thread count set to 1 (restored afterwards): these small
-    inputs run on one thread anyway, and test_cpu_threads_split_work_without_changing_bits covers 2 threads."""
-    name, _, threads = request.param.partition("-")
-    if not threads:
-        yield name
-        return
-    before = torch.get_num_threads()
-    torch.set_num_threads(int(threads[0]))
-    try:
-        yield name
-    finally:
-        torch.set_num_threads(before)
+# The `backend` fixture (tests/conftest.py) runs each test on every compiled backend: triton, the C++ CPU kernels
+# on 1 thread (test_cpu_threads_split_work_without_changing_bits covers 2) and, where it is built, C++ CUDA.
 SHAPES = [(3, 5, 37, 41), (1, 7), (2, 3), (4, 8), (1, 1), (5, 1, 3)]  # odd sizes, batch 1, sizes % 4 == 0 and not
 STATE_DTYPES = [torch.float32, torch.float16, torch.bfloat16]
 SEEDS = [0, 2**63 - 1, 12345, 7, 99]
@@ -254,20 +236,6 @@ def test_skip_mix_gradients_match_reference(per_sample, backend):
         assert_close(got, want, rtol=1e-5, atol=1e-5, name=f"d/d{name}")
 
 
-@pytest.fixture
-def opaque_triton_ops():
-    """Keep triton_ops opaque to AOTAutograd: the interpreter cannot run a kernel on fake tensors.
-
-    On a GPU, torch.compile decomposes triton_ops into their kernels; under TRITON_INTERPRET=1 that tracing
-    would execute the interpreted kernel on FakeTensors, so the tests check the op-level path instead.
-    """
-    if torch.cuda.is_available():
-        yield
-        return
-    with functorch_config.patch(decompose_custom_triton_ops=False):
-        yield
-
-
 def op_cases(backend):
     """Each op of `backend`'s torch.library namespace with a typical argument tuple."""
     device = DEVICES[backend]
@@ -283,7 +251,7 @@ def op_cases(backend):
         "euler_step": (impl.euler_step, (x, d1, t_hat, t_next)),
         "heun_step": (impl.heun_step, (x, d1, d2, t_hat, t_next)),
         "multistep_step": (impl.multistep_step, (x, d1, d1.flip(0), torch.tensor(0.5, device=device), t_hat, t_next)),
-        "skip_mix": (impl.skip_mix, (x, d2, t_hat, 0, 0.5)),
+        "skip_mix": (impl.skip_mix, (x, d2, t_hat, PRECOND_EDM, 0.5)),
     }
 
 
@@ -303,7 +271,7 @@ def test_opcheck_skip_mix_with_gradients(backend_name, opaque_triton_ops):
     x = make((2, 3, 4), torch.float32, 30, device=device).requires_grad_()
     F = make((2, 3, 4), torch.float32, 31, device=device).requires_grad_()
     sigma = torch.tensor([0.5, 2.0], device=device, requires_grad=True)
-    result = torch.library.opcheck(ops.dispatch._impl(backend_name).skip_mix, (x, F, sigma, 0, 0.5))
+    result = torch.library.opcheck(ops.dispatch._impl(backend_name).skip_mix, (x, F, sigma, PRECOND_EDM, 0.5))
     assert set(result.values()) == {"SUCCESS"}, result
 
 
@@ -563,3 +531,12 @@ def test_cpu_half_conversions_are_exact():
         for t_next in (1.0, 1e-6):  # ordinary values, and results in the 16-bit subnormal range
             got = ops.euler_step(x_hat, denoised, 2.0, t_next, backend="cpu")
             assert_equal(got, ops.euler_step(x_hat, denoised, 2.0, t_next, backend="reference"), name=f"{dtype} rounding")
+
+
+def test_cpu_refuses_a_precond_code_it_does_not_know():
+    """The C++ op checks `kind` against the codes of fastdiff/_codes.py (the ones it was compiled with)."""
+    x, sigma = torch.ones(2, 3), torch.ones(2)
+    unknown = max(PRECOND_CODES.values()) + 1
+    with pytest.raises(RuntimeError, match=rf"kind: expected {PRECOND_CODES['edm']} \(EDM\), {PRECOND_CODES['vp']} "
+                                           rf"\(VP/iDDPM\) or {PRECOND_CODES['ve']} \(VE\), got {unknown}"):
+        ops.dispatch._impl("cpu").skip_mix(x, x, sigma, unknown, 0.5)

@@ -11,12 +11,12 @@ import pytest
 import torch
 
 import fastdiff
-from fastdiff.testing import SyncCounter
-from fastdiff.sampling import general
-from fastdiff.sampling.general import (discretize, ode_schedule, plan_general, run_general, sample_general, vp_betas)
-from fastdiff.metrics import sliced_wasserstein
+from fastdiff import testing
+from fastdiff.testing import SyncCounter, assert_close, assert_equal, fitted_slope, torch_threads
+from fastdiff import schedules
+from fastdiff.sampling.general import plan_general, run_general, sample_general
+from fastdiff.schedules import discretize, ode_schedule, vp_betas
 from fastdiff.rng import SAMPLER_OFFSET
-from fastdiff.testing import assert_close, assert_equal, fitted_slope
 
 F64 = torch.float64
 INF = float("inf")
@@ -30,10 +30,8 @@ CHURN = dict(S_churn=40.0, S_min=0.05, S_max=50.0, S_noise=1.003)
 @pytest.fixture(scope="module", autouse=True)
 def one_thread():
     """These small tensors run fastest on one thread, and the machine is shared: restore the setting afterwards."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+    with torch_threads(1):
+        yield
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -300,7 +298,7 @@ def test_vp_discretization(num_steps):
     assert_close(levels, vp_closed(t, beta_d, beta_min), rtol=1e-12, name="vp levels")
     assert float(levels[0]) == pytest.approx(sigma_max, rel=1e-13)
     assert float(levels[-1]) == pytest.approx(sigma_min, rel=1e-9)
-    assert_close(general.vp_time_steps(num_steps, eps), t, name="vp times")
+    assert_close(schedules.vp_time_steps(num_steps, eps), t, name="vp times")
 
 
 def test_ve_discretization_is_geometric():
@@ -333,7 +331,7 @@ def test_iddpm_discretization_is_table_1(num_steps):
 @pytest.mark.parametrize("discretization", ["edm", "vp", "ve", "iddpm"])
 def test_one_step_starts_at_sigma_max(discretization):
     """num_steps = 1 gives one level at the top of the range (no division by N - 1 = 0)."""
-    levels = discretize(discretization, 1, *general.default_sigma_range(discretization))
+    levels = discretize(discretization, 1, *schedules.default_sigma_range(discretization))
     assert levels.shape == (1,) and float(levels[0]) == pytest.approx(
         {"edm": 80.0, "vp": 152.16697, "ve": 100.0, "iddpm": 80.2037}[discretization], rel=1e-5)
 
@@ -360,7 +358,7 @@ def test_range_is_clamped_to_the_net(name):
     plan = plan_general(net, 10, **SETTINGS[name])
     top = 80.20370184547417 if name == "iddpm" else net.sigma_max  # iddpm: u_8, the largest level <= 81
     assert plan.sigma[0] == pytest.approx(top, rel=1e-10)
-    assert plan.sigma[-2] == pytest.approx(max(net.sigma_min, general.default_sigma_range(SETTINGS[name]["discretization"])[0]),
+    assert plan.sigma[-2] == pytest.approx(max(net.sigma_min, schedules.default_sigma_range(SETTINGS[name]["discretization"])[0]),
                                            rel=1e-9)
     if name == "vp":  # sigma(1) = 12.81 = sqrt(exp(5.1) - 1), and t runs from 1 to epsilon_s under the derived betas
         assert plan.sigma[0] == pytest.approx(math.sqrt(math.exp(5.1) - 1), rel=1e-12)
@@ -573,9 +571,9 @@ def flow_problem():
     latents = torch.randn(64, 3, generator=torch.Generator().manual_seed(0), dtype=F64)
     exact = {}
     for name in ("edm", "vp", "ve"):
-        sigma_min, sigma_max = general.default_sigma_range(name)
+        sigma_min, sigma_max = schedules.default_sigma_range(name)
         exact[name] = rk4_probability_flow(mix, latents * sigma_max, sigma_max, sigma_min)
-    sigma_min, sigma_max = general.default_sigma_range("vp")
+    sigma_min, sigma_max = schedules.default_sigma_range("vp")
     finer = rk4_probability_flow(mix, latents * sigma_max, sigma_max, sigma_min, 1000)
     assert_close(exact["vp"], finer, rtol=0.0, atol=1e-8, name="RK4 500 vs 1000 steps")
     return mix, latents, exact
@@ -584,7 +582,7 @@ def flow_problem():
 def flow_endpoint(mix, latents, num_steps, settings):
     """x~ = x / s(t) at sigma_min: the run on the discretization's levels without the step to t = 0."""
     discretization = settings.get("discretization", "edm")
-    levels = discretize(discretization, num_steps, *general.default_sigma_range(discretization))
+    levels = discretize(discretization, num_steps, *schedules.default_sigma_range(discretization))
     x = sample_general(mix, latents, sigmas=levels, **settings)
     plan = plan_general(None, sigmas=levels, **settings)
     assert plan.sigma[-1] == pytest.approx(float(levels[-1]), rel=1e-12)
@@ -620,7 +618,7 @@ def test_vp_ode_reaches_the_edm_ode_endpoint(flow_problem):
     end at the same x~(sigma_min) within 5e-3 (each is ~2e-3 from the exact endpoint)."""
     mix, latents, exact = flow_problem
     vp = flow_endpoint(mix, latents, 128, VP)
-    sigma_min, sigma_max = general.default_sigma_range("vp")
+    sigma_min, sigma_max = schedules.default_sigma_range("vp")
     edm = fastdiff.sample(mix, latents, sigmas=fastdiff.karras_sigmas(128, sigma_min, sigma_max)[:-1], dtype=F64)
     assert float((vp - edm).abs().max()) < 5e-3
     assert float((vp - exact["vp"]).abs().max()) < 3e-3 and float((edm - exact["vp"]).abs().max()) < 3e-3
@@ -649,25 +647,7 @@ RING_STEPS = {"vp": 64, "ve": 64, "iddpm": 32}
 @pytest.fixture(scope="module")
 def ring_problem():
     """The ring, an exact reference draw, the noise floor (mean SW of 4 exact-vs-exact pairs), latents, seeds."""
-    mix = fastdiff.GaussianMixture.ring()
-    g = torch.Generator().manual_seed(1234)
-    reference = mix.sample(NUM_SAMPLES, generator=g)
-    floor = sum(sliced_wasserstein(mix.sample(NUM_SAMPLES, generator=g), mix.sample(NUM_SAMPLES, generator=g))
-                for _ in range(4)) / 4
-    latents = torch.randn(NUM_SAMPLES, 2, generator=g)
-    seeds = torch.randint(0, 2**62, (NUM_SAMPLES,), generator=g).tolist()
-    return mix, reference, floor, latents, seeds
-
-
-def check_reproduces_ring(mix, x, reference, floor, label):
-    distance = sliced_wasserstein(x, reference)
-    nearest = torch.cdist(x.to(F64), mix.means).argmin(dim=1)
-    fractions = torch.bincount(nearest, minlength=8).to(F64) / x.shape[0]
-    print(f"{label}: SW={distance:.4f} floor={floor:.4f} ratio={distance / floor:.2f}")
-    assert bool(torch.isfinite(x).all())
-    assert distance < FLOOR_FACTOR * floor, (label, distance, floor)
-    se = math.sqrt((1 / 8) * (7 / 8) / x.shape[0])
-    assert bool(((fractions - 1 / 8).abs() < 4.5 * se).all()), (label, fractions)
+    return testing.ring_problem(NUM_SAMPLES, 1234, seeds_as_list=True)
 
 
 @pytest.mark.parametrize("name, net_kind", [("vp", "mixture"), ("ve", "mixture"), ("iddpm", "mixture"), ("vp", "precond"),
@@ -680,7 +660,7 @@ def test_original_samplers_reproduce_ring(ring_problem, name, net_kind):
     net = mix if net_kind == "mixture" else exact_precond(mix, PRECONDS[name])
     x = sample_general(net, latents, num_steps=RING_STEPS[name], **SETTINGS[name])
     assert x.dtype == latents.dtype and x.shape == latents.shape
-    check_reproduces_ring(mix, x, reference, floor, f"{name} {net_kind} N={RING_STEPS[name]}")
+    testing.check_reproduces_ring(mix, x, reference, floor, f"{name} {net_kind} N={RING_STEPS[name]}", FLOOR_FACTOR)
 
 
 @pytest.mark.parametrize("name", ["vp", "ve", "iddpm"])
@@ -703,7 +683,7 @@ def test_stochastic_samplers_reproduce_ring(ring_problem, name):
     """The same settings with churn (S_churn=40, S_min=0.05, S_max=50, S_noise=1.003, seeded)."""
     mix, reference, floor, latents, seeds = ring_problem
     x = sample_general(mix, latents, num_steps=RING_STEPS[name], seeds=seeds, **CHURN, **SETTINGS[name])
-    check_reproduces_ring(mix, x, reference, floor, f"{name} churn")
+    testing.check_reproduces_ring(mix, x, reference, floor, f"{name} churn", FLOOR_FACTOR)
 
 
 @pytest.mark.parametrize("label, kwargs", [
@@ -714,8 +694,7 @@ def test_distribution_check_detects_wrong_sampler(ring_problem, label, kwargs):
     """A deliberately poor configuration lands clearly (> 1.5x) above the pass threshold, so the check can fail."""
     mix, reference, floor, latents, seeds = ring_problem
     x = sample_general(mix, latents, seeds=seeds, **kwargs)
-    distance = sliced_wasserstein(x, reference)
-    print(f"{label}: SW={distance:.4f} floor={floor:.4f} ratio={distance / floor:.2f}")
+    distance, _ = testing.ring_distance(mix, x, reference, floor, label)
     assert distance > 1.5 * FLOOR_FACTOR * floor, (label, distance, floor)
 
 

@@ -14,14 +14,13 @@ import pytest
 import torch
 
 import fastdiff
-from fastdiff.sampling.guidance import (INPAINT_OFFSET, SMC_LATENTS_OFFSET, SMC_OBSERVATION_OFFSET,
-                                        ClassifierFreeGuidance, ClassifierGuidance, Inpainting, cfg,
-                                        grad_log_p_from_logits)
-from fastdiff.sampling.inpaint import _resample_when_degenerate, inpaint
+from fastdiff.rng import INPAINT_OFFSET, SMC_LATENTS_OFFSET, SMC_OBSERVATION_OFFSET
+from fastdiff.sampling.guidance import ClassifierFreeGuidance, ClassifierGuidance, Inpainting, cfg, grad_log_p_from_logits
+from fastdiff.sampling.inpainting import _resample_when_degenerate, inpaint
 from fastdiff.metrics import sliced_wasserstein
 from fastdiff.rng import randn as reference_randn
 from fastdiff.sampling.plan import SOLVERS
-from fastdiff.testing import assert_close, assert_equal
+from fastdiff.testing import assert_close, assert_equal, torch_threads
 
 F64 = torch.float64
 FLOOR_FACTOR = 2.5  # a sampler passes when its distance to an exact draw is < 2.5x the exact-vs-exact distance
@@ -30,10 +29,8 @@ FLOOR_FACTOR = 2.5  # a sampler passes when its distance to an exact draw is < 2
 @pytest.fixture(autouse=True, scope="module")
 def one_thread():
     """Small tensors on a shared machine: one intra-op thread is faster than two (results do not depend on it)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+    with torch_threads(1):
+        yield
 
 
 # --------------------------------------------------------------------------------------------------------

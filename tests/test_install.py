@@ -63,6 +63,37 @@ def test_the_chosen_standard_passes_the_installed_torchs_own_check(tmp_path):
         assert older.returncode != 0 and "C++20" in older.stderr
 
 
+def test_cxx_compiles_only_with_the_preconditioner_codes_of_fastdiff_codes(tmp_path):
+    """The C++ sources take the preconditioner codes from fastdiff/_codes.py, through compile_args: every compile
+    (C++ and nvcc) gets them, the C++ constants then equal Python's, and a compile without them stops at #error."""
+    from fastdiff import _codes
+
+    for part in ("cpu", "cuda"):
+        for flags in _build.compile_args(part, "c++17").values():
+            assert set(_codes.compile_definitions()) <= set(flags), (part, flags)
+    cxx = shutil.which("g++") or shutil.which("c++")
+    probe = tmp_path / "probe.cpp"
+    probe.write_text('#include "fastdiff_math.h"\n' + "".join(
+        f'static_assert(fastdiff::k{name} == {code}, "k{name}");\n' for name, code in _codes.PRECOND_KINDS.items()))
+    compile_probe = lambda flags: subprocess.run(  # noqa: E731
+        [cxx, "-fsyntax-only", "-std=c++17", f"-I{ROOT / 'csrc'}", *flags, str(probe)], capture_output=True, text=True)
+    done = compile_probe(_build.CODE_DEFINITIONS)
+    assert done.returncode == 0, done.stderr[-2000:]
+    without = compile_probe([])
+    assert without.returncode != 0 and "FASTDIFF_PRECOND_EDM/VP/VE are not defined" in without.stderr
+
+
+def test_the_sources_digest_covers_the_codes(tmp_path, monkeypatch):
+    """A change of fastdiff/_codes.py changes the digest a build is stamped with, so a part compiled with other
+    codes is refused (and rebuilt) like one compiled from other sources."""
+    root = _build.source_root(_ext.PACKAGE_DIR)
+    before = _build.sources_hash(root)
+    other = tmp_path / "_codes.py"
+    other.write_text(_build.CODES_FILE.read_text().replace("PRECOND_VE = 2", "PRECOND_VE = 3"))
+    monkeypatch.setattr(_build, "CODES_FILE", other)
+    assert _build.sources_hash(root) != before
+
+
 def fake_toolkit(root: Path) -> Path:
     """A folder shaped like a CUDA toolkit whose nvcc reports its TOP folder on a dry run, as the real one does."""
     (root / "include").mkdir(parents=True)

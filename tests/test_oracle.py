@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import fastdiff
-from fastdiff.metrics import sliced_wasserstein
+from fastdiff import testing
 from fastdiff.testing import assert_close, assert_equal, fitted_slope
 
 F64 = torch.float64
@@ -257,31 +257,7 @@ STOCHASTIC = dict(num_steps=64, S_churn=40, S_min=0.05, S_max=50, S_noise=1.003)
 @pytest.fixture(scope="module")
 def ring_problem():
     """The ring, an exact reference draw, the noise floor (mean SW of 4 exact-vs-exact pairs), latents, seeds."""
-    mix = fastdiff.GaussianMixture.ring()
-    g = torch.Generator().manual_seed(1234)
-    reference = mix.sample(NUM_SAMPLES, generator=g)
-    floor = sum(sliced_wasserstein(mix.sample(NUM_SAMPLES, generator=g), mix.sample(NUM_SAMPLES, generator=g))
-                for _ in range(4)) / 4
-    latents = torch.randn(NUM_SAMPLES, 2, generator=g)
-    seeds = torch.randint(0, 2**62, (NUM_SAMPLES,), generator=g).tolist()
-    return mix, reference, floor, latents, seeds
-
-
-def nearest_component_fractions(mix, x: torch.Tensor) -> torch.Tensor:
-    nearest = torch.cdist(x.to(F64), mix.means).argmin(dim=1)
-    return torch.bincount(nearest, minlength=mix.means.shape[0]).to(F64) / x.shape[0]
-
-
-def check_reproduces_ring(mix, x, reference, floor, label):
-    distance = sliced_wasserstein(x, reference)
-    fractions = nearest_component_fractions(mix, x)
-    print(f"{label}: SW={distance:.4f} floor={floor:.4f} ratio={distance / floor:.2f} "
-          f"fractions={[round(f, 4) for f in fractions.tolist()]}")
-    assert bool(torch.isfinite(x).all())
-    assert distance < FLOOR_FACTOR * floor, (label, distance, floor)
-    p = 1.0 / 8
-    se = math.sqrt(p * (1 - p) / x.shape[0])
-    assert bool(((fractions - p).abs() < 4.5 * se).all()), (label, fractions)
+    return testing.ring_problem(NUM_SAMPLES, 1234, seeds_as_list=True)
 
 
 def test_deterministic_heun_reproduces_ring(ring_problem):
@@ -289,14 +265,14 @@ def test_deterministic_heun_reproduces_ring(ring_problem):
     mix, reference, floor, latents, _ = ring_problem
     x = fastdiff.sample(mix, latents, num_steps=18)
     assert x.dtype == latents.dtype and x.shape == latents.shape
-    check_reproduces_ring(mix, x, reference, floor, "heun N=18")
+    testing.check_reproduces_ring(mix, x, reference, floor, "heun N=18", FLOOR_FACTOR)
 
 
 def test_stochastic_sampler_reproduces_ring(ring_problem):
     """Stochastic sampling (64 steps, S_churn=40, seeded): sliced W1 < 2.5x the noise floor, ~1/8 per mode."""
     mix, reference, floor, latents, seeds = ring_problem
     x = fastdiff.sample(mix, latents, seeds=seeds, **STOCHASTIC)
-    check_reproduces_ring(mix, x, reference, floor, "stochastic N=64")
+    testing.check_reproduces_ring(mix, x, reference, floor, "stochastic N=64", FLOOR_FACTOR)
     assert_equal(fastdiff.sample(mix, latents[:256], seeds=seeds[:256], **STOCHASTIC), x[:256], name="seeded rerun")
 
 
@@ -308,6 +284,5 @@ def test_distribution_check_detects_wrong_sampler(ring_problem, label, kwargs):
     """A deliberately wrong configuration lands clearly (> 1.5x) above the pass threshold, so the check can fail."""
     mix, reference, floor, latents, seeds = ring_problem
     x = fastdiff.sample(mix, latents, seeds=seeds, **kwargs)
-    distance = sliced_wasserstein(x, reference)
-    print(f"{label}: SW={distance:.4f} floor={floor:.4f} ratio={distance / floor:.2f}")
+    distance, _ = testing.ring_distance(mix, x, reference, floor, label)
     assert distance > 1.5 * FLOOR_FACTOR * floor, (label, distance, floor)

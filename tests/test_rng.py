@@ -2,12 +2,15 @@
 import functools
 import math
 import random
+import re
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
 import fastdiff
+from fastdiff import rng
 from fastdiff.rng import SAMPLER_OFFSET, _mulhilo32, box_muller, philox4x32, philox_words, seeds_tensor
 from fastdiff.testing import assert_close, assert_equal
 
@@ -218,3 +221,45 @@ def test_good_shapes_are_accepted(entry):
     one = draw([1, 2, 3], 3)
     assert one.shape == (3,)
     assert_equal(one, draw([1, 2, 3], (3,)))
+
+
+# --------------------------------------------------------------------------------------------------------
+# The stream offsets: one registry (fastdiff.rng.STREAMS), no overlaps, no offsets defined elsewhere.
+# --------------------------------------------------------------------------------------------------------
+
+def test_named_streams_do_not_overlap():
+    """Each stream's offsets (start .. start + size - 1, a stepped stream's size given its most steps) lie inside
+    [0, 2^64) and within one high word, and no two streams share an offset."""
+    streams = sorted(rng.STREAMS, key=lambda s: s.start)
+    assert len({s.name for s in streams}) == len(streams)
+    for stream in streams:
+        last = stream.start + stream.size - 1
+        assert stream.size >= 1 and 0 <= stream.start <= last <= rng.MAX_OFFSET, stream
+        assert stream.start >> 32 == last >> 32, f"{stream.name} crosses into the next high word"
+    for before, after in zip(streams, streams[1:]):
+        assert before.start + before.size <= after.start, f"{before.name} reaches into {after.name}"
+
+
+def test_every_offset_constant_is_a_named_stream():
+    """A new offset in fastdiff.rng must be entered in STREAMS (so the overlap test sees it)."""
+    constants = {name: value for name, value in vars(rng).items() if name.endswith("_OFFSET") and name != "MAX_OFFSET"}
+    assert constants, "no offsets found"
+    starts = {s.start for s in rng.STREAMS}
+    assert {name for name, value in constants.items() if value not in starts} == set()
+
+
+def test_stream_offsets_keep_their_documented_values():
+    """The layout of docs/formulas.md#stream-offsets: every seeded result depends on these numbers."""
+    assert (rng.LATENTS_OFFSET, rng.SAMPLER_OFFSET, rng.LOSS_NOISE_OFFSET, rng.LOSS_SIGMA_OFFSET, rng.PROBE_OFFSET,
+            rng.INPAINT_OFFSET) == (0, 1 << 32, 2 << 32, (2 << 32) + 1, 3 << 32, 8 << 32)
+    assert (rng.SMC_OBSERVATION_OFFSET, rng.SMC_PROPOSAL_OFFSET, rng.SMC_RESAMPLE_OFFSET,
+            rng.SMC_LATENTS_OFFSET) == (9 << 32, 10 << 32, 11 << 32, 12 << 32)
+
+
+def test_no_module_defines_its_own_offset():
+    """Offsets live in fastdiff/rng.py only: other modules import them (an `..._OFFSET = ` elsewhere is a second home)."""
+    package = Path(fastdiff.__file__).resolve().parent
+    defined = re.compile(r"^\s*[A-Z][A-Z0-9_]*_OFFSET\s*=", re.M)
+    found = [str(path.relative_to(package)) for path in sorted(package.rglob("*.py"))
+             if path.name != "rng.py" and defined.search(path.read_text(encoding="utf-8"))]
+    assert found == []

@@ -1,5 +1,8 @@
-"""karras_sigmas (EDM Eq. 5) against a plain float64 implementation and the published values."""
+"""karras_sigmas (EDM Eq. 5) against a plain float64 implementation and the published values; and that
+fastdiff/schedules.py is the only home of the schedules."""
+import ast
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -56,3 +59,18 @@ def test_bit_exact_with_edm_torch_expression():
     i = torch.arange(N, dtype=torch.float64)
     edm = (sigma_max ** (1 / rho) + i / (N - 1) * (sigma_min ** (1 / rho) - sigma_max ** (1 / rho))) ** rho
     assert torch.equal(fastdiff.karras_sigmas(N)[:-1], edm)
+
+
+def test_schedules_are_defined_only_in_the_schedules_module():
+    """No other module of fastdiff defines a module-level function named like one of fastdiff.schedules': the
+    modules that use a schedule import it, so changing it in schedules.py changes it everywhere. (Methods may
+    share a name: SDE.discretize is a step of the SDE, not a noise schedule.)"""
+    package = Path(fastdiff.__file__).resolve().parent
+    home = package / "schedules.py"
+    names = {node.name for node in ast.parse(home.read_text(encoding="utf-8")).body
+             if isinstance(node, ast.FunctionDef) and not node.name.startswith("_")}
+    assert {"karras_sigmas", "ddpm_betas", "vp_sigma", "iddpm_levels", "discretize", "ode_schedule"} <= names
+    copies = [f"{path.relative_to(package)}: {node.name}" for path in sorted(package.rglob("*.py")) if path != home
+              for node in ast.parse(path.read_text(encoding="utf-8")).body
+              if isinstance(node, ast.FunctionDef) and node.name in names]
+    assert copies == []

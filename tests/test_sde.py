@@ -15,11 +15,11 @@ import pytest
 import torch
 
 import fastdiff
-from fastdiff.testing import SyncCounter
+from fastdiff import testing
+from fastdiff.testing import SyncCounter, assert_close, assert_equal, torch_threads
 from fastdiff import sde as S
 from fastdiff.metrics import sliced_wasserstein
 from fastdiff.rng import SAMPLER_OFFSET
-from fastdiff.testing import assert_close, assert_equal
 
 F64 = torch.float64
 MIXTURE_2D = dict(means=[[1.0, 0.5], [-1.0, 0.0], [0.3, -1.2]], stds=[0.4, 0.3, 0.5], weights=[0.5, 0.3, 0.2])
@@ -479,36 +479,22 @@ FLOOR_FACTOR = 2.5  # pass: SW distance to an exact draw < 2.5x the mean exact-v
 @pytest.fixture(scope="module", autouse=True)
 def one_thread():
     """These tensors are small: one thread is faster than two on a shared machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+    with torch_threads(1):
+        yield
 
 
 @pytest.fixture(scope="module")
 def ring_problem():
     """The ring, an exact reference draw, the noise floor (mean SW of 4 exact-vs-exact pairs), latents and seeds."""
-    mix = fastdiff.GaussianMixture.ring()
-    g = torch.Generator().manual_seed(2024)
-    reference = mix.sample(NUM_SAMPLES, generator=g)
-    floor = sum(sliced_wasserstein(mix.sample(NUM_SAMPLES, generator=g), mix.sample(NUM_SAMPLES, generator=g))
-                for _ in range(4)) / 4
-    latents = torch.randn(NUM_SAMPLES, 2, generator=g, dtype=F64)
-    seeds = torch.randint(0, 2**62, (NUM_SAMPLES,), generator=g)
-    return mix, reference, floor, latents, seeds
+    return testing.ring_problem(NUM_SAMPLES, 2024, latents_dtype=F64)
 
 
-def ring_distance(ring_problem, kind, label, score_scale=1.0, **kwargs):
-    """pc_sample on the ring with the exact score (times score_scale): (x, SW, floor, fractions)."""
-    mix, reference, floor, latents, seeds = ring_problem
+def ring_sample(ring_problem, kind, score_scale=1.0, **kwargs):
+    """pc_sample on the ring with the exact score (times score_scale)."""
+    mix, _, _, latents, seeds = ring_problem
     sde = PLAIN[kind].make(LEVELS)
     score_fn = S.score_from_denoiser(mix, sde)
-    x = S.pc_sample(sde, lambda x, t: score_scale * score_fn(x, t), latents=latents, seeds=seeds, **kwargs)
-    distance = sliced_wasserstein(x, reference)
-    nearest = torch.cdist(x, mix.means).argmin(dim=1)
-    fractions = torch.bincount(nearest, minlength=8).to(F64) / x.shape[0]
-    print(f"{kind} {label}: SW={distance:.4f} floor={floor:.4f} ratio={distance / floor:.2f}")
-    return x, distance, floor, fractions
+    return S.pc_sample(sde, lambda x, t: score_scale * score_fn(x, t), latents=latents, seeds=seeds, **kwargs)
 
 
 RING_CASES = [(kind, p, None) for kind in KINDS for p in ("reverse_diffusion", "euler_maruyama", "ancestral")
@@ -521,12 +507,9 @@ RING_CASES = [(kind, p, None) for kind in KINDS for p in ("reverse_diffusion", "
 def test_pc_sample_reproduces_the_ring(ring_problem, kind, predictor, corrector):
     """Every predictor (and PC with either corrector), N = 100, exact score: sliced W1 to an exact draw < 2.5x the
     noise floor and ~1/8 of the samples at each mode (within 4.5 standard errors; measured <= 3.5)."""
-    x, distance, floor, fractions = ring_distance(ring_problem, kind, f"{predictor}+{corrector}",
-                                                  predictor=predictor, corrector=corrector)
-    assert bool(torch.isfinite(x).all())
-    assert distance < FLOOR_FACTOR * floor, (distance, floor)
-    se = math.sqrt(1 / 8 * 7 / 8 / x.shape[0])
-    assert bool(((fractions - 1 / 8).abs() < 4.5 * se).all()), fractions
+    mix, reference, floor, _, _ = ring_problem
+    x = ring_sample(ring_problem, kind, predictor=predictor, corrector=corrector)
+    testing.check_reproduces_ring(mix, x, reference, floor, f"{kind} {predictor}+{corrector}", FLOOR_FACTOR)
 
 
 @pytest.mark.parametrize("kind, label, kwargs", [
@@ -536,7 +519,8 @@ def test_pc_sample_reproduces_the_ring(ring_problem, kind, predictor, corrector)
 def test_distribution_check_detects_a_wrong_sampler(ring_problem, kind, label, kwargs):
     """Wrong configurations land clearly (> 1.5x) above the pass threshold: the check can fail (measured: ALD alone
     50-89x, half the score 6.9-16x; widths, to which the ring's SW is less sensitive, are checked below)."""
-    _, distance, floor, _ = ring_distance(ring_problem, kind, label, **kwargs)
+    mix, reference, floor, _, _ = ring_problem
+    distance, _ = testing.ring_distance(mix, ring_sample(ring_problem, kind, **kwargs), reference, floor, f"{kind} {label}")
     assert distance > 1.5 * FLOOR_FACTOR * floor, (distance, floor)
 
 

@@ -15,14 +15,13 @@ import pytest
 import torch
 
 import fastdiff
-from fastdiff.testing import SyncCounter
+from fastdiff import testing
+from fastdiff.testing import SyncCounter, assert_close, assert_equal, torch_threads
 import fastdiff.ops
-from fastdiff.metrics import sliced_wasserstein
 from fastdiff.rng import SAMPLER_OFFSET
 from fastdiff.sampling.loop import run_plan
 from fastdiff.sampling.plan import StepPlan
 from fastdiff.schedules import ddpm_alphas_cumprod
-from fastdiff.testing import assert_close, assert_equal
 
 F64 = torch.float64
 NEW_SOLVERS = ("ddim", "euler_ancestral", "dpmpp_2m")
@@ -36,10 +35,8 @@ LABELS = torch.arange(5)
 @pytest.fixture(autouse=True, scope="module")
 def one_thread():
     """Every tensor here is tiny: one intra-op thread is faster, and on a busy machine much faster (restored after)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+    with torch_threads(1):
+        yield
 
 
 def mixture_net(dim=6):
@@ -344,24 +341,7 @@ GOOD = {
 @pytest.fixture(scope="module")
 def ring_problem():
     """The ring, an exact reference draw, the noise floor (mean SW of 4 exact-vs-exact pairs), latents, seeds."""
-    mix = fastdiff.GaussianMixture.ring()
-    g = torch.Generator().manual_seed(1234)
-    reference = mix.sample(NUM_SAMPLES, generator=g)
-    floor = sum(sliced_wasserstein(mix.sample(NUM_SAMPLES, generator=g), mix.sample(NUM_SAMPLES, generator=g))
-                for _ in range(4)) / 4
-    latents = torch.randn(NUM_SAMPLES, 2, generator=g)
-    seeds = torch.randint(0, 2**62, (NUM_SAMPLES,), generator=g)
-    return mix, reference, floor, latents, seeds
-
-
-def ring_distance(mix, x, reference, floor, label):
-    """Sliced W1 to the exact draw as a multiple of the floor; also checks ~1/8 of the samples per mode."""
-    distance = sliced_wasserstein(x, reference)
-    fractions = torch.bincount(torch.cdist(x.to(F64), mix.means).argmin(dim=1), minlength=8).to(F64) / x.shape[0]
-    print(f"{label}: SW={distance:.4f} floor={floor:.4f} ratio={distance / floor:.2f} "
-          f"fractions={[round(f, 4) for f in fractions.tolist()]}")
-    assert bool(torch.isfinite(x).all())
-    return distance / floor, fractions
+    return testing.ring_problem(NUM_SAMPLES, 1234)
 
 
 @pytest.mark.parametrize("label", GOOD)
@@ -370,10 +350,7 @@ def test_solver_reproduces_ring(ring_problem, label):
     (within 4.5 standard errors)."""
     mix, reference, floor, latents, seeds = ring_problem
     x = fastdiff.sample(mix, latents, seeds=seeds, **GOOD[label])
-    ratio, fractions = ring_distance(mix, x, reference, floor, label)
-    assert ratio < FLOOR_FACTOR, (label, ratio)
-    se = math.sqrt(1 / 8 * 7 / 8 / NUM_SAMPLES)
-    assert bool(((fractions - 1 / 8).abs() < 4.5 * se).all()), (label, fractions)
+    testing.check_reproduces_ring(mix, x, reference, floor, label, FLOOR_FACTOR)
 
 
 def overnoised_ancestral_plan():
@@ -392,8 +369,9 @@ def test_distribution_check_detects_wrong_samplers(ring_problem, label):
     else:
         solver, n = label.split(" N=")
         x = fastdiff.sample(mix, latents, seeds=seeds, solver=solver, num_steps=int(n))
-    ratio, _ = ring_distance(mix, x, reference, floor, label)
-    assert ratio > 1.5 * FLOOR_FACTOR, (label, ratio)
+    distance, _ = testing.ring_distance(mix, x, reference, floor, label)
+    assert bool(torch.isfinite(x).all())
+    assert distance > 1.5 * FLOOR_FACTOR * floor, (label, distance / floor)
 
 
 # --------------------------------------------------------------------------------------------------------

@@ -12,6 +12,7 @@ import pytest
 import torch
 
 import fastdiff
+from fastdiff.testing import torch_threads
 from fastdiff import training
 from fastdiff.data import Dataset
 from fastdiff.metrics import sliced_wasserstein
@@ -442,10 +443,8 @@ LOG_PROB_GAP = 0.5  # mean log-density of the samples > that of exact draws - 0.
 def one_thread():
     """Train on one thread (restored afterwards): these small matrices gain nothing from a second thread, which only
     costs CPU time on a shared machine; the result is the same bit for bit with 1 or 2 (measured)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+    with torch_threads(1):
+        yield
 
 
 def sample_quality(net, mixture, n=4096):

@@ -50,7 +50,7 @@ void heun_step(const void* x_hat, DType x_type, const void* denoised, const void
 // out = D' + (t_next / t) (x - D') with D' = D + c (D - D_prev), in x's dtype (DPM-Solver++(2M)'s step).
 void multistep_step(const void* x, DType x_type, const void* denoised, const void* denoised_prev, DType d_type,
                     void* out, Scalars c, Scalars t, Scalars t_next, Shape shape);
-// out (float32) = c_skip(sigma) x + c_out(sigma) F for preconditioner `kind` (fastdiff_math.h PrecondKind).
+// out (float32) = c_skip(sigma) x + c_out(sigma) F for preconditioner `kind` (PrecondKind, precond_codes.h).
 void skip_mix(const void* x, DType x_type, const void* F, DType F_type, float* out, Scalars sigma, int kind,
               float sigma_data, Shape shape);
 // out = c_in (y + sigma n), in y's dtype (a denoising loss's network input).

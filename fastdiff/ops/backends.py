@@ -14,6 +14,8 @@ import os
 
 import torch
 
+from .._validate import check_choice
+
 BACKENDS = ("reference", "triton", "cpu", "cuda")
 ACCEPTED = ("auto",) + BACKENDS
 AUTO_ORDER = ("cuda", "triton", "cpu", "reference")  # fastest first
@@ -28,9 +30,7 @@ class BackendUnavailableError(RuntimeError):
 
 
 def check_name(name) -> str:
-    if name not in ACCEPTED:
-        raise ValueError(f"backend: expected one of {', '.join(map(repr, ACCEPTED))}, got {name!r}")
-    return name
+    return check_choice("backend", name, ACCEPTED)
 
 
 def triton_interpreted() -> bool:
@@ -120,8 +120,7 @@ def resolve(backend: str = "auto", state: torch.Tensor | None = None, tensors: t
     check_name(backend)
     if backend == "auto":
         backend = os.environ.get(ENV_VAR, "auto")
-        if backend not in ACCEPTED:
-            raise ValueError(f"{ENV_VAR}: expected one of {', '.join(map(repr, ACCEPTED))}, got {backend!r}")
+        check_choice(ENV_VAR, backend, ACCEPTED)
     if backend != "auto":
         found = reasons(backend, state, tensors)
         if found:

@@ -29,6 +29,8 @@ import math
 import torch
 
 from . import reference
+from .._validate import check_choice
+from .._validate import check_floating as _check_floating, check_like as _check_like
 from .backends import resolve
 from .reference.skip_mix import PRECOND_CODES, PRECONDS
 from ..rng import LOSS_NOISE_OFFSET, MASK32, MAX_OFFSET, check_randn_args, normal_from_seeds, seeds_tensor
@@ -127,8 +129,7 @@ def skip_mix(x: torch.Tensor, F: torch.Tensor, sigma, *, precond: str = "edm", s
     """
     _check_floating("x", x)
     _check_like("F", F, x)
-    if precond not in PRECONDS:
-        raise ValueError(f"precond: expected one of {', '.join(map(repr, PRECONDS))}, got {precond!r}")
+    check_choice("precond", precond, PRECONDS)
     if isinstance(sigma_data, bool) or not isinstance(sigma_data, (int, float)) or not sigma_data > 0 or math.isinf(sigma_data):
         raise ValueError(f"sigma_data: expected a finite number > 0, got {sigma_data!r}")
     sigma = _per_sample_value("sigma", sigma, x)
@@ -267,21 +268,6 @@ def _check_out(out, like: torch.Tensor, dtype: torch.dtype, inputs: tuple = ()) 
 def _into(out, result: torch.Tensor) -> torch.Tensor:
     """The reference path's out=: the result copied into `out` (or returned as it is)."""
     return result if out is None else out.copy_(result)
-
-
-def _check_floating(name: str, t) -> None:
-    if not isinstance(t, torch.Tensor) or not t.is_floating_point() or t.ndim < 1:
-        got = f"{t.dtype} tensor of shape {tuple(t.shape)}" if isinstance(t, torch.Tensor) else type(t).__name__
-        raise TypeError(f"{name}: expected a floating-point tensor of shape [B, ...], got {got}")
-
-
-def _check_like(name: str, t, like: torch.Tensor) -> None:
-    """t must be a floating tensor of like's shape on like's device."""
-    _check_floating(name, t)
-    if t.shape != like.shape:
-        raise ValueError(f"{name}: expected the shape {tuple(like.shape)}, got {tuple(t.shape)}")
-    if t.device != like.device:
-        raise ValueError(f"{name}: expected a tensor on {like.device}, got one on {t.device}")
 
 
 def _per_sample_value(name: str, value, like: torch.Tensor) -> torch.Tensor:

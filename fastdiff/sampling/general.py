@@ -6,7 +6,7 @@ whose state is x = s(t) x~ with x~ the EDM state at noise level sigma(t). The ti
 four discretizations (edm, vp, ve, iddpm), the time variable from a noise-level schedule sigma(t) (edm/linear,
 vp, ve) and the scale from a scaling s(t) (none, vp), so VP-, VE- and iDDPM-preconditioned models sample with
 the ODEs they were trained for. With discretization "edm", schedule "edm" (= "linear"), scaling "none" and
-alpha = 1 it is fastdiff.sample.
+alpha = 1 it is fastdiff.sample. The discretizations, sigma(t) and s(t) themselves live in fastdiff/schedules.py.
 
 Every per-step scalar is computed on the host, in float64, before the loop (plan_general); the loop never reads
 a device value. Noise comes from a user's randn_like (called once per step, as EDM does) or fastdiff's
@@ -16,203 +16,22 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable, NamedTuple
 
 import torch
 
 from .. import ops
 from .._memory import require_memory
 from .._nonfinite import NonfiniteCheck, steps_where
-from ..precond import iDDPMPrecond, vp_sigma, vp_sigma_inv
 from ..ops import backends
 from ..rng import SAMPLER_OFFSET, draw_seeds, seeds_tensor
 from .loop import call_net, check_inputs, check_noise, require_loop_memory
 from .plan import check_sigmas, clamp_to_net, round_levels
-from ..schedules import karras_sigmas
-from .._validate import check_below, check_int, check_positive, check_real, check_unit_interval
+from ..schedules import (DISCRETIZATIONS, ODE_SCHEDULES, SCALINGS, VP_BETA_D, VP_BETA_MIN, ODESchedule,
+                         default_sigma_range, discretize, ode_schedule, vp_betas)
+from .._validate import check_choice, check_int, check_positive, check_real, check_unit_interval
 
 SOLVERS = ("heun", "euler")
-DISCRETIZATIONS = ("edm", "vp", "ve", "iddpm")
-SCHEDULES = ("edm", "linear", "vp", "ve")  # "edm" and "linear" are the same schedule, sigma(t) = t
-SCALINGS = ("none", "vp")
-# The VP betas of Song et al. 2021; they fix only the default noise range of the vp discretization, as in EDM.
-VP_BETA_D, VP_BETA_MIN = 19.9, 0.1
-DEFAULT_SIGMA_RANGE = {"edm": (0.002, 80.0), "ve": (0.02, 100.0), "iddpm": (0.002, 81.0)}  # vp: from epsilon_s
 PLAN_BYTES_PER_STEP = 480  # at least, on the host: GeneralPlan's 15 per-step tuples of Python floats (measured 488)
-
-
-# --------------------------------------------------------------------------------------------------------
-# sigma(t), sigma'(t), sigma^-1 and s(t), s'(t) (EDM Table 1). Numbers become float64 tensors; tensors keep dtype.
-# --------------------------------------------------------------------------------------------------------
-
-def vp_sigma_deriv(t, beta_d: float, beta_min: float) -> torch.Tensor:
-    """VP: sigma'(t) = (beta_min + beta_d t) (sigma(t) + 1/sigma(t)) / 2."""
-    t = _as_time(t)
-    sigma = vp_sigma(t, beta_d, beta_min)
-    return 0.5 * (beta_min + beta_d * t) * (sigma + 1 / sigma)
-
-
-def ve_sigma(t) -> torch.Tensor:
-    """VE: sigma(t) = sqrt(t)."""
-    return _as_time(t).sqrt()
-
-
-def ve_sigma_deriv(t) -> torch.Tensor:
-    """VE: sigma'(t) = 1 / (2 sqrt(t))."""
-    return 0.5 / _as_time(t).sqrt()
-
-
-def ve_sigma_inv(sigma) -> torch.Tensor:
-    """VE: t(sigma) = sigma^2."""
-    return _as_time(sigma) ** 2
-
-
-def linear_sigma(t) -> torch.Tensor:
-    """EDM: sigma(t) = t."""
-    return _as_time(t)
-
-
-def linear_sigma_deriv(t) -> torch.Tensor:
-    """EDM: sigma'(t) = 1."""
-    return torch.ones_like(_as_time(t))
-
-
-def vp_scale(sigma) -> torch.Tensor:
-    """VP scaling in terms of the noise level: s = 1 / sqrt(1 + sigma^2)."""
-    return 1 / (1 + _as_time(sigma) ** 2).sqrt()
-
-
-def vp_scale_deriv(sigma, sigma_deriv) -> torch.Tensor:
-    """VP scaling's derivative: s'(t) = -sigma(t) sigma'(t) s(t)^3."""
-    sigma = _as_time(sigma)
-    return -sigma * _as_time(sigma_deriv) * vp_scale(sigma) ** 3
-
-
-def vp_betas(sigma_min: float, sigma_max: float, epsilon_s: float = 1e-3) -> tuple[float, float]:
-    """The VP betas with sigma(epsilon_s) = sigma_min and sigma(1) = sigma_max (docs/formulas.md#schedules-and-scalings):
-    beta_d = 2 (ln(sigma_min^2 + 1)/epsilon_s - ln(sigma_max^2 + 1)) / (epsilon_s - 1), beta_min = ln(sigma_max^2 + 1) - beta_d/2.
-
-    Raises ValueError when that schedule would not increase over [epsilon_s, 1] (beta_d <= 0 or sigma'(epsilon_s) <= 0).
-    """
-    sigma_min, sigma_max = check_positive("sigma_min", sigma_min), check_positive("sigma_max", sigma_max)
-    check_below("sigma_min", sigma_min, "sigma_max", sigma_max)
-    epsilon_s = check_unit_interval("epsilon_s", epsilon_s)
-    log_min, log_max = math.log1p(sigma_min**2), math.log1p(sigma_max**2)
-    beta_d = 2 * (log_min / epsilon_s - log_max) / (epsilon_s - 1)
-    beta_min = log_max - 0.5 * beta_d
-    if not (beta_d > 0 and beta_min + beta_d * epsilon_s > 0):
-        raise ValueError(f"sigma_min: no increasing VP schedule has sigma(epsilon_s={epsilon_s}) = sigma_min={sigma_min} and "
-                         f"sigma(1) = sigma_max={sigma_max} (it gives beta_d={beta_d:.6g}, beta_min={beta_min:.6g}); "
-                         "lower sigma_min or raise epsilon_s")
-    return beta_d, beta_min
-
-
-class ODESchedule(NamedTuple):
-    """The time variable of the general ODE: sigma(t), sigma'(t), sigma_inv(sigma), s(t), s'(t) as callables."""
-
-    sigma: Callable
-    sigma_deriv: Callable
-    sigma_inv: Callable
-    s: Callable
-    s_deriv: Callable
-
-    def coefficients(self, t) -> tuple[torch.Tensor, torch.Tensor]:
-        """(A, B) of dx/dt = A x - B D(x/s; sigma): A = sigma'/sigma + s'/s, B = sigma' s / sigma, at t > 0."""
-        sigma, sigma_deriv, s = self.sigma(t), self.sigma_deriv(t), self.s(t)
-        return sigma_deriv / sigma + self.s_deriv(t) / s, sigma_deriv * s / sigma
-
-    def derivative(self, x: torch.Tensor, denoised: torch.Tensor, t) -> torch.Tensor:
-        """dx/dt at time t (a number) given denoised = D(x / s(t); sigma(t))."""
-        A, B = (float(c) for c in self.coefficients(t))
-        return A * x - B * denoised
-
-
-def ode_schedule(schedule: str = "edm", scaling: str = "none", beta_d: float = VP_BETA_D,
-                 beta_min: float = VP_BETA_MIN) -> ODESchedule:
-    """sigma(t) of `schedule` ("edm"/"linear": t, "vp": sqrt(exp(beta_d t^2/2 + beta_min t) - 1), "ve": sqrt(t)) and
-    s(t) of `scaling` ("none": 1, "vp": 1/sqrt(1 + sigma(t)^2)); beta_d, beta_min are used by schedule "vp" only."""
-    _check_choice("schedule", schedule, SCHEDULES)
-    _check_choice("scaling", scaling, SCALINGS)
-    if schedule == "vp":
-        beta_d, beta_min = check_real("beta_d", beta_d), check_real("beta_min", beta_min)
-        sigma = lambda t: vp_sigma(_as_time(t), beta_d, beta_min)  # noqa: E731
-        sigma_deriv = lambda t: vp_sigma_deriv(t, beta_d, beta_min)  # noqa: E731
-        sigma_inv = lambda sigma: vp_sigma_inv(_as_time(sigma), beta_d, beta_min)  # noqa: E731
-    elif schedule == "ve":
-        sigma, sigma_deriv, sigma_inv = ve_sigma, ve_sigma_deriv, ve_sigma_inv
-    else:
-        sigma, sigma_deriv, sigma_inv = linear_sigma, linear_sigma_deriv, linear_sigma
-    if scaling == "vp":
-        s = lambda t: vp_scale(sigma(t))  # noqa: E731
-        s_deriv = lambda t: vp_scale_deriv(sigma(t), sigma_deriv(t))  # noqa: E731
-    else:
-        s = lambda t: torch.ones_like(_as_time(t))  # noqa: E731
-        s_deriv = lambda t: torch.zeros_like(_as_time(t))  # noqa: E731
-    return ODESchedule(sigma, sigma_deriv, sigma_inv, s, s_deriv)
-
-
-# --------------------------------------------------------------------------------------------------------
-# Discretizations: the N noise levels sigma_0 > ... > sigma_{N-1} (EDM Table 1, "time steps"), float64.
-# --------------------------------------------------------------------------------------------------------
-
-def default_sigma_range(discretization: str = "edm", epsilon_s: float = 1e-3) -> tuple[float, float]:
-    """EDM's default (sigma_min, sigma_max) of a discretization; vp: (sigma(epsilon_s), sigma(1)) with beta_d=19.9, beta_min=0.1."""
-    _check_choice("discretization", discretization, DISCRETIZATIONS)
-    if discretization == "vp":
-        epsilon_s = check_unit_interval("epsilon_s", epsilon_s)
-        ends = vp_sigma(torch.tensor([epsilon_s, 1.0], dtype=torch.float64), VP_BETA_D, VP_BETA_MIN)
-        return float(ends[0]), float(ends[1])
-    return DEFAULT_SIGMA_RANGE[discretization]
-
-
-def vp_time_steps(num_steps: int, epsilon_s: float = 1e-3) -> torch.Tensor:
-    """VP: t_i = 1 + i/(N-1) (epsilon_s - 1), i = 0..N-1 (t_0 = 1, t_{N-1} = epsilon_s)."""
-    return 1 + _ramp(num_steps) * (check_unit_interval("epsilon_s", epsilon_s) - 1)
-
-
-def vp_sigmas(num_steps: int, sigma_min: float, sigma_max: float, epsilon_s: float = 1e-3) -> torch.Tensor:
-    """VP: sigma(t_i) at vp_time_steps, the betas from vp_betas(sigma_min, sigma_max, epsilon_s)."""
-    beta_d, beta_min = vp_betas(sigma_min, sigma_max, epsilon_s)
-    return vp_sigma(vp_time_steps(num_steps, epsilon_s), beta_d, beta_min)
-
-
-def ve_sigmas(num_steps: int, sigma_min: float, sigma_max: float) -> torch.Tensor:
-    """VE: sigma_i = sqrt(t_i), t_i = sigma_max^2 (sigma_min^2 / sigma_max^2)^(i/(N-1)): geometric from sigma_max to sigma_min."""
-    sigma_min, sigma_max = check_positive("sigma_min", sigma_min), check_positive("sigma_max", sigma_max)
-    check_below("sigma_min", sigma_min, "sigma_max", sigma_max)
-    return ve_sigma(sigma_max**2 * (sigma_min**2 / sigma_max**2) ** _ramp(num_steps))
-
-
-def iddpm_sigmas(num_steps: int, sigma_min: float, sigma_max: float, C_1: float = 0.001, C_2: float = 0.008,
-                 M: int = 1000) -> torch.Tensor:
-    """iDDPM: u_{j(i)} with j(i) = floor(j_0 + (j_1 - j_0)/(N-1) i + 1/2), u_j = iDDPMPrecond.discrete_sigmas(M, C_1, C_2);
-    j_0 (j_1) is the first (last) index with sigma_min <= u_j <= sigma_max (EDM Table 1 has j_1 = M-1)."""
-    u = iDDPMPrecond.discrete_sigmas(check_int("M", M, minimum=2), check_positive("C_1", C_1), check_positive("C_2", C_2))
-    sigma_min, sigma_max = check_positive("sigma_min", sigma_min), check_positive("sigma_max", sigma_max)
-    inside = ((u >= sigma_min) & (u <= sigma_max)).nonzero().flatten().tolist()  # u decreases: a run of indices
-    if not inside:
-        raise ValueError(f"sigma_min: no iDDPM level u_j (M={M}, from {float(u[M - 1]):.6g} to {float(u[0]):.6g}) lies in "
-                         f"[sigma_min, sigma_max] = [{sigma_min}, {sigma_max}]")
-    j_0, j_1, n = inside[0], inside[-1], max(check_int("num_steps", num_steps, minimum=1) - 1, 1)
-    # floor(j_0 + (j_1 - j_0) i / n + 1/2) in exact integer arithmetic.
-    indices = [j_0 + (2 * (j_1 - j_0) * i + n) // (2 * n) for i in range(num_steps)]
-    return u[indices]
-
-
-def discretize(discretization: str, num_steps: int, sigma_min: float, sigma_max: float, rho: float = 7.0,
-               epsilon_s: float = 1e-3, C_1: float = 0.001, C_2: float = 0.008, M: int = 1000) -> torch.Tensor:
-    """The N = num_steps noise levels of a discretization ("edm": Eq. 5 with rho, "vp", "ve", "iddpm"), float64,
-    decreasing from sigma_max (iddpm: the largest level u_j <= sigma_max) without the final 0
-    (docs/formulas.md#discretizations)."""
-    _check_choice("discretization", discretization, DISCRETIZATIONS)
-    check_int("num_steps", num_steps, minimum=1)
-    if discretization == "vp":
-        return vp_sigmas(num_steps, sigma_min, sigma_max, epsilon_s)
-    if discretization == "ve":
-        return ve_sigmas(num_steps, sigma_min, sigma_max)
-    if discretization == "iddpm":
-        return iddpm_sigmas(num_steps, sigma_min, sigma_max, C_1, C_2, M)
-    return karras_sigmas(num_steps, sigma_min, sigma_max, rho)[:-1]
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -267,10 +86,10 @@ def plan_general(net=None, num_steps=18, sigma_min=None, sigma_max=None, rho=7.0
                  S_min=0.0, S_max=float("inf"), S_noise=1.0, *, sigmas=None) -> GeneralPlan:
     """Build every per-step scalar of sample_general on the host, in float64 (see sample_general for the arguments;
     churn: docs/formulas.md#general-churn, second-order step: docs/formulas.md#second-order-step)."""
-    solver = _check_choice("solver", solver, SOLVERS)
-    discretization = _check_choice("discretization", discretization, DISCRETIZATIONS)
-    _check_choice("schedule", schedule, SCHEDULES)
-    _check_choice("scaling", scaling, SCALINGS)
+    solver = check_choice("solver", solver, SOLVERS)
+    discretization = check_choice("discretization", discretization, DISCRETIZATIONS)
+    check_choice("schedule", schedule, ODE_SCHEDULES)
+    check_choice("scaling", scaling, SCALINGS)
     alpha = check_real("alpha", alpha)
     if not alpha > 0:
         raise ValueError(f"alpha: must be > 0 (1 is Heun's method, 0.5 the midpoint method), got {alpha}")
@@ -450,26 +269,6 @@ def _sigma_range(net, discretization: str, sigma_min, sigma_max, epsilon_s: floa
     sigma_min = default_min if sigma_min is None else sigma_min
     sigma_max = default_max if sigma_max is None else sigma_max
     return clamp_to_net(net, sigma_min, sigma_max, what="noise range")
-
-
-def _check_choice(name: str, value, accepted: tuple[str, ...]) -> str:
-    """value must be one of the accepted names."""
-    if not isinstance(value, str) or value not in accepted:
-        raise ValueError(f"{name}: expected one of {', '.join(map(repr, accepted))}, got {value!r}")
-    return value
-
-
-def _ramp(num_steps: int) -> torch.Tensor:
-    """i / (N - 1) for i = 0..N-1, float64 ([0] for N = 1)."""
-    check_int("num_steps", num_steps, minimum=1)
-    return torch.arange(num_steps, dtype=torch.float64) / max(num_steps - 1, 1)
-
-
-def _as_time(t) -> torch.Tensor:
-    """t as a floating tensor: tensors keep their dtype, numbers become float64."""
-    if isinstance(t, torch.Tensor):
-        return t if t.is_floating_point() else t.to(torch.float64)
-    return torch.tensor(t, dtype=torch.float64)
 
 
 def _floats(values: torch.Tensor) -> tuple[float, ...]:

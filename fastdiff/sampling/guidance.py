@@ -24,18 +24,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from .._nonfinite import NonfiniteCheck, check_nonfinite, steps_where
-from .._validate import check_int, check_output, check_real
+from .._validate import check_bool, check_choice, check_output, check_real
 from ..ops.reference.skip_mix import per_sample
-from ..rng import MASK32, draw_seeds, normal_from_seeds, randn, seeds_tensor
+from ..rng import INPAINT_OFFSET, MASK32, normal_from_seeds, randn, seeds_tensor
 
-INPAINT_OFFSET = 8 << 32  # Inpainting's observation noise: offsets INPAINT_OFFSET ("fixed") and above ("level")
 NOISE_MODES = ("level", "fixed")
 INPAINT_METHODS = ("replacement", "smc")
-# inpaint(method="smc")'s streams (each sample's seed); step i of the schedule draws at offset + i:
-SMC_OBSERVATION_OFFSET = 9 << 32  # + i: z_i of the observation's forward increment sigma_{i+1} -> sigma_i
-SMC_PROPOSAL_OFFSET = 10 << 32  # + i: the proposal noise of the sample's K particles, shape [K, ...]
-SMC_RESAMPLE_OFFSET = 11 << 32  # + i: the normal behind step i's resampling uniform; + N: the final pick
-SMC_LATENTS_OFFSET = 12 << 32  # the initial noise of particles 1..K-1, shape [K - 1, ...] (particle 0: latents)
 SMC_NUM_PARTICLES = 64  # inpaint(method="smc")'s default K
 SMC_NUM_STEPS = 128  # ... and its default number of steps: a stochastic sampler needs many
 SMC_SCHEDULE_ARGUMENTS = ("num_steps", "sigma_min", "sigma_max", "rho", "sigmas")
@@ -187,8 +181,7 @@ class ClassifierGuidance(DenoiserWrapper):
         if not callable(grad_log_p):
             raise TypeError(f"grad_log_p: expected a callable grad_log_p(x, sigma, class_labels), "
                             f"got {type(grad_log_p).__name__}")
-        if not isinstance(conditional_net, bool):
-            raise TypeError(f"conditional_net: expected True or False, got {conditional_net!r}")
+        check_bool("conditional_net", conditional_net)
         self.grad_log_p = grad_log_p
         self.scale = check_real("scale", scale)
         self.conditional_net = conditional_net
@@ -273,8 +266,7 @@ class Inpainting(DenoiserWrapper):
 
     def __init__(self, net, known: torch.Tensor, mask, seeds, *, noise="level"):
         super().__init__(net)
-        if noise not in NOISE_MODES:
-            raise ValueError(f"noise: expected one of {', '.join(map(repr, NOISE_MODES))}, got {noise!r}")
+        check_choice("noise", noise, NOISE_MODES)
         known = _check_known(known)
         self.register_buffer("known", known)
         self.register_buffer("mask", _check_mask(mask, known))

@@ -12,12 +12,12 @@ import math
 import torch
 
 from .._nonfinite import NonfiniteCheck, check_nonfinite, steps_where
-from .._validate import check_int, check_output, check_real
-from ..rng import MASK32, draw_seeds, normal_from_seeds, randn, seeds_tensor
+from .._validate import check_bool, check_choice, check_int, check_output
+from ..rng import (SMC_LATENTS_OFFSET, SMC_OBSERVATION_OFFSET, SMC_PROPOSAL_OFFSET, SMC_RESAMPLE_OFFSET, draw_seeds,
+                   randn, seeds_tensor)
 from .front import sample
-from .guidance import (INPAINT_METHODS, SMC_LATENTS_OFFSET, SMC_NUM_PARTICLES, SMC_NUM_STEPS, SMC_OBSERVATION_OFFSET,
-                       SMC_PROPOSAL_OFFSET, SMC_RESAMPLE_OFFSET, SMC_SCHEDULE_ARGUMENTS, Inpainting, _check_known,
-                       _check_mask)
+from .guidance import (INPAINT_METHODS, SMC_NUM_PARTICLES, SMC_NUM_STEPS, SMC_SCHEDULE_ARGUMENTS, Inpainting,
+                       _check_known, _check_mask)
 from .plan import check_sigmas, karras_schedule, round_levels
 
 
@@ -42,8 +42,7 @@ def inpaint(net, latents: torch.Tensor, known: torch.Tensor, mask, class_labels=
     observation noise and, unless sample_kwargs has randn_like, the sampler's own noise. Both methods take
     fastdiff.sample's `nonfinite` ("warn", "raise" or "ignore").
     """
-    if method not in INPAINT_METHODS:
-        raise ValueError(f"method: expected one of {', '.join(map(repr, INPAINT_METHODS))}, got {method!r}")
+    check_choice("method", method, INPAINT_METHODS)
     if not isinstance(latents, torch.Tensor) or not latents.is_floating_point() or latents.ndim < 1:
         raise TypeError(f"latents: expected a floating-point tensor of shape [B, ...], got {type(latents).__name__}")
     known = _check_known(known)
@@ -59,8 +58,7 @@ def inpaint(net, latents: torch.Tensor, known: torch.Tensor, mask, class_labels=
         if noise != "level":
             raise ValueError(f"noise: only method='replacement' takes noise=, got noise={noise!r} with method='smc'")
         num_particles = check_int("num_particles", SMC_NUM_PARTICLES if num_particles is None else num_particles, 1)
-        if not isinstance(return_particles, bool):
-            raise TypeError(f"return_particles: expected True or False, got {return_particles!r}")
+        check_bool("return_particles", return_particles)
         mask = _check_mask(mask, known)
         if class_labels is not None and (not isinstance(class_labels, torch.Tensor) or class_labels.ndim < 1
                                          or class_labels.shape[0] != latents.shape[0]):

@@ -30,7 +30,7 @@ import triton
 from triton.backends.compiler import GPUTarget
 
 from . import euler_step, heun_step, loss, multistep_step, randn, skip_mix
-from ..reference.skip_mix import PRECOND_CODES
+from ..._codes import PRECOND_CODES
 from ._utils import BLOCK, LAUNCH_OPTIONS, NOISE_LAUNCH_OPTIONS
 
 ARCHS = (80, 90)

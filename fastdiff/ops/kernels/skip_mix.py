@@ -2,25 +2,30 @@
 import triton
 import triton.language as tl
 
+from ..._codes import PRECOND_EDM, PRECOND_VP
 from ._utils import BLOCK, LAUNCH_OPTIONS, grid_1d, load_per_sample, sample_of
+
+# fastdiff/_codes.py's codes as compile-time constants of the kernel (a jitted function reads only constexpr globals).
+EDM = tl.constexpr(PRECOND_EDM)
+VP = tl.constexpr(PRECOND_VP)
 
 @triton.jit
 def _skip_mix_kernel(x_ptr, F_ptr, sigma_ptr, out_ptr, numel, numel_per_sample, sigma_data,
                      KIND: tl.constexpr, PER_SAMPLE: tl.constexpr, BLOCK: tl.constexpr):
-    """out = c_skip(sigma) x + c_out(sigma) F in float32, the coefficients of EDM Table 1 for KIND:
-    0 EDM: c_skip = sd^2 / (s^2 + sd^2), c_out = s sd / sqrt(s^2 + sd^2); 1 VP/iDDPM: 1, -s; 2 VE: 1, s.
+    """out = c_skip(sigma) x + c_out(sigma) F in float32, the coefficients of EDM Table 1 for KIND (fastdiff/_codes.py):
+    EDM: c_skip = sd^2 / (s^2 + sd^2), c_out = s sd / sqrt(s^2 + sd^2); VP/iDDPM: 1, -s; VE: 1, s.
     """
     idx = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
     mask = idx < numel
     sample = sample_of(idx, numel, numel_per_sample) if PER_SAMPLE else 0
     sigma = load_per_sample(sigma_ptr, sample, PER_SAMPLE)
-    if KIND == 0:
+    if KIND == EDM:
         c_skip = sigma_data * sigma_data / (sigma * sigma + sigma_data * sigma_data)
         c_out = sigma * sigma_data / tl.sqrt_rn(sigma * sigma + sigma_data * sigma_data)
-    elif KIND == 1:
+    elif KIND == VP:
         c_skip = 1.0
         c_out = -sigma
-    else:
+    else:  # VE
         c_skip = 1.0
         c_out = sigma
     x = tl.load(x_ptr + idx, mask=mask).to(tl.float32)

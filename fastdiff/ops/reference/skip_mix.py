@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import torch
 
-PRECONDS = ("edm", "vp", "ve", "iddpm")
-PRECOND_CODES = {"edm": 0, "vp": 1, "iddpm": 1, "ve": 2}  # the compiled kernels' KIND codes (iDDPM mixes like VP)
+from ..._codes import PRECOND_CODES, PRECONDS  # noqa: F401  (PRECOND_CODES: the compiled kernels' kind, for dispatch)
+from ..._validate import check_choice
 
 
 def compute_dtype(*tensors: torch.Tensor) -> torch.dtype:
@@ -23,17 +23,16 @@ def per_sample(c: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
 
 def skip_coefficients(precond: str, sigma: torch.Tensor, sigma_data: float = 0.5):
     """(c_skip, c_out) of EDM Table 1: EDM sd^2/(s^2+sd^2), s sd/sqrt(s^2+sd^2); VP and iDDPM 1, -s; VE 1, s."""
+    check_choice("precond", precond, PRECONDS)
     if precond == "edm":
         c_skip = sigma_data**2 / (sigma**2 + sigma_data**2)
         c_out = sigma * sigma_data / (sigma**2 + sigma_data**2).sqrt()
     elif precond in ("vp", "iddpm"):
         c_skip = torch.ones_like(sigma)
         c_out = -sigma
-    elif precond == "ve":
+    else:  # "ve"
         c_skip = torch.ones_like(sigma)
         c_out = sigma
-    else:
-        raise ValueError(f"precond: expected one of {', '.join(map(repr, PRECONDS))}, got {precond!r}")
     return c_skip, c_out
 
 
