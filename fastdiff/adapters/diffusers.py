@@ -26,7 +26,8 @@ from torch import nn
 from .. import ops
 from ..ops.backends import prepare
 from ..ops.reference.skip_mix import per_sample
-from ..precond import _as_sigma_tensor, _prepare
+from .._validate import as_float_tensor
+from ..precond import _prepare
 from .._validate import check_output
 
 PREDICTION_TYPES = ("epsilon", "v_prediction", "sample")
@@ -138,7 +139,7 @@ class DiffusersDenoiser(nn.Module):
         """The time step the UNet is given at each sigma, as float64 (sigma's shape): ln sigma interpolated between
         the neighbouring trained levels, clamped to [0, T-1]; rounded half to even with quantize (True or
         "timestep"). A sigma that is a level (after the round trip through float32) gives that level's t exactly."""
-        sigma = _as_sigma_tensor(sigma)
+        sigma = as_float_tensor(sigma)
         levels, log_levels = self._table(sigma.device)
         s = sigma.to(torch.float64).reshape(-1).log()
         low = (torch.searchsorted(log_levels, s, right=True) - 1).clamp_(0, levels.numel() - 2)
@@ -152,7 +153,7 @@ class DiffusersDenoiser(nn.Module):
     def round_sigma(self, sigma):
         """With quantize=True, each sigma snapped to the nearest trained level (in ln sigma); otherwise sigma as it is
         (float64 for a Python number). Keeps the shape; fastdiff.sample snaps its schedule with it."""
-        sigma = _as_sigma_tensor(sigma)
+        sigma = as_float_tensor(sigma)
         if self.quantize is not True:
             return sigma
         levels, _ = self._table(sigma.device)
