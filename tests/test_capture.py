@@ -66,11 +66,13 @@ def here(marker: str, function: str) -> str:
 
 
 def fastdiff_line(module: str, text: str, function: str) -> str:
-    """What a Violation's `where` says for the one line of fastdiff/<module> containing `text`."""
+    """What a Violation's `where` says for the one line of fastdiff/<module> containing `text` (a violation names
+    the file by its last two path parts: its folder and its name)."""
     lines = (_FASTDIFF / module).read_text().splitlines()
     found = [n for n, line in enumerate(lines, 1) if text in line]
     assert len(found) == 1, f"{text!r} found on lines {found} of {module}"
-    return f"fastdiff/{module}:{found[0]} ({function})"
+    short = "/".join(f"fastdiff/{module}".split("/")[-2:])
+    return f"{short}:{found[0]} ({function})"
 
 
 def check(net, latents=LATENTS, class_labels=None, **kwargs):
@@ -545,7 +547,7 @@ def test_plan_float_reaching_an_op_is_caught(monkeypatch):
     assert kinds(report) == {"scalar", "allocation"}  # randn_like's own allocations
 
     report = check(mixture_net(), num_steps=4, **CHURN)
-    host = fastdiff_line("ops.py", "return torch.tensor(float(value), dtype=dtype, device=like.device)",
+    host = fastdiff_line("ops/dispatch.py", "return torch.tensor(float(value), dtype=dtype, device=like.device)",
                          "_per_sample_value")
     assert report.violations == [Violation("host data", "aten::lift_fresh", host, noisy[0], False, "", 2 * len(noisy))]
 
@@ -560,7 +562,7 @@ def test_op_ignoring_its_out_buffer_is_caught(monkeypatch, backend):
 
     monkeypatch.setattr(fastdiff.sampling.loop.ops, "euler_step", allocating_euler_step)
     report = check(mixture_net(), num_steps=4, solver="euler", backend=backend, **CHURN)
-    where = fastdiff_line("ops.py", "return _impl(name).euler_step(*args)", "euler_step")
+    where = fastdiff_line("ops/dispatch.py", "return _impl(name).euler_step(*args)", "euler_step")
     assert report.violations == [Violation("allocation", f"{NAMESPACES[backend]}::euler_step", where, 1, False, "", 2 * 3)]
 
 

@@ -17,7 +17,7 @@ import fastdiff
 from fastdiff.sampling.guidance import (INPAINT_OFFSET, SMC_LATENTS_OFFSET, SMC_OBSERVATION_OFFSET,
                                         ClassifierFreeGuidance, ClassifierGuidance, Inpainting, cfg,
                                         grad_log_p_from_logits)
-from fastdiff.sampling.inpaint import _resample_when_degenerate, inpaint
+from fastdiff.sampling.inpainting import _resample_when_degenerate, inpaint
 from fastdiff.metrics import sliced_wasserstein
 from fastdiff.rng import randn as reference_randn
 from fastdiff.sampling.plan import SOLVERS
