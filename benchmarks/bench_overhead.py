@@ -13,7 +13,9 @@ its Python per step, its kernel launches and its passes over memory. This benchm
 for four solvers (heun; heun with EDM's churn S_churn 40, S_min 0.05, S_max 50, S_noise 1.003; euler_ancestral;
 dpmpp_2m), each over the same 18-step Karras schedule (fastdiff.karras_sigmas: sigma 80 -> 0.002, then 0), at
 each size (default 1x3x8x8, where the sampler's fixed costs dominate, and 16x4x256x256, where its memory traffic
-does). The net is the exact denoiser of unit Gaussian data, D(x; sigma) = x / (1 + sigma^2): one pass over x.
+does). The net is a fixed linear denoiser, D(x; sigma) = x / 2: one kernel, so that the table shows what each
+sampler adds around the net (--net tanh: tanh(x), one kernel too; --net gaussian: the exact denoiser of unit
+Gaussian data, x / (1 + sigma^2), three small kernels on sigma and one over x).
 
 Timing: the implementations of one size and solver are measured in turn, one measurement of each per round
 (so that load from other processes falls on all of them alike), each measurement running enough back-to-back
@@ -79,10 +81,25 @@ SOLVERS = {
 }
 
 
+def linear_denoiser(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+    """A fixed linear denoiser, D(x; sigma) = x / 2 whatever sigma: one kernel, the least a net can cost."""
+    return x * 0.5
+
+
+def tanh_denoiser(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+    """A fixed tanh denoiser, D(x; sigma) = tanh(x): one kernel, pulling every value into (-1, 1) as image data."""
+    return torch.tanh(x)
+
+
 def gaussian_denoiser(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
-    """The exact denoiser of unit Gaussian data, E[y | y + sigma n = x] = x / (1 + sigma^2), sigma of shape [B]."""
+    """The exact denoiser of unit Gaussian data, E[y | y + sigma n = x] = x / (1 + sigma^2), sigma of shape [B]:
+    three small kernels on sigma, then one over x."""
     scale = 1.0 / (1.0 + sigma * sigma)
     return x * scale.reshape((-1,) + (1,) * (x.ndim - 1))
+
+
+NETS = {"linear": linear_denoiser, "tanh": tanh_denoiser, "gaussian": gaussian_denoiser}
+NET_FORMULAS = {"linear": "x / 2", "tanh": "tanh(x)", "gaussian": "x / (1 + sigma^2)"}
 
 
 def fastdiff_stream(seeds: torch.Tensor, shape, dtype):
@@ -102,7 +119,7 @@ def randn_like_from(stream):
         torch.randn_like = real
 
 
-def runners(kd, solver: str, latents: torch.Tensor, seeds: torch.Tensor, sigmas: torch.Tensor) -> dict:
+def runners(kd, net, solver: str, latents: torch.Tensor, seeds: torch.Tensor, sigmas: torch.Tensor) -> dict:
     """implementation -> a zero-argument function that samples one batch (what is timed)."""
     name, k_kwargs, f_kwargs = SOLVERS[solver]
     k_sampler = getattr(kd, name)
@@ -110,14 +127,15 @@ def runners(kd, solver: str, latents: torch.Tensor, seeds: torch.Tensor, sigmas:
     runs = {}
     for impl, settings in IMPLEMENTATIONS.items():
         if settings is None:
-            runs[impl] = lambda: k_sampler(gaussian_denoiser, latents * k_sigmas[0], k_sigmas, disable=True, **k_kwargs)
+            runs[impl] = lambda: k_sampler(net, latents * k_sigmas[0], k_sigmas, disable=True, **k_kwargs)
         else:
-            runs[impl] = lambda settings=settings: fastdiff.sample(gaussian_denoiser, latents, sigmas=sigmas,
-                                                                   seeds=seeds, **f_kwargs, **settings)
+            runs[impl] = lambda settings=settings: fastdiff.sample(net, latents, sigmas=sigmas, seeds=seeds,
+                                                                   **f_kwargs, **settings)
     return runs
 
 
-def agreement(kd, solver: str, latents: torch.Tensor, seeds: torch.Tensor, sigmas: torch.Tensor, runs: dict) -> dict:
+def agreement(kd, net, solver: str, latents: torch.Tensor, seeds: torch.Tensor, sigmas: torch.Tensor,
+              runs: dict) -> dict:
     """implementation -> max |its result - k-diffusion's| / max |k-diffusion's|, k-diffusion fed fastdiff's noise."""
     name, k_kwargs, _ = SOLVERS[solver]
     k_sampler, k_sigmas = getattr(kd, name), sigmas.to(latents.dtype)
@@ -125,13 +143,12 @@ def agreement(kd, solver: str, latents: torch.Tensor, seeds: torch.Tensor, sigma
     x = latents * k_sigmas[0]
     if solver == "euler_ancestral":  # called on every step but the last (to sigma 0), in order
         steps = iter(range(STEPS))
-        want = k_sampler(gaussian_denoiser, x, k_sigmas, disable=True, noise_sampler=lambda s, s_next: stream(next(steps)),
-                         **k_kwargs)
+        want = k_sampler(net, x, k_sigmas, disable=True, noise_sampler=lambda s, s_next: stream(next(steps)), **k_kwargs)
     elif k_kwargs.get("s_churn", 0) > 0:
         with randn_like_from(stream):
-            want = k_sampler(gaussian_denoiser, x, k_sigmas, disable=True, **k_kwargs)
+            want = k_sampler(net, x, k_sigmas, disable=True, **k_kwargs)
     else:
-        want = k_sampler(gaussian_denoiser, x, k_sigmas, disable=True, **k_kwargs)
+        want = k_sampler(net, x, k_sigmas, disable=True, **k_kwargs)
     scale = want.abs().max().item()
     return {impl: (run() - want).abs().max().item() / scale for impl, run in runs.items() if impl != K_DIFFUSION}
 
@@ -181,6 +198,8 @@ def main(argv=None) -> int:
                         "(at least 3 rounds are taken; default 60, --quick 2)")
     parser.add_argument("--threads", type=int, default=2, help="CPU threads for torch (default 2)")
     parser.add_argument("--quick", action="store_true", help="smoke run: two small sizes, 3 rounds")
+    parser.add_argument("--net", choices=tuple(NETS), default="linear", help="the denoiser both samplers call: "
+                        + "; ".join(f"{name}: {formula}" for name, formula in NET_FORMULAS.items()) + " (default linear)")
     parser.add_argument("--solvers", help=f"comma-separated subset of {', '.join(SOLVERS)} (default: all)")
     parser.add_argument("--out", type=Path, default=RESULTS, help=f"directory for the JSON (default {RESULTS})")
     a = parser.parse_args(argv)
@@ -196,6 +215,7 @@ def main(argv=None) -> int:
     if unknown:
         raise SystemExit(f"--solvers: expected some of {', '.join(SOLVERS)}, got {', '.join(unknown)}")
     torch.set_num_threads(a.threads)
+    net = NETS[a.net]
     try:
         kd = k_diffusion_sampling()
     except ImportError as error:
@@ -208,9 +228,10 @@ def main(argv=None) -> int:
                 python=platform.python_version(), cpu=platform.processor() or platform.machine(),
                 cpu_count=os.cpu_count(), cpu_threads=torch.get_num_threads(), load_average_at_start=load,
                 dtype="float32", steps=STEPS, sigmas=sigmas.tolist(), churn=CHURN, repeats=repeats,
-                budget_seconds=budget, agree=AGREE, net="x / (1 + sigma^2)", quick=a.quick,
+                budget_seconds=budget, agree=AGREE, net=a.net, net_formula=NET_FORMULAS[a.net], quick=a.quick,
                 argv=sys.argv[1:] if argv is None else list(argv))
-    print(f"fastdiff {fastdiff.__version__} bench_overhead: one sampling call, {STEPS} steps, net x / (1 + sigma^2), "
+    print(f"fastdiff {fastdiff.__version__} bench_overhead: one sampling call, {STEPS} steps, {a.net} net "
+          f"D(x; sigma) = {NET_FORMULAS[a.net]}, "
           f"float32, on the CPU with {torch.get_num_threads()} threads (torch {torch.__version__}, k-diffusion "
           f"{K_DIFFUSION_VERSION})")
     if load is not None and load >= 0.5 * (os.cpu_count() or 1):
@@ -225,8 +246,8 @@ def main(argv=None) -> int:
             latents = fastdiff.randn(list(range(shape[0])), shape)
             seeds = torch.arange(100, 100 + shape[0], dtype=torch.int64)
             for solver in solvers:
-                runs = runners(kd, solver, latents, seeds, sigmas)
-                differences = agreement(kd, solver, latents, seeds, sigmas, runs)
+                runs = runners(kd, net, solver, latents, seeds, sigmas)
+                differences = agreement(kd, net, solver, latents, seeds, sigmas, runs)
                 times = measure(runs, repeats, budget)
                 base = statistics.median(times[K_DIFFUSION])
                 for impl in runs:
