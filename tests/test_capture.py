@@ -214,8 +214,8 @@ def test_sampler_kernels_are_the_fused_out_ops():
         finally:
             state["in_net"] = False
 
-    loop, seeds = fastdiff.sampling.loop.build_loop(net, LATENTS, seeds=SEEDS, num_steps=6, backend="cpu",
-                                              reuse_buffers=True, **CHURN)
+    options = fastdiff.sampling.SampleOptions(num_steps=6, backend="cpu", reuse_buffers=True, **CHURN)
+    loop, seeds = fastdiff.sampling.loop.build_loop(net, LATENTS, seeds=SEEDS, options=options)
     loop.on_step = lambda i: per_step.append([])
     with torch.no_grad(), Recorder():
         loop.run(LATENTS, seeds)
@@ -746,7 +746,8 @@ def test_emulated_graph_replays_a_sampling_loop():
     and seeds copied into the same input tensors."""
     latents, seeds, out = LATENTS.clone(), torch.tensor(SEEDS), torch.empty_like(LATENTS)
     settings = dict(num_steps=4, backend="cpu", **CHURN)
-    loop, _ = fastdiff.sampling.loop.build_loop(mixture_net(), latents, seeds=seeds, reuse_buffers=True, **settings)
+    options = fastdiff.sampling.SampleOptions(reuse_buffers=True, **settings)
+    loop, _ = fastdiff.sampling.loop.build_loop(mixture_net(), latents, seeds=seeds, options=options)
     graph = EmulatedGraph()
     graph.capture(lambda: loop.run(latents, seeds, out=out))
     new_latents, new_seeds = fastdiff.randn([9, 8, 7, 6, 5], (5, 2, 3)), [11, 12, 13, 14, 15]

@@ -324,6 +324,41 @@ def test_bad_input_names_the_argument(args, kwargs, error, match):
         fastdiff.sample(*args, **kwargs)
 
 
+def test_settings_travel_as_one_checked_object(monkeypatch):
+    """sample() checks its settings once, into one frozen SampleOptions (numbers normalised), and the plan and the
+    loop read that object; each setting it refuses is named, as sample() names it."""
+    import dataclasses
+
+    import numpy as np
+
+    import fastdiff.sampling.loop as loop_module
+    from fastdiff.sampling import SampleOptions
+
+    seen, real = [], loop_module.make_plan
+    monkeypatch.setattr(loop_module, "make_plan", lambda net, options: seen.append(options) or real(net, options))
+    fastdiff.sample(mixture_net(), LATENTS, num_steps=np.int64(5), S_churn=np.float32(2.0), solver="euler",
+                    seeds=[1, 2, 3, 4, 5], nonfinite="ignore", backend="reference")
+    (options,) = seen
+    assert isinstance(options, SampleOptions)
+    assert (options.num_steps, options.S_churn, options.solver, options.nonfinite, options.backend) == \
+        (5, 2.0, "euler", "ignore", "reference")
+    assert type(options.num_steps) is int and type(options.S_churn) is float
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        options.num_steps = 6
+    assert SampleOptions(solver="euler_ancestral").eta == 1.0  # its default, filled in
+    for kwargs, error, match in [(dict(S_churn=-1.0), ValueError, "S_churn: must be >= 0.0, got -1.0"),
+                                 (dict(reuse_buffers=1), TypeError, "reuse_buffers: expected True or False, got 1"),
+                                 (dict(backend="gpu"), ValueError, "backend: expected one of 'auto'"),
+                                 (dict(eta=0.5), ValueError, "eta: only solver='euler_ancestral' takes eta")]:
+        with pytest.raises(error, match=match):
+            SampleOptions(**kwargs)
+        with pytest.raises(error, match=match):
+            fastdiff.sample(mixture_net(), LATENTS, **kwargs)
+    with pytest.raises(TypeError, match="seedz: not an argument of fastdiff.sample"):
+        SampleOptions.split({"num_steps": 3, "seedz": [1]}, others=("seeds",))
+    assert SampleOptions.split({"num_steps": 3, "seeds": [1]}, others=("seeds",))[1] == {"seeds": [1]}
+
+
 def test_net_range_that_empties_the_schedule():
     """A net whose range excludes the requested schedule gets an error naming the clamped range."""
     net = fastdiff.VEPrecond(lambda x, c: x, sigma_min=0.02, sigma_max=100.0)

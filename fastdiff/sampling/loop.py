@@ -4,6 +4,8 @@ loop.
 """
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 
 from .. import ops
@@ -12,31 +14,46 @@ from .._nonfinite import NonfiniteCheck, check_nonfinite, steps_where
 from .._validate import check_int, check_output
 from ..ops import backends
 from ..rng import SAMPLER_OFFSET, draw_seeds, seeds_tensor
-from .plan import PLAN_BYTES_PER_STEP, StepPlan, extrapolates, plan_steps, structure
+from .plan import (PLAN_BYTES_PER_STEP, STATE_DTYPES, SampleOptions, StepPlan, extrapolates, make_plan,  # noqa: F401
+                   structure)
 
-STATE_DTYPES = (torch.float32, torch.float64)
+
+class LoopSetup(NamedTuple):
+    """What a sampling call decides on the host before it builds its loop, once: the plan, the state's dtype and the
+    resolved backend."""
+
+    plan: StepPlan
+    state_dtype: torch.dtype
+    backend: str
 
 
-def build_loop(net, latents, class_labels=None, randn_like=None, num_steps=18, sigma_min=0.002, sigma_max=80.0,
-               rho=7.0, S_churn=0.0, S_min=0.0, S_max=float("inf"), S_noise=1.0, *, solver="heun", sigmas=None,
-               seeds=None, dtype=None, backend="auto", callback=None, nonfinite="warn", reuse_buffers=False, eta=None):
-    """Check sample()'s arguments and build its loop: (SamplingLoop, seeds), seeds an int64 tensor [B] on latents'
-    device (drawn from torch's default generator when omitted and the plan adds noise) or None."""
-    state_dtype = check_inputs(net, latents, class_labels, randn_like, seeds, dtype, callback, nonfinite)
-    if not isinstance(reuse_buffers, bool):
-        raise TypeError(f"reuse_buffers: expected True or False, got {reuse_buffers!r}")
-    require_loop_memory(num_steps, sigmas, latents.shape[0], latents.device, state_dtype)
-    plan = plan_steps(net, num_steps, sigma_min, sigma_max, rho, S_churn, S_min, S_max, S_noise, solver=solver,
-                      sigmas=sigmas, eta=eta)
-    backend = backends.resolve(backend, torch.empty(0, dtype=state_dtype, device=latents.device), (latents,))
+def prepare_loop(net, latents, class_labels, randn_like, seeds, callback, options: SampleOptions) -> LoopSetup:
+    """Check sample()'s tensors and functions (its settings are checked in `options`), the memory the plan and its
+    tables need, then plan and resolve the backend: everything a loop needs but its device tables."""
+    check_call(net, latents, class_labels, randn_like, seeds, callback)
+    state_dtype = options.state_dtype(latents)
+    require_loop_memory(options.num_steps, options.sigmas, latents.shape[0], latents.device, state_dtype)
+    plan = make_plan(net, options)
+    backend = backends.resolve(options.backend, torch.empty(0, dtype=state_dtype, device=latents.device), (latents,))
+    return LoopSetup(plan, state_dtype, backend)
+
+
+def build_loop(net, latents, class_labels=None, randn_like=None, seeds=None, callback=None,
+               options: SampleOptions | None = None, *, setup: LoopSetup | None = None):
+    """sample()'s loop for checked options: (SamplingLoop, seeds), seeds an int64 tensor [B] on latents' device
+    (drawn from torch's default generator when omitted and the plan adds noise) or None. `setup`, when given, is
+    prepare_loop's result for these arguments (so that a caller that needed the plan first does not plan twice)."""
+    options = SampleOptions() if options is None else options
+    if setup is None:
+        setup = prepare_loop(net, latents, class_labels, randn_like, seeds, callback, options)
     if randn_like is None:
         batch, device = latents.shape[0], latents.device
         if seeds is not None:
             seeds = seeds_tensor(seeds, batch, device)
-        elif any(std > 0 for std in plan.noise_std):  # a deterministic run leaves torch's generator untouched
+        elif any(std > 0 for std in setup.plan.noise_std):  # a deterministic run leaves torch's generator untouched
             seeds = draw_seeds(batch, device)
-    loop = SamplingLoop(net, plan, latents, state_dtype, randn_like=randn_like, callback=callback,
-                        nonfinite=nonfinite, backend=backend, in_place=reuse_buffers)
+    loop = SamplingLoop(net, setup.plan, latents, setup.state_dtype, randn_like=randn_like, callback=callback,
+                        nonfinite=options.nonfinite, backend=setup.backend, in_place=options.reuse_buffers)
     return loop, seeds
 
 
@@ -242,8 +259,8 @@ def _shares_memory(a: torch.Tensor, b: torch.Tensor) -> bool:
     return a.untyped_storage().data_ptr() == b.untyped_storage().data_ptr()
 
 
-def check_inputs(net, latents, class_labels, randn_like, seeds, dtype, callback, nonfinite) -> torch.dtype:
-    """Validate sample()'s arguments other than the schedule's; return the state dtype."""
+def check_call(net, latents, class_labels, randn_like, seeds, callback) -> None:
+    """Validate sample()'s tensors and functions (its settings are SampleOptions')."""
     if not callable(net):
         raise TypeError(f"net: expected a callable denoiser net(x, sigma[, class_labels]), got {type(net).__name__}")
     if not isinstance(latents, torch.Tensor):
@@ -262,6 +279,12 @@ def check_inputs(net, latents, class_labels, randn_like, seeds, dtype, callback,
         raise ValueError("seeds: pass either randn_like or seeds, not both (seeds key fastdiff's own generator)")
     if callback is not None and not callable(callback):
         raise TypeError(f"callback: expected a callable taking a dict, got {type(callback).__name__}")
+
+
+def check_inputs(net, latents, class_labels, randn_like, seeds, dtype, callback, nonfinite) -> torch.dtype:
+    """Validate a sampler's arguments other than the schedule's when they do not come as SampleOptions
+    (sample_general); return the state dtype."""
+    check_call(net, latents, class_labels, randn_like, seeds, callback)
     check_nonfinite(nonfinite)
     if dtype is None:
         return torch.float64 if latents.dtype == torch.float64 else torch.float32
