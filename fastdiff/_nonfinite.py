@@ -28,13 +28,20 @@ class NonfiniteCheck:
 
     def __init__(self, nonfinite: str, stages: int, dtype: torch.dtype, device):
         self.mode, self.stages = check_nonfinite(nonfinite), stages
-        self.minima = torch.zeros(stages + 1, dtype=dtype, device=device)
-        self.maxima = torch.zeros(stages + 1, dtype=dtype, device=device)
+        self.extremes = torch.zeros(2, stages + 1, dtype=dtype, device=device)
+        self.minima, self.maxima = self.extremes[0], self.extremes[1]  # views: [stages + 1] each
 
     def record(self, i: int, x: torch.Tensor) -> None:
         """Keep x's extremes as those after step i (i = -1: the start); device work only."""
         if self.mode != "ignore" and x.numel() > 0:  # (aminmax refuses empty tensors)
             torch.aminmax(x.detach(), out=(self.minima[i + 1], self.maxima[i + 1]))
+
+    def stage_outs(self) -> list[tuple[torch.Tensor, torch.Tensor]] | None:
+        """For a loop that records without calling record(): the out= of torch.aminmax for each stage, i + 1 for
+        step i (views made once), or None when nothing is to be recorded (nonfinite="ignore")."""
+        if self.mode == "ignore":
+            return None
+        return list(zip(self.minima.unbind(0), self.maxima.unbind(0)))
 
     def report(self, where: Callable[[int], str], hint: str, inputs: str = "latents", stacklevel: int = 1) -> None:
         """After the loop: warn or raise (per the mode) when the state held NaN or inf; one host sync.
@@ -54,7 +61,7 @@ class NonfiniteCheck:
 
     def first_nonfinite(self) -> int | None:
         """The first stage recorded with NaN or inf (0: the start, i + 1: step i), or None; one host sync."""
-        bad = (~(self.minima.isfinite() & self.maxima.isfinite())).nonzero()
+        bad = (~self.extremes.isfinite().all(0)).nonzero()
         return int(bad[0]) if bad.numel() else None
 
     @staticmethod

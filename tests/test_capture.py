@@ -526,7 +526,9 @@ def test_step_value_made_from_the_host_plan_is_caught(monkeypatch):
 
 def test_plan_float_reaching_an_op_is_caught(monkeypatch):
     """The plan's noise std as a Python float: in x + std * randn_like(x) it is a scalar that differs between calls
-    (on the steps that add noise); given to a fused op it becomes host data (torch.tensor per call)."""
+    (on the steps that add noise); given to a fused op, which the loop calls directly (fastdiff.ops.bound), it is
+    refused outright, naming the argument: the registered ops take tensors only, so no plan float can be baked into
+    a kernel launch."""
     real = fastdiff.sampling.loop.SamplingLoop.step_values
 
     def float_noise_std(self, i):
@@ -546,23 +548,30 @@ def test_plan_float_reaching_an_op_is_caught(monkeypatch):
     assert (scalars[0].step, scalars[0].in_net) == (noisy[0], False)
     assert kinds(report) == {"scalar", "allocation"}  # randn_like's own allocations
 
-    report = check(mixture_net(), num_steps=4, **CHURN)
-    host = fastdiff_line("ops/dispatch.py", "return torch.tensor(float(value), dtype=dtype, device=like.device)",
-                         "_per_sample_value")
-    assert report.violations == [Violation("host data", "aten::lift_fresh", host, noisy[0], False, "", 2 * len(noisy))]
+    for backend in FUSED:
+        with pytest.raises(RuntimeError, match="Expected a value of type 'Tensor' for argument 'noise_std'"):
+            check(mixture_net(), num_steps=4, backend=backend, **CHURN)
 
 
 @pytest.mark.parametrize("backend", FUSED)
 def test_op_ignoring_its_out_buffer_is_caught(monkeypatch, backend):
-    """An Euler step that drops out= and allocates: an allocation in the sampler from step 1, and nothing else."""
-    real = fastdiff.sampling.loop.ops.euler_step
+    """An Euler step that drops its out buffer and allocates: an allocation in the sampler from step 1, and nothing
+    else (planted in the op table the loop binds, fastdiff.ops.bound)."""
+    from types import SimpleNamespace
 
-    def allocating_euler_step(x_hat, denoised, t_hat, t_next, *, out=None, backend="auto"):
-        return real(x_hat, denoised, t_hat, t_next, backend=backend)
+    real_bound = fastdiff.sampling.loop.bound
 
-    monkeypatch.setattr(fastdiff.sampling.loop.ops, "euler_step", allocating_euler_step)
+    def allocating_bound(name):
+        table = real_bound(name)
+
+        def euler_step_out(x_hat, denoised, t_hat, t_next, out):
+            table.euler_step(x_hat, denoised, t_hat, t_next)  # <drop out>
+
+        return SimpleNamespace(**{**vars(table), "euler_step_out": euler_step_out})
+
+    monkeypatch.setattr(fastdiff.sampling.loop, "bound", allocating_bound)
     report = check(mixture_net(), num_steps=4, solver="euler", backend=backend, **CHURN)
-    where = fastdiff_line("ops/dispatch.py", "return _impl(name).euler_step(*args)", "euler_step")
+    where = here("drop out", "euler_step_out")
     assert report.violations == [Violation("allocation", f"{NAMESPACES[backend]}::euler_step", where, 1, False, "", 2 * 3)]
 
 

@@ -2,7 +2,8 @@
 
     plan.py      SampleOptions (sample()'s settings, checked once), StepPlan and plan_steps: the schedule and every
                  per-step scalar of a run, on the host (the leaf)
-    loop.py      SamplingLoop: runs any plan on device tensors with the fused ops; build_loop checks the inputs
+    loop.py      SamplingLoop: runs any plan on device tensors, calling the backend's ops directly (ops/bound.py);
+                 build_loop checks the tensors and resolves the backend once per call
     capture.py   check_capture and EmulatedGraph: what a CUDA graph of the loop would do, checked without a GPU
     graph.py     GraphedSampler: the loop, net included, captured once in a CUDA graph and replayed
     guidance.py  denoiser wrappers: classifier-free and classifier guidance, inpainting by replacement

@@ -13,6 +13,7 @@ from .._memory import on_devices, require_memory
 from .._nonfinite import NonfiniteCheck, check_nonfinite, steps_where
 from .._validate import check_int, check_output
 from ..ops import backends
+from ..ops.bound import bound
 from ..rng import SAMPLER_OFFSET, draw_seeds, seeds_tensor
 from .plan import (PLAN_BYTES_PER_STEP, STATE_DTYPES, SampleOptions, StepPlan, extrapolates, make_plan,  # noqa: F401
                    structure)
@@ -117,6 +118,10 @@ class SamplingLoop:
     denoised). So the same code runs eagerly, under fastdiff.check_capture, and captured in a CUDA graph
     (fastdiff.GraphedSampler).
 
+    A step costs what its kernels cost: the backend was resolved and the tensors checked before the loop was
+    built, so run() calls the backend's ops directly (fastdiff.ops.bound: the registered op, or the reference
+    function), and every per-step view of a table is made here, once, not in the loop.
+
     With in_place (a fused backend, no callback), every step writes into fixed buffers (the state, and the Euler
     point for Heun or the extrapolated denoised for DPM-Solver++(2M)), and run() allocates nothing but what the net
     returns; otherwise each step makes new tensors. A multistep plan keeps the net's previous result until the next
@@ -124,9 +129,11 @@ class SamplingLoop:
     """
 
     def __init__(self, net, plan: StepPlan, latents_like: torch.Tensor, state_dtype: torch.dtype, *, randn_like=None,
-                 callback=None, nonfinite="warn", backend="reference", in_place=False):
+                 callback=None, nonfinite="warn", backend="reference", in_place=False,
+                 tables: "StepTables | None" = None):
         self.net, self.plan, self.randn_like, self.callback = net, plan, randn_like, callback
         self.nonfinite, self.backend, self.state_dtype = nonfinite, backend, state_dtype
+        self.ops = bound(backend)
         self.shape, self.device = tuple(latents_like.shape), latents_like.device
         batch, N = self.shape[0], plan.num_steps
         # With reuse_buffers, a fused backend runs on fixed buffers: the state, into which churn, the Euler step and
@@ -135,13 +142,8 @@ class SamplingLoop:
         # them), every step makes new tensors.
         self.in_place = in_place and backend != "reference" and callback is None
 
-        # Per-step values live in device tensors made once; the loop only indexes them.
-        self.t, self.t_hat, self.noise_std = (self._device_table(v) for v in (plan.t, plan.t_hat, plan.noise_std))
-        self.t_down = None if plan.t_down is None else self._device_table(plan.t_down)  # else the step goes to t[i+1]
-        self.multistep = None if plan.multistep is None else self._device_table(plan.multistep)
-        self.sigma_hat_batch = self.t_hat[:, None].expand(-1, batch).contiguous()  # [N, B], what the net sees
-        self.sigma_next_batch = self.t[1:, None].expand(-1, batch).contiguous()
-        self.offsets = SAMPLER_OFFSET + torch.arange(N, dtype=torch.int64, device=self.device)  # step i's noise stream
+        # Per-step values live in device tables made once (StepTables); the loop only reads views of them.
+        self._use_tables(tables if tables is not None else StepTables(plan, batch, self.device, state_dtype))
         # The state's extremes at the start and after each step, for the non-finite report (fastdiff._nonfinite).
         self.finite_check = NonfiniteCheck(nonfinite, N, state_dtype, self.device)
         self.state = torch.empty(self.shape, dtype=state_dtype, device=self.device)  # contiguous, whatever the latents' layout
@@ -149,37 +151,48 @@ class SamplingLoop:
         self.extrapolated = torch.empty_like(self.state) if self.in_place and extrapolates(plan) else None
         self.on_step = None  # on_step(i), when set, is called on the host as step i begins, and with i = N after the
         #                     last step (fastdiff.check_capture)
+        self._records = self.finite_check.stage_outs() if self.state.numel() > 0 else None  # (aminmax refuses empty)
 
-    def _device_table(self, values) -> torch.Tensor:
-        """float64 host values, rounded once to the state dtype, on the device."""
-        return torch.tensor(values, dtype=torch.float64).to(device=self.device, dtype=self.state_dtype)
+    def _use_tables(self, tables: "StepTables") -> None:
+        self._tables = tables
+        self.t, self.t_hat, self.noise_std, self.t_down, self.multistep = (tables.t, tables.t_hat, tables.noise_std,
+                                                                           tables.t_down, tables.multistep)
+        self.sigma_hat_batch, self.sigma_next_batch, self.offsets = (tables.sigma_hat_batch, tables.sigma_next_batch,
+                                                                     tables.offsets)
 
     def set_plan(self, plan: StepPlan) -> None:
-        """Load another plan of the same structure into the tables (host-to-device copies, outside any loop)."""
+        """Load another plan of the same structure into the tables (host-to-device copies, outside any loop); the
+        tables stay where they are, so a graph captured on them replays the new plan."""
         if structure(plan) != structure(self.plan):
             raise ValueError("plan: expected a schedule with the same structure as the one this loop was built for "
                              f"(steps, which steps add noise and where, which correct or extrapolate): "
                              f"{structure(self.plan)}, got {structure(plan)}")
-        tables = [(self.t, plan.t), (self.t_hat, plan.t_hat), (self.noise_std, plan.noise_std),
-                  (self.t_down, plan.t_down), (self.multistep, plan.multistep)]
-        for table, values in tables:
-            if table is not None:
-                table.copy_(torch.tensor(values, dtype=torch.float64))
-        self.sigma_hat_batch.copy_(self.t_hat[:, None].expand_as(self.sigma_hat_batch))
-        self.sigma_next_batch.copy_(self.t[1:, None].expand_as(self.sigma_next_batch))
+        self._tables.load(plan)
         self.plan = plan
 
     def run(self, latents: torch.Tensor, seeds=None, class_labels=None, *, out=None) -> torch.Tensor:
         """Sample from latents (and seeds [B] int64 on the device, when the plan adds noise and there is no
         randn_like); the result goes into `out` when given, else it is returned in latents' dtype."""
-        plan, backend, in_place, on_step = self.plan, self.backend, self.in_place, self.on_step
+        plan, op, in_place, on_step = self.plan, self.ops, self.in_place, self.on_step
+        net, randn_like, callback, records = self.net, self.randn_like, self.callback, self._records
+        tables = self._tables
+        noise_after, multistep, t_down_views = plan.noise_after, plan.multistep is not None, tables.t_down_views
+        overlaps_differently = ops.overlaps_differently
+        shape, device = latents.shape, self.device
 
         def denoise(x, sigma):
-            return call_net(self.net, x, sigma, class_labels)
+            """call_net, with its check's passing case made cheap; the result contiguous, as every op reads it (the
+            Triton and reference ops do not copy)."""
+            denoised = net(x, sigma) if class_labels is None else net(x, sigma, class_labels)
+            if type(denoised) is not torch.Tensor or denoised.shape != shape or denoised.device != device or \
+                    not denoised.is_floating_point():
+                check_output("net", denoised, x, "net(x, sigma)")
+            return denoised.contiguous()
 
         x_next = self.state
-        torch.mul(latents, self.t[0], out=x_next)
-        self.finite_check.record(-1, x_next)
+        torch.mul(latents, tables.t0, out=x_next)
+        if records is not None:
+            torch.aminmax(x_next, out=records[0])  # (the state needs no detach here: it is the loop's own buffer)
         denoised_prev = None  # D_{i-1}, for a multistep plan
 
         # Main sampling loop.
@@ -190,43 +203,56 @@ class SamplingLoop:
             x_cur = x_next
 
             # Increase noise temporarily (churn; an ancestral step adds its noise after the update instead).
-            if plan.noise_after:
+            if noise_after:
                 x_hat = x_cur
-            elif self.randn_like is not None:
-                x_hat = x_cur + noise_std * check_noise(self.randn_like(x_cur), x_cur)
+            elif randn_like is not None:
+                x_hat = x_cur + noise_std * check_noise(randn_like(x_cur), x_cur).contiguous()
             elif plan.noise_std[i] > 0:
-                x_hat = ops.churn(x_cur, seeds, offset, noise_std, out=x_cur if in_place else None, backend=backend)
+                if in_place:
+                    op.churn_out(x_cur, seeds, offset, noise_std, x_cur)
+                    x_hat = x_cur
+                else:
+                    x_hat = op.churn(x_cur, seeds, offset, noise_std)
             else:
                 x_hat = x_cur
 
             # Euler step (to sigma_down on an ancestral step), from D extrapolated with D_{i-1} on a multistep step.
             denoised = denoise(x_hat, sigma_hat)
-            extrapolate = plan.multistep is not None and plan.multistep[i] != 0
+            extrapolate = multistep and plan.multistep[i] != 0
             denoised_step = self._extrapolate(i, denoised, denoised_prev, x_hat) if extrapolate else denoised
-            write_over_x_hat = in_place and not ops.overlaps_differently(denoised_step, x_hat) and not (
-                plan.multistep is not None and _shares_memory(denoised, x_hat))  # a multistep plan reads D again
-            euler_out = (self.euler_point if plan.correct[i] else x_hat) if write_over_x_hat else None
-            t_down = t_next if self.t_down is None else self.t_down[i]
-            x_next = ops.euler_step(x_hat, denoised_step, t_hat, t_down, out=euler_out, backend=backend)
-            if self.callback is not None:
-                self.callback({"x": x_hat, "i": i, "sigma": plan.t[i], "sigma_hat": plan.t_hat[i], "denoised": denoised})
+            write_over_x_hat = in_place and not overlaps_differently(denoised_step, x_hat) and not (
+                multistep and _shares_memory(denoised, x_hat))  # a multistep plan reads D again
+            t_down = t_next if t_down_views is None else t_down_views[i]
+            if write_over_x_hat:
+                x_next = self.euler_point if plan.correct[i] else x_hat
+                op.euler_step_out(x_hat, denoised_step, t_hat, t_down, x_next)
+            else:
+                x_next = op.euler_step(x_hat, denoised_step, t_hat, t_down)
+            if callback is not None:
+                callback({"x": x_hat, "i": i, "sigma": plan.t[i], "sigma_hat": plan.t_hat[i], "denoised": denoised})
 
             # Apply 2nd order correction.
             if plan.correct[i]:
                 denoised_next = denoise(x_next, sigma_next)
-                heun_out = x_hat if write_over_x_hat and not ops.overlaps_differently(denoised_next, x_hat) else None
-                x_next = ops.heun_step(x_hat, denoised, denoised_next, t_hat, t_next, out=heun_out, backend=backend)
+                if write_over_x_hat and not overlaps_differently(denoised_next, x_hat):
+                    op.heun_step_out(x_hat, denoised, denoised_next, t_hat, t_next, x_hat)
+                    x_next = x_hat
+                else:
+                    x_next = op.heun_step(x_hat, denoised, denoised_next, t_hat, t_next)
 
             # Add an ancestral step's noise, from sigma_down back up to t_next.
-            if plan.noise_after:
-                if self.randn_like is not None:
-                    x_next = x_next + noise_std * check_noise(self.randn_like(x_next), x_next)
+            if noise_after:
+                if randn_like is not None:
+                    x_next = x_next + noise_std * check_noise(randn_like(x_next), x_next).contiguous()
                 elif plan.noise_std[i] > 0:
-                    x_next = ops.churn(x_next, seeds, offset, noise_std, out=x_next if in_place else None,
-                                       backend=backend)
+                    if in_place:
+                        op.churn_out(x_next, seeds, offset, noise_std, x_next)
+                    else:
+                        x_next = op.churn(x_next, seeds, offset, noise_std)
             denoised_prev = denoised
 
-            self.finite_check.record(i, x_next)
+            if records is not None:  # (an out= op refuses inputs that require grad)
+                torch.aminmax(x_next.detach() if x_next.requires_grad else x_next, out=records[i + 1])
 
         if on_step is not None:
             on_step(plan.num_steps)  # the loop has ended: what follows happens once per call
@@ -242,9 +268,9 @@ class SamplingLoop:
 
     def step_values(self, i: int):
         """Step i's values, as views of the device tables: (noise offset, noise std, t_hat, t_next, the sigma [B]
-        the net sees at t_hat, and at t_next)."""
-        return (self.offsets[i], self.noise_std[i], self.t_hat[i], self.t[i + 1], self.sigma_hat_batch[i],
-                self.sigma_next_batch[i])
+        the net sees at t_hat, and at t_next). t_hat and t_next are the net's sigmas, one per sample; the noise offset
+        and std are None on a loop that never draws noise (and the offset with randn_like, which draws its own)."""
+        return self._tables.step_values[i]
 
     def report_nonfinite(self, stacklevel: int = 1) -> None:
         """After run(): warn or raise (per `nonfinite`) if the state held NaN or inf; one host sync.
@@ -252,6 +278,43 @@ class SamplingLoop:
         t = self.plan.t
         where = steps_where(self.plan.num_steps, lambda i: f"sigma {t[i]:.6g} -> {t[i + 1]:.6g}")
         self.finite_check.report(where, "check the net's output at that noise level", stacklevel=stacklevel + 1)
+
+
+class StepTables:
+    """A plan's per-step values on a device, for a batch size and state dtype: the tables t, t_hat, noise_std,
+    t_down and multistep (views of one tensor, made by one host-to-device copy), the noise levels the net sees per
+    sample (sigma_hat_batch, sigma_next_batch: [N, B]), the noise offsets, and every step's views of them, made once
+    (unbind makes all of a table's views in one call). The ops take t_hat and t_next as the net does, one value per
+    sample: the rows of the [N, B] tables. A loop only reads them; load() rewrites them in place (set_plan)."""
+
+    def __init__(self, plan: StepPlan, batch: int, device, dtype: torch.dtype):
+        self.plan, N = plan, plan.num_steps
+        values = [plan.t, plan.t_hat, plan.noise_std, plan.t_down, plan.multistep]
+        flat = torch.tensor([v for vs in values if vs is not None for v in vs], dtype=torch.float64)
+        flat = flat.to(device=device, dtype=dtype)  # rounded once to the state dtype
+        views, start = [], 0
+        for vs in values:
+            views.append(None if vs is None else flat[start:start + len(vs)])
+            start += 0 if vs is None else len(vs)
+        self.t, self.t_hat, self.noise_std, self.t_down, self.multistep = views  # no t_down: a step goes to t[i+1]
+        sigmas = torch.stack((self.t_hat, self.t[1:]))[:, :, None].expand(2, N, batch).contiguous()
+        self.sigma_hat_batch, self.sigma_next_batch = sigmas[0], sigmas[1]
+        self.offsets = torch.arange(SAMPLER_OFFSET, SAMPLER_OFFSET + N, dtype=torch.int64, device=device)
+        sigma_hat, sigma_next = self.sigma_hat_batch.unbind(0), self.sigma_next_batch.unbind(0)
+        self.step_values = list(zip(self.offsets.unbind(0), self.noise_std.unbind(0), sigma_hat, sigma_next, sigma_hat,
+                                    sigma_next))
+        self.t_down_views = None if self.t_down is None else self.t_down.unbind(0)
+        self.t0 = self.t[0]
+
+    def load(self, plan: StepPlan) -> None:
+        """Write another plan of the same structure into these tables."""
+        for table, values in [(self.t, plan.t), (self.t_hat, plan.t_hat), (self.noise_std, plan.noise_std),
+                              (self.t_down, plan.t_down), (self.multistep, plan.multistep)]:
+            if table is not None:
+                table.copy_(torch.tensor(values, dtype=torch.float64))
+        self.sigma_hat_batch.copy_(self.t_hat[:, None].expand_as(self.sigma_hat_batch))
+        self.sigma_next_batch.copy_(self.t[1:, None].expand_as(self.sigma_next_batch))
+        self.plan = plan
 
 
 def _shares_memory(a: torch.Tensor, b: torch.Tensor) -> bool:
