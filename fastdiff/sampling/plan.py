@@ -178,18 +178,26 @@ def make_plan(net, options: SampleOptions) -> StepPlan:
         return _ancestral_plan(t.tolist(), options.eta, S_noise)
     if solver == "dpmpp_2m":
         return _dpmpp_2m_plan(t.tolist())
+    # Host floats, not tensors: a plan is made on every sampling call. Each value is what float64 tensor arithmetic
+    # gives (t_cur + gamma t_cur is one rounded product and one rounded sum either way), and noise_std goes through
+    # torch, whose float64 sqrt may differ from math.sqrt in the last bit, unless every step's is exactly 0.
     N = t.numel() - 1
-    t_cur = t[:-1]
-    gamma = tuple(min(S_churn / N, math.sqrt(2) - 1) if S_min <= float(t_i) <= S_max else 0.0 for t_i in t_cur)
-    t_hat = t_cur + torch.tensor(gamma, dtype=torch.float64) * t_cur
+    t_list = t.tolist()
+    t_cur = t_list[:-1]
+    gamma = tuple(min(S_churn / N, math.sqrt(2) - 1) if S_min <= t_i <= S_max else 0.0 for t_i in t_cur)
+    t_hat = [t_i + g * t_i for t_i, g in zip(t_cur, gamma)]
     if round_sigma is not None:
-        t_hat = round_levels(round_sigma, t_hat)
-        if not bool((t_hat >= t_cur).all()):
-            raise ValueError(f"net.round_sigma: must not lower a noise level, but it maps t_cur {t_cur.tolist()} "
-                             f"with churn to t_hat {t_hat.tolist()}")
-    noise_std = (t_hat**2 - t_cur**2).sqrt() * S_noise
+        t_hat = round_levels(round_sigma, torch.tensor(t_hat, dtype=torch.float64)).tolist()
+        if not all(th >= tc for th, tc in zip(t_hat, t_cur)):
+            raise ValueError(f"net.round_sigma: must not lower a noise level, but it maps t_cur {t_cur} "
+                             f"with churn to t_hat {t_hat}")
+    if t_hat == t_cur:  # no churn anywhere: sqrt(t_hat^2 - t_cur^2) S_noise is exactly 0 at every step
+        noise_std = (0.0,) * N
+    else:
+        th, tc = torch.tensor(t_hat, dtype=torch.float64), t[:-1]
+        noise_std = tuple(((th**2 - tc**2).sqrt() * S_noise).tolist())
     correct = tuple(solver == "heun" and i < N - 1 for i in range(N))  # the step to t_N is Euler, by index
-    return StepPlan(t=tuple(t.tolist()), t_hat=tuple(t_hat.tolist()), gamma=gamma, noise_std=tuple(noise_std.tolist()), correct=correct)
+    return StepPlan(t=tuple(t_list), t_hat=tuple(t_hat), gamma=gamma, noise_std=noise_std, correct=correct)
 
 
 def _ancestral_plan(t: list[float], eta: float, S_noise: float) -> StepPlan:
