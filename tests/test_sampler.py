@@ -492,3 +492,25 @@ def test_channels_last_and_strided_latents_and_seeds(backend):
         assert not layout.is_contiguous()
         assert_equal(fastdiff.sample(net, layout, seeds=torch.tensor([7, 9]), **settings), want)
     assert_equal(fastdiff.sample(net, latents, seeds=torch.tensor([7, 0, 9])[::2], **settings), want)
+
+
+def test_eager_calls_share_their_plan_tables(monkeypatch):
+    """Eager sample() calls with the same plan, batch and state dtype read the same device tables (made once on the
+    CPU, and never written: set_plan gives a loop tables of its own); GraphedSampler and run_plan own theirs."""
+    import fastdiff.sampling.front as front
+    from fastdiff.sampling.loop import SamplingLoop, StepTables
+
+    built, real = [], front.build_loop
+    monkeypatch.setattr(front, "build_loop", lambda *a, **k: built.append(real(*a, **k)) or built[-1])
+    x, kw = LATENTS.float(), dict(num_steps=5, seeds=[1, 2, 3, 4, 5], S_churn=10.0)
+    first, second = fastdiff.sample(mixture_net(), x, **kw), fastdiff.sample(mixture_net(), x, **kw)
+    fastdiff.sample(mixture_net(), x, **dict(kw, num_steps=6))
+    a, b, c = (loop for loop, _ in built)
+    assert a.t is b.t and a.sigma_hat_batch is b.sigma_hat_batch and a.step_values(2) is b.step_values(2)
+    assert c.t is not a.t and a.state is not b.state  # another plan: other tables; the state is each loop's own
+    assert_equal(first, second)
+    t = a.t.clone()
+    a.set_plan(fastdiff.plan_steps(num_steps=5, S_churn=10.0, sigma_max=60.0))
+    assert a.t is not b.t and torch.equal(b.t, t) and float(a.t[0]) == 60.0
+    own = SamplingLoop(mixture_net(), a.plan, x, torch.float32)
+    assert isinstance(own._tables, StepTables) and not own._tables.shared

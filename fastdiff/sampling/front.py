@@ -57,7 +57,7 @@ def sample(net, latents, class_labels=None, randn_like=None, num_steps=18, sigma
         result = sample_graphed(cuda_graph, net, latents, class_labels, randn_like, seeds, callback, options)
         if result is not None:
             return result
-    loop, seeds = build_loop(net, latents, class_labels, randn_like, seeds, callback, options)
+    loop, seeds = build_loop(net, latents, class_labels, randn_like, seeds, callback, options, share_tables=True)
     result = loop.run(latents, seeds, class_labels)
     loop.report_nonfinite(stacklevel=2)  # warnings name the caller of sample()
     return result

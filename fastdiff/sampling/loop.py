@@ -4,6 +4,8 @@ loop.
 """
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
 from typing import NamedTuple
 
 import torch
@@ -40,10 +42,11 @@ def prepare_loop(net, latents, class_labels, randn_like, seeds, callback, option
 
 
 def build_loop(net, latents, class_labels=None, randn_like=None, seeds=None, callback=None,
-               options: SampleOptions | None = None, *, setup: LoopSetup | None = None):
+               options: SampleOptions | None = None, *, setup: LoopSetup | None = None, share_tables: bool = False):
     """sample()'s loop for checked options: (SamplingLoop, seeds), seeds an int64 tensor [B] on latents' device
     (drawn from torch's default generator when omitted and the plan adds noise) or None. `setup`, when given, is
-    prepare_loop's result for these arguments (so that a caller that needed the plan first does not plan twice)."""
+    prepare_loop's result for these arguments (so that a caller that needed the plan first does not plan twice).
+    share_tables: the loop may read tables shared with other loops of the same plan (shared_tables)."""
     options = SampleOptions() if options is None else options
     if setup is None:
         setup = prepare_loop(net, latents, class_labels, randn_like, seeds, callback, options)
@@ -53,8 +56,10 @@ def build_loop(net, latents, class_labels=None, randn_like=None, seeds=None, cal
             seeds = seeds_tensor(seeds, batch, device)
         elif any(std > 0 for std in setup.plan.noise_std):  # a deterministic run leaves torch's generator untouched
             seeds = draw_seeds(batch, device)
+    tables = shared_tables(setup.plan, latents.shape[0], latents.device, setup.state_dtype) if share_tables else None
     loop = SamplingLoop(net, setup.plan, latents, setup.state_dtype, randn_like=randn_like, callback=callback,
-                        nonfinite=options.nonfinite, backend=setup.backend, in_place=options.reuse_buffers)
+                        nonfinite=options.nonfinite, backend=setup.backend, in_place=options.reuse_buffers,
+                        tables=tables)
     return loop, seeds
 
 
@@ -162,12 +167,16 @@ class SamplingLoop:
 
     def set_plan(self, plan: StepPlan) -> None:
         """Load another plan of the same structure into the tables (host-to-device copies, outside any loop); the
-        tables stay where they are, so a graph captured on them replays the new plan."""
+        tables stay where they are, so a graph captured on them replays the new plan. A loop on shared tables
+        (shared_tables) gets tables of its own instead."""
         if structure(plan) != structure(self.plan):
             raise ValueError("plan: expected a schedule with the same structure as the one this loop was built for "
                              f"(steps, which steps add noise and where, which correct or extrapolate): "
                              f"{structure(self.plan)}, got {structure(plan)}")
-        self._tables.load(plan)
+        if self._tables.shared:
+            self._use_tables(StepTables(plan, self.shape[0], self.device, self.state_dtype))
+        else:
+            self._tables.load(plan)
         self.plan = plan
 
     def run(self, latents: torch.Tensor, seeds=None, class_labels=None, *, out=None) -> torch.Tensor:
@@ -287,8 +296,8 @@ class StepTables:
     (unbind makes all of a table's views in one call). The ops take t_hat and t_next as the net does, one value per
     sample: the rows of the [N, B] tables. A loop only reads them; load() rewrites them in place (set_plan)."""
 
-    def __init__(self, plan: StepPlan, batch: int, device, dtype: torch.dtype):
-        self.plan, N = plan, plan.num_steps
+    def __init__(self, plan: StepPlan, batch: int, device, dtype: torch.dtype, shared: bool = False):
+        self.plan, self.shared, N = plan, shared, plan.num_steps
         values = [plan.t, plan.t_hat, plan.noise_std, plan.t_down, plan.multistep]
         flat = torch.tensor([v for vs in values if vs is not None for v in vs], dtype=torch.float64)
         flat = flat.to(device=device, dtype=dtype)  # rounded once to the state dtype
@@ -300,6 +309,7 @@ class StepTables:
         sigmas = torch.stack((self.t_hat, self.t[1:]))[:, :, None].expand(2, N, batch).contiguous()
         self.sigma_hat_batch, self.sigma_next_batch = sigmas[0], sigmas[1]
         self.offsets = torch.arange(SAMPLER_OFFSET, SAMPLER_OFFSET + N, dtype=torch.int64, device=device)
+        self.nbytes = flat.untyped_storage().nbytes() + sigmas.untyped_storage().nbytes() + 8 * N
         sigma_hat, sigma_next = self.sigma_hat_batch.unbind(0), self.sigma_next_batch.unbind(0)
         self.step_values = list(zip(self.offsets.unbind(0), self.noise_std.unbind(0), sigma_hat, sigma_next, sigma_hat,
                                     sigma_next))
@@ -315,6 +325,36 @@ class StepTables:
         self.sigma_hat_batch.copy_(self.t_hat[:, None].expand_as(self.sigma_hat_batch))
         self.sigma_next_batch.copy_(self.t[1:, None].expand_as(self.sigma_next_batch))
         self.plan = plan
+
+
+# sample() makes a loop per call; on the CPU, loops of the same plan, batch size and dtype read the same tables, kept
+# here (a few, each small): making them and their per-step views costs more than a small batch's steps. Not on other
+# devices, where a table made on one stream could be read on another before its copy has landed.
+SHARED_TABLES = 16
+SHARED_TABLE_BYTES = 2**20
+_shared: OrderedDict = OrderedDict()
+_shared_lock = threading.Lock()
+
+
+def shared_tables(plan: StepPlan, batch: int, device, dtype: torch.dtype) -> StepTables | None:
+    """The StepTables of these, shared with other loops (never written: set_plan gives a loop its own), or None
+    where they are not shared: off the CPU, and for tables larger than SHARED_TABLE_BYTES."""
+    if torch.device(device).type != "cpu":
+        return None
+    key = (plan, batch, dtype)
+    with _shared_lock:
+        tables = _shared.get(key)
+        if tables is not None:
+            _shared.move_to_end(key)
+            return tables
+    tables = StepTables(plan, batch, device, dtype, shared=True)
+    if tables.nbytes > SHARED_TABLE_BYTES:
+        return None
+    with _shared_lock:
+        _shared[key] = tables
+        while len(_shared) > SHARED_TABLES:
+            _shared.popitem(last=False)
+    return tables
 
 
 def _shares_memory(a: torch.Tensor, b: torch.Tensor) -> bool:
