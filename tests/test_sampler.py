@@ -514,3 +514,15 @@ def test_eager_calls_share_their_plan_tables(monkeypatch):
     assert a.t is not b.t and torch.equal(b.t, t) and float(a.t[0]) == 60.0
     own = SamplingLoop(mixture_net(), a.plan, x, torch.float32)
     assert isinstance(own._tables, StepTables) and not own._tables.shared
+
+
+def test_plan_values_are_the_float64_tensor_formulas():
+    """The plan is computed on Python floats, bit for bit what EDM's float64 tensor formulas give: t_hat = t + gamma t,
+    noise_std = sqrt(t_hat^2 - t^2) S_noise (torch's sqrt, which may differ from math.sqrt in the last bit)."""
+    for num_steps, S_churn, S_max, S_noise in [(5, 1.0, 50.0, 1.0), (18, 40.0, 50.0, 1.003), (64, 80.0, math.inf, 1.007),
+                                               (18, 0.0, math.inf, 1.0)]:
+        plan = fastdiff.plan_steps(num_steps=num_steps, S_churn=S_churn, S_min=0.05, S_max=S_max, S_noise=S_noise)
+        t_cur = torch.tensor(plan.t[:-1], dtype=torch.float64)
+        t_hat = t_cur + torch.tensor(plan.gamma, dtype=torch.float64) * t_cur
+        assert plan.t_hat == tuple(t_hat.tolist())
+        assert plan.noise_std == tuple(((t_hat**2 - t_cur**2).sqrt() * S_noise).tolist())

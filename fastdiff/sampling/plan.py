@@ -179,8 +179,8 @@ def make_plan(net, options: SampleOptions) -> StepPlan:
     if solver == "dpmpp_2m":
         return _dpmpp_2m_plan(t.tolist())
     # Host floats, not tensors: a plan is made on every sampling call. Each value is what float64 tensor arithmetic
-    # gives (t_cur + gamma t_cur is one rounded product and one rounded sum either way), and noise_std goes through
-    # torch, whose float64 sqrt may differ from math.sqrt in the last bit, unless every step's is exactly 0.
+    # gives (products, sums and differences are correctly rounded either way), but for the square root of noise_std,
+    # taken by torch, whose float64 sqrt may differ from math.sqrt in the last bit, unless every step's is exactly 0.
     N = t.numel() - 1
     t_list = t.tolist()
     t_cur = t_list[:-1]
@@ -194,8 +194,8 @@ def make_plan(net, options: SampleOptions) -> StepPlan:
     if t_hat == t_cur:  # no churn anywhere: sqrt(t_hat^2 - t_cur^2) S_noise is exactly 0 at every step
         noise_std = (0.0,) * N
     else:
-        th, tc = torch.tensor(t_hat, dtype=torch.float64), t[:-1]
-        noise_std = tuple(((th**2 - tc**2).sqrt() * S_noise).tolist())
+        squares = torch.tensor([th * th - tc * tc for th, tc in zip(t_hat, t_cur)], dtype=torch.float64)
+        noise_std = tuple(root * S_noise for root in squares.sqrt().tolist())
     correct = tuple(solver == "heun" and i < N - 1 for i in range(N))  # the step to t_N is Euler, by index
     return StepPlan(t=tuple(t_list), t_hat=tuple(t_hat), gamma=gamma, noise_std=noise_std, correct=correct)
 
