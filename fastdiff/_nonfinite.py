@@ -30,6 +30,7 @@ class NonfiniteCheck:
         self.mode, self.stages = check_nonfinite(nonfinite), stages
         self.extremes = torch.zeros(2, stages + 1, dtype=dtype, device=device)
         self.minima, self.maxima = self.extremes[0], self.extremes[1]  # views: [stages + 1] each
+        self._stage_outs = None
 
     def record(self, i: int, x: torch.Tensor) -> None:
         """Keep x's extremes as those after step i (i = -1: the start); device work only."""
@@ -38,10 +39,12 @@ class NonfiniteCheck:
 
     def stage_outs(self) -> list[tuple[torch.Tensor, torch.Tensor]] | None:
         """For a loop that records without calling record(): the out= of torch.aminmax for each stage, i + 1 for
-        step i (views made once), or None when nothing is to be recorded (nonfinite="ignore")."""
+        step i (views made on the first call, then kept), or None when nothing is to be recorded (nonfinite="ignore")."""
         if self.mode == "ignore":
             return None
-        return list(zip(self.minima.unbind(0), self.maxima.unbind(0)))
+        if self._stage_outs is None:
+            self._stage_outs = list(zip(self.minima.unbind(0), self.maxima.unbind(0)))
+        return self._stage_outs
 
     def report(self, where: Callable[[int], str], hint: str, inputs: str = "latents", stacklevel: int = 1) -> None:
         """After the loop: warn or raise (per the mode) when the state held NaN or inf; one host sync.

@@ -526,3 +526,28 @@ def test_plan_values_are_the_float64_tensor_formulas():
         t_hat = t_cur + torch.tensor(plan.gamma, dtype=torch.float64) * t_cur
         assert plan.t_hat == tuple(t_hat.tolist())
         assert plan.noise_std == tuple(((t_hat**2 - t_cur**2).sqrt() * S_noise).tolist())
+
+
+def test_a_reused_nonfinite_record_reports_each_call_afresh():
+    """sample() hands its loop's non-finite record back to the shared tables for the next call of the same plan: every
+    call writes all of it, so a clean call after a failing one is clean, and a failure is placed at its own step."""
+    import warnings
+
+    def nan_from(step):
+        calls = []
+
+        def net(x, sigma):
+            calls.append(1)
+            out = mixture_net()(x, sigma)
+            return out * float("nan") if len(calls) > step else out
+
+        return net
+
+    kw = dict(num_steps=6, solver="euler", seeds=[1, 2, 3, 4, 5])
+    with pytest.warns(RuntimeWarning, match="first appeared at step 4 of 6"):
+        fastdiff.sample(nan_from(4), LATENTS.float(), **kw)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        fastdiff.sample(mixture_net(), LATENTS.float(), **kw)
+    with pytest.warns(RuntimeWarning, match="first appeared at step 2 of 6"):
+        fastdiff.sample(nan_from(2), LATENTS.float(), **kw)

@@ -60,6 +60,7 @@ def sample(net, latents, class_labels=None, randn_like=None, num_steps=18, sigma
     loop, seeds = build_loop(net, latents, class_labels, randn_like, seeds, callback, options, share_tables=True)
     result = loop.run(latents, seeds, class_labels)
     loop.report_nonfinite(stacklevel=2)  # warnings name the caller of sample()
+    loop.release()  # the loop is done: its tables' next loop may reuse its non-finite record
     return result
 
 

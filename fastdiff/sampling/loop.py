@@ -150,13 +150,19 @@ class SamplingLoop:
         # Per-step values live in device tables made once (StepTables); the loop only reads views of them.
         self._use_tables(tables if tables is not None else StepTables(plan, batch, self.device, state_dtype))
         # The state's extremes at the start and after each step, for the non-finite report (fastdiff._nonfinite).
-        self.finite_check = NonfiniteCheck(nonfinite, N, state_dtype, self.device)
+        self.finite_check = self._tables.take_check(nonfinite) or NonfiniteCheck(nonfinite, N, state_dtype, self.device)
         self.state = torch.empty(self.shape, dtype=state_dtype, device=self.device)  # contiguous, whatever the latents' layout
         self.euler_point = torch.empty_like(self.state) if self.in_place and any(plan.correct) else None
         self.extrapolated = torch.empty_like(self.state) if self.in_place and extrapolates(plan) else None
         self.on_step = None  # on_step(i), when set, is called on the host as step i begins, and with i = N after the
         #                     last step (fastdiff.check_capture)
         self._records = self.finite_check.stage_outs() if self.state.numel() > 0 else None  # (aminmax refuses empty)
+
+    def release(self) -> None:
+        """For a loop that is done (run and reported, never to run again): hand its non-finite record back to its
+        shared tables, for the next loop of the same plan (sample() does, after its one run)."""
+        self._tables.give_back(self.finite_check)
+        self.finite_check = self._records = None
 
     def _use_tables(self, tables: "StepTables") -> None:
         self._tables = tables
@@ -315,6 +321,23 @@ class StepTables:
                                     sigma_next))
         self.t_down_views = None if self.t_down is None else self.t_down.unbind(0)
         self.t0 = self.t[0]
+        self._spare_checks: list[NonfiniteCheck] = []  # records of finished loops (shared tables only): release()
+
+    def take_check(self, nonfinite: str) -> NonfiniteCheck | None:
+        """A NonfiniteCheck a finished loop of these tables gave back (its views made), or None."""
+        try:
+            check = self._spare_checks.pop()
+        except IndexError:
+            return None
+        if check.mode == nonfinite:
+            return check
+        self._spare_checks.append(check)
+        return None
+
+    def give_back(self, check: NonfiniteCheck) -> None:
+        """Keep a finished loop's record for the next loop of shared tables (a few at most); private tables keep none."""
+        if self.shared and check is not None and len(self._spare_checks) < 4:
+            self._spare_checks.append(check)
 
     def load(self, plan: StepPlan) -> None:
         """Write another plan of the same structure into these tables."""
