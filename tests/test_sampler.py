@@ -551,3 +551,21 @@ def test_a_reused_nonfinite_record_reports_each_call_afresh():
         fastdiff.sample(mixture_net(), LATENTS.float(), **kw)
     with pytest.warns(RuntimeWarning, match="first appeared at step 2 of 6"):
         fastdiff.sample(nan_from(2), LATENTS.float(), **kw)
+
+
+@pytest.mark.parametrize("solver", ["heun", "euler_ancestral", "dpmpp_2m"])
+def test_long_plans_make_their_step_views_as_they_go(solver, monkeypatch):
+    """A plan longer than VIEWS_UP_FRONT steps makes each step's views when it takes the step (they cost host memory):
+    the same bits as views made up front, and still capture-safe."""
+    import fastdiff.sampling.loop as loop_module
+
+    kw = dict(num_steps=6, solver=solver, seeds=[1, 2, 3, 4, 5], backend="cpu", reuse_buffers=True,
+              **(dict(S_churn=20.0, S_min=0.1, S_max=30.0) if solver == "heun" else {}))
+    up_front = fastdiff.sample(mixture_net(), LATENTS.float(), **kw)
+    monkeypatch.setattr(loop_module, "VIEWS_UP_FRONT", 2)
+    loop_module._shared.clear()
+    assert_equal(fastdiff.sample(mixture_net(), LATENTS.float(), **kw), up_front)
+    (tables,) = loop_module._shared.values()
+    assert isinstance(tables.step_values, loop_module._StepViews)
+    assert fastdiff.check_capture(mixture_net(), LATENTS.float(), **kw).ok
+    loop_module._shared.clear()

@@ -1,6 +1,6 @@
 """The sampling loop: one loop runs every solver's plan (fastdiff.sampling.plan) on device tensors, with the fused
-ops (fastdiff.ops) doing the elementwise step math. Eager sampling, the capture checker and CUDA graphs all run this
-loop.
+ops doing the elementwise step math, called directly (fastdiff.ops.bound) once the call's inputs are checked and its
+backend resolved. Eager sampling, the capture checker and CUDA graphs all run this loop.
 """
 from __future__ import annotations
 
@@ -156,7 +156,8 @@ class SamplingLoop:
         self.extrapolated = torch.empty_like(self.state) if self.in_place and extrapolates(plan) else None
         self.on_step = None  # on_step(i), when set, is called on the host as step i begins, and with i = N after the
         #                     last step (fastdiff.check_capture)
-        self._records = self.finite_check.stage_outs() if self.state.numel() > 0 else None  # (aminmax refuses empty)
+        self._records = (self.finite_check.stage_outs(up_front=N <= VIEWS_UP_FRONT) if self.state.numel() > 0
+                         else None)  # (aminmax refuses empty tensors)
 
     def release(self) -> None:
         """For a loop that is done (run and reported, never to run again): hand its non-finite record back to its
@@ -316,10 +317,13 @@ class StepTables:
         self.sigma_hat_batch, self.sigma_next_batch = sigmas[0], sigmas[1]
         self.offsets = torch.arange(SAMPLER_OFFSET, SAMPLER_OFFSET + N, dtype=torch.int64, device=device)
         self.nbytes = flat.untyped_storage().nbytes() + sigmas.untyped_storage().nbytes() + 8 * N
-        sigma_hat, sigma_next = self.sigma_hat_batch.unbind(0), self.sigma_next_batch.unbind(0)
-        self.step_values = list(zip(self.offsets.unbind(0), self.noise_std.unbind(0), sigma_hat, sigma_next, sigma_hat,
-                                    sigma_next))
-        self.t_down_views = None if self.t_down is None else self.t_down.unbind(0)
+        if N <= VIEWS_UP_FRONT:
+            sigma_hat, sigma_next = self.sigma_hat_batch.unbind(0), self.sigma_next_batch.unbind(0)
+            self.step_values = list(zip(self.offsets.unbind(0), self.noise_std.unbind(0), sigma_hat, sigma_next,
+                                        sigma_hat, sigma_next))
+            self.t_down_views = None if self.t_down is None else self.t_down.unbind(0)
+        else:  # views cost host memory (about 600 bytes each): a long plan makes each step's as it comes
+            self.step_values, self.t_down_views = _StepViews(self), None if self.t_down is None else _Rows(self.t_down)
         self.t0 = self.t[0]
         self._spare_checks: list[NonfiniteCheck] = []  # records of finished loops (shared tables only): release()
 
@@ -340,7 +344,7 @@ class StepTables:
             self._spare_checks.append(check)
 
     def load(self, plan: StepPlan) -> None:
-        """Write another plan of the same structure into these tables."""
+        """Write another plan of the same structure into these tables (the views see it: they are views)."""
         for table, values in [(self.t, plan.t), (self.t_hat, plan.t_hat), (self.noise_std, plan.noise_std),
                               (self.t_down, plan.t_down), (self.multistep, plan.multistep)]:
             if table is not None:
@@ -348,6 +352,33 @@ class StepTables:
         self.sigma_hat_batch.copy_(self.t_hat[:, None].expand_as(self.sigma_hat_batch))
         self.sigma_next_batch.copy_(self.t[1:, None].expand_as(self.sigma_next_batch))
         self.plan = plan
+
+
+# Plans of up to this many steps have every step's views made up front, once (600 bytes of host memory each, 6 or 7
+# a step); longer ones make them step by step, as indexing does.
+VIEWS_UP_FRONT = 1024
+
+
+class _Rows:
+    """table[i] as it is asked for: a table's per-step views for a long plan."""
+
+    def __init__(self, table: torch.Tensor):
+        self.table = table
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        return self.table[i]
+
+
+class _StepViews:
+    """StepTables.step_values for a long plan: step i's tuple made when asked for."""
+
+    def __init__(self, tables: StepTables):
+        self.tables = tables
+
+    def __getitem__(self, i: int) -> tuple:
+        t = self.tables
+        sigma_hat, sigma_next = t.sigma_hat_batch[i], t.sigma_next_batch[i]
+        return t.offsets[i], t.noise_std[i], sigma_hat, sigma_next, sigma_hat, sigma_next
 
 
 # sample() makes a loop per call; on the CPU, loops of the same plan, batch size and dtype read the same tables, kept
