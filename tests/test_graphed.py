@@ -307,7 +307,7 @@ def test_checked_and_planned_once(emulated_graphs, monkeypatch):
     for call in (1, 2):  # a capture, then a cached replay
         fastdiff.sample(mixture(), latents(), seeds=[1, 2, 3, 4, 5], cuda_graph=True, **kw)
         assert counts == {"check_call": 1 + call, "make_plan": 1 + call}
-    with pytest.raises(TypeError, match="num_stepz: not an argument of fastdiff.sample"):
+    with pytest.raises(TypeError, match="num_stepz: not a sampler setting"):
         fastdiff.GraphedSampler(mixture(), latents(), graph="emulated", num_stepz=3)
 
 

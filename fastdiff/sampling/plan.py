@@ -103,10 +103,11 @@ class SampleOptions:
     def split(cls, kwargs: dict, others: tuple[str, ...] = ()) -> tuple["SampleOptions", dict]:
         """SampleOptions of the names in kwargs that are fields, and a dict of those in `others`; any other name is a
         TypeError naming it."""
-        fields = {f.name for f in dataclasses.fields(cls)}
+        fields = [f.name for f in dataclasses.fields(cls)]
         unknown = [name for name in kwargs if name not in fields and name not in others]
         if unknown:
-            raise TypeError(f"{unknown[0]}: not an argument of fastdiff.sample (got {unknown[0]}={kwargs[unknown[0]]!r})")
+            raise TypeError(f"{unknown[0]}: not a sampler setting (got {unknown[0]}={kwargs[unknown[0]]!r}); the "
+                            f"settings are {', '.join(fields + list(others))}")
         return (cls(**{k: v for k, v in kwargs.items() if k in fields}),
                 {k: v for k, v in kwargs.items() if k not in fields})
 @dataclass(frozen=True)
