@@ -284,8 +284,7 @@ class SamplingLoop:
 
     def step_values(self, i: int):
         """Step i's values, as views of the device tables: (noise offset, noise std, t_hat, t_next, the sigma [B]
-        the net sees at t_hat, and at t_next). t_hat and t_next are the net's sigmas, one per sample; the noise offset
-        and std are None on a loop that never draws noise (and the offset with randn_like, which draws its own)."""
+        the net sees at t_hat, and at t_next). t_hat and t_next are the net's sigmas themselves, one per sample."""
         return self._tables.step_values[i]
 
     def report_nonfinite(self, stacklevel: int = 1) -> None:
