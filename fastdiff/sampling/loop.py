@@ -280,7 +280,7 @@ class SamplingLoop:
         """D_i + c_i (D_i - D_{i-1}) in the state's dtype: into the fixed buffer when in place, else a new tensor."""
         out = self.extrapolated if self.in_place else torch.empty_like(x_hat)
         torch.sub(denoised, denoised_prev, out=out)
-        return torch.addcmul(denoised, out, self.multistep[i], out=out)
+        return torch.addcmul(denoised, out, self._tables.multistep_views[i], out=out)
 
     def step_values(self, i: int):
         """Step i's values, as views of the device tables: (noise offset, noise std, t_hat, t_next, the sigma [B]
@@ -321,8 +321,10 @@ class StepTables:
             self.step_values = list(zip(self.offsets.unbind(0), self.noise_std.unbind(0), sigma_hat, sigma_next,
                                         sigma_hat, sigma_next))
             self.t_down_views = None if self.t_down is None else self.t_down.unbind(0)
+            self.multistep_views = None if self.multistep is None else self.multistep.unbind(0)
         else:  # views cost host memory (about 600 bytes each): a long plan makes each step's as it comes
             self.step_values, self.t_down_views = _StepViews(self), None if self.t_down is None else _Rows(self.t_down)
+            self.multistep_views = None if self.multistep is None else _Rows(self.multistep)
         self.t0 = self.t[0]
         self._spare_checks: list[NonfiniteCheck] = []  # records of finished loops (shared tables only): release()
 
