@@ -221,7 +221,10 @@ setup(
     cmdclass=cmdclass,
     install_requires=["torch>=2.4", "numpy"],
     extras_require={
-        "test": ["pytest>=7", "triton>=3.2", "pillow", "scikit-learn", "torchdiffeq", "diffusers"],  # Triton: its interpreter on CPU
+        "test": ["pytest>=7", "triton>=3.2", "pillow", "scikit-learn", "torchdiffeq", "scipy", "torchsde", "tqdm",
+                 "diffusers"],
+        # Triton: its interpreter on CPU; scipy, torchsde, tqdm (and torchdiffeq): what k-diffusion's sampling.py imports
+        # (k-diffusion itself is installed with --no-deps: see the README); diffusers: the peer of fastdiff.from_diffusers
         "triton": ["triton>=3.0"],
         "data": ["pillow", "scikit-learn"],  # fastdiff.data.image_folder and fastdiff.data.digits
         "sde": ["torchdiffeq"],  # fastdiff.sde.ode_sample and likelihood

@@ -85,6 +85,7 @@ def device_work(net, x0, seeds, settings) -> dict:
     work on host tensors, which a dispatch mode on a CPU-only machine cannot tell from device work): the loop and
     the non-finite report after it, as sample() runs them."""
     from fastdiff.sampling.loop import build_loop
+    from fastdiff.sampling.plan import SampleOptions
 
     backend = fused_backend(x0)
     work = {}
@@ -92,7 +93,7 @@ def device_work(net, x0, seeds, settings) -> dict:
                      ("fastdiff eager", dict(backend=backend, reuse_buffers=True))):
         if kw["backend"] is None:
             continue
-        loop, loop_seeds = build_loop(net, x0, None, seeds=seeds, **kw, **settings)
+        loop, loop_seeds = build_loop(net, x0, None, seeds=seeds, options=SampleOptions(**kw, **settings))
         work[name] = lambda loop=loop, loop_seeds=loop_seeds: (loop.run(x0, loop_seeds), loop.report_nonfinite())
     if backend is not None:  # the kernels an emulated graph replays: on a GPU, one cudaGraphLaunch runs them all
         sampler = fastdiff.GraphedSampler(net, x0, graph="emulated", backend=backend, **settings)

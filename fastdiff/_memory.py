@@ -9,6 +9,9 @@ from __future__ import annotations
 import torch
 
 MEMINFO = "/proc/meminfo"
+# Requests below this are not checked: reading the free memory (/proc/meminfo: ~20 us) would cost more than such a
+# request can risk, and a sampler makes a few of them on every call.
+UNCHECKED_BYTES = 2**20
 
 
 class NotEnoughMemoryError(ValueError, MemoryError):
@@ -43,8 +46,11 @@ def _mem_available() -> tuple[int, str] | None:
 
 def require_memory(name: str, given: str, needs: dict, what: str, advice: str) -> None:
     """Raise NotEnoughMemoryError naming argument `name` and what was `given` when the bytes that `needs` maps to a
-    device exceed what is available there. `what` says what the bytes are for; `advice` what to do instead."""
+    device exceed what is available there. `what` says what the bytes are for; `advice` what to do instead.
+    Requests of less than UNCHECKED_BYTES pass unchecked."""
     for device, needed in needs.items():
+        if needed < UNCHECKED_BYTES:
+            continue
         found = available_bytes(device)
         if found is None:
             continue

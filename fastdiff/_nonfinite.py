@@ -28,13 +28,24 @@ class NonfiniteCheck:
 
     def __init__(self, nonfinite: str, stages: int, dtype: torch.dtype, device):
         self.mode, self.stages = check_nonfinite(nonfinite), stages
-        self.minima = torch.zeros(stages + 1, dtype=dtype, device=device)
-        self.maxima = torch.zeros(stages + 1, dtype=dtype, device=device)
+        self.extremes = torch.zeros(2, stages + 1, dtype=dtype, device=device)
+        self.minima, self.maxima = self.extremes[0], self.extremes[1]  # views: [stages + 1] each
+        self._stage_outs = None
 
     def record(self, i: int, x: torch.Tensor) -> None:
         """Keep x's extremes as those after step i (i = -1: the start); device work only."""
         if self.mode != "ignore" and x.numel() > 0:  # (aminmax refuses empty tensors)
             torch.aminmax(x.detach(), out=(self.minima[i + 1], self.maxima[i + 1]))
+
+    def stage_outs(self, up_front: bool = True):
+        """For a loop that records without calling record(): a sequence of the out= of torch.aminmax for each stage,
+        i + 1 for step i, or None when nothing is to be recorded (nonfinite="ignore"). With up_front, its views are made
+        on the first call and kept (about 600 bytes of host memory each); otherwise each is made when indexed."""
+        if self.mode == "ignore":
+            return None
+        if self._stage_outs is None:
+            self._stage_outs = list(zip(self.minima.unbind(0), self.maxima.unbind(0))) if up_front else _StageOuts(self)
+        return self._stage_outs
 
     def report(self, where: Callable[[int], str], hint: str, inputs: str = "latents", stacklevel: int = 1) -> None:
         """After the loop: warn or raise (per the mode) when the state held NaN or inf; one host sync.
@@ -54,7 +65,7 @@ class NonfiniteCheck:
 
     def first_nonfinite(self) -> int | None:
         """The first stage recorded with NaN or inf (0: the start, i + 1: step i), or None; one host sync."""
-        bad = (~(self.minima.isfinite() & self.maxima.isfinite())).nonzero()
+        bad = (~self.extremes.isfinite().all(0)).nonzero()
         return int(bad[0]) if bad.numel() else None
 
     @staticmethod
@@ -70,3 +81,12 @@ def steps_where(num_steps: int, levels: Callable[[int], str]) -> Callable[[int],
     """where() for a loop of num_steps steps: "at step i of N (levels(i))"."""
     return lambda i: f"at step {i} of {num_steps} ({levels(i)})"
 
+
+class _StageOuts:
+    """stage_outs() made as indexed, for a loop of many stages."""
+
+    def __init__(self, check: NonfiniteCheck):
+        self.minima, self.maxima = check.minima, check.maxima
+
+    def __getitem__(self, stage: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.minima[stage], self.maxima[stage]

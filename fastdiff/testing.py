@@ -231,3 +231,71 @@ def torch_threads(count: int):
         yield
     finally:
         torch.set_num_threads(before)
+
+
+K_DIFFUSION_VERSION = "0.1.1.post1"  # the release the benchmarks and tests compare against
+_K_DIFFUSION_PACKAGE = "_fastdiff_k_diffusion"  # the synthetic parent package its sampling module is loaded under
+
+
+def k_diffusion_sampling():
+    """k-diffusion's `k_diffusion/sampling.py`, from the installed k-diffusion release, loaded on its own.
+
+    The functions in the returned module (sample_heun, sample_euler_ancestral, sample_dpmpp_2m, ...) are k-diffusion's
+    own code, executed unmodified from the installed file. Only its package is replaced: k-diffusion's __init__ and
+    utils import torchvision, wandb and more, of which sampling.py uses one helper, `utils.append_dims`. So the file is
+    executed as the submodule `sampling` of a synthetic package whose `utils` holds just that helper (written here).
+    Its remaining imports (scipy, torchdiffeq, torchsde, tqdm) are the real ones; install k-diffusion itself without
+    dependencies, so that it cannot replace torch:
+
+        pip install --no-deps "k-diffusion==0.1.1.post1"   (scipy, torchdiffeq, torchsde, tqdm: fastdiff's test extra)
+
+    Raises ImportError naming what is missing. The module is loaded once and cached.
+    """
+    import importlib.metadata
+    import importlib.util
+    import sys
+    import types
+    from pathlib import Path
+
+    loaded = sys.modules.get(f"{_K_DIFFUSION_PACKAGE}.sampling")
+    if loaded is not None:
+        return loaded
+    install = f'pip install --no-deps "k-diffusion=={K_DIFFUSION_VERSION}"'
+    try:
+        version = importlib.metadata.version("k-diffusion")
+    except importlib.metadata.PackageNotFoundError:
+        raise ImportError(f"k-diffusion is not installed; install it with `{install}`") from None
+    if version != K_DIFFUSION_VERSION:
+        raise ImportError(f"k-diffusion {version} is installed; fastdiff compares against {K_DIFFUSION_VERSION}: "
+                          f"`{install}`")
+    spec = importlib.util.find_spec("k_diffusion")  # finds the package without running its __init__
+    path = Path(spec.origin).parent / "sampling.py"
+    if not path.is_file():
+        raise ImportError(f"k-diffusion {version} has no sampling.py at {path}; reinstall it with `{install}`")
+
+    def append_dims(x, target_dims):
+        """x with trailing size-1 dimensions until it has target_dims dimensions (a view)."""
+        missing = target_dims - x.ndim
+        if missing < 0:
+            raise ValueError(f"append_dims: x has {x.ndim} dimensions, more than target_dims={target_dims}")
+        for _ in range(missing):
+            x = x.unsqueeze(-1)
+        return x
+
+    package = types.ModuleType(_K_DIFFUSION_PACKAGE, "k-diffusion's sampling module without the rest of its package")
+    package.__path__ = []  # a package with no files of its own: its submodules are placed below by hand
+    utils = types.ModuleType(f"{_K_DIFFUSION_PACKAGE}.utils", "the one helper of k_diffusion.utils that sampling.py uses")
+    utils.append_dims = append_dims
+    package.utils = utils
+    spec = importlib.util.spec_from_file_location(f"{_K_DIFFUSION_PACKAGE}.sampling", path)
+    sampling = importlib.util.module_from_spec(spec)
+    sys.modules[_K_DIFFUSION_PACKAGE], sys.modules[utils.__name__] = package, utils
+    sys.modules[spec.name] = sampling
+    try:
+        spec.loader.exec_module(sampling)
+    except BaseException:
+        for name in (spec.name, utils.__name__, _K_DIFFUSION_PACKAGE):
+            sys.modules.pop(name, None)
+        raise
+    package.sampling = sampling
+    return sampling

@@ -66,11 +66,13 @@ def here(marker: str, function: str) -> str:
 
 
 def fastdiff_line(module: str, text: str, function: str) -> str:
-    """What a Violation's `where` says for the one line of fastdiff/<module> containing `text`."""
+    """What a Violation's `where` says for the one line of fastdiff/<module> containing `text` (a violation names
+    the file by its last two path parts: its folder and its name)."""
     lines = (_FASTDIFF / module).read_text().splitlines()
     found = [n for n, line in enumerate(lines, 1) if text in line]
     assert len(found) == 1, f"{text!r} found on lines {found} of {module}"
-    return f"fastdiff/{module}:{found[0]} ({function})"
+    short = "/".join(f"fastdiff/{module}".split("/")[-2:])
+    return f"{short}:{found[0]} ({function})"
 
 
 def check(net, latents=LATENTS, class_labels=None, **kwargs):
@@ -212,8 +214,8 @@ def test_sampler_kernels_are_the_fused_out_ops():
         finally:
             state["in_net"] = False
 
-    loop, seeds = fastdiff.sampling.loop.build_loop(net, LATENTS, seeds=SEEDS, num_steps=6, backend="cpu",
-                                              reuse_buffers=True, **CHURN)
+    options = fastdiff.sampling.SampleOptions(num_steps=6, backend="cpu", reuse_buffers=True, **CHURN)
+    loop, seeds = fastdiff.sampling.loop.build_loop(net, LATENTS, seeds=SEEDS, options=options)
     loop.on_step = lambda i: per_step.append([])
     with torch.no_grad(), Recorder():
         loop.run(LATENTS, seeds)
@@ -524,7 +526,9 @@ def test_step_value_made_from_the_host_plan_is_caught(monkeypatch):
 
 def test_plan_float_reaching_an_op_is_caught(monkeypatch):
     """The plan's noise std as a Python float: in x + std * randn_like(x) it is a scalar that differs between calls
-    (on the steps that add noise); given to a fused op it becomes host data (torch.tensor per call)."""
+    (on the steps that add noise); given to a fused op, which the loop calls directly (fastdiff.ops.bound), it is
+    refused outright, naming the argument: the registered ops take tensors only, so no plan float can be baked into
+    a kernel launch."""
     real = fastdiff.sampling.loop.SamplingLoop.step_values
 
     def float_noise_std(self, i):
@@ -544,23 +548,30 @@ def test_plan_float_reaching_an_op_is_caught(monkeypatch):
     assert (scalars[0].step, scalars[0].in_net) == (noisy[0], False)
     assert kinds(report) == {"scalar", "allocation"}  # randn_like's own allocations
 
-    report = check(mixture_net(), num_steps=4, **CHURN)
-    host = fastdiff_line("ops/dispatch.py", "return torch.tensor(float(value), dtype=dtype, device=like.device)",
-                         "_per_sample_value")
-    assert report.violations == [Violation("host data", "aten::lift_fresh", host, noisy[0], False, "", 2 * len(noisy))]
+    for backend in FUSED:
+        with pytest.raises(RuntimeError, match="Expected a value of type 'Tensor' for argument 'noise_std'"):
+            check(mixture_net(), num_steps=4, backend=backend, **CHURN)
 
 
 @pytest.mark.parametrize("backend", FUSED)
 def test_op_ignoring_its_out_buffer_is_caught(monkeypatch, backend):
-    """An Euler step that drops out= and allocates: an allocation in the sampler from step 1, and nothing else."""
-    real = fastdiff.sampling.loop.ops.euler_step
+    """An Euler step that drops its out buffer and allocates: an allocation in the sampler from step 1, and nothing
+    else (planted in the op table the loop binds, fastdiff.ops.bound)."""
+    from types import SimpleNamespace
 
-    def allocating_euler_step(x_hat, denoised, t_hat, t_next, *, out=None, backend="auto"):
-        return real(x_hat, denoised, t_hat, t_next, backend=backend)
+    real_bound = fastdiff.sampling.loop.bound
 
-    monkeypatch.setattr(fastdiff.sampling.loop.ops, "euler_step", allocating_euler_step)
+    def allocating_bound(name):
+        table = real_bound(name)
+
+        def euler_step_out(x_hat, denoised, t_hat, t_next, out):
+            table.euler_step(x_hat, denoised, t_hat, t_next)  # <drop out>
+
+        return SimpleNamespace(**{**vars(table), "euler_step_out": euler_step_out})
+
+    monkeypatch.setattr(fastdiff.sampling.loop, "bound", allocating_bound)
     report = check(mixture_net(), num_steps=4, solver="euler", backend=backend, **CHURN)
-    where = fastdiff_line("ops/dispatch.py", "return _impl(name).euler_step(*args)", "euler_step")
+    where = here("drop out", "euler_step_out")
     assert report.violations == [Violation("allocation", f"{NAMESPACES[backend]}::euler_step", where, 1, False, "", 2 * 3)]
 
 
@@ -744,7 +755,8 @@ def test_emulated_graph_replays_a_sampling_loop():
     and seeds copied into the same input tensors."""
     latents, seeds, out = LATENTS.clone(), torch.tensor(SEEDS), torch.empty_like(LATENTS)
     settings = dict(num_steps=4, backend="cpu", **CHURN)
-    loop, _ = fastdiff.sampling.loop.build_loop(mixture_net(), latents, seeds=seeds, reuse_buffers=True, **settings)
+    options = fastdiff.sampling.SampleOptions(reuse_buffers=True, **settings)
+    loop, _ = fastdiff.sampling.loop.build_loop(mixture_net(), latents, seeds=seeds, options=options)
     graph = EmulatedGraph()
     graph.capture(lambda: loop.run(latents, seeds, out=out))
     new_latents, new_seeds = fastdiff.randn([9, 8, 7, 6, 5], (5, 2, 3)), [11, 12, 13, 14, 15]

@@ -287,6 +287,30 @@ def test_sample_reuses_cached_graphs(emulated_graphs):
     assert len(graphed._cache) == 3
 
 
+def test_checked_and_planned_once(emulated_graphs, monkeypatch):
+    """GraphedSampler checks the call's tensors and makes its plan once; so does each sample(cuda_graph=True) call,
+    the one that captures included (it hands its checked plan to the sampler it builds). Unknown settings are named."""
+    import fastdiff.sampling.loop as loop_module
+
+    counts = {"check_call": 0, "make_plan": 0}
+    for name in counts:
+        real = getattr(loop_module, name)
+
+        def counted(*args, name=name, real=real):
+            counts[name] += 1
+            return real(*args)
+
+        monkeypatch.setattr(loop_module, name, counted)
+    kw = dict(num_steps=3, backend=CPU_BACKENDS[0], **CHURN)
+    fastdiff.GraphedSampler(mixture(), latents(), graph="emulated", **kw)
+    assert counts == {"check_call": 1, "make_plan": 1}
+    for call in (1, 2):  # a capture, then a cached replay
+        fastdiff.sample(mixture(), latents(), seeds=[1, 2, 3, 4, 5], cuda_graph=True, **kw)
+        assert counts == {"check_call": 1 + call, "make_plan": 1 + call}
+    with pytest.raises(TypeError, match="num_stepz: not a sampler setting"):
+        fastdiff.GraphedSampler(mixture(), latents(), graph="emulated", num_stepz=3)
+
+
 def test_auto_falls_back_with_one_logged_reason(emulated_graphs, caplog):
     net, x0, kw = SyncingNet(), latents(), dict(num_steps=3, seeds=[1, 2, 3, 4, 5], backend=CPU_BACKENDS[0])
     with caplog.at_level(logging.INFO, logger="fastdiff"):

@@ -173,3 +173,17 @@ def test_the_real_figure():
 def test_format_bytes():
     assert [memory.format_bytes(n) for n in (0, 1023, 1024, 1536, 3 * GiB, 5 * 2**50)] == \
         ["0 B", "1023 B", "1.0 KiB", "1.5 KiB", "3.0 GiB", "5.0 PiB"]
+
+
+def test_small_requests_are_not_checked(monkeypatch):
+    """A request of less than UNCHECKED_BYTES passes without reading the free memory (a sampling call makes a few,
+    and reading /proc/meminfo costs more than one of its steps); one of that size is checked."""
+    def unreadable():
+        raise AssertionError("the free memory was read for a small request")
+
+    monkeypatch.setattr(memory, "_mem_available", unreadable)
+    require_loop_memory(18, None, 4, "cpu", torch.float32)
+    fastdiff.plan_steps(num_steps=18)
+    memory.require_memory("x", "small", {torch.device("cpu"): memory.UNCHECKED_BYTES - 1}, "a test", "none")
+    with pytest.raises(AssertionError, match="was read"):
+        memory.require_memory("x", "1 MiB", {torch.device("cpu"): memory.UNCHECKED_BYTES}, "a test", "none")

@@ -129,18 +129,9 @@ def test_network_evaluations_and_randn_like_calls():
         assert fastdiff.plan_steps(num_steps=18, solver=solver).nfe == nfe
 
 
-def test_own_generator_draws_only_on_churn_steps(monkeypatch):
+def test_own_generator_draws_only_on_churn_steps(churn_offsets):
     """With seeds, noise is drawn only where gamma_i > 0, at offset 2^32 + i of each sample's stream."""
-    import fastdiff.ops
-
-    offsets = []
-    real_churn = fastdiff.ops.churn
-
-    def recording_churn(x, seeds, offset, noise_std, **kwargs):
-        offsets.append(int(offset))
-        return real_churn(x, seeds, offset, noise_std, **kwargs)
-
-    monkeypatch.setattr(fastdiff.ops, "churn", recording_churn)
+    offsets = churn_offsets
     settings = dict(num_steps=10, S_churn=20.0, S_min=0.5, S_max=20.0)
     plan = fastdiff.plan_steps(**settings)
     fastdiff.sample(mixture_net(), LATENTS, seeds=[1, 2, 3, 4, 5], **settings)
@@ -274,7 +265,7 @@ def test_sampling_loop_never_syncs(solver, backend):
             run_plan(net, LATENTS.float(), plan, None, None, seeds, torch.float32, None, "ignore", backend)
         assert counter.syncs == []
         copies.append(len(counter.host_to_device))
-    assert copies[0] == copies[1] == 3  # the t, t_hat and noise_std tables
+    assert copies[0] == copies[1] == 1  # the t, t_hat and noise_std tables, in one host-to-device copy
     with SyncCounter() as counter:
         run_plan(net, LATENTS.float(), plan, None, None, seeds, torch.float32, None, "warn", backend)
     assert counter.syncs == ["aten::nonzero"]
@@ -322,6 +313,41 @@ def test_bad_input_names_the_argument(args, kwargs, error, match):
     """Each bad input raises an error naming the argument, the value and what is accepted."""
     with pytest.raises(error, match=match):
         fastdiff.sample(*args, **kwargs)
+
+
+def test_settings_travel_as_one_checked_object(monkeypatch):
+    """sample() checks its settings once, into one frozen SampleOptions (numbers normalised), and the plan and the
+    loop read that object; each setting it refuses is named, as sample() names it."""
+    import dataclasses
+
+    import numpy as np
+
+    import fastdiff.sampling.loop as loop_module
+    from fastdiff.sampling import SampleOptions
+
+    seen, real = [], loop_module.make_plan
+    monkeypatch.setattr(loop_module, "make_plan", lambda net, options: seen.append(options) or real(net, options))
+    fastdiff.sample(mixture_net(), LATENTS, num_steps=np.int64(5), S_churn=np.float32(2.0), solver="euler",
+                    seeds=[1, 2, 3, 4, 5], nonfinite="ignore", backend="reference")
+    (options,) = seen
+    assert isinstance(options, SampleOptions)
+    assert (options.num_steps, options.S_churn, options.solver, options.nonfinite, options.backend) == \
+        (5, 2.0, "euler", "ignore", "reference")
+    assert type(options.num_steps) is int and type(options.S_churn) is float
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        options.num_steps = 6
+    assert SampleOptions(solver="euler_ancestral").eta == 1.0  # its default, filled in
+    for kwargs, error, match in [(dict(S_churn=-1.0), ValueError, "S_churn: must be >= 0.0, got -1.0"),
+                                 (dict(reuse_buffers=1), TypeError, "reuse_buffers: expected True or False, got 1"),
+                                 (dict(backend="gpu"), ValueError, "backend: expected one of 'auto'"),
+                                 (dict(eta=0.5), ValueError, "eta: only solver='euler_ancestral' takes eta")]:
+        with pytest.raises(error, match=match):
+            SampleOptions(**kwargs)
+        with pytest.raises(error, match=match):
+            fastdiff.sample(mixture_net(), LATENTS, **kwargs)
+    with pytest.raises(TypeError, match="seedz: not a sampler setting .*the settings are num_steps, .*, seeds"):
+        SampleOptions.split({"num_steps": 3, "seedz": [1]}, others=("seeds",))
+    assert SampleOptions.split({"num_steps": 3, "seeds": [1]}, others=("seeds",))[1] == {"seeds": [1]}
 
 
 def test_net_range_that_empties_the_schedule():
@@ -466,3 +492,80 @@ def test_channels_last_and_strided_latents_and_seeds(backend):
         assert not layout.is_contiguous()
         assert_equal(fastdiff.sample(net, layout, seeds=torch.tensor([7, 9]), **settings), want)
     assert_equal(fastdiff.sample(net, latents, seeds=torch.tensor([7, 0, 9])[::2], **settings), want)
+
+
+def test_eager_calls_share_their_plan_tables(monkeypatch):
+    """Eager sample() calls with the same plan, batch and state dtype read the same device tables (made once on the
+    CPU, and never written: set_plan gives a loop tables of its own); GraphedSampler and run_plan own theirs."""
+    import fastdiff.sampling.front as front
+    from fastdiff.sampling.loop import SamplingLoop, StepTables
+
+    built, real = [], front.build_loop
+    monkeypatch.setattr(front, "build_loop", lambda *a, **k: built.append(real(*a, **k)) or built[-1])
+    x, kw = LATENTS.float(), dict(num_steps=5, seeds=[1, 2, 3, 4, 5], S_churn=10.0)
+    first, second = fastdiff.sample(mixture_net(), x, **kw), fastdiff.sample(mixture_net(), x, **kw)
+    fastdiff.sample(mixture_net(), x, **dict(kw, num_steps=6))
+    a, b, c = (loop for loop, _ in built)
+    assert a.t is b.t and a.sigma_hat_batch is b.sigma_hat_batch and a.step_values(2) is b.step_values(2)
+    assert c.t is not a.t and a.state is not b.state  # another plan: other tables; the state is each loop's own
+    assert_equal(first, second)
+    t = a.t.clone()
+    a.set_plan(fastdiff.plan_steps(num_steps=5, S_churn=10.0, sigma_max=60.0))
+    assert a.t is not b.t and torch.equal(b.t, t) and float(a.t[0]) == 60.0
+    own = SamplingLoop(mixture_net(), a.plan, x, torch.float32)
+    assert isinstance(own._tables, StepTables) and not own._tables.shared
+
+
+def test_plan_values_are_the_float64_tensor_formulas():
+    """The plan is computed on Python floats, bit for bit what EDM's float64 tensor formulas give: t_hat = t + gamma t,
+    noise_std = sqrt(t_hat^2 - t^2) S_noise (torch's sqrt, which may differ from math.sqrt in the last bit)."""
+    for num_steps, S_churn, S_max, S_noise in [(5, 1.0, 50.0, 1.0), (18, 40.0, 50.0, 1.003), (64, 80.0, math.inf, 1.007),
+                                               (18, 0.0, math.inf, 1.0)]:
+        plan = fastdiff.plan_steps(num_steps=num_steps, S_churn=S_churn, S_min=0.05, S_max=S_max, S_noise=S_noise)
+        t_cur = torch.tensor(plan.t[:-1], dtype=torch.float64)
+        t_hat = t_cur + torch.tensor(plan.gamma, dtype=torch.float64) * t_cur
+        assert plan.t_hat == tuple(t_hat.tolist())
+        assert plan.noise_std == tuple(((t_hat**2 - t_cur**2).sqrt() * S_noise).tolist())
+
+
+def test_a_reused_nonfinite_record_reports_each_call_afresh():
+    """sample() hands its loop's non-finite record back to the shared tables for the next call of the same plan: every
+    call writes all of it, so a clean call after a failing one is clean, and a failure is placed at its own step."""
+    import warnings
+
+    def nan_from(step):
+        calls = []
+
+        def net(x, sigma):
+            calls.append(1)
+            out = mixture_net()(x, sigma)
+            return out * float("nan") if len(calls) > step else out
+
+        return net
+
+    kw = dict(num_steps=6, solver="euler", seeds=[1, 2, 3, 4, 5])
+    with pytest.warns(RuntimeWarning, match="first appeared at step 4 of 6"):
+        fastdiff.sample(nan_from(4), LATENTS.float(), **kw)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        fastdiff.sample(mixture_net(), LATENTS.float(), **kw)
+    with pytest.warns(RuntimeWarning, match="first appeared at step 2 of 6"):
+        fastdiff.sample(nan_from(2), LATENTS.float(), **kw)
+
+
+@pytest.mark.parametrize("solver", ["heun", "euler_ancestral", "dpmpp_2m"])
+def test_long_plans_make_their_step_views_as_they_go(solver, monkeypatch):
+    """A plan longer than VIEWS_UP_FRONT steps makes each step's views when it takes the step (they cost host memory):
+    the same bits as views made up front, and still capture-safe."""
+    import fastdiff.sampling.loop as loop_module
+
+    kw = dict(num_steps=6, solver=solver, seeds=[1, 2, 3, 4, 5], backend="cpu", reuse_buffers=True,
+              **(dict(S_churn=20.0, S_min=0.1, S_max=30.0) if solver == "heun" else {}))
+    up_front = fastdiff.sample(mixture_net(), LATENTS.float(), **kw)
+    monkeypatch.setattr(loop_module, "VIEWS_UP_FRONT", 2)
+    loop_module._shared.clear()
+    assert_equal(fastdiff.sample(mixture_net(), LATENTS.float(), **kw), up_front)
+    (tables,) = loop_module._shared.values()
+    assert isinstance(tables.step_values, loop_module._StepViews)
+    assert fastdiff.check_capture(mixture_net(), LATENTS.float(), **kw).ok
+    loop_module._shared.clear()

@@ -1,7 +1,9 @@
 """fastdiff.sampling: every sampler of fastdiff, on one plan and one loop.
 
-    plan.py      StepPlan and plan_steps: the schedule and every per-step scalar of a run, on the host (the leaf)
-    loop.py      SamplingLoop: runs any plan on device tensors with the fused ops; build_loop checks the inputs
+    plan.py      SampleOptions (sample()'s settings, checked once), StepPlan and plan_steps: the schedule and every
+                 per-step scalar of a run, on the host (the leaf)
+    loop.py      SamplingLoop: runs any plan on device tensors, calling the backend's ops directly (ops/bound.py);
+                 build_loop checks the tensors and resolves the backend once per call
     capture.py   check_capture and EmulatedGraph: what a CUDA graph of the loop would do, checked without a GPU
     graph.py     GraphedSampler: the loop, net included, captured once in a CUDA graph and replayed
     guidance.py  denoiser wrappers: classifier-free and classifier guidance, inpainting by replacement
@@ -20,8 +22,8 @@ from .general import sample_general
 from .graph import GraphedSampler
 from .guidance import ClassifierFreeGuidance, ClassifierGuidance, Inpainting, grad_log_p_from_logits
 from .inpainting import inpaint
-from .plan import SOLVERS, StepPlan, plan_steps
+from .plan import SOLVERS, SampleOptions, StepPlan, plan_steps
 
 __all__ = ["CaptureError", "CaptureReport", "ClassifierFreeGuidance", "ClassifierGuidance", "GraphedSampler",
-           "Inpainting", "SOLVERS", "StepPlan", "check_capture", "grad_log_p_from_logits", "inpaint", "plan_steps",
-           "sample", "sample_general"]
+           "Inpainting", "SOLVERS", "SampleOptions", "StepPlan", "check_capture", "grad_log_p_from_logits", "inpaint",
+           "plan_steps", "sample", "sample_general"]

@@ -130,10 +130,12 @@ def check_capture(net, latents, class_labels=None, **sample_kwargs) -> CaptureRe
     checker's modes, so the verdict is about its Python source. reuse_buffers defaults to True (what GraphedSampler
     runs): without it, or on the reference backend, each step allocates its results."""
     from .loop import build_loop
+    from .plan import SampleOptions
 
     sample_kwargs.setdefault("reuse_buffers", True)
+    options, per_call = SampleOptions.split(sample_kwargs, others=("randn_like", "seeds", "callback"))
     check_no_autocast(latents.device if isinstance(latents, torch.Tensor) else None)
-    loop, seeds = build_loop(net, latents, class_labels, **sample_kwargs)
+    loop, seeds = build_loop(net, latents, class_labels, options=options, **per_call)
     other_seeds = None if seeds is None else seeds ^ 0x5DEECE66D
     other_labels = None if class_labels is None else class_labels.roll(1, 0)
     calls = [(latents, seeds, class_labels), (-latents, other_seeds, other_labels)]

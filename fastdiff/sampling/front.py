@@ -1,7 +1,7 @@
-"""fastdiff.sample: the front door of the sampler. It checks nothing itself: it picks the features a call asks
-for (classifier-free guidance, a CUDA graph) and hands the rest to the loop (fastdiff.sampling.loop), which builds
-the plan (fastdiff.sampling.plan) and runs it. Only this module imports the features, so the engine never imports
-back up.
+"""fastdiff.sample: the front door of the sampler. It gathers the call's settings into one checked SampleOptions
+(fastdiff.sampling.plan), picks the features the call asks for (classifier-free guidance, a CUDA graph) and hands
+the rest to the loop (fastdiff.sampling.loop), which checks the tensors, builds the plan and runs it. Only this
+module imports the features, so the engine never imports back up.
 """
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from .._validate import check_real
 from .graph import sample_graphed
 from .guidance import ClassifierFreeGuidance
 from .loop import build_loop
+from .plan import SampleOptions
 
 def sample(net, latents, class_labels=None, randn_like=None, num_steps=18, sigma_min=0.002, sigma_max=80.0,
            rho=7.0, S_churn=0.0, S_min=0.0, S_max=float("inf"), S_noise=1.0, *, solver="heun", sigmas=None,
@@ -47,20 +48,19 @@ def sample(net, latents, class_labels=None, randn_like=None, num_steps=18, sigma
     one batched network call of 2B per evaluation (fastdiff.ClassifierFreeGuidance; w = 1 is plain conditional
     sampling, w is diffusers' guidance_scale); needs class_labels.
     """
+    options = SampleOptions(num_steps=num_steps, sigma_min=sigma_min, sigma_max=sigma_max, rho=rho, S_churn=S_churn,
+                            S_min=S_min, S_max=S_max, S_noise=S_noise, solver=solver, sigmas=sigmas, eta=eta,
+                            dtype=dtype, backend=backend, nonfinite=nonfinite, reuse_buffers=reuse_buffers)
     if guidance is not None:
         net = _guided(net, guidance, class_labels)
     if cuda_graph is not False:
-        result = sample_graphed(cuda_graph, net, latents, class_labels, randn_like, num_steps, sigma_min, sigma_max,
-                                rho, S_churn, S_min, S_max, S_noise, solver=solver, sigmas=sigmas, seeds=seeds,
-                                dtype=dtype, backend=backend, callback=callback, nonfinite=nonfinite, eta=eta)
+        result = sample_graphed(cuda_graph, net, latents, class_labels, randn_like, seeds, callback, options)
         if result is not None:
             return result
-    loop, seeds = build_loop(net, latents, class_labels, randn_like, num_steps, sigma_min, sigma_max, rho, S_churn,
-                             S_min, S_max, S_noise, solver=solver, sigmas=sigmas, seeds=seeds, dtype=dtype,
-                             backend=backend, callback=callback, nonfinite=nonfinite, reuse_buffers=reuse_buffers,
-                             eta=eta)
+    loop, seeds = build_loop(net, latents, class_labels, randn_like, seeds, callback, options, share_tables=True)
     result = loop.run(latents, seeds, class_labels)
     loop.report_nonfinite(stacklevel=2)  # warnings name the caller of sample()
+    loop.release()  # the loop is done: its tables' next loop may reuse its non-finite record
     return result
 
 

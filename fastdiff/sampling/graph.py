@@ -9,17 +9,16 @@ import logging
 import threading
 from collections import OrderedDict
 
-import torch
-
-from .. import ops
 import contextlib
 import itertools
 
-from ..ops import backends
+import torch
+
+from .. import ops
 from .capture import CaptureError, EmulatedGraph, check_no_autocast, trace_loop
 from ..rng import draw_seeds, seeds_tensor
-from .loop import build_loop, check_inputs, require_loop_memory
-from .plan import plan_steps, structure
+from .loop import LoopSetup, build_loop, prepare_loop
+from .plan import SampleOptions, structure
 
 __all__ = ["GraphedSampler", "clear_cache"]
 
@@ -77,6 +76,19 @@ class GraphedSampler:
         for name in sampler_kwargs:
             if name in NOT_ACCEPTED:
                 raise TypeError(f"{name}: not accepted by GraphedSampler: {NOT_ACCEPTED[name]}")
+        options, _ = SampleOptions.split(sampler_kwargs)
+        self._build(net, latents_like, class_labels_like, graph, check, warmup, options, None)
+
+    @classmethod
+    def _from_setup(cls, net, latents_like, class_labels_like, graph: str, options: SampleOptions,
+                    setup: LoopSetup) -> "GraphedSampler":
+        """A sampler for arguments already checked and planned (sample(cuda_graph=...)): nothing is done twice."""
+        sampler = cls.__new__(cls)
+        sampler._build(net, latents_like, class_labels_like, graph, True, 2, options, setup)
+        return sampler
+
+    def _build(self, net, latents_like, class_labels_like, graph, check, warmup, options: SampleOptions,
+               setup: LoopSetup | None) -> None:
         if not isinstance(latents_like, torch.Tensor):
             raise TypeError(f"latents_like: expected a tensor of the latents' shape, dtype and device, got "
                             f"{type(latents_like).__name__}")
@@ -93,8 +105,8 @@ class GraphedSampler:
 
         # Static inputs and output: every call copies into these, the graph reads and writes only them.
         self.seeds = torch.zeros(batch, dtype=torch.int64, device=device)
-        self.loop, _ = build_loop(net, latents_like, class_labels_like, seeds=self.seeds, reuse_buffers=True,
-                                  **sampler_kwargs)
+        self.loop, _ = build_loop(net, latents_like, class_labels_like, None, self.seeds, None,
+                                  options.replace(reuse_buffers=True), setup=setup)
         if not self.loop.in_place:
             raise CaptureError(f"backend: {self.loop.backend!r} makes new tensors every step; a graphed loop runs on "
                                "fixed buffers, which needs a fused backend (cuda, triton or cpu): pass one, or 'auto' "
@@ -219,10 +231,12 @@ class GraphedSampler:
 
     def _capture(self, warmup: int) -> None:
         buffers = [self.latents, self.seeds, self.use_latents, self.start, self.output, self.loop.state,
-                   self.loop.euler_point, self.labels, self.loop.t, self.loop.t_hat, self.loop.noise_std,
-                   self.loop.sigma_hat_batch, self.loop.sigma_next_batch, self.loop.offsets,
-                   self.loop.finite_check.minima, self.loop.finite_check.maxima]
-        self._buffer_bytes = sum(t.untyped_storage().nbytes() for t in buffers if t is not None)
+                   self.loop.euler_point, self.labels, self.loop.t, self.loop.t_hat,
+                   self.loop.noise_std, self.loop.t_down, self.loop.multistep, self.loop.sigma_hat_batch,
+                   self.loop.sigma_next_batch, self.loop.offsets, self.loop.finite_check.minima,
+                   self.loop.finite_check.maxima]
+        storages = {t.untyped_storage().data_ptr(): t.untyped_storage().nbytes() for t in buffers if t is not None}
+        self._buffer_bytes = sum(storages.values())  # each storage once: several tables are views of one
         if self.graph_kind == "emulated":
             for _ in range(warmup):
                 self._body()
@@ -290,8 +304,7 @@ def _graph_kind_for(latents: torch.Tensor):
     return "cuda" if latents.device.type == "cuda" else None
 
 
-def sample_graphed(mode, net, latents, class_labels, randn_like, num_steps, sigma_min, sigma_max, rho, S_churn, S_min,
-                   S_max, S_noise, *, solver, sigmas, seeds, dtype, backend, callback, nonfinite, eta=None):
+def sample_graphed(mode, net, latents, class_labels, randn_like, seeds, callback, options: SampleOptions):
     """sample() through a cached GraphedSampler; None when mode is "auto" and the loop cannot be graphed."""
     if mode is not True and mode != "auto":
         raise ValueError(f"cuda_graph: expected True, False or 'auto', got {mode!r}")
@@ -308,12 +321,8 @@ def sample_graphed(mode, net, latents, class_labels, randn_like, num_steps, sigm
         reason = "the current stream is already capturing a graph (captures cannot nest)"
     if reason is not None:
         return _decline(mode, reason)
-    state_dtype = check_inputs(net, latents, class_labels, randn_like, seeds, dtype, callback, nonfinite)
-    require_loop_memory(num_steps, sigmas, latents.shape[0], latents.device, state_dtype)
-    schedule = dict(num_steps=num_steps, sigma_min=sigma_min, sigma_max=sigma_max, rho=rho, S_churn=S_churn,
-                    S_min=S_min, S_max=S_max, S_noise=S_noise, solver=solver, sigmas=sigmas, eta=eta)
-    plan = plan_steps(net, **schedule)
-    resolved = backends.resolve(backend, torch.empty(0, dtype=state_dtype, device=latents.device), (latents,))
+    setup = prepare_loop(net, latents, class_labels, randn_like, seeds, callback, options)  # checked and planned once
+    plan, state_dtype, resolved, nonfinite = setup.plan, setup.state_dtype, setup.backend, options.nonfinite
     labels = None if class_labels is None else (tuple(class_labels.shape), class_labels.dtype)
     key = (id(net), tuple(latents.shape), latents.dtype, latents.device, labels, structure(plan), state_dtype, resolved,
            nonfinite)
@@ -322,8 +331,7 @@ def sample_graphed(mode, net, latents, class_labels, randn_like, num_steps, sigm
         entry = _cache.get(key)
         if entry is None or entry[1] != print_:  # new, or the net's parameters, buffers or modes changed: capture again
             try:
-                sampler = GraphedSampler(net, latents, class_labels, graph=kind, dtype=state_dtype, backend=resolved,
-                                         nonfinite=nonfinite, **schedule)
+                sampler = GraphedSampler._from_setup(net, latents, class_labels, kind, options, setup)
             except CaptureError as error:
                 if error.__cause__ is not None:  # the capture itself failed (e.g. out of memory): maybe not next time
                     return _decline(mode, str(error))

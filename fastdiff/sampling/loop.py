@@ -1,8 +1,12 @@
 """The sampling loop: one loop runs every solver's plan (fastdiff.sampling.plan) on device tensors, with the fused
-ops (fastdiff.ops) doing the elementwise step math. Eager sampling, the capture checker and CUDA graphs all run this
-loop.
+ops doing the elementwise step math, called directly (fastdiff.ops.bound) once the call's inputs are checked and its
+backend resolved. Eager sampling, the capture checker and CUDA graphs all run this loop.
 """
 from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from typing import NamedTuple
 
 import torch
 
@@ -11,32 +15,50 @@ from .._memory import on_devices, require_memory
 from .._nonfinite import NonfiniteCheck, check_nonfinite, steps_where
 from .._validate import check_int, check_output
 from ..ops import backends
+from ..ops.bound import bound
 from ..rng import SAMPLER_OFFSET, draw_seeds, seeds_tensor
-from .plan import PLAN_BYTES_PER_STEP, StepPlan, plan_steps, structure
-
-STATE_DTYPES = (torch.float32, torch.float64)
+from .plan import PLAN_BYTES_PER_STEP, STATE_DTYPES, SampleOptions, StepPlan, make_plan, structure  # noqa: F401
 
 
-def build_loop(net, latents, class_labels=None, randn_like=None, num_steps=18, sigma_min=0.002, sigma_max=80.0,
-               rho=7.0, S_churn=0.0, S_min=0.0, S_max=float("inf"), S_noise=1.0, *, solver="heun", sigmas=None,
-               seeds=None, dtype=None, backend="auto", callback=None, nonfinite="warn", reuse_buffers=False, eta=None):
-    """Check sample()'s arguments and build its loop: (SamplingLoop, seeds), seeds an int64 tensor [B] on latents'
-    device (drawn from torch's default generator when omitted and the plan adds noise) or None."""
-    state_dtype = check_inputs(net, latents, class_labels, randn_like, seeds, dtype, callback, nonfinite)
-    if not isinstance(reuse_buffers, bool):
-        raise TypeError(f"reuse_buffers: expected True or False, got {reuse_buffers!r}")
-    require_loop_memory(num_steps, sigmas, latents.shape[0], latents.device, state_dtype)
-    plan = plan_steps(net, num_steps, sigma_min, sigma_max, rho, S_churn, S_min, S_max, S_noise, solver=solver,
-                      sigmas=sigmas, eta=eta)
-    backend = backends.resolve(backend, torch.empty(0, dtype=state_dtype, device=latents.device), (latents,))
+class LoopSetup(NamedTuple):
+    """What a sampling call decides on the host before it builds its loop, once: the plan, the state's dtype and the
+    resolved backend."""
+
+    plan: StepPlan
+    state_dtype: torch.dtype
+    backend: str
+
+
+def prepare_loop(net, latents, class_labels, randn_like, seeds, callback, options: SampleOptions) -> LoopSetup:
+    """Check sample()'s tensors and functions (its settings are checked in `options`), the memory the plan and its
+    tables need, then plan and resolve the backend: everything a loop needs but its device tables."""
+    check_call(net, latents, class_labels, randn_like, seeds, callback)
+    state_dtype = options.state_dtype(latents)
+    require_loop_memory(options.num_steps, options.sigmas, latents.shape[0], latents.device, state_dtype)
+    plan = make_plan(net, options)
+    backend = backends.resolve(options.backend, torch.empty(0, dtype=state_dtype, device=latents.device), (latents,))
+    return LoopSetup(plan, state_dtype, backend)
+
+
+def build_loop(net, latents, class_labels=None, randn_like=None, seeds=None, callback=None,
+               options: SampleOptions | None = None, *, setup: LoopSetup | None = None, share_tables: bool = False):
+    """sample()'s loop for checked options: (SamplingLoop, seeds), seeds an int64 tensor [B] on latents' device
+    (drawn from torch's default generator when omitted and the plan adds noise) or None. `setup`, when given, is
+    prepare_loop's result for these arguments (so that a caller that needed the plan first does not plan twice).
+    share_tables: the loop may read tables shared with other loops of the same plan (shared_tables)."""
+    options = SampleOptions() if options is None else options
+    if setup is None:
+        setup = prepare_loop(net, latents, class_labels, randn_like, seeds, callback, options)
     if randn_like is None:
         batch, device = latents.shape[0], latents.device
         if seeds is not None:
             seeds = seeds_tensor(seeds, batch, device)
-        elif any(std > 0 for std in plan.noise_std):  # a deterministic run leaves torch's generator untouched
+        elif any(std > 0 for std in setup.plan.noise_std):  # a deterministic run leaves torch's generator untouched
             seeds = draw_seeds(batch, device)
-    loop = SamplingLoop(net, plan, latents, state_dtype, randn_like=randn_like, callback=callback,
-                        nonfinite=nonfinite, backend=backend, in_place=reuse_buffers)
+    tables = shared_tables(setup.plan, latents.shape[0], latents.device, setup.state_dtype) if share_tables else None
+    loop = SamplingLoop(net, setup.plan, latents, setup.state_dtype, randn_like=randn_like, callback=callback,
+                        nonfinite=options.nonfinite, backend=setup.backend, in_place=options.reuse_buffers,
+                        tables=tables)
     return loop, seeds
 
 
@@ -100,6 +122,10 @@ class SamplingLoop:
     denoised). So the same code runs eagerly, under fastdiff.check_capture, and captured in a CUDA graph
     (fastdiff.GraphedSampler).
 
+    A step costs what its kernels cost: the backend was resolved and the tensors checked before the loop was
+    built, so run() calls the backend's ops directly (fastdiff.ops.bound: the registered op, or the reference
+    function), and every per-step view of a table is made here, once, not in the loop.
+
     With in_place (a fused backend, no callback), every step writes into fixed buffers (the state, and the Euler
     point for Heun), and run() allocates nothing but what the net returns; otherwise each step makes new tensors.
     A multistep plan keeps the net's previous result until the next step, as Heun keeps D(x_hat) over its second
@@ -107,9 +133,11 @@ class SamplingLoop:
     """
 
     def __init__(self, net, plan: StepPlan, latents_like: torch.Tensor, state_dtype: torch.dtype, *, randn_like=None,
-                 callback=None, nonfinite="warn", backend="reference", in_place=False):
+                 callback=None, nonfinite="warn", backend="reference", in_place=False,
+                 tables: "StepTables | None" = None):
         self.net, self.plan, self.randn_like, self.callback = net, plan, randn_like, callback
         self.nonfinite, self.backend, self.state_dtype = nonfinite, backend, state_dtype
+        self.ops = bound(backend)
         self.shape, self.device = tuple(latents_like.shape), latents_like.device
         batch, N = self.shape[0], plan.num_steps
         # With reuse_buffers, a fused backend runs on fixed buffers: the state, into which churn, the Euler step and
@@ -118,51 +146,67 @@ class SamplingLoop:
         # them), every step makes new tensors.
         self.in_place = in_place and backend != "reference" and callback is None
 
-        # Per-step values live in device tensors made once; the loop only indexes them.
-        self.t, self.t_hat, self.noise_std = (self._device_table(v) for v in (plan.t, plan.t_hat, plan.noise_std))
-        self.t_down = None if plan.t_down is None else self._device_table(plan.t_down)  # else the step goes to t[i+1]
-        self.multistep = None if plan.multistep is None else self._device_table(plan.multistep)
-        self.start_scale = None if plan.start_scale is None else self._device_table(plan.start_scale)
-        self.sigma_hat_batch = self.t_hat[:, None].expand(-1, batch).contiguous()  # [N, B], what the net sees
-        self.sigma_next_batch = self.t[1:, None].expand(-1, batch).contiguous()
-        self.offsets = SAMPLER_OFFSET + torch.arange(N, dtype=torch.int64, device=self.device)  # step i's noise stream
+        # Per-step values live in device tables made once (StepTables); the loop only reads views of them.
+        self._use_tables(tables if tables is not None else StepTables(plan, batch, self.device, state_dtype))
         # The state's extremes at the start and after each step, for the non-finite report (fastdiff._nonfinite).
-        self.finite_check = NonfiniteCheck(nonfinite, N, state_dtype, self.device)
+        self.finite_check = self._tables.take_check(nonfinite) or NonfiniteCheck(nonfinite, N, state_dtype, self.device)
         self.state = torch.empty(self.shape, dtype=state_dtype, device=self.device)  # contiguous, whatever the latents' layout
         self.euler_point = torch.empty_like(self.state) if self.in_place and any(plan.correct) else None
         self.on_step = None  # on_step(i), when set, is called on the host as step i begins, and with i = N after the
         #                     last step (fastdiff.check_capture)
+        self._records = (self.finite_check.stage_outs(up_front=N <= VIEWS_UP_FRONT) if self.state.numel() > 0
+                         else None)  # (aminmax refuses empty tensors)
 
-    def _device_table(self, values) -> torch.Tensor:
-        """float64 host values, rounded once to the state dtype, on the device."""
-        return torch.tensor(values, dtype=torch.float64).to(device=self.device, dtype=self.state_dtype)
+    def release(self) -> None:
+        """For a loop that is done (run and reported, never to run again): hand its non-finite record back to its
+        shared tables, for the next loop of the same plan (sample() does, after its one run)."""
+        self._tables.give_back(self.finite_check)
+        self.finite_check = self._records = None
+
+    def _use_tables(self, tables: "StepTables") -> None:
+        self._tables = tables
+        self.t, self.t_hat, self.noise_std, self.t_down, self.multistep = (tables.t, tables.t_hat, tables.noise_std,
+                                                                           tables.t_down, tables.multistep)
+        self.sigma_hat_batch, self.sigma_next_batch, self.offsets = (tables.sigma_hat_batch, tables.sigma_next_batch,
+                                                                     tables.offsets)
 
     def set_plan(self, plan: StepPlan) -> None:
-        """Load another plan of the same structure into the tables (host-to-device copies, outside any loop)."""
+        """Load another plan of the same structure into the tables (host-to-device copies, outside any loop); the
+        tables stay where they are, so a graph captured on them replays the new plan. A loop on shared tables
+        (shared_tables) gets tables of its own instead."""
         if structure(plan) != structure(self.plan):
             raise ValueError("plan: expected a schedule with the same structure as the one this loop was built for "
                              f"(steps, which steps add noise and where, which correct or extrapolate): "
                              f"{structure(self.plan)}, got {structure(plan)}")
-        tables = [(self.t, plan.t), (self.t_hat, plan.t_hat), (self.noise_std, plan.noise_std),
-                  (self.t_down, plan.t_down), (self.multistep, plan.multistep), (self.start_scale, plan.start_scale)]
-        for table, values in tables:
-            if table is not None:
-                table.copy_(torch.tensor(values, dtype=torch.float64))
-        self.sigma_hat_batch.copy_(self.t_hat[:, None].expand_as(self.sigma_hat_batch))
-        self.sigma_next_batch.copy_(self.t[1:, None].expand_as(self.sigma_next_batch))
+        if self._tables.shared:
+            self._use_tables(StepTables(plan, self.shape[0], self.device, self.state_dtype))
+        else:
+            self._tables.load(plan)
         self.plan = plan
 
     def run(self, latents: torch.Tensor, seeds=None, class_labels=None, *, out=None) -> torch.Tensor:
         """Sample from latents (and seeds [B] int64 on the device, when the plan adds noise and there is no
         randn_like); the result goes into `out` when given, else it is returned in latents' dtype."""
-        plan, backend, in_place, on_step = self.plan, self.backend, self.in_place, self.on_step
+        plan, op, in_place, on_step = self.plan, self.ops, self.in_place, self.on_step
+        net, randn_like, callback, records = self.net, self.randn_like, self.callback, self._records
+        tables = self._tables
+        noise_after, multistep, t_down_views = plan.noise_after, plan.multistep is not None, tables.t_down_views
+        overlaps_differently = ops.overlaps_differently
+        shape, device = latents.shape, self.device
 
         def denoise(x, sigma):
-            return call_net(self.net, x, sigma, class_labels)
+            """call_net, with its check's passing case made cheap; the result contiguous, as every op reads it (the
+            Triton and reference ops do not copy)."""
+            denoised = net(x, sigma) if class_labels is None else net(x, sigma, class_labels)
+            if type(denoised) is not torch.Tensor or denoised.shape != shape or denoised.device != device or \
+                    not denoised.is_floating_point():
+                check_output("net", denoised, x, "net(x, sigma)")
+            return denoised.contiguous()
 
         x_next = self.state
-        torch.mul(latents, self.t[0] if self.start_scale is None else self.start_scale, out=x_next)
-        self.finite_check.record(-1, x_next)
+        torch.mul(latents, tables.t0, out=x_next)
+        if records is not None:
+            torch.aminmax(x_next, out=records[0])  # (the state needs no detach here: it is the loop's own buffer)
         denoised_prev = None  # D_{i-1}, for a multistep plan
 
         # Main sampling loop.
@@ -173,46 +217,62 @@ class SamplingLoop:
             x_cur = x_next
 
             # Increase noise temporarily (churn; an ancestral step adds its noise after the update instead).
-            if plan.noise_after:
+            if noise_after:
                 x_hat = x_cur
-            elif self.randn_like is not None:
-                x_hat = x_cur + noise_std * check_noise(self.randn_like(x_cur), x_cur)
+            elif randn_like is not None:
+                x_hat = x_cur + noise_std * check_noise(randn_like(x_cur), x_cur).contiguous()
             elif plan.noise_std[i] > 0:
-                x_hat = ops.churn(x_cur, seeds, offset, noise_std, out=x_cur if in_place else None, backend=backend)
+                if in_place:
+                    op.churn_out(x_cur, seeds, offset, noise_std, x_cur)
+                    x_hat = x_cur
+                else:
+                    x_hat = op.churn(x_cur, seeds, offset, noise_std)
             else:
                 x_hat = x_cur
 
             # Euler step (to sigma_down on an ancestral step), from D extrapolated with D_{i-1} on a multistep step.
             denoised = denoise(x_hat, sigma_hat)
-            extrapolate = plan.multistep is not None and plan.multistep[i] != 0
-            write_over_x_hat = in_place and not ops.overlaps_differently(denoised, x_hat) and not (
-                plan.multistep is not None and _shares_memory(denoised, x_hat))  # a multistep plan reads D again
-            euler_out = (self.euler_point if plan.correct[i] else x_hat) if write_over_x_hat else None
-            t_down = t_next if self.t_down is None else self.t_down[i]
-            if extrapolate:  # DPM-Solver++(2M): the extrapolation and the Euler step in one op
-                x_next = ops.multistep_step(x_hat, denoised, denoised_prev, self.multistep[i], t_hat, t_down,
-                                            out=euler_out, backend=backend)
+            extrapolate = multistep and plan.multistep[i] != 0
+            write_over_x_hat = in_place and not overlaps_differently(denoised, x_hat) and not (
+                multistep and _shares_memory(denoised, x_hat))  # a multistep plan reads D again
+            t_down = t_next if t_down_views is None else t_down_views[i]
+            if extrapolate:  # DPM-Solver++(2M): the extrapolation D + c (D - D_prev) and the Euler step in one op
+                c = tables.multistep_views[i]
+                if write_over_x_hat:
+                    x_next = x_hat
+                    op.multistep_step_out(x_hat, denoised, denoised_prev, c, t_hat, t_down, x_next)
+                else:
+                    x_next = op.multistep_step(x_hat, denoised, denoised_prev, c, t_hat, t_down)
+            elif write_over_x_hat:
+                x_next = self.euler_point if plan.correct[i] else x_hat
+                op.euler_step_out(x_hat, denoised, t_hat, t_down, x_next)
             else:
-                x_next = ops.euler_step(x_hat, denoised, t_hat, t_down, out=euler_out, backend=backend)
-            if self.callback is not None:
-                self.callback({"x": x_hat, "i": i, "sigma": plan.t[i], "sigma_hat": plan.t_hat[i], "denoised": denoised})
+                x_next = op.euler_step(x_hat, denoised, t_hat, t_down)
+            if callback is not None:
+                callback({"x": x_hat, "i": i, "sigma": plan.t[i], "sigma_hat": plan.t_hat[i], "denoised": denoised})
 
             # Apply 2nd order correction.
             if plan.correct[i]:
                 denoised_next = denoise(x_next, sigma_next)
-                heun_out = x_hat if write_over_x_hat and not ops.overlaps_differently(denoised_next, x_hat) else None
-                x_next = ops.heun_step(x_hat, denoised, denoised_next, t_hat, t_next, out=heun_out, backend=backend)
+                if write_over_x_hat and not overlaps_differently(denoised_next, x_hat):
+                    op.heun_step_out(x_hat, denoised, denoised_next, t_hat, t_next, x_hat)
+                    x_next = x_hat
+                else:
+                    x_next = op.heun_step(x_hat, denoised, denoised_next, t_hat, t_next)
 
             # Add an ancestral step's noise, from sigma_down back up to t_next.
-            if plan.noise_after:
-                if self.randn_like is not None:
-                    x_next = x_next + noise_std * check_noise(self.randn_like(x_next), x_next)
+            if noise_after:
+                if randn_like is not None:
+                    x_next = x_next + noise_std * check_noise(randn_like(x_next), x_next).contiguous()
                 elif plan.noise_std[i] > 0:
-                    x_next = ops.churn(x_next, seeds, offset, noise_std, out=x_next if in_place else None,
-                                       backend=backend)
+                    if in_place:
+                        op.churn_out(x_next, seeds, offset, noise_std, x_next)
+                    else:
+                        x_next = op.churn(x_next, seeds, offset, noise_std)
             denoised_prev = denoised
 
-            self.finite_check.record(i, x_next)
+            if records is not None:  # (an out= op refuses inputs that require grad)
+                torch.aminmax(x_next.detach() if x_next.requires_grad else x_next, out=records[i + 1])
 
         if on_step is not None:
             on_step(plan.num_steps)  # the loop has ended: what follows happens once per call
@@ -222,9 +282,8 @@ class SamplingLoop:
 
     def step_values(self, i: int):
         """Step i's values, as views of the device tables: (noise offset, noise std, t_hat, t_next, the sigma [B]
-        the net sees at t_hat, and at t_next)."""
-        return (self.offsets[i], self.noise_std[i], self.t_hat[i], self.t[i + 1], self.sigma_hat_batch[i],
-                self.sigma_next_batch[i])
+        the net sees at t_hat, and at t_next). t_hat and t_next are the net's sigmas themselves, one per sample."""
+        return self._tables.step_values[i]
 
     def report_nonfinite(self, stacklevel: int = 1, step_name=None, hint: str = "check the net's output at that noise level") -> None:
         """After run(): warn or raise (per `nonfinite`) if the state held NaN or inf; one host sync.
@@ -235,13 +294,133 @@ class SamplingLoop:
         self.finite_check.report(where, hint, stacklevel=stacklevel + 1)
 
 
+class StepTables:
+    """A plan's per-step values on a device, for a batch size and state dtype: the tables t, t_hat, noise_std,
+    t_down and multistep (views of one tensor, made by one host-to-device copy), the noise levels the net sees per
+    sample (sigma_hat_batch, sigma_next_batch: [N, B]), the noise offsets, and every step's views of them, made once
+    (unbind makes all of a table's views in one call). The ops take t_hat and t_next as the net does, one value per
+    sample: the rows of the [N, B] tables. A loop only reads them; load() rewrites them in place (set_plan)."""
+
+    def __init__(self, plan: StepPlan, batch: int, device, dtype: torch.dtype, shared: bool = False):
+        self.plan, self.shared, N = plan, shared, plan.num_steps
+        start = None if plan.start_scale is None else (plan.start_scale,)  # what the latents are scaled by, if not t[0]
+        values = [plan.t, plan.t_hat, plan.noise_std, plan.t_down, plan.multistep, start]
+        flat = torch.tensor([v for vs in values if vs is not None for v in vs], dtype=torch.float64)
+        flat = flat.to(device=device, dtype=dtype)  # rounded once to the state dtype
+        views, start = [], 0
+        for vs in values:
+            views.append(None if vs is None else flat[start:start + len(vs)])
+            start += 0 if vs is None else len(vs)
+        self.t, self.t_hat, self.noise_std, self.t_down, self.multistep, self.start_scale = views  # no t_down: a step
+        #                                                                   goes to t[i+1]; no start_scale: x = t[0] z
+        sigmas = torch.stack((self.t_hat, self.t[1:]))[:, :, None].expand(2, N, batch).contiguous()
+        self.sigma_hat_batch, self.sigma_next_batch = sigmas[0], sigmas[1]
+        self.offsets = torch.arange(SAMPLER_OFFSET, SAMPLER_OFFSET + N, dtype=torch.int64, device=device)
+        self.nbytes = flat.untyped_storage().nbytes() + sigmas.untyped_storage().nbytes() + 8 * N
+        if N <= VIEWS_UP_FRONT:
+            sigma_hat, sigma_next = self.sigma_hat_batch.unbind(0), self.sigma_next_batch.unbind(0)
+            self.step_values = list(zip(self.offsets.unbind(0), self.noise_std.unbind(0), sigma_hat, sigma_next,
+                                        sigma_hat, sigma_next))
+            self.t_down_views = None if self.t_down is None else self.t_down.unbind(0)
+            self.multistep_views = None if self.multistep is None else self.multistep.unbind(0)
+        else:  # views cost host memory (about 600 bytes each): a long plan makes each step's as it comes
+            self.step_values, self.t_down_views = _StepViews(self), None if self.t_down is None else _Rows(self.t_down)
+            self.multistep_views = None if self.multistep is None else _Rows(self.multistep)
+        self.t0 = self.t[0] if self.start_scale is None else self.start_scale[0]  # the latents' scale at the start
+        self._spare_checks: list[NonfiniteCheck] = []  # records of finished loops (shared tables only): release()
+
+    def take_check(self, nonfinite: str) -> NonfiniteCheck | None:
+        """A NonfiniteCheck a finished loop of these tables gave back (its views made), or None."""
+        try:
+            check = self._spare_checks.pop()
+        except IndexError:
+            return None
+        if check.mode == nonfinite:
+            return check
+        self._spare_checks.append(check)
+        return None
+
+    def give_back(self, check: NonfiniteCheck) -> None:
+        """Keep a finished loop's record for the next loop of shared tables (a few at most); private tables keep none."""
+        if self.shared and check is not None and len(self._spare_checks) < 4:
+            self._spare_checks.append(check)
+
+    def load(self, plan: StepPlan) -> None:
+        """Write another plan of the same structure into these tables (the views see it: they are views)."""
+        for table, values in [(self.t, plan.t), (self.t_hat, plan.t_hat), (self.noise_std, plan.noise_std),
+                              (self.t_down, plan.t_down), (self.multistep, plan.multistep),
+                              (self.start_scale, None if plan.start_scale is None else (plan.start_scale,))]:
+            if table is not None:
+                table.copy_(torch.tensor(values, dtype=torch.float64))
+        self.sigma_hat_batch.copy_(self.t_hat[:, None].expand_as(self.sigma_hat_batch))
+        self.sigma_next_batch.copy_(self.t[1:, None].expand_as(self.sigma_next_batch))
+        self.plan = plan
+
+
+# Plans of up to this many steps have every step's views made up front, once (600 bytes of host memory each, 6 or 7
+# a step); longer ones make them step by step, as indexing does.
+VIEWS_UP_FRONT = 1024
+
+
+class _Rows:
+    """table[i] as it is asked for: a table's per-step views for a long plan."""
+
+    def __init__(self, table: torch.Tensor):
+        self.table = table
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        return self.table[i]
+
+
+class _StepViews:
+    """StepTables.step_values for a long plan: step i's tuple made when asked for."""
+
+    def __init__(self, tables: StepTables):
+        self.tables = tables
+
+    def __getitem__(self, i: int) -> tuple:
+        t = self.tables
+        sigma_hat, sigma_next = t.sigma_hat_batch[i], t.sigma_next_batch[i]
+        return t.offsets[i], t.noise_std[i], sigma_hat, sigma_next, sigma_hat, sigma_next
+
+
+# sample() makes a loop per call; on the CPU, loops of the same plan, batch size and dtype read the same tables, kept
+# here (a few, each small): making them and their per-step views costs more than a small batch's steps. Not on other
+# devices, where a table made on one stream could be read on another before its copy has landed.
+SHARED_TABLES = 16
+SHARED_TABLE_BYTES = 2**20
+_shared: OrderedDict = OrderedDict()
+_shared_lock = threading.Lock()
+
+
+def shared_tables(plan: StepPlan, batch: int, device, dtype: torch.dtype) -> StepTables | None:
+    """The StepTables of these, shared with other loops (never written: set_plan gives a loop its own), or None
+    where they are not shared: off the CPU, and for tables larger than SHARED_TABLE_BYTES."""
+    if torch.device(device).type != "cpu":
+        return None
+    key = (plan, batch, dtype)
+    with _shared_lock:
+        tables = _shared.get(key)
+        if tables is not None:
+            _shared.move_to_end(key)
+            return tables
+    tables = StepTables(plan, batch, device, dtype, shared=True)
+    if tables.nbytes > SHARED_TABLE_BYTES:
+        return None
+    with _shared_lock:
+        _shared[key] = tables
+        while len(_shared) > SHARED_TABLES:
+            _shared.popitem(last=False)
+    return tables
+
+
 def _shares_memory(a: torch.Tensor, b: torch.Tensor) -> bool:
     """Whether two tensors use the same storage (host metadata only)."""
     return a.untyped_storage().data_ptr() == b.untyped_storage().data_ptr()
 
 
-def check_inputs(net, latents, class_labels, randn_like, seeds, dtype, callback, nonfinite) -> torch.dtype:
-    """Validate sample()'s arguments other than the schedule's; return the state dtype."""
+def check_call(net, latents, class_labels, randn_like, seeds, callback) -> None:
+    """Validate sample()'s tensors and functions (its settings are SampleOptions')."""
     if not callable(net):
         raise TypeError(f"net: expected a callable denoiser net(x, sigma[, class_labels]), got {type(net).__name__}")
     if not isinstance(latents, torch.Tensor):
@@ -260,6 +439,12 @@ def check_inputs(net, latents, class_labels, randn_like, seeds, dtype, callback,
         raise ValueError("seeds: pass either randn_like or seeds, not both (seeds key fastdiff's own generator)")
     if callback is not None and not callable(callback):
         raise TypeError(f"callback: expected a callable taking a dict, got {type(callback).__name__}")
+
+
+def check_inputs(net, latents, class_labels, randn_like, seeds, dtype, callback, nonfinite) -> torch.dtype:
+    """Validate a sampler's arguments other than the schedule's when they do not come as SampleOptions
+    (sample_general); return the state dtype."""
+    check_call(net, latents, class_labels, randn_like, seeds, callback)
     check_nonfinite(nonfinite)
     if dtype is None:
         return torch.float64 if latents.dtype == torch.float64 else torch.float32

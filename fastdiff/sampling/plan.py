@@ -24,12 +24,92 @@ from dataclasses import dataclass
 import torch
 
 from .._memory import require_memory
+from .._nonfinite import check_nonfinite
 from .._validate import check_below, check_int, check_positive, check_real
+from ..ops.backends import check_name as check_backend_name
 from ..schedules import karras_sigmas
 
 SOLVERS = ("euler", "heun", "euler_ancestral", "dpmpp_2m", "ddim")
 CHURN_SOLVERS = ("euler", "heun")  # EDM's: the only solvers that take S_churn, S_min and S_max
 DEFAULT_ETA = 1.0  # euler_ancestral's, as k-diffusion's: the full ancestral (DDPM-like) noise
+STATE_DTYPES = (torch.float32, torch.float64)
+
+
+@dataclass(frozen=True, eq=False)
+class SampleOptions:
+    """fastdiff.sample's settings, as one object: checked once, when made, and then passed whole from the front door
+    (fastdiff.sample, fastdiff.GraphedSampler, fastdiff.check_capture) to the plan (make_plan) and the loop
+    (fastdiff.sampling.loop.build_loop), which read them and check them no more.
+
+    The fields are sample()'s keyword arguments of the same names and defaults, normalised (numbers as Python ints
+    and floats). What is not here is per call or chooses a feature: the tensors (latents, class_labels, seeds), the
+    functions (net, randn_like, callback) and the front door's own cuda_graph and guidance. Two checks need more
+    than the settings and are left to the plan: sigma_min/sigma_max against the net's range, and `sigmas`, which is
+    kept as given until the memory its plan needs has been checked (a huge schedule is refused before it is
+    converted).
+    """
+
+    num_steps: int = 18
+    sigma_min: float = 0.002
+    sigma_max: float = 80.0
+    rho: float = 7.0
+    S_churn: float = 0.0
+    S_min: float = 0.0
+    S_max: float = float("inf")
+    S_noise: float = 1.0
+    solver: str = "heun"
+    sigmas: object = None  # the schedule as given (a sequence or tensor), or None for the Karras schedule
+    eta: float | None = None  # euler_ancestral's (its default, DEFAULT_ETA, is filled in); None for the others
+    dtype: torch.dtype | None = None  # the state's; None: float64 for float64 latents, else float32
+    backend: str = "auto"
+    nonfinite: str = "warn"
+    reuse_buffers: bool = False
+
+    def __post_init__(self):
+        set_ = lambda name, value: object.__setattr__(self, name, value)  # noqa: E731  (a frozen dataclass)
+        for name in ("S_churn", "S_min", "S_noise"):
+            set_(name, check_real(name, getattr(self, name), minimum=0.0))
+        set_("S_max", check_real("S_max", self.S_max, minimum=0.0, allow_inf=True))
+        if self.S_min > self.S_max:
+            raise ValueError(f"S_min: must not exceed S_max (churn applies to S_min <= t <= S_max), got "
+                             f"S_min={self.S_min} and S_max={self.S_max}")
+        if self.solver not in SOLVERS:
+            raise ValueError(f"solver: expected one of {', '.join(map(repr, SOLVERS))}, got {self.solver!r}")
+        set_("eta", _check_eta(self.solver, self.eta))
+        _check_no_churn(self.solver, S_churn=self.S_churn, S_min=self.S_min, S_max=self.S_max, S_noise=self.S_noise)
+        if self.sigmas is None:
+            set_("num_steps", check_int("num_steps", self.num_steps, minimum=1))
+        else:
+            _check_no_schedule_arguments(num_steps=self.num_steps, sigma_min=self.sigma_min,
+                                         sigma_max=self.sigma_max, rho=self.rho)
+        if self.dtype is not None and self.dtype not in STATE_DTYPES:
+            raise ValueError(f"dtype: expected torch.float32 or torch.float64 for the sampler state, got {self.dtype}")
+        check_backend_name(self.backend)
+        check_nonfinite(self.nonfinite)
+        if not isinstance(self.reuse_buffers, bool):
+            raise TypeError(f"reuse_buffers: expected True or False, got {self.reuse_buffers!r}")
+
+    def state_dtype(self, latents: torch.Tensor) -> torch.dtype:
+        """The dtype of the sampler's state for these latents."""
+        if self.dtype is not None:
+            return self.dtype
+        return torch.float64 if latents.dtype == torch.float64 else torch.float32
+
+    def replace(self, **changes) -> "SampleOptions":
+        """These options with some fields changed (and checked again)."""
+        return dataclasses.replace(self, **changes)
+
+    @classmethod
+    def split(cls, kwargs: dict, others: tuple[str, ...] = ()) -> tuple["SampleOptions", dict]:
+        """SampleOptions of the names in kwargs that are fields, and a dict of those in `others`; any other name is a
+        TypeError naming it."""
+        fields = [f.name for f in dataclasses.fields(cls)]
+        unknown = [name for name in kwargs if name not in fields and name not in others]
+        if unknown:
+            raise TypeError(f"{unknown[0]}: not a sampler setting (got {unknown[0]}={kwargs[unknown[0]]!r}); the "
+                            f"settings are {', '.join(fields + list(others))}")
+        return (cls(**{k: v for k, v in kwargs.items() if k in fields}),
+                {k: v for k, v in kwargs.items() if k not in fields})
 @dataclass(frozen=True)
 class StepPlan:
     """The per-step scalars of one sampling run, host floats (float64): step i goes from t[i] via t_hat[i] to t[i+1].
@@ -77,46 +157,51 @@ def plan_steps(net=None, num_steps=18, sigma_min=0.002, sigma_max=80.0, rho=7.0,
     The schedule is EDM's (clamped to net.sigma_min/sigma_max) unless `sigmas` is given; either way its
     noise levels, and every t_hat, go through net.round_sigma when the net has one.
     """
-    S_churn = check_real("S_churn", S_churn, minimum=0.0)
-    S_min = check_real("S_min", S_min, minimum=0.0)
-    S_max = check_real("S_max", S_max, minimum=0.0, allow_inf=True)
-    S_noise = check_real("S_noise", S_noise, minimum=0.0)
-    if S_min > S_max:
-        raise ValueError(f"S_min: must not exceed S_max (churn applies to S_min <= t <= S_max), got S_min={S_min} and S_max={S_max}")
-    if solver not in SOLVERS:
-        raise ValueError(f"solver: expected one of {', '.join(map(repr, SOLVERS))}, got {solver!r}")
-    eta = _check_eta(solver, eta)
-    _check_no_churn(solver, S_churn=S_churn, S_min=S_min, S_max=S_max, S_noise=S_noise)
+    return make_plan(net, SampleOptions(num_steps=num_steps, sigma_min=sigma_min, sigma_max=sigma_max, rho=rho,
+                                        S_churn=S_churn, S_min=S_min, S_max=S_max, S_noise=S_noise, solver=solver,
+                                        sigmas=sigmas, eta=eta))
+
+
+def make_plan(net, options: SampleOptions) -> StepPlan:
+    """plan_steps for checked options: the schedule (after checking the memory its plan needs), then the plan."""
+    solver, S_churn, S_min, S_max, S_noise = options.solver, options.S_churn, options.S_min, options.S_max, options.S_noise
     round_sigma = getattr(net, "round_sigma", None)
-    if sigmas is None:
-        num_steps = check_int("num_steps", num_steps, minimum=1)
+    if options.sigmas is None:
+        num_steps = options.num_steps
         require_memory("num_steps", str(num_steps), {torch.device("cpu"): num_steps * PLAN_BYTES_PER_STEP},
                        "the sampler's per-step plan", "use fewer steps")
-        t = karras_schedule(net, num_steps, sigma_min, sigma_max, rho)
+        t = karras_schedule(net, num_steps, options.sigma_min, options.sigma_max, options.rho)
     else:
-        _check_no_schedule_arguments(num_steps=num_steps, sigma_min=sigma_min, sigma_max=sigma_max, rho=rho)
-        t = check_sigmas("sigmas", sigmas)
+        t = check_sigmas("sigmas", options.sigmas)
         require_memory("sigmas", f"a schedule of {t.numel() - 1} steps",
                        {torch.device("cpu"): (t.numel() - 1) * PLAN_BYTES_PER_STEP}, "the sampler's per-step plan",
                        "use fewer steps")
     if round_sigma is not None:  # rounding may repeat a level (a zero-length step, as in EDM) but not reach 0 early
         t = check_sigmas("net.round_sigma(sigmas)", torch.cat([round_levels(round_sigma, t[:-1]), t[-1:]]), strict=False)
     if solver == "euler_ancestral":
-        return ancestral_plan(t.tolist(), eta, S_noise)
+        return ancestral_plan(t.tolist(), options.eta, S_noise)
     if solver == "dpmpp_2m":
         return _dpmpp_2m_plan(t.tolist())
+    # Host floats, not tensors: a plan is made on every sampling call. Each value is what float64 tensor arithmetic
+    # gives (products, sums and differences are correctly rounded either way), but for the square root of noise_std,
+    # taken by torch, whose float64 sqrt may differ from math.sqrt in the last bit, unless every step's is exactly 0.
     N = t.numel() - 1
-    t_cur = t[:-1]
-    gamma = tuple(min(S_churn / N, math.sqrt(2) - 1) if S_min <= float(t_i) <= S_max else 0.0 for t_i in t_cur)
-    t_hat = t_cur + torch.tensor(gamma, dtype=torch.float64) * t_cur
+    t_list = t.tolist()
+    t_cur = t_list[:-1]
+    gamma = tuple(min(S_churn / N, math.sqrt(2) - 1) if S_min <= t_i <= S_max else 0.0 for t_i in t_cur)
+    t_hat = [t_i + g * t_i for t_i, g in zip(t_cur, gamma)]
     if round_sigma is not None:
-        t_hat = round_levels(round_sigma, t_hat)
-        if not bool((t_hat >= t_cur).all()):
-            raise ValueError(f"net.round_sigma: must not lower a noise level, but it maps t_cur {t_cur.tolist()} "
-                             f"with churn to t_hat {t_hat.tolist()}")
-    noise_std = (t_hat**2 - t_cur**2).sqrt() * S_noise
+        t_hat = round_levels(round_sigma, torch.tensor(t_hat, dtype=torch.float64)).tolist()
+        if not all(th >= tc for th, tc in zip(t_hat, t_cur)):
+            raise ValueError(f"net.round_sigma: must not lower a noise level, but it maps t_cur {t_cur} "
+                             f"with churn to t_hat {t_hat}")
+    if t_hat == t_cur:  # no churn anywhere: sqrt(t_hat^2 - t_cur^2) S_noise is exactly 0 at every step
+        noise_std = (0.0,) * N
+    else:
+        squares = torch.tensor([th * th - tc * tc for th, tc in zip(t_hat, t_cur)], dtype=torch.float64)
+        noise_std = tuple(root * S_noise for root in squares.sqrt().tolist())
     correct = tuple(solver == "heun" and i < N - 1 for i in range(N))  # the step to t_N is Euler, by index
-    return StepPlan(t=tuple(t.tolist()), t_hat=tuple(t_hat.tolist()), gamma=gamma, noise_std=tuple(noise_std.tolist()), correct=correct)
+    return StepPlan(t=tuple(t_list), t_hat=tuple(t_hat), gamma=gamma, noise_std=noise_std, correct=correct)
 
 
 def ancestral_plan(t: list[float], eta: float, S_noise: float = 1.0) -> StepPlan:
@@ -182,22 +267,6 @@ def _check_no_churn(solver: str, **given) -> None:
 # What a plan holds per step, at least: its Python floats on the host (96 bytes per step for DPM-Solver++(2M), the
 # smallest plan; Heun's is 136). fastdiff.sampling.loop adds the loop's device tables to this.
 PLAN_BYTES_PER_STEP = 96
-
-
-def extrapolates(plan: StepPlan) -> bool:
-    """Whether some step of the plan extrapolates the denoised (DPM-Solver++(2M)'s second-order steps)."""
-    return plan.multistep is not None and any(c != 0 for c in plan.multistep)
-
-def structure(plan: StepPlan) -> tuple:
-    """What a captured loop fixes about a plan: the number of steps, which add noise and which correct; then, for
-    the other solvers' plans, where the noise goes, whether there are t_down and multistep tables and which steps
-    extrapolate."""
-    edm = plan.num_steps, tuple(std > 0 for std in plan.noise_std), plan.correct
-    if not plan.noise_after and plan.t_down is None and plan.multistep is None and plan.start_scale is None:
-        return edm
-    extrapolates = None if plan.multistep is None else tuple(c != 0 for c in plan.multistep)
-    scaled_start = () if plan.start_scale is None else (True,)  # a start_scale table, or t[0]
-    return edm + (plan.noise_after, plan.t_down is not None, extrapolates) + scaled_start
 
 
 def karras_schedule(net, num_steps, sigma_min, sigma_max, rho) -> torch.Tensor:
