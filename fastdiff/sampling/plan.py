@@ -269,6 +269,18 @@ def _check_no_churn(solver: str, **given) -> None:
 PLAN_BYTES_PER_STEP = 96
 
 
+def structure(plan: StepPlan) -> tuple:
+    """What a captured loop fixes about a plan: the number of steps, which add noise and which correct; then, for
+    the other solvers' plans, where the noise goes, whether there are t_down and multistep tables and which steps
+    extrapolate."""
+    edm = plan.num_steps, tuple(std > 0 for std in plan.noise_std), plan.correct
+    if not plan.noise_after and plan.t_down is None and plan.multistep is None and plan.start_scale is None:
+        return edm
+    extrapolates = None if plan.multistep is None else tuple(c != 0 for c in plan.multistep)
+    scaled_start = () if plan.start_scale is None else (True,)  # a start_scale table, or t[0]
+    return edm + (plan.noise_after, plan.t_down is not None, extrapolates) + scaled_start
+
+
 def karras_schedule(net, num_steps, sigma_min, sigma_max, rho) -> torch.Tensor:
     """karras_sigmas with sigma_min/sigma_max first clamped to the net's supported range (sigma_max may be inf
     when the net bounds it)."""
