@@ -269,6 +269,22 @@ def _check_no_churn(solver: str, **given) -> None:
 PLAN_BYTES_PER_STEP = 96
 
 
+def extrapolates(plan: StepPlan) -> bool:
+    """Whether some step of the plan extrapolates the denoised (DPM-Solver++(2M)'s second-order steps)."""
+    return plan.multistep is not None and any(c != 0 for c in plan.multistep)
+
+
+def structure(plan: StepPlan) -> tuple:
+    """What a captured loop fixes about a plan: the number of steps, which add noise and which correct; then, for
+    the other plans, where the noise goes, whether there are t_down and multistep tables, which steps extrapolate,
+    and whether the start has a scale of its own (start_scale, a value of the loop's table)."""
+    edm = plan.num_steps, tuple(std > 0 for std in plan.noise_std), plan.correct
+    if not plan.noise_after and plan.t_down is None and plan.multistep is None and plan.start_scale is None:
+        return edm
+    extrapolating = None if plan.multistep is None else tuple(c != 0 for c in plan.multistep)
+    return edm + (plan.noise_after, plan.t_down is not None, extrapolating, plan.start_scale is not None)
+
+
 def karras_schedule(net, num_steps, sigma_min, sigma_max, rho) -> torch.Tensor:
     """karras_sigmas with sigma_min/sigma_max first clamped to the net's supported range (sigma_max may be inf
     when the net bounds it)."""
