@@ -8,6 +8,8 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 
+import torch
+
 from .._validate import check_real
 from .graph import sample_graphed
 from .guidance import ClassifierFreeGuidance
@@ -44,24 +46,28 @@ def sample(net, latents, class_labels=None, randn_like=None, num_steps=18, sigma
     that cannot be done. "auto" does so on CUDA when it can and otherwise samples eagerly, logging the reason once.
     A captured net's Python code runs only while capturing: see GraphedSampler for what that means.
 
+    Sampling records no autograd graph (it runs under torch.no_grad(), whatever the caller's mode): a net whose
+    weights require grad samples as with frozen weights, and the result has requires_grad False.
+
     `guidance=w`: classifier-free guidance, D_w = D(x; sigma, null) + w (D(x; sigma, y) - D(x; sigma, null)) from
     one batched network call of 2B per evaluation (fastdiff.ClassifierFreeGuidance; w = 1 is plain conditional
     sampling, w is diffusers' guidance_scale); needs class_labels.
     """
-    options = SampleOptions(num_steps=num_steps, sigma_min=sigma_min, sigma_max=sigma_max, rho=rho, S_churn=S_churn,
-                            S_min=S_min, S_max=S_max, S_noise=S_noise, solver=solver, sigmas=sigmas, eta=eta,
-                            dtype=dtype, backend=backend, nonfinite=nonfinite, reuse_buffers=reuse_buffers)
-    if guidance is not None:
-        net = _guided(net, guidance, class_labels)
-    if cuda_graph is not False:
-        result = sample_graphed(cuda_graph, net, latents, class_labels, randn_like, seeds, callback, options)
-        if result is not None:
-            return result
-    loop, seeds = build_loop(net, latents, class_labels, randn_like, seeds, callback, options, share_tables=True)
-    result = loop.run(latents, seeds, class_labels)
-    loop.report_nonfinite(stacklevel=2)  # warnings name the caller of sample()
-    loop.release()  # the loop is done: its tables' next loop may reuse its non-finite record
-    return result
+    with torch.no_grad():  # sampling never records autograd (docs/sampling.md#no-autograd)
+        options = SampleOptions(num_steps=num_steps, sigma_min=sigma_min, sigma_max=sigma_max, rho=rho, S_churn=S_churn,
+                                S_min=S_min, S_max=S_max, S_noise=S_noise, solver=solver, sigmas=sigmas, eta=eta,
+                                dtype=dtype, backend=backend, nonfinite=nonfinite, reuse_buffers=reuse_buffers)
+        if guidance is not None:
+            net = _guided(net, guidance, class_labels)
+        if cuda_graph is not False:
+            result = sample_graphed(cuda_graph, net, latents, class_labels, randn_like, seeds, callback, options)
+            if result is not None:
+                return result
+        loop, seeds = build_loop(net, latents, class_labels, randn_like, seeds, callback, options, share_tables=True)
+        result = loop.run(latents, seeds, class_labels)
+        loop.report_nonfinite(stacklevel=2)  # warnings name the caller of sample()
+        loop.release()  # the loop is done: its tables' next loop may reuse its non-finite record
+        return result
 
 
 _GUIDED: OrderedDict = OrderedDict()  # (id(net), w) -> (net, its ClassifierFreeGuidance): one wrapper per pair, so

@@ -174,7 +174,7 @@ class GraphedSampler:
             seeds = draw_seeds(batch, self.device)
         # From the first copy into the static buffers to the copy of the result out of them, this call owns the
         # buffers, the tables and the graph: another thread's copies would change this call's inputs mid-replay.
-        with self._lock, self._on_device():
+        with self._lock, self._on_device(), torch.no_grad():  # no autograd (docs/sampling.md#no-autograd)
             self._after_previous_call()
             if plan is not None and self.plan != plan:
                 self._set_plan(plan)

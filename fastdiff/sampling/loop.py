@@ -184,6 +184,7 @@ class SamplingLoop:
             self._tables.load(plan)
         self.plan = plan
 
+    @torch.no_grad()  # sampling never needs autograd (docs/sampling.md#no-autograd)
     def run(self, latents: torch.Tensor, seeds=None, class_labels=None, *, out=None) -> torch.Tensor:
         """Sample from latents (and seeds [B] int64 on the device, when the plan adds noise and there is no
         randn_like); the result goes into `out` when given, else it is returned in latents' dtype."""
