@@ -194,18 +194,12 @@ def test_quantize_true_snaps_the_schedule(unet):
 # --------------------------------------------------------------------------------------------------------
 
 def sample_like_diffusers(D, scheduler, latents, solver, *, vp_start: bool, sigmas=None) -> torch.Tensor:
-    """fastdiff.sample over the scheduler's sigmas, from diffusers' starting point. fastdiff starts at
-    latents * sigmas[0]; diffusers at latents * init_noise_sigma, which is in EDM's units for Euler and Heun (sigma_max
-    with "trailing" spacing, so nothing to do) but in VP units for DPM-Solver and DDIM (x_T = latents, i.e.
-    x_edm = latents sqrt(1 + sigma_max^2)): for those the latents are scaled here (fastdiff.sample has no argument
-    for another start; see docs/sampling.md#models-from-diffusers)."""
+    """fastdiff.sample over the scheduler's sigmas, from diffusers' starting point: start_scale is init_noise_sigma
+    for Euler and Heun (in EDM's units already), sqrt(1 + sigma_max^2) for DPM-Solver and DDIM (whose x_T = latents
+    is in VP units); see docs/sampling.md#models-from-diffusers."""
     sigmas = scheduler.sigmas if sigmas is None else sigmas
-    sigma_max = float(sigmas[0])
-    start = (1 + sigma_max**2) ** 0.5 if vp_start else float(scheduler.init_noise_sigma)
-    if start != sigma_max:
-        latents = latents * (start / sigma_max)
-    with torch.no_grad():
-        return fastdiff.sample(D, latents, sigmas=sigmas, solver=solver)
+    start_scale = (1 + float(sigmas[0]) ** 2) ** 0.5 if vp_start else scheduler.init_noise_sigma
+    return fastdiff.sample(D, latents, sigmas=sigmas, solver=solver, start_scale=start_scale)
 
 
 LOOPS = {  # name: (scheduler class, its settings, fastdiff solver, the schedule: "levels" or "karras")
@@ -213,6 +207,7 @@ LOOPS = {  # name: (scheduler class, its settings, fastdiff solver, the schedule
     "euler-karras": (EulerDiscreteScheduler, dict(use_karras_sigmas=True), "euler"),
     "heun": (HeunDiscreteScheduler, dict(timestep_spacing="trailing"), "heun"),
     "heun-karras": (HeunDiscreteScheduler, dict(use_karras_sigmas=True), "heun"),
+    "heun-leading": (HeunDiscreteScheduler, dict(timestep_spacing="leading"), "heun"),  # init_noise_sigma != s0
     "dpmpp_2m": (DPMSolverMultistepScheduler, dict(timestep_spacing="trailing"), "dpmpp_2m"),
     "dpmpp_2m-karras": (DPMSolverMultistepScheduler, dict(use_karras_sigmas=True), "dpmpp_2m"),
     "ddim": (DDIMScheduler, dict(clip_sample=False), "ddim"),
@@ -226,8 +221,7 @@ def test_loop_matches_diffusers(unet, loop, prediction_type):
     sigmas=scheduler.sigmas) agree to float32 precision.
 
     Heun: HeunDiscreteScheduler.sigmas repeats every inner level (the Euler point and the corrector share it:
-    s0, s1, s1, ..., s_(N-1), s_(N-1), 0); fastdiff's heun takes the plain schedule s0, ..., s_(N-1), 0 and refuses
-    repeated levels, so the repeats are dropped here (a change fastdiff.sample should make itself: see the report).
+    s0, s1, s1, ..., s_(N-1), s_(N-1), 0); solver="heun" takes them as they are, as the N-step schedule.
     DPM-Solver: the Karras time steps are rounded (quantize="timestep"); the first and last steps are first order in
     both (lower_order_final, final_sigmas_type "zero"). DDIM (eta = 0, clip_sample off, as fastdiff does not clip):
     it has no sigmas; its steps go from t_i to t_i - T / N, which with its default "leading" spacing is the next
@@ -237,9 +231,7 @@ def test_loop_matches_diffusers(unet, loop, prediction_type):
     latents = noise(2, 3, 8, 8)
     expected = diffusers_loop(unet, scheduler, latents)
     D = fastdiff.from_diffusers(unet, scheduler, quantize="timestep" if loop == "dpmpp_2m-karras" else False)
-    if cls is HeunDiscreteScheduler:
-        sigmas = torch.unique_consecutive(scheduler.sigmas)
-    elif cls is DDIMScheduler:
+    if cls is DDIMScheduler:
         assert scheduler.config.timestep_spacing == "leading" and scheduler.config.set_alpha_to_one
         sigmas = torch.cat([D.train_sigmas[scheduler.timesteps], torch.zeros(1, dtype=torch.float64)])
     else:
@@ -280,15 +272,16 @@ def test_dpm_solver_final_step_options(unet, options):
     assert relative_error(actual, expected) <= LOOP_RTOL
 
 
+@pytest.mark.parametrize("steps, options", [(20, {}), (STEPS, dict(lower_order_final=False))])
 @pytest.mark.parametrize("prediction_type", ["epsilon", "v_prediction"])
-def test_dpm_solver_ending_at_sigma_min(unet, prediction_type):
+def test_dpm_solver_ending_at_sigma_min(unet, prediction_type, steps, options):
     """final_sigmas_type "sigma_min" ends at the lowest level instead of 0: diffusers returns that state in VP units,
-    x / sqrt(1 + sigma_min^2). With fewer than 15 steps its last step is first order (lower_order_final), as in
-    fastdiff."""
+    x / sqrt(1 + sigma_min^2). Its last step is then second order (from 15 steps on, or with lower_order_final off),
+    as dpmpp_2m's step to a level above 0 is."""
     scheduler = DPMSolverMultistepScheduler(prediction_type=prediction_type, timestep_spacing="trailing",
-                                            final_sigmas_type="sigma_min")
+                                            final_sigmas_type="sigma_min", **options)
     latents = noise(2, 3, 8, 8)
-    expected = diffusers_loop(unet, scheduler, latents)
+    expected = diffusers_loop(unet, scheduler, latents, steps=steps)
     sigma_min = float(scheduler.sigmas[-1])
     assert sigma_min > 0
     actual = sample_like_diffusers(fastdiff.from_diffusers(unet, scheduler), scheduler, latents, "dpmpp_2m",

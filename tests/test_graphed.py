@@ -4,6 +4,7 @@ Without a GPU the graph is fastdiff.sampling.capture.EmulatedGraph: the ops reco
 tensors without the Python code, which is what a CUDA graph does. Tests marked `cuda` run real CUDA graphs
 and are skipped on machines without one.
 """
+import dataclasses
 import importlib.util
 import logging
 import os
@@ -64,6 +65,24 @@ def test_replays_equal_eager_sampling(backend, solver, churn, labelled):
         call_labels = None if labels is None else labels.roll(call)
         got = sampler(x0, seeds=seeds, class_labels=call_labels)
         assert_equal(got, fastdiff.sample(net, x0, call_labels, seeds=seeds, **kw))
+
+
+@pytest.mark.parametrize("solver", ["heun", "dpmpp_2m"])
+def test_start_scale_is_a_setting_of_the_graph(solver, emulated_graphs):
+    """start_scale (sample()'s setting) is captured like the others: the replay equals sample(start_scale=...) bit
+    for bit, through sample(cuda_graph=...) too, and check_capture takes it; it is a value of the loop's table, so
+    set_plan may change it, but not add or drop it."""
+    net = mixture()
+    kw = dict(num_steps=4, solver=solver, backend=CPU_BACKENDS[0], start_scale=91.5)
+    sampler = fastdiff.GraphedSampler(net, latents(), graph="emulated", **kw)
+    x0 = latents(seed=3)
+    assert_equal(sampler(x0), fastdiff.sample(net, x0, **kw))
+    assert_equal(fastdiff.sample(net, x0, cuda_graph=True, **kw), fastdiff.sample(net, x0, **kw))
+    assert fastdiff.check_capture(net, latents(), **kw).ok
+    sampler.set_plan(dataclasses.replace(sampler.plan, start_scale=40.0))
+    assert_equal(sampler(x0), fastdiff.sample(net, x0, **dict(kw, start_scale=40.0)))
+    with pytest.raises(ValueError, match="plan: expected a schedule with the same structure"):
+        sampler.set_plan(dataclasses.replace(sampler.plan, start_scale=None))
 
 
 @pytest.mark.parametrize("backend", CPU_BACKENDS)

@@ -209,6 +209,35 @@ def test_sigmas_override_the_schedule():
     assert seen == [10.0, 3.0, 3.0, 1.0, 1.0]  # steps 0, 1 corrected; the step into 0.1 is Euler
 
 
+def test_heun_takes_diffusers_heun_sigmas_as_they_are():
+    """HeunDiscreteScheduler's sigmas (s0, s1, s1, ..., s_(N-1), s_(N-1), 0, float32) are the N-step schedule
+    s0, ..., s_(N-1), 0 for solver="heun": the same plan and, bit for bit, the same samples."""
+    levels = torch.tensor([14.6, 5.0, 1.5, 0.4, 0.0], dtype=torch.float32)
+    repeated = torch.cat([levels[:1], levels[1:-1].repeat_interleave(2), levels[-1:]])  # as diffusers makes them
+    assert repeated.tolist()[:4] == [levels[0].item(), 5.0, 5.0, levels[2].item()]
+    assert fastdiff.plan_steps(sigmas=repeated, solver="heun") == fastdiff.plan_steps(sigmas=levels, solver="heun")
+    assert fastdiff.plan_steps(sigmas=repeated).nfe == 2 * 4 - 1
+    for kw in (dict(), dict(S_churn=5.0, seeds=list(range(5)))):
+        assert_equal(fastdiff.sample(mixture_net(), LATENTS, sigmas=repeated, **kw),
+                     fastdiff.sample(mixture_net(), LATENTS, sigmas=levels, **kw))
+
+
+def test_start_scale_sets_the_start():
+    """start_scale=s starts the state at latents * s instead of latents * sigmas[0]: sigmas[0] itself changes nothing,
+    and 2 sigmas[0] is, bit for bit, sampling from 2 latents (a power of two scales exactly); a 0-d tensor (a
+    diffusers scheduler's init_noise_sigma) is taken as its value, and the net sees the same levels."""
+    t0 = fastdiff.plan_steps(num_steps=6).t[0]
+    for solver in ("heun", "dpmpp_2m", "euler_ancestral"):
+        kw = dict(num_steps=6, solver=solver, seeds=list(range(5)))
+        plain = fastdiff.sample(mixture_net(), LATENTS, **kw)
+        assert_equal(fastdiff.sample(mixture_net(), LATENTS, start_scale=t0, **kw), plain)
+        assert_equal(fastdiff.sample(mixture_net(), LATENTS, start_scale=torch.tensor(2 * t0, dtype=torch.float64),
+                                     **kw), fastdiff.sample(mixture_net(), LATENTS * 2, **kw))
+    recorded = Recorder(mixture_net())
+    fastdiff.sample(recorded, LATENTS, sigmas=[10.0, 3.0, 0.0], start_scale=7.0, dtype=torch.float64)
+    assert [float(s[0]) for s in recorded.sigmas] == [10.0, 3.0, 3.0]
+
+
 def test_result_has_the_latents_shape_and_dtype():
     """Half-precision latents give a half-precision result; the state stays float32."""
     for dtype in (torch.float16, torch.bfloat16, torch.float32, torch.float64):
@@ -412,6 +441,17 @@ def test_sigma_max_inf_is_clamped_to_the_net():
     (dict(S_min=5.0, S_max=1.0), ValueError, "S_min: must not exceed S_max"),
     (dict(randn_like=lambda x: torch.ones(())), ValueError, r"randn_like: expected randn_like\(x\) to return the shape"),
     (dict(seeds=torch.tensor([1, 2, 3, 4, 5], dtype=torch.uint64)), TypeError, "seeds: expected a tensor of integers"),
+    (dict(sigmas=[10.0, 5.0, 5.0, 2.0, 2.0, 0.0], solver="euler"), ValueError,
+     r"sigmas: expected a strictly decreasing schedule, got \[10.0, 5.0, 5.0, 2.0, 2.0, 0.0\]; a level is repeated\. "
+     r"diffusers' HeunDiscreteScheduler.sigmas .* accepted as they are with solver='heun'"),
+    (dict(sigmas=[10.0, 5.0, 5.0, 5.0, 2.0, 0.0], solver="heun"), ValueError, "a level is repeated"),  # not in pairs
+    (dict(sigmas=[10.0, 10.0, 5.0, 5.0, 0.0], solver="heun"), ValueError, "a level is repeated"),  # first one twice
+    (dict(sigmas=[10.0, 5.0, 5.0, 6.0, 6.0, 0.0], solver="heun"), ValueError, "strictly decreasing schedule"),
+    (dict(start_scale=0.0), ValueError, "start_scale: must be > 0, got 0.0"),
+    (dict(start_scale=-2.0), ValueError, "start_scale: must be > 0, got -2.0"),
+    (dict(start_scale=math.inf), ValueError, "start_scale: expected a finite number, got inf"),
+    (dict(start_scale="80"), TypeError, "start_scale: expected a real number, got '80'"),
+    (dict(start_scale=torch.ones(2)), TypeError, "start_scale: expected a real number"),
 ])
 def test_more_bad_input(kwargs, error, match):
     """Schedule conflicts, churn windows, noise and seed tensors are checked with the argument named."""

@@ -19,7 +19,7 @@ from .plan import SampleOptions
 def sample(net, latents, class_labels=None, randn_like=None, num_steps=18, sigma_min=0.002, sigma_max=80.0,
            rho=7.0, S_churn=0.0, S_min=0.0, S_max=float("inf"), S_noise=1.0, *, solver="heun", sigmas=None,
            seeds=None, dtype=None, backend="auto", callback=None, nonfinite="warn", reuse_buffers=False,
-           cuda_graph=False, eta=None, guidance=None):
+           cuda_graph=False, eta=None, guidance=None, start_scale=None):
     """Sample with EDM's stochastic sampler (Algorithm 2); drop-in for NVlabs/edm's `edm_sampler`.
 
     net(x, sigma[, class_labels]) returns the denoised D(x; sigma) with sigma of shape [B]. latents are
@@ -33,7 +33,7 @@ def sample(net, latents, class_labels=None, randn_like=None, num_steps=18, sigma
     "ddim": deterministic DDIM, x_next = D + (t_next / t) (x - D), which is exactly "euler" without churn;
     "euler_ancestral": an Euler step to sigma_down, then noise of std S_noise * sigma_up (k-diffusion's; `eta`,
     default 1, sets sigma_up; eta = 0 is "ddim", and eta is DDIM's eta); "dpmpp_2m": DPM-Solver++(2M), second order
-    from one network evaluation per step (first order on the first and last step). All take one network evaluation
+    from one network evaluation per step (first order on the first step and on a step to 0). All take one network evaluation
     per step but "heun". Only "euler" and "heun" take churn, and only "euler_ancestral" takes eta: elsewhere they
     are errors, not ignored. `backend` picks who
     runs the elementwise step math (fastdiff.ops). `nonfinite` says what to do if NaN or inf appear:
@@ -46,6 +46,12 @@ def sample(net, latents, class_labels=None, randn_like=None, num_steps=18, sigma
     that cannot be done. "auto" does so on CUDA when it can and otherwise samples eagerly, logging the reason once.
     A captured net's Python code runs only while capturing: see GraphedSampler for what that means.
 
+    The state starts at latents * sigmas[0] (EDM's x = sigma_max z), or at latents * start_scale when given (> 0):
+    a diffusers scheduler's init_noise_sigma for its Euler and Heun schedulers, sqrt(1 + sigmas[0]^2) for its VP ones
+    (DPM-Solver, DDIM), whose x_T = latents is that in EDM's variables. `sigmas` may be a diffusers scheduler's
+    sigmas as they are after set_timesteps; with solver="heun" that includes HeunDiscreteScheduler's, which list every
+    inner level twice (s0, s1, s1, ..., s_(N-1), s_(N-1), 0): that is the N-step schedule s0, ..., s_(N-1), 0.
+
     Sampling records no autograd graph (it runs under torch.no_grad(), whatever the caller's mode): a net whose
     weights require grad samples as with frozen weights, and the result has requires_grad False.
 
@@ -56,7 +62,8 @@ def sample(net, latents, class_labels=None, randn_like=None, num_steps=18, sigma
     with torch.no_grad():  # sampling never records autograd (docs/sampling.md#no-autograd)
         options = SampleOptions(num_steps=num_steps, sigma_min=sigma_min, sigma_max=sigma_max, rho=rho, S_churn=S_churn,
                                 S_min=S_min, S_max=S_max, S_noise=S_noise, solver=solver, sigmas=sigmas, eta=eta,
-                                dtype=dtype, backend=backend, nonfinite=nonfinite, reuse_buffers=reuse_buffers)
+                                dtype=dtype, backend=backend, nonfinite=nonfinite, reuse_buffers=reuse_buffers,
+                                start_scale=start_scale)
         if guidance is not None:
             net = _guided(net, guidance, class_labels)
         if cuda_graph is not False:
