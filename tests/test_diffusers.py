@@ -470,6 +470,50 @@ def test_errors_name_the_argument_and_what_is_accepted(unet):
         bad(noise(2, 3), 1.0)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.float64])
+@pytest.mark.parametrize("kind", ["one", "list", "list of one", "none"])
+def test_diffusers_latents_are_randn_tensors(kind, dtype):
+    """diffusers_latents draws, bit for bit, what diffusers.utils.torch_utils.randn_tensor draws for a generator, a
+    list of them (one per sample), a list of one (the whole batch from it) and None (torch's default generator)."""
+    from diffusers.utils.torch_utils import randn_tensor
+
+    shape = (3, 4, 8, 8)
+
+    def generators():
+        return {"one": torch.Generator().manual_seed(5), "none": None,
+                "list": [torch.Generator().manual_seed(s) for s in (5, 6, 7)],
+                "list of one": [torch.Generator().manual_seed(5)]}[kind]
+
+    torch.manual_seed(1)
+    expected = randn_tensor(shape, generator=generators(), device=torch.device("cpu"), dtype=dtype)
+    torch.manual_seed(1)
+    got = fastdiff.diffusers_latents(shape, generators(), dtype=dtype, device="cpu")
+    assert got.dtype == dtype and torch.equal(got, expected)
+
+
+def test_a_diffusers_seed_gives_the_diffusers_result(unet):
+    """A pipeline's seed, its latents (diffusers_latents) and its start (start_scale=init_noise_sigma): the loop's
+    result to float32 precision, with nothing converted by hand."""
+    scheduler = EulerDiscreteScheduler(prediction_type="v_prediction", timestep_spacing="leading")
+    latents = fastdiff.diffusers_latents((2, 3, 8, 8), [torch.Generator().manual_seed(s) for s in (0, 1)])
+    expected = diffusers_loop(unet, scheduler, latents)
+    actual = fastdiff.sample(fastdiff.from_diffusers(unet, scheduler), latents, sigmas=scheduler.sigmas,
+                             solver="euler", start_scale=scheduler.init_noise_sigma)
+    assert relative_error(actual, expected) <= LOOP_RTOL
+
+
+@pytest.mark.parametrize("args, kwargs, error, match", [
+    (((2, 3), "seed"), {}, TypeError, "generator: expected a torch.Generator, a list of them"),
+    (((2, 3), [torch.Generator()] * 3), {}, ValueError, r"generator: expected one torch.Generator per sample \(2\)"),
+    (((2, 3), [torch.Generator(), 1]), {}, TypeError, "generator: expected a torch.Generator, a list of them"),
+    (((2, 3.0), None), {}, ValueError, r"shape: expected a tuple of non-negative ints \(batch, ...\), got \(2, 3.0\)"),
+    (((2, 3), None), dict(dtype=torch.int64), TypeError, "dtype: expected a floating torch.dtype, got torch.int64"),
+])
+def test_diffusers_latents_errors(args, kwargs, error, match):
+    with pytest.raises(error, match=match):
+        fastdiff.diffusers_latents(*args, **kwargs)
+
+
 def test_import_fastdiff_without_diffusers():
     """`import fastdiff` never imports diffusers, and the adapter works on diffusers-like objects without it."""
     code = ("import sys; sys.modules['diffusers'] = None\n"

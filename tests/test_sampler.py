@@ -238,6 +238,38 @@ def test_start_scale_sets_the_start():
     assert [float(s[0]) for s in recorded.sigmas] == [10.0, 3.0, 3.0]
 
 
+def test_seeds_from_torch_generators():
+    """seeds=torch.Generator draws one seed per sample from it (as draw_seeds does from torch's default generator),
+    on every call; a list of generators draws one seed from each, so a sample's noise depends only on its own."""
+    kw = dict(num_steps=5, S_churn=10.0)
+    drawn = fastdiff.rng.draw_seeds(5, generator=torch.Generator().manual_seed(3))
+    generator = torch.Generator().manual_seed(3)
+    first = fastdiff.sample(mixture_net(), LATENTS, seeds=generator, **kw)
+    assert_equal(first, fastdiff.sample(mixture_net(), LATENTS, seeds=drawn, **kw))
+    assert not torch.equal(fastdiff.sample(mixture_net(), LATENTS, seeds=generator, **kw), first)  # it advanced
+    before = torch.get_rng_state()
+    per_sample = fastdiff.sample(mixture_net(), LATENTS, seeds=[torch.Generator().manual_seed(s) for s in range(5)],
+                                 **kw)
+    assert torch.equal(torch.get_rng_state(), before)  # torch's default generator untouched
+    one_each = [int(fastdiff.rng.draw_seeds(1, generator=torch.Generator().manual_seed(s))) for s in range(5)]
+    assert_equal(per_sample, fastdiff.sample(mixture_net(), LATENTS, seeds=one_each, **kw))
+    alone = fastdiff.sample(mixture_net(), LATENTS[2:3], seeds=[torch.Generator().manual_seed(2)], **kw)
+    assert_equal(per_sample[2:3], alone)
+    sampler = fastdiff.GraphedSampler(mixture_net(), LATENTS.float(), graph="emulated", **kw)
+    assert_equal(sampler(LATENTS.float(), seeds=torch.Generator().manual_seed(3)),
+                 fastdiff.sample(mixture_net(), LATENTS.float(), seeds=drawn, **kw))
+    assert_equal(fastdiff.randn(torch.Generator().manual_seed(3), (5, 4)), fastdiff.randn(drawn, (5, 4)))
+
+
+@pytest.mark.parametrize("seeds, error, match", [
+    ([torch.Generator(), 3, 4, 5, 6], TypeError, "seeds: expected ints or torch.Generators .*not a mix; got 3 of type int"),
+    ([torch.Generator()] * 2, ValueError, r"seeds: expected 5 torch.Generators \(one per sample in the batch\), got 2"),
+])
+def test_bad_generator_seeds(seeds, error, match):
+    with pytest.raises(error, match=match):
+        fastdiff.sample(mixture_net(), LATENTS, num_steps=3, S_churn=5.0, seeds=seeds)
+
+
 def test_result_has_the_latents_shape_and_dtype():
     """Half-precision latents give a half-precision result; the state stays float32."""
     for dtype in (torch.float16, torch.bfloat16, torch.float32, torch.float64):

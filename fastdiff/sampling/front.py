@@ -26,7 +26,8 @@ def sample(net, latents, class_labels=None, randn_like=None, num_steps=18, sigma
     unit-variance noise [B, ...]; the result has their shape and dtype. The state is float32 (float64 for
     float64 latents or dtype=torch.float64, which reproduces edm_sampler). Noise comes from randn_like(x)
     when given (called once per step by every solver, as edm_sampler does), else from fastdiff's generator keyed by
-    `seeds` (one int per sample; drawn from torch's default generator when omitted and the plan adds noise): step i
+    `seeds` (one int per sample, or a torch.Generator to draw one per sample from, or a list of generators, one seed
+    drawn from each; drawn from torch's default generator when omitted and the plan adds noise): step i
     draws at offset SAMPLER_OFFSET + i, and only if it adds noise.
 
     solver: "heun" (EDM's, NFE 2N - 1) or "euler" (NFE N), both with EDM's churn (S_churn, S_min, S_max, S_noise);
