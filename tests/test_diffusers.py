@@ -397,6 +397,65 @@ def test_keyword_arguments_go_to_the_unet():
         assert low(latents * 2, sigma, encoder_hidden_states=context).dtype == torch.float32
 
 
+def test_extra_args_reach_the_unet_without_a_closure():
+    """fastdiff.sample(D, ..., extra_args={"encoder_hidden_states": emb}) passes them to every UNet call: the same
+    result as D.with_kwargs(...) bit for bit, and diffusers' conditional loop to float32 precision."""
+    unet = tiny_conditional_unet()
+    scheduler = EulerDiscreteScheduler(**SD_BETAS, timestep_spacing="trailing")
+    D = fastdiff.from_diffusers(unet, scheduler)
+    latents, context = noise(2, 4, 8, 8), noise(2, 5, 16, seed=2)
+    expected = diffusers_loop(unet, scheduler, latents, encoder_hidden_states=context)
+    actual = fastdiff.sample(D, latents, sigmas=scheduler.sigmas, solver="euler",
+                             start_scale=scheduler.init_noise_sigma, extra_args={"encoder_hidden_states": context})
+    bound = fastdiff.sample(D.with_kwargs(encoder_hidden_states=context), latents, sigmas=scheduler.sigmas,
+                            solver="euler", start_scale=scheduler.init_noise_sigma)
+    assert_equal(actual, bound)
+    assert relative_error(actual, expected) <= LOOP_RTOL
+
+
+class CountingUNet(torch.nn.Module):
+    """A UNet that records the batch of every call."""
+
+    def __init__(self, unet):
+        super().__init__()
+        self.unet, self.batches, self.config, self.dtype = unet, [], unet.config, unet.dtype
+
+    def forward(self, sample, timestep, **kwargs):
+        self.batches.append(sample.shape[0])
+        return self.unet(sample, timestep, **kwargs)
+
+
+@pytest.mark.parametrize("solver", ["euler", "dpmpp_2m"])
+def test_guidance_by_uncond_args_is_the_two_call_cfg(solver):
+    """guidance=w with uncond_args: one UNet call of 2B per evaluation ([cond; uncond] text embeddings), equal (to
+    float32 precision: the batched convolutions round differently) to guidance written by hand with two calls,
+    D_u + w (D_c - D_u); w = 1 is the conditional sampler and w = 0 the unconditional one, with B per call."""
+    unet = CountingUNet(tiny_conditional_unet())
+    scheduler = EulerDiscreteScheduler(**SD_BETAS, timestep_spacing="trailing")
+    D = fastdiff.from_diffusers(unet, scheduler)
+    latents, cond, uncond = noise(2, 4, 8, 8), noise(2, 5, 16, seed=2), noise(2, 5, 16, seed=3)
+    w, kw = 4.0, dict(num_steps=5, solver=solver)
+
+    def two_calls(x, sigma):
+        D_u = D(x, sigma, encoder_hidden_states=uncond)
+        return D_u + w * (D(x, sigma, encoder_hidden_states=cond) - D_u)
+
+    two_calls.sigma_min, two_calls.sigma_max, two_calls.round_sigma = D.sigma_min, D.sigma_max, D.round_sigma
+    by_hand = fastdiff.sample(two_calls, latents, **kw)
+    unet.batches.clear()
+    guided = fastdiff.sample(D, latents, guidance=w, extra_args={"encoder_hidden_states": cond},
+                             uncond_args={"encoder_hidden_states": uncond}, **kw)
+    assert unet.batches == [4] * 5  # one call of 2B per evaluation
+    assert relative_error(guided, by_hand) <= LOOP_RTOL
+    assert relative_error(guided, fastdiff.sample(D, latents, extra_args={"encoder_hidden_states": cond}, **kw)) > 1e-3
+    for weight, args in ((1.0, cond), (0.0, uncond)):
+        unet.batches.clear()
+        plain = fastdiff.sample(D, latents, extra_args={"encoder_hidden_states": args}, **kw)
+        assert_equal(fastdiff.sample(D, latents, guidance=weight, extra_args={"encoder_hidden_states": cond},
+                                     uncond_args={"encoder_hidden_states": uncond}, **kw), plain)
+        assert set(unet.batches) == {2}
+
+
 def test_class_labels_reach_the_unet():
     """fastdiff.sample's class_labels are the UNet's class_labels."""
     unet = tiny_unet(num_class_embeds=4)

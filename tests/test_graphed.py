@@ -85,6 +85,64 @@ def test_start_scale_is_a_setting_of_the_graph(solver, emulated_graphs):
         sampler.set_plan(dataclasses.replace(sampler.plan, start_scale=None))
 
 
+class KeywordNet(nn.Module):
+    """The mixture, shifted by a per-sample tensor and scaled by a number, both keyword arguments."""
+
+    def __init__(self):
+        super().__init__()
+        self.gm = mixture()
+
+    def forward(self, x, sigma, *labels, shift, scale=1.0, nested=None):
+        out = self.gm(x, sigma) * scale + 0.1 * shift
+        return out if nested is None else out + 0.01 * nested["bias"]
+
+
+@pytest.mark.parametrize("solver", ["heun", "dpmpp_2m"])
+def test_extra_args_are_graph_inputs(solver):
+    """A sampler captured with extra_args takes new tensors per call (copied into its static buffers, as the labels)
+    and equals sample(extra_args=...) bit for bit; the values that are not tensors are part of the capture."""
+    net = KeywordNet()
+    kw = dict(num_steps=4, solver=solver, backend=CPU_BACKENDS[0], **CHURN) if solver == "heun" else \
+        dict(num_steps=4, solver=solver, backend=CPU_BACKENDS[0])
+
+    def args(call):
+        return dict(shift=latents(seed=20 + call), scale=0.8, nested={"bias": latents(seed=30 + call)})
+
+    sampler = fastdiff.GraphedSampler(net, latents(), graph="emulated", extra_args=args(0), **kw)
+    for call in range(3):
+        x0, seeds = latents(seed=call), [call, 1, 2, 3, 4]
+        assert_equal(sampler(x0, seeds=seeds, extra_args=args(call)),
+                     fastdiff.sample(net, x0, seeds=seeds, extra_args=args(call), **kw))
+    report = fastdiff.check_capture(net, latents(), extra_args=args(0), **kw)
+    assert report.ok, str(report)
+    with pytest.raises(ValueError, match=r"extra_args\['scale'\]: a value that is not a tensor is part of the "
+                                         r"captured graph \(0.8\); got 0.5"):
+        sampler(latents(), extra_args=dict(args(0), scale=0.5))
+    with pytest.raises(ValueError, match=r"extra_args\['shift'\]: expected a torch.float32 tensor of shape \(5, 4\)"):
+        sampler(latents(), extra_args=dict(args(0), shift=latents(batch=2)))
+    with pytest.raises(ValueError, match="extra_args: expected the keys and nesting this sampler was captured with"):
+        sampler(latents())
+    plain = fastdiff.GraphedSampler(mixture(), latents(), graph="emulated", num_steps=3, backend=CPU_BACKENDS[0])
+    with pytest.raises(ValueError, match="extra_args: this sampler was captured without extra_args"):
+        plain(latents(), extra_args=args(0))
+
+
+def test_sample_graphs_extra_args_and_guidance_by_them(emulated_graphs):
+    """sample(cuda_graph=True, extra_args=...) captures once per structure of extra_args and replays new tensors;
+    guidance=w with uncond_args is graphed too (the paired [cond; uncond] tensors are its inputs)."""
+    net = KeywordNet()
+    kw = dict(num_steps=4, backend=CPU_BACKENDS[0])
+    for call in range(2):
+        x0, args = latents(seed=call), dict(shift=latents(seed=10 + call))
+        assert_equal(fastdiff.sample(net, x0, cuda_graph=True, extra_args=args, **kw),
+                     fastdiff.sample(net, x0, extra_args=args, **kw))
+        guided = dict(guidance=2.5, extra_args=args, uncond_args=dict(shift=torch.zeros(5, 4)))
+        assert_equal(fastdiff.sample(net, x0, cuda_graph=True, **guided, **kw), fastdiff.sample(net, x0, **guided, **kw))
+    assert len(graphed._cache) == 2
+    with pytest.raises(fastdiff.CaptureError, match="extra_args: a value that is not a tensor .* must be hashable"):
+        fastdiff.sample(net, latents(), cuda_graph=True, extra_args=dict(shift=latents(), scale={1.0}), **kw)
+
+
 @pytest.mark.parametrize("backend", CPU_BACKENDS)
 def test_omitted_latents_come_from_the_seeds(backend):
     """latents=None draws them in the graph as fastdiff.randn(seeds, shape) does on the same backend (offset 0)."""

@@ -270,6 +270,78 @@ def test_bad_generator_seeds(seeds, error, match):
         fastdiff.sample(mixture_net(), LATENTS, num_steps=3, S_churn=5.0, seeds=seeds)
 
 
+class KeywordNet:
+    """A denoiser conditioned by keyword arguments only: a per-sample shift and a scale, nested as diffusers'
+    added_cond_kwargs are; it records the keyword arguments of each call."""
+
+    def __init__(self):
+        self.net, self.calls = mixture_net(), []
+
+    def __call__(self, x, sigma, *labels, shift, extra=None, scale=1.0):
+        self.calls.append(dict(shift=shift, extra=extra, scale=scale))
+        D = self.net(x, sigma, *labels) * scale + 0.1 * shift.to(x.dtype)
+        return D if extra is None else D + 0.01 * extra["bias"].to(x.dtype)
+
+
+def test_extra_args_go_to_every_net_call():
+    """extra_args are passed to every net call as keyword arguments, the same objects each time, with labels too:
+    the result equals a closure over them bit for bit, for every solver."""
+    shift, bias = torch.randn(5, 2, 3, dtype=torch.float64), torch.randn(5, 2, 3, dtype=torch.float64)
+    args = dict(shift=shift, extra={"bias": bias}, scale=0.9)
+    labels = torch.arange(5)
+    for solver in ("heun", "euler", "ddim", "euler_ancestral", "dpmpp_2m"):
+        net = KeywordNet()
+        kw = dict(num_steps=4, solver=solver, seeds=list(range(5)))
+        got = fastdiff.sample(net, LATENTS, labels, extra_args=args, **kw)
+        closure = lambda x, sigma, y, net=KeywordNet(): net(x, sigma, y, **args)  # noqa: E731
+        assert_equal(got, fastdiff.sample(closure, LATENTS, labels, **kw))
+        assert net.calls and all(c["shift"] is shift and c["extra"]["bias"] is bias and c["scale"] == 0.9
+                                 for c in net.calls)
+
+
+def test_guidance_by_uncond_args():
+    """guidance=w with uncond_args: one net call of 2B per evaluation, the batched tensors as [cond; uncond] and the
+    others once; the result is lerp(D_uncond, D_cond, w) of the two calls, step by step."""
+    cond, uncond = torch.randn(5, 2, 3, dtype=torch.float64), torch.zeros(5, 2, 3, dtype=torch.float64)
+    net = KeywordNet()
+    got = fastdiff.sample(net, LATENTS, num_steps=4, guidance=3.0, extra_args=dict(shift=cond, scale=0.9),
+                          uncond_args=dict(shift=uncond, scale=0.9))
+    assert len(net.calls) == 7 and all(torch.equal(c["shift"], torch.cat([cond, uncond])) and c["scale"] == 0.9
+                                       for c in net.calls)
+    plain = KeywordNet()
+
+    def two_calls(x, sigma):
+        D_u = plain(x, sigma, shift=uncond, scale=0.9)
+        return torch.lerp(D_u, plain(x, sigma, shift=cond, scale=0.9), 3.0)
+
+    assert_close(got, fastdiff.sample(two_calls, LATENTS, num_steps=4), rtol=1e-12, atol=1e-12)
+
+
+B_ = torch.zeros(5, 2, 3)  # a batched keyword argument
+
+
+@pytest.mark.parametrize("kwargs, error, match", [
+    (dict(extra_args=[("shift", B_)]), TypeError, "extra_args: expected a dict of keyword arguments for net.*got list"),
+    (dict(extra_args={1: B_}), TypeError, "extra_args: expected keyword-argument names .* got 1"),
+    (dict(extra_args=dict(shift=B_), uncond_args=dict(shift=B_)), ValueError,
+     "uncond_args: the unconditional arguments are for classifier-free guidance; pass guidance=w"),
+    (dict(guidance=2.0, extra_args=dict(shift=B_), uncond_args="none"), TypeError, "uncond_args: expected a dict"),
+    (dict(guidance=2.0, extra_args=dict(shift=B_)), ValueError, "guidance: .*needs class_labels .* or uncond_args"),
+    (dict(guidance=2.0, extra_args=dict(shift=B_), uncond_args=dict(shift=B_, scale=2.0)), ValueError,
+     r"uncond_args: expected the same keys and nesting as extra_args .*got keys \['scale', 'shift'\] for "
+     r"extra_args' \['shift'\]"),
+    (dict(guidance=2.0, extra_args=dict(shift=B_), uncond_args=dict(shift=B_[:, :1])), ValueError,
+     r"uncond_args\['shift'\]: expected a torch.float32 tensor of shape \(5, 2, 3\) .*got a torch.float32 tensor "
+     r"of shape \(5, 1, 3\)"),
+    (dict(guidance=2.0, extra_args=dict(shift=B_, scale=1.0), uncond_args=dict(shift=B_, scale=2.0)), ValueError,
+     r"uncond_args\['scale'\]: extra_args\['scale'\] has no batch dimension of 5, so it is passed once .*got 1.0 "
+     r"and 2.0"),
+])
+def test_bad_extra_args(kwargs, error, match):
+    with pytest.raises(error, match=match):
+        fastdiff.sample(KeywordNet(), LATENTS, num_steps=3, **kwargs)
+
+
 def test_result_has_the_latents_shape_and_dtype():
     """Half-precision latents give a half-precision result; the state stays float32."""
     for dtype in (torch.float16, torch.bfloat16, torch.float32, torch.float64):
