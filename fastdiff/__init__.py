@@ -5,8 +5,7 @@
 from ._version import __version__
 from . import data, nets, sde
 from ._memory import NotEnoughMemoryError
-from .adapters import diffusers_latents, from_diffusers  # diffusers' UNets as EDM denoisers, its latents (diffusers
-#                                                          itself is not imported)
+from .adapters import diffusers_latents, from_diffusers  # diffusers' UNets and latents (diffusers is not imported)
 from .ddpm import DDPM
 from .loss import DDPMLoss, EDMLoss, VELoss, VPLoss
 from .mixture import GaussianMixture
