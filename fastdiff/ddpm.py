@@ -207,7 +207,9 @@ class DDPM:
         (FloatingPointError) or "ignore"; the report names the first step whose state held them, or the latents.
         """
         plan = self.ancestral_plan(num_steps, variance)
-        return self._run(plan, eps_model, latents, randn_like, seeds, clip_denoised, class_labels, backend, nonfinite)
+        with torch.no_grad():  # sampling records no autograd graph (docs/sampling.md#no-autograd)
+            return self._run(plan, eps_model, latents, randn_like, seeds, clip_denoised, class_labels, backend,
+                             nonfinite)
 
     def ddim_sample(self, eps_model, latents: torch.Tensor, num_steps: int = 50, eta: float = 0.0, seeds=None,
                     randn_like=None, class_labels=None, clip_denoised: bool = False, *, backend: str = "auto",
@@ -220,13 +222,17 @@ class DDPM:
         sample().
         """
         plan = self.ddim_plan(num_steps, eta)
-        return self._run(plan, eps_model, latents, randn_like, seeds, clip_denoised, class_labels, backend, nonfinite)
+        with torch.no_grad():  # sampling records no autograd graph (docs/sampling.md#no-autograd)
+            return self._run(plan, eps_model, latents, randn_like, seeds, clip_denoised, class_labels, backend,
+                             nonfinite)
 
     def run_plan(self, plan: DDPMStepPlan, eps_model, latents: torch.Tensor, randn_like=None, seeds=None,
                  clip_denoised: bool = False, class_labels=None, *, backend: str = "auto",
                  nonfinite: str = "warn") -> torch.Tensor:
         """The sampling loop for a plan of this DDPM (ancestral_plan or ddim_plan); arguments as in sample()."""
-        return self._run(plan, eps_model, latents, randn_like, seeds, clip_denoised, class_labels, backend, nonfinite)
+        with torch.no_grad():  # sampling records no autograd graph (docs/sampling.md#no-autograd)
+            return self._run(plan, eps_model, latents, randn_like, seeds, clip_denoised, class_labels, backend,
+                             nonfinite)
 
     def _run(self, plan: DDPMStepPlan, eps_model, latents, randn_like, seeds, clip_denoised, class_labels, backend,
              nonfinite):

@@ -133,7 +133,12 @@ def seeds_tensor(seeds, batch_size: int | None = None, device=None) -> torch.Ten
 
     A list takes ints in [0, 2^63). A tensor of an integer dtype is taken as it is, its int64 bit pattern
     being the 64-bit key; its values are never read back to the host, so checking it costs no device sync.
+    A torch.Generator gives one seed per sample, drawn from it (as draw_seeds draws from torch's default generator,
+    so the same generator state gives the same seeds); a list of generators, one per sample, gives one seed drawn
+    from each. Either way the generators advance: each call draws new seeds.
     """
+    if isinstance(seeds, torch.Generator) or _generators(seeds):
+        return _seeds_from_generators(seeds, batch_size, device)
     if isinstance(seeds, torch.Tensor):
         if seeds.dtype not in SEED_DTYPES:
             accepted = ", ".join(str(d) for d in SEED_DTYPES)
@@ -156,11 +161,39 @@ def seeds_tensor(seeds, batch_size: int | None = None, device=None) -> torch.Ten
     return out
 
 
-def draw_seeds(batch: int, device=None) -> torch.Tensor:
+def draw_seeds(batch: int, device=None, generator: torch.Generator | None = None) -> torch.Tensor:
     """Fresh per-sample seeds in [0, 2^63 - 1), int64 [batch] on `device`, drawn from torch's default CPU generator
     whatever the device, so torch.manual_seed repeats them on every machine. The one way fastdiff draws seeds a
-    user did not give (sample, DDPM, the SDE samplers, inpainting, the training losses)."""
-    return torch.randint(0, MAX_SEED, (batch,), dtype=torch.int64).to(device)
+    user did not give (sample, DDPM, the SDE samplers, inpainting, the training losses), and, from `generator` (on
+    its own device) when given, the way it turns a user's torch.Generator into seeds."""
+    if generator is None:
+        return torch.randint(0, MAX_SEED, (batch,), dtype=torch.int64).to(device)
+    return torch.randint(0, MAX_SEED, (batch,), dtype=torch.int64, generator=generator,
+                         device=generator.device).to(device)
+
+
+def _generators(seeds) -> bool:
+    """Whether seeds is a list or tuple holding torch.Generators (then it must hold nothing else)."""
+    if not isinstance(seeds, (list, tuple)) or not any(isinstance(s, torch.Generator) for s in seeds):
+        return False
+    other = next((s for s in seeds if not isinstance(s, torch.Generator)), None)
+    if other is not None:
+        raise TypeError(f"seeds: expected ints or torch.Generators (one per sample), not a mix; got {other!r} of "
+                        f"type {type(other).__name__} beside a torch.Generator")
+    return True
+
+
+def _seeds_from_generators(seeds, batch_size: int | None, device) -> torch.Tensor:
+    """seeds_tensor of a torch.Generator (batch_size seeds from it) or a list of them (one seed from each)."""
+    if isinstance(seeds, torch.Generator):
+        if batch_size is None:
+            raise ValueError("seeds: a torch.Generator gives one seed per sample, but here the batch size is not known; "
+                             "pass a list of ints or of generators")
+        return draw_seeds(batch_size, device, generator=seeds)
+    if batch_size is not None and len(seeds) != batch_size:
+        raise ValueError(f"seeds: expected {batch_size} torch.Generators (one per sample in the batch), got "
+                         f"{len(seeds)}; a single torch.Generator gives every sample its seed")
+    return torch.cat([draw_seeds(1, "cpu", generator=g) for g in seeds]).to(device)
 
 
 def _is_integer(value) -> bool:

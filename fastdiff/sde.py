@@ -456,18 +456,19 @@ def pc_sample(sde: SDE, score_fn, x_T: torch.Tensor | None = None, predictor="re
     if start_name == "x_T":
         _warn_if_unit_scaled(sde, start, "pc_sample")
 
-    x = _scaled(start, scale, state_dtype)
-    finite_check.record(-1, x)
-    for i in range(N):
-        t = times[i]
-        if corrector is not None:
-            x = _correct(corrector, sde, score_fn, x, t, snr, n_steps, langevin_norms, noise)
-        if predictor is not None and i < N - 1:
-            x = _predict(predictor, sde, rsde, score_fn, x, t, grid[i + 1] - grid[i], noise)
-        finite_check.record(i, x)
-    if denoise:
-        x = tweedie_denoise(sde, score_fn, x, times[N - 1])
-        finite_check.record(N, x)
+    with torch.no_grad():  # sampling records no autograd graph (docs/sampling.md#no-autograd)
+        x = _scaled(start, scale, state_dtype)
+        finite_check.record(-1, x)
+        for i in range(N):
+            t = times[i]
+            if corrector is not None:
+                x = _correct(corrector, sde, score_fn, x, t, snr, n_steps, langevin_norms, noise)
+            if predictor is not None and i < N - 1:
+                x = _predict(predictor, sde, rsde, score_fn, x, t, grid[i + 1] - grid[i], noise)
+            finite_check.record(i, x)
+        if denoise:
+            x = tweedie_denoise(sde, score_fn, x, times[N - 1])
+            finite_check.record(N, x)
 
     def where(i: int) -> str:
         if i == N:

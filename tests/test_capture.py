@@ -66,13 +66,12 @@ def here(marker: str, function: str) -> str:
 
 
 def fastdiff_line(module: str, text: str, function: str) -> str:
-    """What a Violation's `where` says for the one line of fastdiff/<module> containing `text` (a violation names
-    the file by its last two path parts: its folder and its name)."""
+    """What a Violation's `where` says for the one line of fastdiff/<module> containing `text` (fastdiff's own files
+    are named by their path in the package, as capture._where does)."""
     lines = (_FASTDIFF / module).read_text().splitlines()
     found = [n for n, line in enumerate(lines, 1) if text in line]
     assert len(found) == 1, f"{text!r} found on lines {found} of {module}"
-    short = "/".join(f"fastdiff/{module}".split("/")[-2:])
-    return f"{short}:{found[0]} ({function})"
+    return f"fastdiff/{module}:{found[0]} ({function})"
 
 
 def check(net, latents=LATENTS, class_labels=None, **kwargs):

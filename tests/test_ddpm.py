@@ -557,6 +557,22 @@ def test_seeds_make_samples_repeatable_and_batch_independent(method):
             assert_close(out, full, rtol=1e-5, atol=1e-5, name=f"backend {backend}")
 
 
+@pytest.mark.parametrize("method", ["sample", "ddim_sample"])
+def test_seeds_from_torch_generators(method):
+    """seeds= a torch.Generator (one seed per sample drawn from it) or a list of them (one from each), as in
+    fastdiff.sample."""
+    ddpm = DDPM(30, beta_start=1e-3, beta_end=0.3)
+    run = getattr(ddpm, method)
+    extra = dict(eta=0.7, num_steps=12) if method == "ddim_sample" else {}
+    latents = LATENTS.float()
+    drawn = fastdiff.rng.draw_seeds(4, generator=torch.Generator().manual_seed(9))
+    assert_equal(run(SmoothEps(), latents, seeds=torch.Generator().manual_seed(9), **extra),
+                 run(SmoothEps(), latents, seeds=drawn, **extra))
+    each = [torch.Generator().manual_seed(s) for s in range(4)]
+    one_each = torch.cat([fastdiff.rng.draw_seeds(1, generator=torch.Generator().manual_seed(s)) for s in range(4)])
+    assert_equal(run(SmoothEps(), latents, seeds=each, **extra), run(SmoothEps(), latents, seeds=one_each, **extra))
+
+
 def test_seeded_noise_is_the_documented_stream():
     """Step i's noise is fastdiff.randn(seeds, shape, offset=SAMPLER_OFFSET + i): a randn_like replaying that
     stream gives the same samples as seeds=."""

@@ -194,18 +194,12 @@ def test_quantize_true_snaps_the_schedule(unet):
 # --------------------------------------------------------------------------------------------------------
 
 def sample_like_diffusers(D, scheduler, latents, solver, *, vp_start: bool, sigmas=None) -> torch.Tensor:
-    """fastdiff.sample over the scheduler's sigmas, from diffusers' starting point. fastdiff starts at
-    latents * sigmas[0]; diffusers at latents * init_noise_sigma, which is in EDM's units for Euler and Heun (sigma_max
-    with "trailing" spacing, so nothing to do) but in VP units for DPM-Solver and DDIM (x_T = latents, i.e.
-    x_edm = latents sqrt(1 + sigma_max^2)): for those the latents are scaled here (fastdiff.sample has no argument
-    for another start; see docs/sampling.md#models-from-diffusers)."""
+    """fastdiff.sample over the scheduler's sigmas, from diffusers' starting point: start_scale is init_noise_sigma
+    for Euler and Heun (in EDM's units already), sqrt(1 + sigma_max^2) for DPM-Solver and DDIM (whose x_T = latents
+    is in VP units); see docs/sampling.md#models-from-diffusers."""
     sigmas = scheduler.sigmas if sigmas is None else sigmas
-    sigma_max = float(sigmas[0])
-    start = (1 + sigma_max**2) ** 0.5 if vp_start else float(scheduler.init_noise_sigma)
-    if start != sigma_max:
-        latents = latents * (start / sigma_max)
-    with torch.no_grad():
-        return fastdiff.sample(D, latents, sigmas=sigmas, solver=solver)
+    start_scale = (1 + float(sigmas[0]) ** 2) ** 0.5 if vp_start else scheduler.init_noise_sigma
+    return fastdiff.sample(D, latents, sigmas=sigmas, solver=solver, start_scale=start_scale)
 
 
 LOOPS = {  # name: (scheduler class, its settings, fastdiff solver, the schedule: "levels" or "karras")
@@ -213,6 +207,7 @@ LOOPS = {  # name: (scheduler class, its settings, fastdiff solver, the schedule
     "euler-karras": (EulerDiscreteScheduler, dict(use_karras_sigmas=True), "euler"),
     "heun": (HeunDiscreteScheduler, dict(timestep_spacing="trailing"), "heun"),
     "heun-karras": (HeunDiscreteScheduler, dict(use_karras_sigmas=True), "heun"),
+    "heun-leading": (HeunDiscreteScheduler, dict(timestep_spacing="leading"), "heun"),  # init_noise_sigma != s0
     "dpmpp_2m": (DPMSolverMultistepScheduler, dict(timestep_spacing="trailing"), "dpmpp_2m"),
     "dpmpp_2m-karras": (DPMSolverMultistepScheduler, dict(use_karras_sigmas=True), "dpmpp_2m"),
     "ddim": (DDIMScheduler, dict(clip_sample=False), "ddim"),
@@ -226,8 +221,7 @@ def test_loop_matches_diffusers(unet, loop, prediction_type):
     sigmas=scheduler.sigmas) agree to float32 precision.
 
     Heun: HeunDiscreteScheduler.sigmas repeats every inner level (the Euler point and the corrector share it:
-    s0, s1, s1, ..., s_(N-1), s_(N-1), 0); fastdiff's heun takes the plain schedule s0, ..., s_(N-1), 0 and refuses
-    repeated levels, so the repeats are dropped here (a change fastdiff.sample should make itself: see the report).
+    s0, s1, s1, ..., s_(N-1), s_(N-1), 0); solver="heun" takes them as they are, as the N-step schedule.
     DPM-Solver: the Karras time steps are rounded (quantize="timestep"); the first and last steps are first order in
     both (lower_order_final, final_sigmas_type "zero"). DDIM (eta = 0, clip_sample off, as fastdiff does not clip):
     it has no sigmas; its steps go from t_i to t_i - T / N, which with its default "leading" spacing is the next
@@ -237,9 +231,7 @@ def test_loop_matches_diffusers(unet, loop, prediction_type):
     latents = noise(2, 3, 8, 8)
     expected = diffusers_loop(unet, scheduler, latents)
     D = fastdiff.from_diffusers(unet, scheduler, quantize="timestep" if loop == "dpmpp_2m-karras" else False)
-    if cls is HeunDiscreteScheduler:
-        sigmas = torch.unique_consecutive(scheduler.sigmas)
-    elif cls is DDIMScheduler:
+    if cls is DDIMScheduler:
         assert scheduler.config.timestep_spacing == "leading" and scheduler.config.set_alpha_to_one
         sigmas = torch.cat([D.train_sigmas[scheduler.timesteps], torch.zeros(1, dtype=torch.float64)])
     else:
@@ -280,15 +272,16 @@ def test_dpm_solver_final_step_options(unet, options):
     assert relative_error(actual, expected) <= LOOP_RTOL
 
 
+@pytest.mark.parametrize("steps, options", [(20, {}), (STEPS, dict(lower_order_final=False))])
 @pytest.mark.parametrize("prediction_type", ["epsilon", "v_prediction"])
-def test_dpm_solver_ending_at_sigma_min(unet, prediction_type):
+def test_dpm_solver_ending_at_sigma_min(unet, prediction_type, steps, options):
     """final_sigmas_type "sigma_min" ends at the lowest level instead of 0: diffusers returns that state in VP units,
-    x / sqrt(1 + sigma_min^2). With fewer than 15 steps its last step is first order (lower_order_final), as in
-    fastdiff."""
+    x / sqrt(1 + sigma_min^2). Its last step is then second order (from 15 steps on, or with lower_order_final off),
+    as dpmpp_2m's step to a level above 0 is."""
     scheduler = DPMSolverMultistepScheduler(prediction_type=prediction_type, timestep_spacing="trailing",
-                                            final_sigmas_type="sigma_min")
+                                            final_sigmas_type="sigma_min", **options)
     latents = noise(2, 3, 8, 8)
-    expected = diffusers_loop(unet, scheduler, latents)
+    expected = diffusers_loop(unet, scheduler, latents, steps=steps)
     sigma_min = float(scheduler.sigmas[-1])
     assert sigma_min > 0
     actual = sample_like_diffusers(fastdiff.from_diffusers(unet, scheduler), scheduler, latents, "dpmpp_2m",
@@ -404,6 +397,65 @@ def test_keyword_arguments_go_to_the_unet():
         assert low(latents * 2, sigma, encoder_hidden_states=context).dtype == torch.float32
 
 
+def test_extra_args_reach_the_unet_without_a_closure():
+    """fastdiff.sample(D, ..., extra_args={"encoder_hidden_states": emb}) passes them to every UNet call: the same
+    result as D.with_kwargs(...) bit for bit, and diffusers' conditional loop to float32 precision."""
+    unet = tiny_conditional_unet()
+    scheduler = EulerDiscreteScheduler(**SD_BETAS, timestep_spacing="trailing")
+    D = fastdiff.from_diffusers(unet, scheduler)
+    latents, context = noise(2, 4, 8, 8), noise(2, 5, 16, seed=2)
+    expected = diffusers_loop(unet, scheduler, latents, encoder_hidden_states=context)
+    actual = fastdiff.sample(D, latents, sigmas=scheduler.sigmas, solver="euler",
+                             start_scale=scheduler.init_noise_sigma, extra_args={"encoder_hidden_states": context})
+    bound = fastdiff.sample(D.with_kwargs(encoder_hidden_states=context), latents, sigmas=scheduler.sigmas,
+                            solver="euler", start_scale=scheduler.init_noise_sigma)
+    assert_equal(actual, bound)
+    assert relative_error(actual, expected) <= LOOP_RTOL
+
+
+class CountingUNet(torch.nn.Module):
+    """A UNet that records the batch of every call."""
+
+    def __init__(self, unet):
+        super().__init__()
+        self.unet, self.batches, self.config, self.dtype = unet, [], unet.config, unet.dtype
+
+    def forward(self, sample, timestep, **kwargs):
+        self.batches.append(sample.shape[0])
+        return self.unet(sample, timestep, **kwargs)
+
+
+@pytest.mark.parametrize("solver", ["euler", "dpmpp_2m"])
+def test_guidance_by_uncond_args_is_the_two_call_cfg(solver):
+    """guidance=w with uncond_args: one UNet call of 2B per evaluation ([cond; uncond] text embeddings), equal (to
+    float32 precision: the batched convolutions round differently) to guidance written by hand with two calls,
+    D_u + w (D_c - D_u); w = 1 is the conditional sampler and w = 0 the unconditional one, with B per call."""
+    unet = CountingUNet(tiny_conditional_unet())
+    scheduler = EulerDiscreteScheduler(**SD_BETAS, timestep_spacing="trailing")
+    D = fastdiff.from_diffusers(unet, scheduler)
+    latents, cond, uncond = noise(2, 4, 8, 8), noise(2, 5, 16, seed=2), noise(2, 5, 16, seed=3)
+    w, kw = 4.0, dict(num_steps=5, solver=solver)
+
+    def two_calls(x, sigma):
+        D_u = D(x, sigma, encoder_hidden_states=uncond)
+        return D_u + w * (D(x, sigma, encoder_hidden_states=cond) - D_u)
+
+    two_calls.sigma_min, two_calls.sigma_max, two_calls.round_sigma = D.sigma_min, D.sigma_max, D.round_sigma
+    by_hand = fastdiff.sample(two_calls, latents, **kw)
+    unet.batches.clear()
+    guided = fastdiff.sample(D, latents, guidance=w, extra_args={"encoder_hidden_states": cond},
+                             uncond_args={"encoder_hidden_states": uncond}, **kw)
+    assert unet.batches == [4] * 5  # one call of 2B per evaluation
+    assert relative_error(guided, by_hand) <= LOOP_RTOL
+    assert relative_error(guided, fastdiff.sample(D, latents, extra_args={"encoder_hidden_states": cond}, **kw)) > 1e-3
+    for weight, args in ((1.0, cond), (0.0, uncond)):
+        unet.batches.clear()
+        plain = fastdiff.sample(D, latents, extra_args={"encoder_hidden_states": args}, **kw)
+        assert_equal(fastdiff.sample(D, latents, guidance=weight, extra_args={"encoder_hidden_states": cond},
+                                     uncond_args={"encoder_hidden_states": uncond}, **kw), plain)
+        assert set(unet.batches) == {2}
+
+
 def test_class_labels_reach_the_unet():
     """fastdiff.sample's class_labels are the UNet's class_labels."""
     unet = tiny_unet(num_class_embeds=4)
@@ -475,6 +527,50 @@ def test_errors_name_the_argument_and_what_is_accepted(unet):
                                   fake(torch.linspace(0.9, 0.1, 10), prediction_type="epsilon"))
     with pytest.raises(TypeError, match="unet: expected unet.x_t, t. to return a tensor.*got str"):
         bad(noise(2, 3), 1.0)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.float64])
+@pytest.mark.parametrize("kind", ["one", "list", "list of one", "none"])
+def test_diffusers_latents_are_randn_tensors(kind, dtype):
+    """diffusers_latents draws, bit for bit, what diffusers.utils.torch_utils.randn_tensor draws for a generator, a
+    list of them (one per sample), a list of one (the whole batch from it) and None (torch's default generator)."""
+    from diffusers.utils.torch_utils import randn_tensor
+
+    shape = (3, 4, 8, 8)
+
+    def generators():
+        return {"one": torch.Generator().manual_seed(5), "none": None,
+                "list": [torch.Generator().manual_seed(s) for s in (5, 6, 7)],
+                "list of one": [torch.Generator().manual_seed(5)]}[kind]
+
+    torch.manual_seed(1)
+    expected = randn_tensor(shape, generator=generators(), device=torch.device("cpu"), dtype=dtype)
+    torch.manual_seed(1)
+    got = fastdiff.diffusers_latents(shape, generators(), dtype=dtype, device="cpu")
+    assert got.dtype == dtype and torch.equal(got, expected)
+
+
+def test_a_diffusers_seed_gives_the_diffusers_result(unet):
+    """A pipeline's seed, its latents (diffusers_latents) and its start (start_scale=init_noise_sigma): the loop's
+    result to float32 precision, with nothing converted by hand."""
+    scheduler = EulerDiscreteScheduler(prediction_type="v_prediction", timestep_spacing="leading")
+    latents = fastdiff.diffusers_latents((2, 3, 8, 8), [torch.Generator().manual_seed(s) for s in (0, 1)])
+    expected = diffusers_loop(unet, scheduler, latents)
+    actual = fastdiff.sample(fastdiff.from_diffusers(unet, scheduler), latents, sigmas=scheduler.sigmas,
+                             solver="euler", start_scale=scheduler.init_noise_sigma)
+    assert relative_error(actual, expected) <= LOOP_RTOL
+
+
+@pytest.mark.parametrize("args, kwargs, error, match", [
+    (((2, 3), "seed"), {}, TypeError, "generator: expected a torch.Generator, a list of them"),
+    (((2, 3), [torch.Generator()] * 3), {}, ValueError, r"generator: expected one torch.Generator per sample \(2\)"),
+    (((2, 3), [torch.Generator(), 1]), {}, TypeError, "generator: expected a torch.Generator, a list of them"),
+    (((2, 3.0), None), {}, ValueError, r"shape: expected a tuple of non-negative ints \(batch, ...\), got \(2, 3.0\)"),
+    (((2, 3), None), dict(dtype=torch.int64), TypeError, "dtype: expected a floating torch.dtype, got torch.int64"),
+])
+def test_diffusers_latents_errors(args, kwargs, error, match):
+    with pytest.raises(error, match=match):
+        fastdiff.diffusers_latents(*args, **kwargs)
 
 
 def test_import_fastdiff_without_diffusers():

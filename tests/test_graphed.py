@@ -4,6 +4,7 @@ Without a GPU the graph is fastdiff.sampling.capture.EmulatedGraph: the ops reco
 tensors without the Python code, which is what a CUDA graph does. Tests marked `cuda` run real CUDA graphs
 and are skipped on machines without one.
 """
+import dataclasses
 import importlib.util
 import logging
 import os
@@ -64,6 +65,82 @@ def test_replays_equal_eager_sampling(backend, solver, churn, labelled):
         call_labels = None if labels is None else labels.roll(call)
         got = sampler(x0, seeds=seeds, class_labels=call_labels)
         assert_equal(got, fastdiff.sample(net, x0, call_labels, seeds=seeds, **kw))
+
+
+@pytest.mark.parametrize("solver", ["heun", "dpmpp_2m"])
+def test_start_scale_is_a_setting_of_the_graph(solver, emulated_graphs):
+    """start_scale (sample()'s setting) is captured like the others: the replay equals sample(start_scale=...) bit
+    for bit, through sample(cuda_graph=...) too, and check_capture takes it; it is a value of the loop's table, so
+    set_plan may change it, but not add or drop it."""
+    net = mixture()
+    kw = dict(num_steps=4, solver=solver, backend=CPU_BACKENDS[0], start_scale=91.5)
+    sampler = fastdiff.GraphedSampler(net, latents(), graph="emulated", **kw)
+    x0 = latents(seed=3)
+    assert_equal(sampler(x0), fastdiff.sample(net, x0, **kw))
+    assert_equal(fastdiff.sample(net, x0, cuda_graph=True, **kw), fastdiff.sample(net, x0, **kw))
+    assert fastdiff.check_capture(net, latents(), **kw).ok
+    sampler.set_plan(dataclasses.replace(sampler.plan, start_scale=40.0))
+    assert_equal(sampler(x0), fastdiff.sample(net, x0, **dict(kw, start_scale=40.0)))
+    with pytest.raises(ValueError, match="plan: expected a schedule with the same structure"):
+        sampler.set_plan(dataclasses.replace(sampler.plan, start_scale=None))
+
+
+class KeywordNet(nn.Module):
+    """The mixture, shifted by a per-sample tensor and scaled by a number, both keyword arguments."""
+
+    def __init__(self):
+        super().__init__()
+        self.gm = mixture()
+
+    def forward(self, x, sigma, *labels, shift, scale=1.0, nested=None):
+        out = self.gm(x, sigma) * scale + 0.1 * shift
+        return out if nested is None else out + 0.01 * nested["bias"]
+
+
+@pytest.mark.parametrize("solver", ["heun", "dpmpp_2m"])
+def test_extra_args_are_graph_inputs(solver):
+    """A sampler captured with extra_args takes new tensors per call (copied into its static buffers, as the labels)
+    and equals sample(extra_args=...) bit for bit; the values that are not tensors are part of the capture."""
+    net = KeywordNet()
+    kw = dict(num_steps=4, solver=solver, backend=CPU_BACKENDS[0], **CHURN) if solver == "heun" else \
+        dict(num_steps=4, solver=solver, backend=CPU_BACKENDS[0])
+
+    def args(call):
+        return dict(shift=latents(seed=20 + call), scale=0.8, nested={"bias": latents(seed=30 + call)})
+
+    sampler = fastdiff.GraphedSampler(net, latents(), graph="emulated", extra_args=args(0), **kw)
+    for call in range(3):
+        x0, seeds = latents(seed=call), [call, 1, 2, 3, 4]
+        assert_equal(sampler(x0, seeds=seeds, extra_args=args(call)),
+                     fastdiff.sample(net, x0, seeds=seeds, extra_args=args(call), **kw))
+    report = fastdiff.check_capture(net, latents(), extra_args=args(0), **kw)
+    assert report.ok, str(report)
+    with pytest.raises(ValueError, match=r"extra_args\['scale'\]: a value that is not a tensor is part of the "
+                                         r"captured graph \(0.8\); got 0.5"):
+        sampler(latents(), extra_args=dict(args(0), scale=0.5))
+    with pytest.raises(ValueError, match=r"extra_args\['shift'\]: expected a torch.float32 tensor of shape \(5, 4\)"):
+        sampler(latents(), extra_args=dict(args(0), shift=latents(batch=2)))
+    with pytest.raises(ValueError, match="extra_args: expected the keys and nesting this sampler was captured with"):
+        sampler(latents())
+    plain = fastdiff.GraphedSampler(mixture(), latents(), graph="emulated", num_steps=3, backend=CPU_BACKENDS[0])
+    with pytest.raises(ValueError, match="extra_args: this sampler was captured without extra_args"):
+        plain(latents(), extra_args=args(0))
+
+
+def test_sample_graphs_extra_args_and_guidance_by_them(emulated_graphs):
+    """sample(cuda_graph=True, extra_args=...) captures once per structure of extra_args and replays new tensors;
+    guidance=w with uncond_args is graphed too (the paired [cond; uncond] tensors are its inputs)."""
+    net = KeywordNet()
+    kw = dict(num_steps=4, backend=CPU_BACKENDS[0])
+    for call in range(2):
+        x0, args = latents(seed=call), dict(shift=latents(seed=10 + call))
+        assert_equal(fastdiff.sample(net, x0, cuda_graph=True, extra_args=args, **kw),
+                     fastdiff.sample(net, x0, extra_args=args, **kw))
+        guided = dict(guidance=2.5, extra_args=args, uncond_args=dict(shift=torch.zeros(5, 4)))
+        assert_equal(fastdiff.sample(net, x0, cuda_graph=True, **guided, **kw), fastdiff.sample(net, x0, **guided, **kw))
+    assert len(graphed._cache) == 2
+    with pytest.raises(fastdiff.CaptureError, match="extra_args: a value that is not a tensor .* must be hashable"):
+        fastdiff.sample(net, latents(), cuda_graph=True, extra_args=dict(shift=latents(), scale={1.0}), **kw)
 
 
 @pytest.mark.parametrize("backend", CPU_BACKENDS)

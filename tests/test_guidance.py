@@ -611,7 +611,8 @@ def test_sample_guidance_keyword_wraps_the_net_once():
     assert_equal(got, want)
     assert not torch.equal(got, fastdiff.sample(net, latents, labels, seeds=seeds, num_steps=6))
     assert sampler._guided(net, 2.5, labels) is sampler._guided(net, 2.5, labels)
-    with pytest.raises(ValueError, match="guidance: classifier-free guidance .* needs class_labels, got None"):
+    with pytest.raises(ValueError, match=r"guidance: classifier-free guidance .* needs class_labels \(guided towards "
+                                         r"them\) or uncond_args .*got neither"):
         fastdiff.sample(net, latents, seeds=seeds, guidance=2.5)
 
 

@@ -209,6 +209,139 @@ def test_sigmas_override_the_schedule():
     assert seen == [10.0, 3.0, 3.0, 1.0, 1.0]  # steps 0, 1 corrected; the step into 0.1 is Euler
 
 
+def test_heun_takes_diffusers_heun_sigmas_as_they_are():
+    """HeunDiscreteScheduler's sigmas (s0, s1, s1, ..., s_(N-1), s_(N-1), 0, float32) are the N-step schedule
+    s0, ..., s_(N-1), 0 for solver="heun": the same plan and, bit for bit, the same samples."""
+    levels = torch.tensor([14.6, 5.0, 1.5, 0.4, 0.0], dtype=torch.float32)
+    repeated = torch.cat([levels[:1], levels[1:-1].repeat_interleave(2), levels[-1:]])  # as diffusers makes them
+    assert repeated.tolist()[:4] == [levels[0].item(), 5.0, 5.0, levels[2].item()]
+    assert fastdiff.plan_steps(sigmas=repeated, solver="heun") == fastdiff.plan_steps(sigmas=levels, solver="heun")
+    assert fastdiff.plan_steps(sigmas=repeated).nfe == 2 * 4 - 1
+    for kw in (dict(), dict(S_churn=5.0, seeds=list(range(5)))):
+        assert_equal(fastdiff.sample(mixture_net(), LATENTS, sigmas=repeated, **kw),
+                     fastdiff.sample(mixture_net(), LATENTS, sigmas=levels, **kw))
+
+
+def test_start_scale_sets_the_start():
+    """start_scale=s starts the state at latents * s instead of latents * sigmas[0]: sigmas[0] itself changes nothing,
+    and 2 sigmas[0] is, bit for bit, sampling from 2 latents (a power of two scales exactly); a 0-d tensor (a
+    diffusers scheduler's init_noise_sigma) is taken as its value, and the net sees the same levels."""
+    t0 = fastdiff.plan_steps(num_steps=6).t[0]
+    for solver in ("heun", "dpmpp_2m", "euler_ancestral"):
+        kw = dict(num_steps=6, solver=solver, seeds=list(range(5)))
+        plain = fastdiff.sample(mixture_net(), LATENTS, **kw)
+        assert_equal(fastdiff.sample(mixture_net(), LATENTS, start_scale=t0, **kw), plain)
+        assert_equal(fastdiff.sample(mixture_net(), LATENTS, start_scale=torch.tensor(2 * t0, dtype=torch.float64),
+                                     **kw), fastdiff.sample(mixture_net(), LATENTS * 2, **kw))
+    recorded = Recorder(mixture_net())
+    fastdiff.sample(recorded, LATENTS, sigmas=[10.0, 3.0, 0.0], start_scale=7.0, dtype=torch.float64)
+    assert [float(s[0]) for s in recorded.sigmas] == [10.0, 3.0, 3.0]
+
+
+def test_seeds_from_torch_generators():
+    """seeds=torch.Generator draws one seed per sample from it (as draw_seeds does from torch's default generator),
+    on every call; a list of generators draws one seed from each, so a sample's noise depends only on its own."""
+    kw = dict(num_steps=5, S_churn=10.0)
+    drawn = fastdiff.rng.draw_seeds(5, generator=torch.Generator().manual_seed(3))
+    generator = torch.Generator().manual_seed(3)
+    first = fastdiff.sample(mixture_net(), LATENTS, seeds=generator, **kw)
+    assert_equal(first, fastdiff.sample(mixture_net(), LATENTS, seeds=drawn, **kw))
+    assert not torch.equal(fastdiff.sample(mixture_net(), LATENTS, seeds=generator, **kw), first)  # it advanced
+    before = torch.get_rng_state()
+    per_sample = fastdiff.sample(mixture_net(), LATENTS, seeds=[torch.Generator().manual_seed(s) for s in range(5)],
+                                 **kw)
+    assert torch.equal(torch.get_rng_state(), before)  # torch's default generator untouched
+    one_each = [int(fastdiff.rng.draw_seeds(1, generator=torch.Generator().manual_seed(s))) for s in range(5)]
+    assert_equal(per_sample, fastdiff.sample(mixture_net(), LATENTS, seeds=one_each, **kw))
+    alone = fastdiff.sample(mixture_net(), LATENTS[2:3], seeds=[torch.Generator().manual_seed(2)], **kw)
+    assert_equal(per_sample[2:3], alone)
+    sampler = fastdiff.GraphedSampler(mixture_net(), LATENTS.float(), graph="emulated", **kw)
+    assert_equal(sampler(LATENTS.float(), seeds=torch.Generator().manual_seed(3)),
+                 fastdiff.sample(mixture_net(), LATENTS.float(), seeds=drawn, **kw))
+    assert_equal(fastdiff.randn(torch.Generator().manual_seed(3), (5, 4)), fastdiff.randn(drawn, (5, 4)))
+
+
+@pytest.mark.parametrize("seeds, error, match", [
+    ([torch.Generator(), 3, 4, 5, 6], TypeError, "seeds: expected ints or torch.Generators .*not a mix; got 3 of type int"),
+    ([torch.Generator()] * 2, ValueError, r"seeds: expected 5 torch.Generators \(one per sample in the batch\), got 2"),
+])
+def test_bad_generator_seeds(seeds, error, match):
+    with pytest.raises(error, match=match):
+        fastdiff.sample(mixture_net(), LATENTS, num_steps=3, S_churn=5.0, seeds=seeds)
+
+
+class KeywordNet:
+    """A denoiser conditioned by keyword arguments only: a per-sample shift and a scale, nested as diffusers'
+    added_cond_kwargs are; it records the keyword arguments of each call."""
+
+    def __init__(self):
+        self.net, self.calls = mixture_net(), []
+
+    def __call__(self, x, sigma, *labels, shift, extra=None, scale=1.0):
+        self.calls.append(dict(shift=shift, extra=extra, scale=scale))
+        D = self.net(x, sigma, *labels) * scale + 0.1 * shift.to(x.dtype)
+        return D if extra is None else D + 0.01 * extra["bias"].to(x.dtype)
+
+
+def test_extra_args_go_to_every_net_call():
+    """extra_args are passed to every net call as keyword arguments, the same objects each time, with labels too:
+    the result equals a closure over them bit for bit, for every solver."""
+    shift, bias = torch.randn(5, 2, 3, dtype=torch.float64), torch.randn(5, 2, 3, dtype=torch.float64)
+    args = dict(shift=shift, extra={"bias": bias}, scale=0.9)
+    labels = torch.arange(5)
+    for solver in ("heun", "euler", "ddim", "euler_ancestral", "dpmpp_2m"):
+        net = KeywordNet()
+        kw = dict(num_steps=4, solver=solver, seeds=list(range(5)))
+        got = fastdiff.sample(net, LATENTS, labels, extra_args=args, **kw)
+        closure = lambda x, sigma, y, net=KeywordNet(): net(x, sigma, y, **args)  # noqa: E731
+        assert_equal(got, fastdiff.sample(closure, LATENTS, labels, **kw))
+        assert net.calls and all(c["shift"] is shift and c["extra"]["bias"] is bias and c["scale"] == 0.9
+                                 for c in net.calls)
+
+
+def test_guidance_by_uncond_args():
+    """guidance=w with uncond_args: one net call of 2B per evaluation, the batched tensors as [cond; uncond] and the
+    others once; the result is lerp(D_uncond, D_cond, w) of the two calls, step by step."""
+    cond, uncond = torch.randn(5, 2, 3, dtype=torch.float64), torch.zeros(5, 2, 3, dtype=torch.float64)
+    net = KeywordNet()
+    got = fastdiff.sample(net, LATENTS, num_steps=4, guidance=3.0, extra_args=dict(shift=cond, scale=0.9),
+                          uncond_args=dict(shift=uncond, scale=0.9))
+    assert len(net.calls) == 7 and all(torch.equal(c["shift"], torch.cat([cond, uncond])) and c["scale"] == 0.9
+                                       for c in net.calls)
+    plain = KeywordNet()
+
+    def two_calls(x, sigma):
+        D_u = plain(x, sigma, shift=uncond, scale=0.9)
+        return torch.lerp(D_u, plain(x, sigma, shift=cond, scale=0.9), 3.0)
+
+    assert_close(got, fastdiff.sample(two_calls, LATENTS, num_steps=4), rtol=1e-12, atol=1e-12)
+
+
+B_ = torch.zeros(5, 2, 3)  # a batched keyword argument
+
+
+@pytest.mark.parametrize("kwargs, error, match", [
+    (dict(extra_args=[("shift", B_)]), TypeError, "extra_args: expected a dict of keyword arguments for net.*got list"),
+    (dict(extra_args={1: B_}), TypeError, "extra_args: expected keyword-argument names .* got 1"),
+    (dict(extra_args=dict(shift=B_), uncond_args=dict(shift=B_)), ValueError,
+     "uncond_args: the unconditional arguments are for classifier-free guidance; pass guidance=w"),
+    (dict(guidance=2.0, extra_args=dict(shift=B_), uncond_args="none"), TypeError, "uncond_args: expected a dict"),
+    (dict(guidance=2.0, extra_args=dict(shift=B_)), ValueError, "guidance: .*needs class_labels .* or uncond_args"),
+    (dict(guidance=2.0, extra_args=dict(shift=B_), uncond_args=dict(shift=B_, scale=2.0)), ValueError,
+     r"uncond_args: expected the same keys and nesting as extra_args .*got keys \['scale', 'shift'\] for "
+     r"extra_args' \['shift'\]"),
+    (dict(guidance=2.0, extra_args=dict(shift=B_), uncond_args=dict(shift=B_[:, :1])), ValueError,
+     r"uncond_args\['shift'\]: expected a torch.float32 tensor of shape \(5, 2, 3\) .*got a torch.float32 tensor "
+     r"of shape \(5, 1, 3\)"),
+    (dict(guidance=2.0, extra_args=dict(shift=B_, scale=1.0), uncond_args=dict(shift=B_, scale=2.0)), ValueError,
+     r"uncond_args\['scale'\]: extra_args\['scale'\] has no batch dimension of 5, so it is passed once .*got 1.0 "
+     r"and 2.0"),
+])
+def test_bad_extra_args(kwargs, error, match):
+    with pytest.raises(error, match=match):
+        fastdiff.sample(KeywordNet(), LATENTS, num_steps=3, **kwargs)
+
+
 def test_result_has_the_latents_shape_and_dtype():
     """Half-precision latents give a half-precision result; the state stays float32."""
     for dtype in (torch.float16, torch.bfloat16, torch.float32, torch.float64):
@@ -412,6 +545,17 @@ def test_sigma_max_inf_is_clamped_to_the_net():
     (dict(S_min=5.0, S_max=1.0), ValueError, "S_min: must not exceed S_max"),
     (dict(randn_like=lambda x: torch.ones(())), ValueError, r"randn_like: expected randn_like\(x\) to return the shape"),
     (dict(seeds=torch.tensor([1, 2, 3, 4, 5], dtype=torch.uint64)), TypeError, "seeds: expected a tensor of integers"),
+    (dict(sigmas=[10.0, 5.0, 5.0, 2.0, 2.0, 0.0], solver="euler"), ValueError,
+     r"sigmas: expected a strictly decreasing schedule, got \[10.0, 5.0, 5.0, 2.0, 2.0, 0.0\]; a level is repeated\. "
+     r"diffusers' HeunDiscreteScheduler.sigmas .* accepted as they are with solver='heun'"),
+    (dict(sigmas=[10.0, 5.0, 5.0, 5.0, 2.0, 0.0], solver="heun"), ValueError, "a level is repeated"),  # not in pairs
+    (dict(sigmas=[10.0, 10.0, 5.0, 5.0, 0.0], solver="heun"), ValueError, "a level is repeated"),  # first one twice
+    (dict(sigmas=[10.0, 5.0, 5.0, 6.0, 6.0, 0.0], solver="heun"), ValueError, "strictly decreasing schedule"),
+    (dict(start_scale=0.0), ValueError, "start_scale: must be > 0, got 0.0"),
+    (dict(start_scale=-2.0), ValueError, "start_scale: must be > 0, got -2.0"),
+    (dict(start_scale=math.inf), ValueError, "start_scale: expected a finite number, got inf"),
+    (dict(start_scale="80"), TypeError, "start_scale: expected a real number, got '80'"),
+    (dict(start_scale=torch.ones(2)), TypeError, "start_scale: expected a real number"),
 ])
 def test_more_bad_input(kwargs, error, match):
     """Schedule conflicts, churn windows, noise and seed tensors are checked with the argument named."""

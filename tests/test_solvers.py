@@ -20,7 +20,7 @@ from fastdiff.testing import SyncCounter, assert_close, assert_equal, torch_thre
 import fastdiff.ops
 from fastdiff.rng import SAMPLER_OFFSET
 from fastdiff.sampling.loop import run_plan
-from fastdiff.sampling.plan import StepPlan
+from fastdiff.sampling.plan import SampleOptions, StepPlan
 from fastdiff.schedules import ddpm_alphas_cumprod
 
 F64 = torch.float64
@@ -90,7 +90,8 @@ def plain_ddim(net, latents, alpha_bars, eta=0.0, randn_like=None, labels=None):
 
 def plain_dpmpp_2m(net, latents, sigmas, labels=None):
     """DPM-Solver++(2M) (Lu et al. 2022, Algorithm 2) with lambda = -log sigma, data prediction D, float64; first
-    order (x_next = (sigma_next/sigma) x - expm1(-h) D) on the first and the last step."""
+    order (x_next = (sigma_next/sigma) x - expm1(-h) D) on the first step, and x_next = D on a step into 0 (where h
+    is infinite): k-diffusion's sample_dpmpp_2m's rule, so a last step to a level above 0 is second order."""
     sigmas = [float(s) for s in sigmas]
     x, D_prev = latents.to(F64) * sigmas[0], None
     for i in range(len(sigmas) - 1):
@@ -100,7 +101,7 @@ def plain_dpmpp_2m(net, latents, sigmas, labels=None):
             x = D
             continue
         h = math.log(s) - math.log(s_next)
-        if D_prev is None or i == len(sigmas) - 2:
+        if D_prev is None:
             D_hat = D
         else:
             r = (math.log(sigmas[i - 1]) - math.log(s)) / h
@@ -179,6 +180,24 @@ def test_dpmpp_2m_matches_the_paper(schedule):
     assert_close(got, plain_dpmpp_2m(net, LATENTS, sigmas, labels=LABELS), rtol=1e-11, atol=1e-11)
 
 
+@pytest.mark.parametrize("dtype", [F64, torch.float32])
+@pytest.mark.parametrize("sigmas", [[20.0, 7.0, 3.0, 1.0, 0.3, 0.05], [14.6, 6.0, 2.1, 0.7, 0.2, 0.0], [3.0, 1.0, 0.5]])
+def test_dpmpp_2m_matches_k_diffusion(sigmas, dtype):
+    """dpmpp_2m equals k-diffusion's own sample_dpmpp_2m (fastdiff.testing.k_diffusion_sampling) on the same schedule,
+    to the dtype's precision: a schedule ending above 0 (its last step second order in both), one ending in 0 (first
+    order into 0), and two steps."""
+    k = fastdiff.testing.k_diffusion_sampling()
+    net = mixture_net()
+    latents = LATENTS.to(dtype)
+    levels = torch.tensor(sigmas, dtype=dtype)
+    want = k.sample_dpmpp_2m(lambda x, s: net(x, s).to(dtype), latents * levels[0], levels, disable=True)
+    got = fastdiff.sample(net, latents, sigmas=sigmas, solver="dpmpp_2m", dtype=dtype)
+    if dtype == F64:
+        assert_close(got, want, rtol=1e-12, atol=1e-12)
+    else:
+        assert_close(got, want, dtype=torch.float32)
+
+
 @pytest.mark.parametrize("eta, sigmas", [(1.0, None), (0.4, None), (2.5, None), (1.0, [30.0, 5.0, 1.0, 0.2, 0.01])])
 def test_euler_ancestral_matches_k_diffusion_on_the_documented_stream(eta, sigmas):
     """With seeds, euler_ancestral equals k-diffusion's Euler ancestral fed fastdiff.randn(seeds, shape,
@@ -217,10 +236,12 @@ def test_ancestral_plan(eta):
 
 
 def test_dpmpp_2m_plan():
-    """c_i = h_i / (2 h_{i-1}) with h_i = log(t_i / t_{i+1}), 0 on the first and last step: 1/2 on a geometric
-    schedule; a step after a zero-length one (a rounded schedule) is first order."""
+    """c_i = h_i / (2 h_{i-1}) with h_i = log(t_i / t_{i+1}), 0 on the first step and on a step into 0: 1/2 on a
+    geometric schedule, also on a last step to a level above 0; a step after a zero-length one (a rounded schedule)
+    is first order."""
     plan = fastdiff.plan_steps(sigmas=[16.0, 8.0, 4.0, 2.0, 1.0, 0.0], solver="dpmpp_2m")
     assert plan.multistep == (0.0, 0.5, 0.5, 0.5, 0.0)
+    assert fastdiff.plan_steps(sigmas=[16.0, 8.0, 4.0, 2.0, 1.0], solver="dpmpp_2m").multistep == (0.0, 0.5, 0.5, 0.5)
     assert plan.noise_std == (0.0,) * 5 and plan.t_down is None and plan.nfe == 5
     karras = fastdiff.plan_steps(num_steps=6, solver="dpmpp_2m")
     t = karras.t
@@ -533,8 +554,8 @@ def test_dpmpp_2m_steps_run_one_fused_op(reuse_buffers):
         finally:
             state["in_net"] = False
 
-    loop, _ = fastdiff.sampling.loop.build_loop(recorded_net, LATENTS.float(), num_steps=6, solver="dpmpp_2m",
-                                                backend="cpu", reuse_buffers=reuse_buffers)
+    options = SampleOptions(num_steps=6, solver="dpmpp_2m", backend="cpu", reuse_buffers=reuse_buffers)
+    loop, _ = fastdiff.sampling.loop.build_loop(recorded_net, LATENTS.float(), options=options)
     loop.on_step = lambda i: per_step.append([])
     with torch.no_grad(), Recorder():
         loop.run(LATENTS.float())

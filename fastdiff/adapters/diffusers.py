@@ -199,6 +199,64 @@ class DiffusersDenoiser(nn.Module):
 _MISSING = object()
 
 
+def diffusers_latents(shape, generator=None, *, dtype: torch.dtype = torch.float32, device=None) -> torch.Tensor:
+    """Unit-variance latents of `shape` drawn exactly as diffusers' pipelines draw them
+    (diffusers.utils.torch_utils.randn_tensor), so that a diffusers seed gives the diffusers latents: with one
+    torch.Generator (or None: torch's default generator), torch.randn(shape) from it; with a list of generators, one
+    per sample, each sample's torch.randn((1, ...)) from its own (a list of one is the single generator, as there).
+    The numbers are drawn on the generators' device (a CPU generator for CUDA latents draws on the CPU and moves
+    them, as diffusers does) in `dtype`, then put on `device` (default: the generators', else the CPU).
+
+    These are the latents before the scheduler's init_noise_sigma: pass them to fastdiff.sample with
+    start_scale=scheduler.init_noise_sigma (docs/sampling.md#models-from-diffusers).
+    """
+    shape = _check_latents_shape(shape)
+    if not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
+        raise TypeError(f"dtype: expected a floating torch.dtype, got {dtype!r}")
+    generators = _check_generators(generator, shape[0])
+    if isinstance(generators, list) and len(generators) == 1:
+        generators = generators[0]  # as diffusers: a list of one is that generator, for the whole batch
+    first = generators[0] if isinstance(generators, list) else generators
+    device = torch.device(device) if device is not None else (first.device if first is not None else torch.device("cpu"))
+    draw_device = device
+    if first is not None and first.device.type != device.type:
+        if first.device.type != "cpu":
+            raise ValueError(f"generator: a {first.device.type} generator cannot draw {device.type} latents (device="
+                             f"{device}); use a CPU generator or one on {device.type}")
+        draw_device = torch.device("cpu")
+    if isinstance(generators, list):
+        draws = [torch.randn((1, *shape[1:]), generator=g, device=draw_device, dtype=dtype) for g in generators]
+        return torch.cat(draws, dim=0).to(device)
+    return torch.randn(shape, generator=generators, device=draw_device, dtype=dtype).to(device)
+
+
+def _check_latents_shape(shape) -> tuple[int, ...]:
+    """A shape (batch, ...) of non-negative ints, at least one dimension."""
+    if isinstance(shape, torch.Size):
+        shape = tuple(shape)
+    if not isinstance(shape, (tuple, list)) or len(shape) == 0 or not all(
+            isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in shape):
+        raise ValueError(f"shape: expected a tuple of non-negative ints (batch, ...), got {shape!r}")
+    return tuple(shape)
+
+
+def _check_generators(generator, batch: int):
+    """generator: None, a torch.Generator, or a list of them of length 1 or batch (all on one device type)."""
+    if generator is None or isinstance(generator, torch.Generator):
+        return generator
+    if not isinstance(generator, (list, tuple)) or not generator or not all(
+            isinstance(g, torch.Generator) for g in generator):
+        raise TypeError(f"generator: expected a torch.Generator, a list of them (one per sample) or None, got "
+                        f"{generator!r}")
+    if len(generator) not in (1, batch):
+        raise ValueError(f"generator: expected one torch.Generator per sample ({batch}) or one for all, got "
+                         f"{len(generator)}")
+    if len({g.device.type for g in generator}) > 1:
+        raise ValueError(f"generator: expected generators on one device type, got "
+                         f"{sorted({str(g.device) for g in generator})}")
+    return list(generator)
+
+
 def _setting(scheduler, name: str, default=_MISSING):
     """A scheduler setting: from scheduler.config (a mapping, or an object with attributes), else the scheduler's
     own attribute, else default."""

@@ -132,14 +132,17 @@ def check_capture(net, latents, class_labels=None, **sample_kwargs) -> CaptureRe
     from .loop import build_loop
     from .plan import SampleOptions
 
+    from .extra import check_extra_args
+
     sample_kwargs.setdefault("reuse_buffers", True)
-    options, per_call = SampleOptions.split(sample_kwargs, others=("randn_like", "seeds", "callback"))
+    options, per_call = SampleOptions.split(sample_kwargs, others=("randn_like", "seeds", "callback", "extra_args"))
+    extra_args = check_extra_args(per_call.pop("extra_args", None))
     check_no_autocast(latents.device if isinstance(latents, torch.Tensor) else None)
     loop, seeds = build_loop(net, latents, class_labels, options=options, **per_call)
     other_seeds = None if seeds is None else seeds ^ 0x5DEECE66D
     other_labels = None if class_labels is None else class_labels.roll(1, 0)
     calls = [(latents, seeds, class_labels), (-latents, other_seeds, other_labels)]
-    return trace_loop(loop, lambda call: loop.run(*calls[call]))
+    return trace_loop(loop, lambda call: loop.run(*calls[call], extra_args=extra_args))
 
 
 def check_no_autocast(device) -> None:
@@ -173,10 +176,10 @@ def trace_loop(loop, run, prepare=None) -> CaptureReport:
         if prepare is not None:
             prepare(call)
 
-    def traced_net(*args):
+    def traced_net(*args, **kwargs):
         state.in_net += 1
         try:
-            return net(*args)
+            return net(*args, **kwargs)
         finally:
             state.in_net -= 1
 

@@ -202,8 +202,9 @@ def sample_general(net, latents, class_labels=None, randn_like=None, num_steps=1
             seeds = seeds_tensor(seeds, latents.shape[0], latents.device)
         elif any(std > 0 for std in plan.noise_std):  # a deterministic run leaves torch's generator untouched
             seeds = draw_seeds(latents.shape[0], latents.device)
-    return run_general(net, latents, plan, class_labels, randn_like, seeds, state_dtype, backend, nonfinite,
-                       stacklevel=2)
+    with torch.no_grad():  # sampling records no autograd graph (docs/sampling.md#no-autograd)
+        return run_general(net, latents, plan, class_labels, randn_like, seeds, state_dtype, backend, nonfinite,
+                           stacklevel=2)
 
 
 def run_general(net, latents: torch.Tensor, plan: GeneralPlan, class_labels=None, randn_like=None, seeds=None,

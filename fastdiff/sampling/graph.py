@@ -18,6 +18,7 @@ from .. import ops
 from .capture import CaptureError, EmulatedGraph, check_no_autocast, trace_loop
 from ..rng import draw_seeds, seeds_tensor
 from .loop import LoopSetup, build_loop, prepare_loop
+from .extra import StaticArgs, check_extra_args, signature
 from .plan import SampleOptions, structure
 
 __all__ = ["GraphedSampler", "clear_cache"]
@@ -76,19 +77,20 @@ class GraphedSampler:
         for name in sampler_kwargs:
             if name in NOT_ACCEPTED:
                 raise TypeError(f"{name}: not accepted by GraphedSampler: {NOT_ACCEPTED[name]}")
+        extra_args = check_extra_args(sampler_kwargs.pop("extra_args", None))
         options, _ = SampleOptions.split(sampler_kwargs)
-        self._build(net, latents_like, class_labels_like, graph, check, warmup, options, None)
+        self._build(net, latents_like, class_labels_like, graph, check, warmup, options, None, extra_args)
 
     @classmethod
     def _from_setup(cls, net, latents_like, class_labels_like, graph: str, options: SampleOptions,
-                    setup: LoopSetup) -> "GraphedSampler":
+                    setup: LoopSetup, extra_args: dict) -> "GraphedSampler":
         """A sampler for arguments already checked and planned (sample(cuda_graph=...)): nothing is done twice."""
         sampler = cls.__new__(cls)
-        sampler._build(net, latents_like, class_labels_like, graph, True, 2, options, setup)
+        sampler._build(net, latents_like, class_labels_like, graph, True, 2, options, setup, extra_args)
         return sampler
 
     def _build(self, net, latents_like, class_labels_like, graph, check, warmup, options: SampleOptions,
-               setup: LoopSetup | None) -> None:
+               setup: LoopSetup | None, extra_args: dict) -> None:
         if not isinstance(latents_like, torch.Tensor):
             raise TypeError(f"latents_like: expected a tensor of the latents' shape, dtype and device, got "
                             f"{type(latents_like).__name__}")
@@ -114,6 +116,7 @@ class GraphedSampler:
         self.latents = torch.zeros(self.shape, dtype=self.dtype, device=device)
         self.labels = None if class_labels_like is None else class_labels_like.detach().clone(
             memory_format=torch.contiguous_format)
+        self.extra = StaticArgs(extra_args) if extra_args else None  # its tensors: static buffers, as the labels
         self.use_latents = torch.ones((), dtype=torch.bool, device=device)  # False: draw latents from the seeds
         self.start = torch.empty_like(self.latents)
         self.output = torch.empty_like(self.latents)
@@ -143,10 +146,11 @@ class GraphedSampler:
     def _set_plan(self, plan) -> None:
         self.loop.set_plan(plan)  # which steps add noise is part of the structure: self._noisy stays as it is
 
-    def __call__(self, latents: torch.Tensor | None = None, seeds=None, class_labels: torch.Tensor | None = None):
-        return self._run(latents, seeds, class_labels, stacklevel=3)
+    def __call__(self, latents: torch.Tensor | None = None, seeds=None, class_labels: torch.Tensor | None = None,
+                 extra_args: dict | None = None):
+        return self._run(latents, seeds, class_labels, stacklevel=3, extra_args=extra_args)
 
-    def _run(self, latents, seeds, class_labels, stacklevel: int, plan=None):
+    def _run(self, latents, seeds, class_labels, stacklevel: int, plan=None, extra_args=None):
         """__call__, with warnings attributed `stacklevel` frames up from here; with `plan`, that plan is loaded
         first (set_plan) when it differs, under the same hold of the lock as the replay."""
         batch = self.shape[0]
@@ -168,13 +172,18 @@ class GraphedSampler:
         elif class_labels is not None:
             raise ValueError("class_labels: this sampler was captured without labels; make one with class_labels_like "
                              "to sample with labels")
+        if self.extra is not None:
+            extra_leaves = self.extra.check(extra_args)
+        elif check_extra_args(extra_args):
+            raise ValueError("extra_args: this sampler was captured without extra_args; make one with extra_args= "
+                             "(their tensors become the graph's inputs) to pass them")
         if seeds is not None:
             seeds = seeds_tensor(seeds, batch, self.device)
         elif latents is None or self._noisy:  # sample() draws seeds exactly when it needs them, and so do we
             seeds = draw_seeds(batch, self.device)
         # From the first copy into the static buffers to the copy of the result out of them, this call owns the
         # buffers, the tables and the graph: another thread's copies would change this call's inputs mid-replay.
-        with self._lock, self._on_device():
+        with self._lock, self._on_device(), torch.no_grad():  # no autograd (docs/sampling.md#no-autograd)
             self._after_previous_call()
             if plan is not None and self.plan != plan:
                 self._set_plan(plan)
@@ -185,6 +194,8 @@ class GraphedSampler:
                 self.seeds.copy_(seeds)
             if self.labels is not None:
                 self.labels.copy_(class_labels)
+            if self.extra is not None:
+                self.extra.load(extra_leaves)
             self._graph.replay()
             output = self.output.clone()
             self._record_done()
@@ -216,7 +227,8 @@ class GraphedSampler:
         drawn = ops.randn(self.seeds, self.shape, offset=self._latents_offset, dtype=self.dtype,
                           backend=self.loop.backend)
         torch.where(self.use_latents, self.latents, drawn, out=self.start)
-        self.loop.run(self.start, self.seeds, self.labels, out=self.output)
+        self.loop.run(self.start, self.seeds, self.labels, out=self.output,
+                      extra_args=None if self.extra is None else self.extra.args)
 
     def _check(self, latents_like, labels_like):
         """fastdiff.check_capture's rules on the graph's body, over two calls with different inputs and schedule."""
@@ -234,7 +246,7 @@ class GraphedSampler:
                    self.loop.euler_point, self.labels, self.loop.t, self.loop.t_hat,
                    self.loop.noise_std, self.loop.t_down, self.loop.multistep, self.loop.sigma_hat_batch,
                    self.loop.sigma_next_batch, self.loop.offsets, self.loop.finite_check.minima,
-                   self.loop.finite_check.maxima]
+                   self.loop.finite_check.maxima, *([] if self.extra is None else self.extra.tensors())]
         storages = {t.untyped_storage().data_ptr(): t.untyped_storage().nbytes() for t in buffers if t is not None}
         self._buffer_bytes = sum(storages.values())  # each storage once: several tables are views of one
         if self.graph_kind == "emulated":
@@ -304,7 +316,8 @@ def _graph_kind_for(latents: torch.Tensor):
     return "cuda" if latents.device.type == "cuda" else None
 
 
-def sample_graphed(mode, net, latents, class_labels, randn_like, seeds, callback, options: SampleOptions):
+def sample_graphed(mode, net, latents, class_labels, randn_like, seeds, callback, options: SampleOptions,
+                   extra_args: dict | None = None):
     """sample() through a cached GraphedSampler; None when mode is "auto" and the loop cannot be graphed."""
     if mode is not True and mode != "auto":
         raise ValueError(f"cuda_graph: expected True, False or 'auto', got {mode!r}")
@@ -319,19 +332,24 @@ def sample_graphed(mode, net, latents, class_labels, randn_like, seeds, callback
         reason = "callback: " + NOT_ACCEPTED["callback"]
     elif kind == "cuda" and torch.cuda.is_current_stream_capturing():
         reason = "the current stream is already capturing a graph (captures cannot nest)"
+    extra_args = extra_args or {}
+    extra_key = signature(extra_args)
+    if reason is None and extra_key is None:
+        reason = ("extra_args: a value that is not a tensor is part of a captured graph, so it must be hashable to "
+                  "find the graph again; pass tensors, or hashable values")
     if reason is not None:
         return _decline(mode, reason)
     setup = prepare_loop(net, latents, class_labels, randn_like, seeds, callback, options)  # checked and planned once
     plan, state_dtype, resolved, nonfinite = setup.plan, setup.state_dtype, setup.backend, options.nonfinite
     labels = None if class_labels is None else (tuple(class_labels.shape), class_labels.dtype)
     key = (id(net), tuple(latents.shape), latents.dtype, latents.device, labels, structure(plan), state_dtype, resolved,
-           nonfinite)
+           nonfinite, extra_key)
     print_ = fingerprint(net)
     with _cache_lock:  # one thread looks up, captures and evicts at a time; replays run outside, each under its graph's lock
         entry = _cache.get(key)
         if entry is None or entry[1] != print_:  # new, or the net's parameters, buffers or modes changed: capture again
             try:
-                sampler = GraphedSampler._from_setup(net, latents, class_labels, kind, options, setup)
+                sampler = GraphedSampler._from_setup(net, latents, class_labels, kind, options, setup, extra_args)
             except CaptureError as error:
                 if error.__cause__ is not None:  # the capture itself failed (e.g. out of memory): maybe not next time
                     return _decline(mode, str(error))
@@ -345,7 +363,8 @@ def sample_graphed(mode, net, latents, class_labels, randn_like, seeds, callback
         return _decline(mode, sampler)
     # The plan is loaded and replayed under one hold of the sampler's lock: another thread's noise levels must not
     # replace this call's between the two.
-    return sampler._run(latents, seeds, class_labels, stacklevel=4, plan=plan)  # warnings name the caller of sample()
+    return sampler._run(latents, seeds, class_labels, stacklevel=4, plan=plan,  # warnings name the caller of sample()
+                        extra_args=extra_args)
 
 
 def _decline(mode, reason: str, loud: bool = True):

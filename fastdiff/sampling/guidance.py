@@ -121,6 +121,31 @@ class ClassifierFreeGuidance(DenoiserWrapper):
         return labels, torch.zeros_like(labels)
 
 
+class ArgumentGuidance(DenoiserWrapper):
+    """Classifier-free guidance for conditioning passed as keyword arguments (fastdiff.sample's extra_args and
+    uncond_args: a text encoder's encoder_hidden_states, say), as diffusers does for text:
+    D_w = D(x; sigma, **uncond) + w (D(x; sigma, **cond) - D(x; sigma, **uncond)), w as in ClassifierFreeGuidance.
+
+    It is called with the paired arguments (fastdiff.sampling.extra.pair_args: every batched tensor as [cond; uncond],
+    made once per sampling call) and calls the net once on [x; x] with sigma [sigma; sigma] (and the class labels,
+    when given, [y; y]: the labels are not what is guided here); the result is torch.lerp(D_uncond, D_cond, w).
+    """
+
+    def __init__(self, net, guidance):
+        super().__init__(net)
+        self.guidance = check_real("guidance", guidance)
+
+    def forward(self, x: torch.Tensor, sigma, class_labels=None, **paired_args) -> torch.Tensor:
+        batch = x.shape[0]
+        both, sigmas = torch.cat([x, x]), _repeat_sigma(sigma, batch)
+        if class_labels is None:
+            D = self.net(both, sigmas, **paired_args)
+        else:
+            D = self.net(both, sigmas, torch.cat([class_labels, class_labels]), **paired_args)
+        D = check_output("net", D, both, "net(x, sigma, **extra_args)")
+        return torch.lerp(D[batch:], D[:batch], self.guidance)
+
+
 def cfg(net, guidance, null_label=None, *, num_classes=None) -> ClassifierFreeGuidance:
     """Short for ClassifierFreeGuidance(net, guidance, null_label, num_classes=num_classes)."""
     return ClassifierFreeGuidance(net, guidance, null_label, num_classes=num_classes)

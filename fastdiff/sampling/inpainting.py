@@ -65,8 +65,9 @@ def inpaint(net, latents: torch.Tensor, known: torch.Tensor, mask, class_labels=
             got = tuple(class_labels.shape) if isinstance(class_labels, torch.Tensor) else type(class_labels).__name__
             raise ValueError(f"class_labels: expected a tensor with one row per sample ({latents.shape[0]}), got {got}")
         sigmas = _smc_schedule(net, **sample_kwargs)
-        return _smc_inpaint(net, latents, known, mask, class_labels, seeds, sigmas, num_particles, return_particles,
-                            nonfinite)
+        with torch.no_grad():  # sampling records no autograd graph (docs/sampling.md#no-autograd)
+            return _smc_inpaint(net, latents, known, mask, class_labels, seeds, sigmas, num_particles,
+                                return_particles, nonfinite)
     if num_particles is not None:
         raise ValueError(f"num_particles: only method='smc' takes particles, got num_particles={num_particles!r} "
                          f"with method='replacement'")

@@ -184,20 +184,23 @@ class SamplingLoop:
             self._tables.load(plan)
         self.plan = plan
 
-    def run(self, latents: torch.Tensor, seeds=None, class_labels=None, *, out=None) -> torch.Tensor:
+    @torch.no_grad()  # sampling never needs autograd (docs/sampling.md#no-autograd)
+    def run(self, latents: torch.Tensor, seeds=None, class_labels=None, *, out=None, extra_args=None) -> torch.Tensor:
         """Sample from latents (and seeds [B] int64 on the device, when the plan adds noise and there is no
-        randn_like); the result goes into `out` when given, else it is returned in latents' dtype."""
+        randn_like); the result goes into `out` when given, else it is returned in latents' dtype. extra_args, a
+        checked dict, go to every net call as keyword arguments."""
         plan, op, in_place, on_step = self.plan, self.ops, self.in_place, self.on_step
         net, randn_like, callback, records = self.net, self.randn_like, self.callback, self._records
         tables = self._tables
         noise_after, multistep, t_down_views = plan.noise_after, plan.multistep is not None, tables.t_down_views
         overlaps_differently = ops.overlaps_differently
         shape, device = latents.shape, self.device
+        kwargs = extra_args or {}
 
         def denoise(x, sigma):
             """call_net, with its check's passing case made cheap; the result contiguous, as every op reads it (the
             Triton and reference ops do not copy)."""
-            denoised = net(x, sigma) if class_labels is None else net(x, sigma, class_labels)
+            denoised = net(x, sigma, **kwargs) if class_labels is None else net(x, sigma, class_labels, **kwargs)
             if type(denoised) is not torch.Tensor or denoised.shape != shape or denoised.device != device or \
                     not denoised.is_floating_point():
                 check_output("net", denoised, x, "net(x, sigma)")

@@ -64,6 +64,7 @@ class SampleOptions:
     backend: str = "auto"
     nonfinite: str = "warn"
     reuse_buffers: bool = False
+    start_scale: float | None = None  # the state starts at latents * start_scale; None: at latents * the first level
 
     def __post_init__(self):
         set_ = lambda name, value: object.__setattr__(self, name, value)  # noqa: E731  (a frozen dataclass)
@@ -88,6 +89,8 @@ class SampleOptions:
         check_nonfinite(self.nonfinite)
         if not isinstance(self.reuse_buffers, bool):
             raise TypeError(f"reuse_buffers: expected True or False, got {self.reuse_buffers!r}")
+        if self.start_scale is not None:  # e.g. a diffusers scheduler's init_noise_sigma, a 0-d tensor
+            set_("start_scale", check_positive("start_scale", self.start_scale))
 
     def state_dtype(self, latents: torch.Tensor) -> torch.dtype:
         """The dtype of the sampler's state for these latents."""
@@ -163,7 +166,15 @@ def plan_steps(net=None, num_steps=18, sigma_min=0.002, sigma_max=80.0, rho=7.0,
 
 
 def make_plan(net, options: SampleOptions) -> StepPlan:
-    """plan_steps for checked options: the schedule (after checking the memory its plan needs), then the plan."""
+    """plan_steps for checked options: the schedule (after checking the memory its plan needs), then the plan, with
+    the options' start_scale when given."""
+    plan = _make_plan(net, options)
+    if options.start_scale is not None:
+        plan = dataclasses.replace(plan, start_scale=options.start_scale)
+    return plan
+
+
+def _make_plan(net, options: SampleOptions) -> StepPlan:
     solver, S_churn, S_min, S_max, S_noise = options.solver, options.S_churn, options.S_min, options.S_max, options.S_noise
     round_sigma = getattr(net, "round_sigma", None)
     if options.sigmas is None:
@@ -172,7 +183,7 @@ def make_plan(net, options: SampleOptions) -> StepPlan:
                        "the sampler's per-step plan", "use fewer steps")
         t = karras_schedule(net, num_steps, options.sigma_min, options.sigma_max, options.rho)
     else:
-        t = check_sigmas("sigmas", options.sigmas)
+        t = check_sigmas("sigmas", options.sigmas, heun_pairs=solver == "heun")
         require_memory("sigmas", f"a schedule of {t.numel() - 1} steps",
                        {torch.device("cpu"): (t.numel() - 1) * PLAN_BYTES_PER_STEP}, "the sampler's per-step plan",
                        "use fewer steps")
@@ -224,12 +235,14 @@ def _dpmpp_2m_plan(t: list[float]) -> StepPlan:
     """DPM-Solver++(2M) (Lu et al. 2022) in sigma: with lambda = -log sigma and h_i = lambda_{i+1} - lambda_i,
     x_{i+1} = (t_{i+1}/t_i) x_i + (1 - t_{i+1}/t_i) (D_i + c_i (D_i - D_{i-1})), c_i = 1/(2 r_i) = h_i / (2 h_{i-1}).
 
-    The first and last steps are first order (c = 0, a DDIM step), and so is a step after a zero-length one (its
-    D_{i-1} is D_i at the same point: no slope to extrapolate).
+    The first step is first order (c = 0, a DDIM step), and so is a step to 0 (h is infinite: the step lands on D_i
+    itself) and a step after a zero-length one (its D_{i-1} is D_i at the same point: no slope to extrapolate). A last
+    step to t_N > 0 is second order, as in k-diffusion's sample_dpmpp_2m (docs/formulas.md#other-solvers).
     """
     N = len(t) - 1
-    h = [math.log(t[i] / t[i + 1]) for i in range(N - 1)]  # the last step, to t_N (usually 0), needs no h
-    multistep = tuple(h[i] / (2 * h[i - 1]) if 0 < i < N - 1 and h[i - 1] > 0 else 0.0 for i in range(N))
+    h = [math.log(t[i] / t[i + 1]) if t[i + 1] > 0 else math.inf for i in range(N)]
+    multistep = tuple(h[i] / (2 * h[i - 1]) if i > 0 and math.isfinite(h[i]) and h[i - 1] > 0 else 0.0
+                      for i in range(N))
     return StepPlan(t=tuple(t), t_hat=tuple(t[:-1]), gamma=(0.0,) * N, noise_std=(0.0,) * N, correct=(False,) * N,
                     multistep=multistep)
 
@@ -269,16 +282,20 @@ def _check_no_churn(solver: str, **given) -> None:
 PLAN_BYTES_PER_STEP = 96
 
 
+def extrapolates(plan: StepPlan) -> bool:
+    """Whether some step of the plan extrapolates the denoised (DPM-Solver++(2M)'s second-order steps)."""
+    return plan.multistep is not None and any(c != 0 for c in plan.multistep)
+
+
 def structure(plan: StepPlan) -> tuple:
     """What a captured loop fixes about a plan: the number of steps, which add noise and which correct; then, for
-    the other solvers' plans, where the noise goes, whether there are t_down and multistep tables and which steps
-    extrapolate."""
+    the other plans, where the noise goes, whether there are t_down and multistep tables, which steps extrapolate,
+    and whether the start has a scale of its own (start_scale, a value of the loop's table)."""
     edm = plan.num_steps, tuple(std > 0 for std in plan.noise_std), plan.correct
     if not plan.noise_after and plan.t_down is None and plan.multistep is None and plan.start_scale is None:
         return edm
-    extrapolates = None if plan.multistep is None else tuple(c != 0 for c in plan.multistep)
-    scaled_start = () if plan.start_scale is None else (True,)  # a start_scale table, or t[0]
-    return edm + (plan.noise_after, plan.t_down is not None, extrapolates) + scaled_start
+    extrapolating = None if plan.multistep is None else tuple(c != 0 for c in plan.multistep)
+    return edm + (plan.noise_after, plan.t_down is not None, extrapolating, plan.start_scale is not None)
 
 
 def karras_schedule(net, num_steps, sigma_min, sigma_max, rho) -> torch.Tensor:
@@ -320,9 +337,11 @@ def round_levels(round_sigma, t: torch.Tensor) -> torch.Tensor:
     return torch.as_tensor(round_sigma(t)).to(device="cpu", dtype=torch.float64).reshape(t.shape)
 
 
-def check_sigmas(name: str, sigmas, strict: bool = True) -> torch.Tensor:
+def check_sigmas(name: str, sigmas, strict: bool = True, heun_pairs: bool = False) -> torch.Tensor:
     """A schedule: 1-D, >= 2 values, finite, decreasing (strictly unless strict=False), positive but for a last 0;
-    returned as float64 on the host."""
+    returned as float64 on the host. With heun_pairs, the schedule of diffusers' HeunDiscreteScheduler, whose sigmas
+    list every inner level twice (s0, s1, s1, ..., s_(N-1), s_(N-1), s_N), is taken as the N-step schedule
+    s0, s1, ..., s_N it stands for."""
     try:
         t = sigmas.detach() if isinstance(sigmas, torch.Tensor) else torch.as_tensor(sigmas, dtype=torch.float64)
         t = t.to(device="cpu", dtype=torch.float64)
@@ -333,6 +352,25 @@ def check_sigmas(name: str, sigmas, strict: bool = True) -> torch.Tensor:
     values = t.tolist()
     if not all(math.isfinite(v) for v in values) or not all(v > 0 for v in values[:-1]) or values[-1] < 0:
         raise ValueError(f"{name}: expected finite noise levels > 0 (the last may be 0), got {values}")
+    if heun_pairs and strict and _heun_pairs(values):
+        return t[[0, *range(1, len(values) - 1, 2), len(values) - 1]]
     if not all(a > b or (a == b and not strict) for a, b in zip(values, values[1:])):
-        raise ValueError(f"{name}: expected a {'strictly ' if strict else ''}decreasing schedule, got {values}")
+        hint = ""
+        if strict and any(a == b for a, b in zip(values, values[1:])):
+            hint = ("; a level is repeated. diffusers' HeunDiscreteScheduler.sigmas (every inner level twice: s0, s1, "
+                    "s1, ..., s_(N-1), s_(N-1), s_N) are accepted as they are with solver='heun'; for any other "
+                    "schedule drop the repeats (torch.unique_consecutive(sigmas))")
+        raise ValueError(f"{name}: expected a {'strictly ' if strict else ''}decreasing schedule, got {values}{hint}")
     return t
+
+
+def _heun_pairs(values: list[float]) -> bool:
+    """Whether values are s0, s1, s1, ..., s_(N-1), s_(N-1), s_N with s0 > s1 > ... > s_N (N >= 2): the sigmas of
+    diffusers' HeunDiscreteScheduler after set_timesteps, the Euler point and the corrector sharing each inner level."""
+    if len(values) < 4 or len(values) % 2:
+        return False
+    inner = values[1:-1]
+    if any(a != b for a, b in zip(inner[0::2], inner[1::2])):
+        return False
+    levels = [values[0], *inner[0::2], values[-1]]
+    return all(a > b for a, b in zip(levels, levels[1:]))
