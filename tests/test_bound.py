@@ -26,7 +26,8 @@ def step_args(name):
     t_hat, t_next = torch.tensor([2.0, 2.0, 2.0]), torch.tensor([1.5, 1.5, 1.5])
     return {"churn": (x, torch.tensor([1, 2, 3]), torch.tensor(7, dtype=torch.int64), torch.tensor(0.3)),
             "euler_step": (x, d, t_hat, t_next),
-            "heun_step": (x, d, d2, t_hat, t_next)}[name]
+            "heun_step": (x, d, d2, t_hat, t_next),
+            "multistep_step": (x, d, d2, torch.tensor(0.4), t_hat, t_next)}[name]
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
