@@ -194,6 +194,7 @@ class SamplingLoop:
         tables = self._tables
         noise_after, multistep, t_down_views = plan.noise_after, plan.multistep is not None, tables.t_down_views
         overlaps_differently = ops.overlaps_differently
+        fused = self.backend != "reference"  # (the reference's out= form is its result copied: no gain)
         shape, device = latents.shape, self.device
         kwargs = extra_args or {}
 
@@ -268,7 +269,7 @@ class SamplingLoop:
                 if randn_like is not None:
                     x_next = x_next + noise_std * check_noise(randn_like(x_next), x_next).contiguous()
                 elif plan.noise_std[i] > 0:
-                    if in_place:
+                    if in_place or fused:  # x_next is this step's own new tensor, seen by no one yet: add in place
                         op.churn_out(x_next, seeds, offset, noise_std, x_next)
                     else:
                         x_next = op.churn(x_next, seeds, offset, noise_std)
