@@ -137,9 +137,10 @@ def seeds_tensor(seeds, batch_size: int | None = None, device=None) -> torch.Ten
     so the same generator state gives the same seeds); a list of generators, one per sample, gives one seed drawn
     from each. Either way the generators advance: each call draws new seeds.
     """
-    if isinstance(seeds, torch.Generator) or _generators(seeds):
+    is_tensor = isinstance(seeds, torch.Tensor)  # asked first: torch.compile cannot trace isinstance(tensor, Generator)
+    if not is_tensor and (isinstance(seeds, torch.Generator) or _generators(seeds)):
         return _seeds_from_generators(seeds, batch_size, device)
-    if isinstance(seeds, torch.Tensor):
+    if is_tensor:
         if seeds.dtype not in SEED_DTYPES:
             accepted = ", ".join(str(d) for d in SEED_DTYPES)
             raise TypeError(f"seeds: expected a tensor of integers ({accepted}), got dtype {seeds.dtype}")
