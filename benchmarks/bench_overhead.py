@@ -43,10 +43,8 @@ import argparse
 import contextlib
 import datetime
 import json
-import math
 import os
 import platform
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -56,6 +54,9 @@ import torch
 import fastdiff
 from fastdiff.rng import SAMPLER_OFFSET
 from fastdiff.testing import K_DIFFUSION_VERSION, k_diffusion_sampling
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the shared harness, beside this script
+from _harness import parse_sizes, time_calls  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 DEFAULT_SIZES = "1x3x8x8,16x4x256x256"
@@ -153,42 +154,6 @@ def agreement(kd, net, solver: str, latents: torch.Tensor, seeds: torch.Tensor, 
     return {impl: (run() - want).abs().max().item() / scale for impl, run in runs.items() if impl != K_DIFFUSION}
 
 
-def measure(runs: dict, repeats: int, budget: float) -> dict:
-    """implementation -> list of seconds per call, one per round, round-robin after a warm-up call of each; rounds stop
-    after `budget` seconds (at least 3 are taken)."""
-    calls = {}
-    for impl, run in runs.items():  # warm-up, and how many calls make one measurement
-        start = time.perf_counter()
-        run()
-        calls[impl] = max(1, math.ceil(MIN_MEASUREMENT / max(time.perf_counter() - start, 1e-9)))
-    times = {impl: [] for impl in runs}
-    started = time.perf_counter()
-    for r in range(repeats):
-        if r >= 3 and time.perf_counter() - started > budget:
-            break
-        for impl, run in runs.items():
-            start = time.perf_counter()
-            for _ in range(calls[impl]):
-                run()
-            times[impl].append((time.perf_counter() - start) / calls[impl])
-    return times
-
-
-def parse_sizes(text: str) -> list[tuple[int, ...]]:
-    shapes = []
-    for item in filter(None, (s.strip() for s in text.split(","))):
-        try:
-            shape = tuple(int(s) for s in item.split("x"))
-        except ValueError:
-            raise SystemExit(f"--sizes: expected shapes like 1x3x8x8, got {item!r}") from None
-        if len(shape) < 2 or min(shape) < 1:
-            raise SystemExit(f"--sizes: expected a shape [B, ...] with positive sizes, got {item!r}")
-        shapes.append(shape)
-    if not shapes:
-        raise SystemExit("--sizes: expected at least one shape")
-    return shapes
-
-
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -203,7 +168,7 @@ def main(argv=None) -> int:
     parser.add_argument("--solvers", help=f"comma-separated subset of {', '.join(SOLVERS)} (default: all)")
     parser.add_argument("--out", type=Path, default=RESULTS, help=f"directory for the JSON (default {RESULTS})")
     a = parser.parse_args(argv)
-    shapes = parse_sizes(a.sizes or (QUICK_SIZES if a.quick else DEFAULT_SIZES))
+    shapes = parse_sizes(a.sizes or (QUICK_SIZES if a.quick else DEFAULT_SIZES), {})
     repeats = a.repeats or (3 if a.quick else 15)
     budget = a.budget if a.budget is not None else (2.0 if a.quick else 60.0)
     solvers = [s.strip() for s in a.solvers.split(",")] if a.solvers else list(SOLVERS)
@@ -248,13 +213,14 @@ def main(argv=None) -> int:
             for solver in solvers:
                 runs = runners(kd, net, solver, latents, seeds, sigmas)
                 differences = agreement(kd, net, solver, latents, seeds, sigmas, runs)
-                times = measure(runs, repeats, budget)
-                base = statistics.median(times[K_DIFFUSION])
+                # --budget is per size and solver; time_calls spends it per implementation
+                times = time_calls(runs, "cpu", repeats, budget / len(runs), min_measure_s=MIN_MEASUREMENT)
+                base = times[K_DIFFUSION]["seconds"]
                 for impl in runs:
-                    seconds = statistics.median(times[impl])
+                    seconds = times[impl]["seconds"]
                     diff = differences.get(impl)
                     rows.append(dict(size=size, solver=solver, implementation=impl, seconds=seconds,
-                                     n=len(times[impl]), speedup_vs_k_diffusion=base / seconds,
+                                     n=times[impl]["repeats"], speedup_vs_k_diffusion=base / seconds,
                                      max_relative_difference=diff, agrees=None if diff is None else diff <= AGREE))
                 print(f"  {size} {solver}: done", flush=True)
     meta["total_seconds"] = time.perf_counter() - started
