@@ -169,3 +169,8 @@ def test_bad_arguments(kwargs, error, match):
 def test_no_latents_no_seeds():
     with pytest.raises(ValueError, match="latents: with init and latents=None.*pass seeds"):
         fastdiff.sample(gaussian_denoiser, None, num_steps=6, init=torch.ones(2, 3), strength=0.5)
+
+
+def test_latents_not_a_tensor():
+    with pytest.raises(TypeError, match="latents: expected a tensor .*or None, got list"):
+        fastdiff.sample(gaussian_denoiser, [[0.0, 0.0, 0.0]], num_steps=6, init=torch.ones(1, 3), strength=0.5)

@@ -88,7 +88,7 @@ def sample(net, latents, class_labels=None, randn_like=None, num_steps=18, sigma
                 given, missing = ("init", "strength") if strength is None else ("strength", "init")
                 raise ValueError(f"{missing}: img2img needs both init (the data x0) and strength (the part of the "
                                  f"schedule to run, in [0, 1]); got {given} without {missing}")
-            out_dtype = (latents if latents is not None else init).dtype if isinstance(init, torch.Tensor) else None
+            out_dtype = next((t.dtype for t in (latents, init) if isinstance(t, torch.Tensor)), None)
             latents, options, seeds = img2img_start(net, latents, init, strength, seeds, options)
             if options is None:  # no step left: x0 as it is
                 return latents.to(out_dtype)
