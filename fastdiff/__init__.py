@@ -6,6 +6,7 @@ from ._version import __version__
 from . import data, nets, sde
 from ._memory import NotEnoughMemoryError
 from .adapters import diffusers_latents, from_diffusers  # diffusers' UNets and latents (diffusers is not imported)
+from .adapters import load_edm  # NVlabs/edm network pickles
 from .ddpm import DDPM
 from .loss import DDPMLoss, EDMLoss, VELoss, VPLoss
 from .mixture import GaussianMixture
@@ -47,6 +48,7 @@ __all__ = [
     "grad_log_p_from_logits",
     "inpaint",
     "karras_sigmas",
+    "load_edm",
     "plan_steps",
     "randn",
     "sample",
