@@ -3,7 +3,9 @@
 Side by side in one run, with the same EDM-preconditioned U-Net (fastdiff.nets.UNet.small: 9.6M parameters,
 32x32x3, unconditional, random weights) and the same Heun schedule:
 
-  k-diffusion pattern   k-diffusion's sample_heun written from its formulas (eager; benchmarks/bench_sampler.py)
+  k-diffusion sample_heun   k-diffusion's own sample_heun (its installed code; benchmarks/_peers.py)
+  diffusers Heun        diffusers' HeunDiscreteScheduler step loop over the same sigmas (S_churn 0 only: it has no
+                        churn; benchmarks/_peers.py)
   eager reference       fastdiff.sample(backend="reference")
   fastdiff eager        fastdiff.sample on the fastest fused backend, reuse_buffers=True
   compiled net          torch.compile(net, mode="reduce-overhead") inside fastdiff's eager sampler (CUDA only:
@@ -32,7 +34,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import fastdiff  # noqa: E402
 from fastdiff import backends  # noqa: E402
-from bench_sampler import kdiffusion_pattern_heun  # noqa: E402
+from _peers import diffusers_heun, kdiffusion_heun  # noqa: E402
 from _harness import OpCounter, common_arguments, make_parser, median_round_robin, setup, write_json  # noqa: E402
 
 LAUNCH_EVENTS = ("cudaLaunchKernel", "cudaLaunchKernelExC", "cuLaunchKernel", "cuLaunchKernelEx", "cudaGraphLaunch")
@@ -64,10 +66,11 @@ def modes(net, x0, seeds, settings, device) -> dict:
     backend = fused_backend(x0)
     sigmas = fastdiff.karras_sigmas(settings["num_steps"]).to(device=device, dtype=torch.float32)
     net.backend = backend or "reference"
-    runs = {
-        "k-diffusion pattern": lambda: kdiffusion_pattern_heun(net, x0 * sigmas[0], sigmas, s_churn=settings["S_churn"]),
-        "eager reference": lambda: fastdiff.sample(net, x0, seeds=seeds, backend="reference", **settings),
-    }
+    runs = {"k-diffusion sample_heun": lambda run=kdiffusion_heun(net, sigmas, settings["S_churn"], settings["S_min"],
+                                                                          settings["S_max"]): run(x0)}
+    if settings["S_churn"] == 0:
+        runs["diffusers Heun"] = lambda run=diffusers_heun(net, sigmas): run(x0)
+    runs["eager reference"] = lambda: fastdiff.sample(net, x0, seeds=seeds, backend="reference", **settings)
     if backend is not None:
         runs["fastdiff eager"] = lambda: fastdiff.sample(net, x0, seeds=seeds, backend=backend, reuse_buffers=True,
                                                          **settings)
@@ -172,10 +175,10 @@ def main(argv=None) -> int:
                     runs["graphed (emulated)"] = None  # counted, not timed: an emulated graph is no faster
             seconds = {} if a.quick else median_round_robin({k: f for k, f in runs.items() if f is not None}, a.repeats,
                                                             device)
-            base = seconds.get("k-diffusion pattern")
+            base = seconds.get("k-diffusion sample_heun")
             compiled = seconds.get("compiled net")
             print(f"\nbatch {batch}")
-            print(f"{'sampler':<22} {'launches/step':>14} {'syncs/call':>11} {'ms/call':>10} {'samples/s':>11} "
+            print(f"{'sampler':<24} {'launches/step':>14} {'syncs/call':>11} {'ms/call':>10} {'samples/s':>11} "
                   f"{'x k-diff':>9} {'x compiled':>11}")
             for name, fn in runs.items():
                 launches, syncs = counts[name]
@@ -183,7 +186,7 @@ def main(argv=None) -> int:
                 cells = ("", "", "", "") if t is None else (
                     f"{t * 1e3:.2f}", f"{batch / t:,.1f}", f"{base / t:.2f}",
                     f"{compiled / t:.2f}" if compiled else "")
-                print(f"{name:<22} {launches:>14.2f} {syncs:>11d} {cells[0]:>10} {cells[1]:>11} {cells[2]:>9} "
+                print(f"{name:<24} {launches:>14.2f} {syncs:>11d} {cells[0]:>10} {cells[1]:>11} {cells[2]:>9} "
                       f"{cells[3]:>11}")
                 rows.append(dict(batch=batch, sampler=name, launches_per_step=launches, syncs_per_call=syncs,
                                  seconds=t, counted_by="profiler" if cuda else "dispatch mode"))

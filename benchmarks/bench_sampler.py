@@ -1,12 +1,15 @@
 """Whole-sampler benchmark: 65,536 points of a 2-D Gaussian mixture, a small MLP denoiser, 18 Heun steps.
 
-Side by side in one run, with the same network and the same schedule:
+Side by side in one run, with the same network and the same sigmas (benchmarks/_peers.py):
   fastdiff.sample on each backend that can run here (the C++ CPU kernels, the reference path, ...);
-  k-diffusion's sample_heun pattern, written here from its formulas (eager PyTorch, torch.randn_like noise,
-  tensor-valued sigmas and Python `if`s on them), and k-diffusion's own sample_heun when it is installed.
-Prints samples/s and the ratio to the k-diffusion pattern; writes JSON to benchmarks/results/.
+  k-diffusion's own sample_heun (its installed sampling.py, via fastdiff.testing.k_diffusion_sampling());
+  diffusers' HeunDiscreteScheduler step loop (S_churn 0 only: diffusers' Heun has no churn).
+Prints samples/s, the ratio to k-diffusion's time, the mean log-density of the samples under the mixture and, at
+S_churn 0 (no noise drawn), each sampler's largest difference from fastdiff's reference path; writes JSON to
+benchmarks/results/.
 
     python3 benchmarks/bench_sampler.py [--points 65536] [--steps 18] [--churn 0] [--repeats 5] [--threads N]
+    python3 benchmarks/bench_sampler.py --quick     # 1,024 points, 4 steps, one timed call each (a smoke run)
 """
 from __future__ import annotations
 
@@ -18,6 +21,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import fastdiff  # noqa: E402
 from fastdiff import backends  # noqa: E402
+from _peers import diffusers_heun, kdiffusion_heun  # noqa: E402
 from _harness import common_arguments, make_parser, median_round_robin, setup, write_json  # noqa: E402
 
 
@@ -34,35 +38,16 @@ class MLPDenoiser(torch.nn.Module):
         return self.net(torch.cat([x, c_noise.reshape(-1, 1).to(x.dtype)], dim=1))
 
 
-def kdiffusion_pattern_heun(model, x, sigmas, s_churn=0.0, s_tmin=0.0, s_tmax=float("inf"), s_noise=1.0):
-    """k-diffusion's sample_heun as eager PyTorch: x starts at sigma_max scale, sigmas is a tensor ending in 0."""
-    s_in = x.new_ones([x.shape[0]])
-    for i in range(len(sigmas) - 1):
-        gamma = min(s_churn / (len(sigmas) - 1), 2**0.5 - 1) if s_tmin <= sigmas[i] <= s_tmax else 0.0
-        sigma_hat = sigmas[i] * (gamma + 1)
-        if gamma > 0:
-            eps = torch.randn_like(x) * s_noise
-            x = x + eps * (sigma_hat**2 - sigmas[i] ** 2) ** 0.5
-        denoised = model(x, sigma_hat * s_in)
-        d = (x - denoised) / sigma_hat
-        dt = sigmas[i + 1] - sigma_hat
-        if sigmas[i + 1] == 0:
-            x = x + d * dt
-        else:
-            x_2 = x + d * dt
-            denoised_2 = model(x_2, sigmas[i + 1] * s_in)
-            d_2 = (x_2 - denoised_2) / sigmas[i + 1]
-            x = x + (d + d_2) / 2 * dt
-    return x
-
-
 def main(argv=None) -> int:
     parser = make_parser(__doc__)
     parser.add_argument("--points", type=int, default=65536)
     parser.add_argument("--steps", type=int, default=18)
     parser.add_argument("--churn", type=float, default=0.0, help="S_churn (0: the deterministic sampler)")
-    common_arguments(parser, repeats=5, repeats_help="timed calls per sampler (default 5)", device=False)
+    common_arguments(parser, repeats=5, repeats_help="timed calls per sampler (default 5)", device=False,
+                     quick="1,024 points, 4 steps, one timed call per sampler")
     a = parser.parse_args(argv)
+    if a.quick:
+        a.points, a.steps, a.repeats = 1024, 4, 1
     setup(a)  # the CPU: the points and the network stay on it
 
     mixture = fastdiff.GaussianMixture.ring()
@@ -79,32 +64,36 @@ def main(argv=None) -> int:
                 continue
             net.backend = name  # the skip mix runs on the same backend as the sampler's steps
             runs[f"fastdiff.sample, backend {name}"] = lambda name=name: fastdiff.sample(net, latents, backend=name, **settings)
-        net.backend = "reference"  # k-diffusion's loop gets a plain eager network
-        runs["k-diffusion sample_heun pattern (eager)"] = lambda: kdiffusion_pattern_heun(
-            net, latents * sigmas[0], sigmas, s_churn=a.churn)
+        net.backend = "reference"  # the peers get a plain eager network
         try:
-            import k_diffusion  # optional: measured when installed
-
-            wrapped = lambda x, sigma: net(x, sigma)  # noqa: E731
-            runs["k-diffusion sample_heun"] = lambda: k_diffusion.sampling.sample_heun(
-                wrapped, latents * sigmas[0], sigmas, disable=True, s_churn=a.churn)
-        except ImportError:
-            pass
-        quality = {name: float(mixture.log_prob(fn()).mean()) for name, fn in runs.items()}
+            runs["k-diffusion sample_heun"] = lambda run=kdiffusion_heun(net, sigmas, a.churn): run(latents)
+        except ImportError as error:
+            raise SystemExit(f"bench_sampler.py compares against k-diffusion's own sample_heun: {error}") from None
+        if a.churn == 0:
+            runs["diffusers HeunDiscreteScheduler"] = lambda run=diffusers_heun(net, sigmas): run(latents)
+        else:
+            print(f"S_churn {a.churn:g}: no diffusers row (diffusers' HeunDiscreteScheduler has no churn)")
+        outputs = {name: fn() for name, fn in runs.items()}
+        quality = {name: float(mixture.log_prob(x).mean()) for name, x in outputs.items()}
+        reference = outputs["fastdiff.sample, backend reference"]
+        difference = {name: float((x - reference).abs().max()) for name, x in outputs.items()} if a.churn == 0 else {}
         nfe = fastdiff.plan_steps(num_steps=a.steps).nfe
         sigma = torch.full((a.points,), 1.0)
         runs[f"the network alone ({nfe} calls)"] = lambda: [net(latents, sigma) for _ in range(nfe)]
         seconds = median_round_robin(runs, a.repeats)
 
-    base = seconds["k-diffusion sample_heun pattern (eager)"]
+    base = seconds["k-diffusion sample_heun"]
     print(f"{a.points:,} points of the 2-D ring mixture, EDMPrecond(MLP 3-128-128-2), {a.steps} Heun steps (NFE {nfe}), "
           f"S_churn {a.churn:g}, {torch.get_num_threads()} CPU threads, torch {torch.__version__}")
-    print(f"{'sampler':<42} {'seconds':>9} {'samples/s':>11} {'x k-diff':>9} {'mean log p':>11}")
+    print(f"{'sampler':<42} {'seconds':>9} {'samples/s':>11} {'x k-diff':>9} {'mean log p':>11} {'max |diff|':>11}")
     for name, t in seconds.items():
-        print(f"{name:<42} {t:>9.4f} {a.points / t:>11,.0f} {base / t:>9.2f} {quality.get(name, float('nan')):>11.4f}")
+        print(f"{name:<42} {t:>9.4f} {a.points / t:>11,.0f} {base / t:>9.2f} {quality.get(name, float('nan')):>11.4f} "
+              f"{difference.get(name, float('nan')):>11.2e}")
+    print("x k-diff: k-diffusion's time / this time; max |diff|: largest difference from fastdiff's reference path")
     path = write_json(a.out / "bench_sampler.json", dict(points=a.points, steps=a.steps, churn=a.churn,
-                                                         threads=torch.get_num_threads(), seconds=seconds,
-                                                         mean_log_prob=quality))
+                                                         threads=torch.get_num_threads(), quick=a.quick,
+                                                         seconds=seconds, mean_log_prob=quality,
+                                                         max_abs_difference_vs_reference=difference))
     print(f"wrote {path}")
     return 0
 

@@ -5,7 +5,8 @@
 from ._version import __version__
 from . import data, nets, sde
 from ._memory import NotEnoughMemoryError
-from .adapters import diffusers_latents, from_diffusers  # diffusers' UNets and latents (diffusers is not imported)
+from .adapters import diffusers_generate, diffusers_latents, from_diffusers  # diffusers' UNets and latents (diffusers is not imported)
+from .adapters import load_edm  # NVlabs/edm network pickles
 from .ddpm import DDPM
 from .loss import DDPMLoss, EDMLoss, VELoss, VPLoss
 from .mixture import GaussianMixture
@@ -42,11 +43,13 @@ __all__ = [
     "VPPrecond",
     "iDDPMPrecond",
     "check_capture",
+    "diffusers_generate",
     "diffusers_latents",
     "from_diffusers",
     "grad_log_p_from_logits",
     "inpaint",
     "karras_sigmas",
+    "load_edm",
     "plan_steps",
     "randn",
     "sample",

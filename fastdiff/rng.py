@@ -72,7 +72,8 @@ class Stream(NamedTuple):
 
 
 STREAMS = (
-    Stream("latents", LATENTS_OFFSET, 1, "fastdiff.randn (default offset), SDE.prior_sampling, GraphedSampler"),
+    Stream("latents", LATENTS_OFFSET, 1, "fastdiff.randn (default offset), SDE.prior_sampling, GraphedSampler, "
+           "sample(init=x0, latents=None)'s noise added to x0 (img2img)"),
     Stream("sampler", SAMPLER_OFFSET, MAX_STEPS, "fastdiff.sample, sample_general, DDPM.sample/ddim_sample (+ step i); "
            "pc_sample (+ draw k)"),
     Stream("loss noise", LOSS_NOISE_OFFSET, 1, "the training losses' n (fastdiff.loss, ops.loss_input/loss_error)"),

@@ -1,6 +1,6 @@
 """benchmarks/bench_graph.py --quick: every sampler has a row, and the counts have the properties the design claims.
 
-Counts, never timings: k-diffusion's pattern syncs on its `if`s every step, fastdiff's loops only once per call
+Counts, never timings: k-diffusion's own sample_heun syncs on its `if`s every step, fastdiff's loops only once per call
 (the non-finite report after the loop), and the graph holds the eager loop's kernels.
 """
 import json
@@ -19,9 +19,10 @@ def test_quick_run(tmp_path):
     assert run.returncode == 0, f"bench_graph.py --quick failed:\n{run.stdout}\n{run.stderr}"
     result = json.loads((tmp_path / "bench_graph.json").read_text())
     rows = {row["sampler"]: row for row in result["rows"]}
-    assert {"k-diffusion pattern", "eager reference", "fastdiff eager", "graphed (emulated)"} <= set(rows), rows
+    assert {"k-diffusion sample_heun", "diffusers Heun", "eager reference", "fastdiff eager",
+            "graphed (emulated)"} <= set(rows), rows
     steps = result["steps"]
-    assert rows["k-diffusion pattern"]["syncs_per_call"] >= 2 * steps  # churn-range test and last-step test
+    assert rows["k-diffusion sample_heun"]["syncs_per_call"] >= 2 * steps  # churn-range test and last-step test
     for name in ("eager reference", "fastdiff eager", "graphed (emulated)"):
         assert rows[name]["syncs_per_call"] == 1, rows[name]  # the non-finite report, after the loop
     eager, graph = rows["fastdiff eager"]["launches_per_step"], rows["graphed (emulated)"]["launches_per_step"]

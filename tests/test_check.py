@@ -314,7 +314,7 @@ def write_json_step(name, data):
 
 def test_benchmark_tables_carry_their_ratios_and_checks_decide(tmp_path):
     graph = {"steps": 18, "nfe": 35, "parameters": 9.59e6, "rows": [
-        {"batch": 1, "sampler": "k-diffusion pattern", "launches_per_step": 300.0, "syncs_per_call": 9, "seconds": 0.3},
+        {"batch": 1, "sampler": "k-diffusion sample_heun", "launches_per_step": 300.0, "syncs_per_call": 9, "seconds": 0.3},
         {"batch": 1, "sampler": "compiled net", "launches_per_step": 20.0, "syncs_per_call": 1, "seconds": 0.2},
         {"batch": 1, "sampler": "fastdiff graphed", "launches_per_step": 0.03, "syncs_per_call": 0, "seconds": 0.1}]}
     loss = {"meta": {"checks_passed": False}, "checks": {"fused (triton) vs fastdiff reference @ 786432": 0.5},

@@ -230,6 +230,144 @@ def diffusers_latents(shape, generator=None, *, dtype: torch.dtype = torch.float
     return torch.randn(shape, generator=generators, device=draw_device, dtype=dtype).to(device)
 
 
+OUTPUT_TYPES = ("pt", "latent")
+DEFAULT_SOLVERS = {"EulerDiscreteScheduler": "euler", "HeunDiscreteScheduler": "heun",
+                   "EulerAncestralDiscreteScheduler": "euler_ancestral", "DPMSolverMultistepScheduler": "dpmpp_2m"}
+
+
+def diffusers_generate(pipe, prompt=None, *, prompt_embeds=None, negative_prompt=None, negative_prompt_embeds=None,
+                       num_inference_steps: int = 50, guidance_scale: float = 7.5, num_images_per_prompt: int = 1,
+                       height: int | None = None, width: int | None = None, generator=None, solver: str | None = None,
+                       seeds=None, quantize=False, backend: str = "auto", cuda_graph=False,
+                       output_type: str = "pt") -> torch.Tensor:
+    """A Stable-Diffusion-like diffusers pipeline's images, sampled by fastdiff (docs/sampling.md#diffusers-pipelines).
+
+        images = fastdiff.diffusers_generate(pipe, "a photo of a cat", num_inference_steps=25,
+                                             generator=torch.Generator().manual_seed(0))
+
+    pipe: any object with `unet` (a UNet2DConditionModel-like callable), `scheduler` (a diffusers scheduler with
+    sigmas after set_timesteps: Euler, Heun, Euler ancestral, DPM-Solver, ...) and `vae` (AutoencoderKL-like:
+    decode(z).sample and config.scaling_factor), and, for `prompt` strings, `tokenizer` and `text_encoder` as in
+    StableDiffusionPipeline. It runs what the pipeline's __call__ runs, with fastdiff's loop in place of the
+    scheduler's: the prompt encoded as encode_prompt does (tokenizer padded to model_max_length, the encoder's last
+    hidden state; "" for the negative prompt), or `prompt_embeds` / `negative_prompt_embeds` [B, tokens, dim] as
+    given; latents from `generator` by diffusers_latents (the pipeline's latents for that generator) in the
+    embeddings' dtype, of shape [B * num_images_per_prompt, unet in_channels, height / f, width / f] with f the VAE's
+    scale factor; scheduler.set_timesteps(num_inference_steps) and its sigmas; classifier-free guidance when
+    guidance_scale > 1 (diffusers' rule), as one 2B UNet call per evaluation (guidance=, extra_args=,
+    uncond_args= with encoder_hidden_states); then vae.decode(latents / scaling_factor) and (image / 2 + 0.5)
+    clamped to [0, 1], as the pipeline's image processor does for output_type="pt". output_type="latent" returns the
+    latents instead. No safety checker runs.
+
+    solver: fastdiff's solver; default the scheduler's own ("euler" for EulerDiscreteScheduler, "heun",
+    "euler_ancestral", "dpmpp_2m" for DPMSolverMultistepScheduler). The start follows the scheduler: latents *
+    init_noise_sigma, or, for a scheduler whose init_noise_sigma is 1 (DPM-Solver: x_T = latents in VP units),
+    latents * sqrt(1 + sigmas[0]^2). seeds: fastdiff's seeds for the noise stochastic solvers add (see
+    fastdiff.sample). quantize: from_diffusers' (use "timestep" for DPM-Solver with Karras sigmas). backend,
+    cuda_graph: fastdiff.sample's. Returns a float tensor [N, C, H, W] (pixels in [0, 1], or latents).
+    """
+    from ..sampling import sample
+    from .._validate import check_int, check_real
+
+    for name in ("unet", "scheduler", "vae"):
+        if getattr(pipe, name, None) is None:
+            raise TypeError(f"pipe: expected a StableDiffusionPipeline-like object with unet, scheduler and vae, got "
+                            f"{type(pipe).__name__} without `{name}`")
+    steps = check_int("num_inference_steps", num_inference_steps, minimum=1)
+    per_prompt = check_int("num_images_per_prompt", num_images_per_prompt, minimum=1)
+    scale = check_real("guidance_scale", guidance_scale)
+    if output_type not in OUTPUT_TYPES:
+        raise ValueError(f"output_type: expected one of {', '.join(map(repr, OUTPUT_TYPES))}, got {output_type!r}")
+    unet, scheduler, vae = pipe.unet, pipe.scheduler, pipe.vae
+    device = _module_device(unet)
+    guided = scale > 1.0
+    cond = _embeddings(pipe, "prompt", prompt, prompt_embeds, device)
+    uncond = None
+    if guided:
+        if negative_prompt is None and negative_prompt_embeds is None:
+            if prompt_embeds is not None:
+                raise ValueError("negative_prompt_embeds: with prompt_embeds and guidance_scale > 1, pass the "
+                                 "unconditional embeddings too (the text encoder's output for the empty prompt), or "
+                                 "guidance_scale <= 1 (no guidance)")
+            negative_prompt = ""  # the pipeline's default negative prompt
+        if isinstance(negative_prompt, str):
+            negative_prompt = [negative_prompt] * cond.shape[0]
+        uncond = _embeddings(pipe, "negative_prompt", negative_prompt, negative_prompt_embeds, device)
+        if uncond.shape != cond.shape:
+            raise ValueError(f"negative_prompt_embeds: expected the prompt embeddings' shape {tuple(cond.shape)}, got "
+                             f"{tuple(uncond.shape)}")
+    cond = cond.repeat_interleave(per_prompt, dim=0)
+    uncond = None if uncond is None else uncond.repeat_interleave(per_prompt, dim=0)
+
+    factor = getattr(pipe, "vae_scale_factor", None) or 2 ** (len(vae.config.block_out_channels) - 1)
+    height = check_int("height", height if height is not None else unet.config.sample_size * factor, minimum=1)
+    width = check_int("width", width if width is not None else unet.config.sample_size * factor, minimum=1)
+    if height % factor or width % factor:
+        raise ValueError(f"height, width: expected multiples of the VAE's scale factor {factor}, got {height}x{width}")
+    shape = (cond.shape[0], unet.config.in_channels, height // factor, width // factor)
+    latents = diffusers_latents(shape, generator, dtype=cond.dtype, device=device)
+
+    scheduler.set_timesteps(steps, device=device)
+    sigmas = getattr(scheduler, "sigmas", None)
+    if sigmas is None:
+        raise ValueError(f"pipe.scheduler: {type(scheduler).__name__} has no sigmas after set_timesteps; use a "
+                         f"scheduler that has them ({', '.join(DEFAULT_SOLVERS)})")
+    if solver is None:
+        solver = DEFAULT_SOLVERS.get(type(scheduler).__name__)
+        if solver is None:
+            raise ValueError(f"solver: no default for {type(scheduler).__name__}; pass fastdiff's solver= (one of "
+                             f"'euler', 'heun', 'euler_ancestral', 'dpmpp_2m')")
+    init_sigma = float(getattr(scheduler, "init_noise_sigma", 1.0))
+    start_scale = init_sigma if init_sigma != 1.0 else (1.0 + float(sigmas[0]) ** 2) ** 0.5
+    D = from_diffusers(unet, scheduler, quantize=quantize, backend=backend)
+    kwargs = dict(sigmas=sigmas, solver=solver, start_scale=start_scale, seeds=seeds, backend=backend,
+                  cuda_graph=cuda_graph, extra_args={"encoder_hidden_states": cond})
+    if guided:
+        kwargs.update(guidance=scale, uncond_args={"encoder_hidden_states": uncond})
+    with torch.no_grad():
+        latents = sample(D, latents, **kwargs)
+        if output_type == "latent":
+            return latents
+        vae_dtype = next(vae.parameters()).dtype if isinstance(vae, nn.Module) else latents.dtype
+        image = vae.decode((latents / vae.config.scaling_factor).to(vae_dtype), return_dict=False)[0]
+    return (image / 2 + 0.5).clamp(0, 1)
+
+
+def _module_device(module) -> torch.device:
+    try:
+        return next(module.parameters()).device
+    except (AttributeError, StopIteration, TypeError):
+        return torch.device("cpu")
+
+
+def _embeddings(pipe, name: str, text, embeds, device) -> torch.Tensor:
+    """Text embeddings [B, tokens, dim]: `embeds` as given, or `text` encoded as StableDiffusionPipeline.encode_prompt
+    does (tokenizer padded to model_max_length and truncated, the text encoder's last hidden state)."""
+    if (text is None) == (embeds is None):
+        raise ValueError(f"{name}: pass either {name} (text) or {name}_embeds (a tensor [B, tokens, dim]), got "
+                         f"{'both' if text is not None else 'neither'}")
+    if embeds is not None:
+        if not isinstance(embeds, torch.Tensor) or embeds.ndim != 3 or not embeds.is_floating_point():
+            what = f"shape {tuple(embeds.shape)}" if isinstance(embeds, torch.Tensor) else type(embeds).__name__
+            raise ValueError(f"{name}_embeds: expected a floating tensor [B, tokens, dim], got {what}")
+        return embeds.to(device)
+    if isinstance(text, str):
+        text = [text]
+    if not isinstance(text, (list, tuple)) or not text or not all(isinstance(t, str) for t in text):
+        raise TypeError(f"{name}: expected a string or a non-empty list of strings, got {text!r}")
+    tokenizer, encoder = getattr(pipe, "tokenizer", None), getattr(pipe, "text_encoder", None)
+    if tokenizer is None or encoder is None:
+        raise TypeError(f"{name}: encoding text needs pipe.tokenizer and pipe.text_encoder; {type(pipe).__name__} "
+                        f"lacks {'tokenizer' if tokenizer is None else 'text_encoder'} (pass {name}_embeds instead)")
+    tokens = tokenizer(list(text), padding="max_length", max_length=tokenizer.model_max_length, truncation=True,
+                       return_tensors="pt")
+    mask = None
+    if getattr(getattr(encoder, "config", None), "use_attention_mask", False):
+        mask = tokens.attention_mask.to(device)
+    with torch.no_grad():
+        return encoder(tokens.input_ids.to(device), attention_mask=mask)[0]
+
+
 def _check_latents_shape(shape) -> tuple[int, ...]:
     """A shape (batch, ...) of non-negative ints, at least one dimension."""
     if isinstance(shape, torch.Size):

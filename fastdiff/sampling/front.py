@@ -14,13 +14,15 @@ from .._validate import check_real
 from .graph import sample_graphed
 from .extra import check_extra_args, pair_args
 from .guidance import ArgumentGuidance, ClassifierFreeGuidance
+from .img2img import img2img_start
 from .loop import build_loop
 from .plan import SampleOptions
 
 def sample(net, latents, class_labels=None, randn_like=None, num_steps=18, sigma_min=0.002, sigma_max=80.0,
            rho=7.0, S_churn=0.0, S_min=0.0, S_max=float("inf"), S_noise=1.0, *, solver="heun", sigmas=None,
            seeds=None, dtype=None, backend="auto", callback=None, nonfinite="warn", reuse_buffers=False,
-           cuda_graph=False, eta=None, guidance=None, start_scale=None, extra_args=None, uncond_args=None):
+           cuda_graph=False, eta=None, guidance=None, start_scale=None, extra_args=None, uncond_args=None, init=None,
+           strength=None):
     """Sample with EDM's stochastic sampler (Algorithm 2); drop-in for NVlabs/edm's `edm_sampler`.
 
     net(x, sigma[, class_labels]) returns the denoised D(x; sigma) with sigma of shape [B]. latents are
@@ -68,12 +70,33 @@ def sample(net, latents, class_labels=None, randn_like=None, num_steps=18, sigma
     counterpart of extra_args, a dict of the same keys; guidance then runs one net call of 2B per evaluation with
     every batched tensor (first dimension B) concatenated as [extra_args; uncond_args], as diffusers does for text
     (fastdiff.sampling.guidance.ArgumentGuidance); values without a batch dimension must be the same in both.
+
+    `init=x0, strength=s` (img2img, as diffusers' img2img pipelines; fastdiff.sampling.img2img): of the N steps of
+    the schedule this call would sample (from num_steps or sigmas), run the last n = min(int(N s), N), starting
+    from x0 + t_(N-n) z, where z is `latents` (the noise; x0's shape), or, with latents=None, fastdiff.randn(seeds,
+    x0.shape) (the seeds' latents stream, offset 0). s = 0 (or n = 0) returns x0; s = 1 starts at the top level.
+    The steps' own noise is drawn as in any call, step i of the part run at SAMPLER_OFFSET + i. Not with
+    start_scale. The result has latents' dtype (x0's with latents=None).
     """
     with torch.no_grad():  # sampling never records autograd (docs/sampling.md#no-autograd)
         options = SampleOptions(num_steps=num_steps, sigma_min=sigma_min, sigma_max=sigma_max, rho=rho, S_churn=S_churn,
                                 S_min=S_min, S_max=S_max, S_noise=S_noise, solver=solver, sigmas=sigmas, eta=eta,
                                 dtype=dtype, backend=backend, nonfinite=nonfinite, reuse_buffers=reuse_buffers,
                                 start_scale=start_scale)
+        if init is not None or strength is not None:
+            if init is None or strength is None:
+                given, missing = ("init", "strength") if strength is None else ("strength", "init")
+                raise ValueError(f"{missing}: img2img needs both init (the data x0) and strength (the part of the "
+                                 f"schedule to run, in [0, 1]); got {given} without {missing}")
+            out_dtype = next((t.dtype for t in (latents, init) if isinstance(t, torch.Tensor)), None)
+            latents, options, seeds = img2img_start(net, latents, init, strength, seeds, options)
+            if options is None:  # no step left: x0 as it is
+                return latents.to(out_dtype)
+            return sample(net, latents, class_labels, randn_like, solver=solver, seeds=seeds, backend=backend,
+                          callback=callback, nonfinite=nonfinite, reuse_buffers=reuse_buffers, cuda_graph=cuda_graph,
+                          eta=eta, guidance=guidance, extra_args=extra_args, uncond_args=uncond_args,
+                          sigmas=options.sigmas, start_scale=1.0, dtype=options.dtype, S_churn=S_churn, S_min=S_min,
+                          S_max=S_max, S_noise=S_noise).to(out_dtype)
         extra_args = check_extra_args(extra_args)
         if uncond_args is not None:
             uncond_args = check_extra_args(uncond_args, "uncond_args")
