@@ -251,15 +251,36 @@ def k_diffusion_sampling():
 
     Raises ImportError naming what is missing. The module is loaded once and cached.
     """
+    return _k_diffusion_module("sampling")
+
+
+def k_diffusion_external():
+    """k-diffusion's `k_diffusion/external.py` (its model wrappers), loaded the way k_diffusion_sampling() loads
+    sampling.py: the installed file, unmodified, in the same synthetic package (it imports only `sampling` and
+    `utils.append_dims`).
+
+    Its classes are the wrappers k-diffusion users put around other libraries' models: `DiscreteEpsDDPMDenoiser` and
+    `DiscreteVDDPMDenoiser` (a discrete-time eps or v network and its alphas_cumprod), `CompVisDenoiser`,
+    `CompVisVDenoiser`, `OpenAIDenoiser` and `VDenoiser`. Each is a denoiser D(x, sigma) that fastdiff.sample takes
+    as it is. Raises ImportError naming what is missing; loaded once and cached.
+    """
+    return _k_diffusion_module("external")
+
+
+def _k_diffusion_module(name: str):
+    """The installed k-diffusion's `<name>.py` ("sampling" or "external"), executed as a submodule of the synthetic
+    package `_fastdiff_k_diffusion` (see k_diffusion_sampling)."""
     import importlib.metadata
     import importlib.util
     import sys
     import types
     from pathlib import Path
 
-    loaded = sys.modules.get(f"{_K_DIFFUSION_PACKAGE}.sampling")
+    loaded = sys.modules.get(f"{_K_DIFFUSION_PACKAGE}.{name}")
     if loaded is not None:
         return loaded
+    if name != "sampling":
+        _k_diffusion_module("sampling")  # external.py imports it: the package and its utils exist from here on
     install = f'pip install --no-deps "k-diffusion=={K_DIFFUSION_VERSION}"'
     try:
         version = importlib.metadata.version("k-diffusion")
@@ -269,33 +290,39 @@ def k_diffusion_sampling():
         raise ImportError(f"k-diffusion {version} is installed; fastdiff compares against {K_DIFFUSION_VERSION}: "
                           f"`{install}`")
     spec = importlib.util.find_spec("k_diffusion")  # finds the package without running its __init__
-    path = Path(spec.origin).parent / "sampling.py"
+    path = Path(spec.origin).parent / f"{name}.py"
     if not path.is_file():
-        raise ImportError(f"k-diffusion {version} has no sampling.py at {path}; reinstall it with `{install}`")
+        raise ImportError(f"k-diffusion {version} has no {name}.py at {path}; reinstall it with `{install}`")
 
-    def append_dims(x, target_dims):
-        """x with trailing size-1 dimensions until it has target_dims dimensions (a view)."""
-        missing = target_dims - x.ndim
-        if missing < 0:
-            raise ValueError(f"append_dims: x has {x.ndim} dimensions, more than target_dims={target_dims}")
-        for _ in range(missing):
-            x = x.unsqueeze(-1)
-        return x
+    added = []  # what this call put into sys.modules, taken out again if the file fails to execute
+    package = sys.modules.get(_K_DIFFUSION_PACKAGE)
+    if package is None:
+        def append_dims(x, target_dims):
+            """x with trailing size-1 dimensions until it has target_dims dimensions (a view)."""
+            missing = target_dims - x.ndim
+            if missing < 0:
+                raise ValueError(f"append_dims: x has {x.ndim} dimensions, more than target_dims={target_dims}")
+            for _ in range(missing):
+                x = x.unsqueeze(-1)
+            return x
 
-    package = types.ModuleType(_K_DIFFUSION_PACKAGE, "k-diffusion's sampling module without the rest of its package")
-    package.__path__ = []  # a package with no files of its own: its submodules are placed below by hand
-    utils = types.ModuleType(f"{_K_DIFFUSION_PACKAGE}.utils", "the one helper of k_diffusion.utils that sampling.py uses")
-    utils.append_dims = append_dims
-    package.utils = utils
-    spec = importlib.util.spec_from_file_location(f"{_K_DIFFUSION_PACKAGE}.sampling", path)
-    sampling = importlib.util.module_from_spec(spec)
-    sys.modules[_K_DIFFUSION_PACKAGE], sys.modules[utils.__name__] = package, utils
-    sys.modules[spec.name] = sampling
+        package = types.ModuleType(_K_DIFFUSION_PACKAGE, "k-diffusion's sampling module without the rest of its package")
+        package.__path__ = []  # a package with no files of its own: its submodules are placed below by hand
+        utils = types.ModuleType(f"{_K_DIFFUSION_PACKAGE}.utils",
+                                 "the one helper of k_diffusion.utils that sampling.py and external.py use")
+        utils.append_dims = append_dims
+        package.utils = utils
+        sys.modules[_K_DIFFUSION_PACKAGE], sys.modules[utils.__name__] = package, utils
+        added += [_K_DIFFUSION_PACKAGE, utils.__name__]
+    spec = importlib.util.spec_from_file_location(f"{_K_DIFFUSION_PACKAGE}.{name}", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    added.append(spec.name)
     try:
-        spec.loader.exec_module(sampling)
+        spec.loader.exec_module(module)
     except BaseException:
-        for name in (spec.name, utils.__name__, _K_DIFFUSION_PACKAGE):
-            sys.modules.pop(name, None)
+        for entry in added:
+            sys.modules.pop(entry, None)
         raise
-    package.sampling = sampling
-    return sampling
+    setattr(package, name, module)
+    return module
