@@ -272,7 +272,8 @@ class OpCounter(TorchDispatchMode):
                      A tensor counts its distinct elements (stride-0 broadcast dims once) times its element
                      size, and not at all if it has <= B elements (B = batch): per-sample values are scalars.
                      Arguments an op only overwrites (out=, the self of copy_/fill_/normal_/...) and the
-                     input of *_like factories are not read. Each distinct tensor counts once per op.
+                     input of *_like and new_* factories (whose dtype and device they take) are not read.
+                     Each distinct tensor counts once per op.
     bytes per element = the total divided by the number of elements of the state x.
     """
 
@@ -310,8 +311,8 @@ class OpCounter(TorchDispatchMode):
         return out
 
     def _bytes_read(self, func, name: str, args, kwargs) -> int:
-        if name.endswith("_like"):
-            return 0  # *_like factories read only the input's metadata
+        if name.endswith("_like") or name.startswith("new_"):
+            return 0  # *_like and new_* factories (x.new_ones(...)) read only the input's metadata
         read = []
         for index, argument in enumerate(func._schema.arguments):
             value = args[index] if index < len(args) and not argument.kwarg_only else kwargs.get(argument.name)

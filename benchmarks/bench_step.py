@@ -3,8 +3,13 @@
     eager reference      fastdiff.ops.churn / euler_step / heun_step with backend="reference", called as
                          fastdiff.sampling.loop.run_plan calls them (per-step values indexed from device tables,
                          noise from fastdiff's Philox generator keyed by per-sample seeds)
-    k-diffusion pattern  the eager step of k-diffusion's `sample_heun`, written here from its formulas:
-                         torch.randn_like noise, tensor-valued sigmas, Python `if`s on them
+    k-diffusion          k-diffusion's own `sample_heun` (the installed 0.1.1.post1 sampling.py, loaded by
+      sample_heun        fastdiff.testing.k_diffusion_sampling()), called on the two levels of this step so that
+                         its loop runs once, with a stand-in network that returns the precomputed denoiser outputs
+                         (so the network costs nothing): torch.randn_like noise, tensor-valued sigmas, Python `if`s
+                         on them. What the function does around the step is part of its cost and is timed with it:
+                         s_in = x.new_ones([B]) and the network's sigma arguments sigma * s_in ([B]-sized tensors),
+                         its torch.no_grad() context, and a disabled tqdm trange
     fused (triton)       the same fastdiff.ops calls with backend="triton": three kernels; its launches and
                          bytes come from a model of the kernels' loads and stores (FUSED_MODEL), and it is
                          timed only when a CUDA device is present (the Triton interpreter is no speed test)
@@ -13,9 +18,11 @@ Part 1 (work per step) counts, with a TorchDispatchMode, the aten ops each eager
 op and for the whole step: kernel launches, host syncs and modelled bytes per element (rules in
 benchmarks/_harness.py's OpCounter).
 Part 2 (time per step) times, in the same run on the current device, the eager reference step, the
-k-diffusion step, torch.compile(eager reference step, fullgraph=True), a device copy (the bandwidth yardstick)
-and, on CUDA, the fused step; it reports achieved GB/s (modelled bytes / time), the fraction of the copy's
+k-diffusion sample_heun call, torch.compile(eager reference step, fullgraph=True), a device copy (the bandwidth
+yardstick) and, on CUDA, the fused step; it reports achieved GB/s (modelled bytes / time), the fraction of the copy's
 GB/s, and speedups against the eager reference and torch.compile, all from this one run.
+The checks compare every implementation's (x_hat, x_next, result) with the eager reference's; for k-diffusion,
+whose noise is its own torch.randn_like draw, the checked call gets the reference's noise from torch.randn_like.
 
     python3 benchmarks/bench_step.py                 # default sizes, 1-2 minutes on a 2-core CPU
     python3 benchmarks/bench_step.py --quick         # smoke run, well under a minute
@@ -25,6 +32,7 @@ The table is printed; CSV and JSON go to benchmarks/results/ (or --out). Nothing
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import sys
 import time
@@ -37,6 +45,7 @@ import fastdiff  # noqa: E402
 from fastdiff import backends, ops  # noqa: E402
 from fastdiff.rng import SAMPLER_OFFSET  # noqa: E402
 from fastdiff.sampling.plan import plan_steps  # noqa: E402
+from fastdiff.testing import K_DIFFUSION_VERSION, k_diffusion_sampling  # noqa: E402
 from _harness import (OpCounter, at_least, common_arguments, fmt, make_parser, model_bytes, parse_sizes,  # noqa: E402
                       relative_difference, run_meta, setup, sync, time_calls, timing_reasons, warn_if_busy, write_csv,
                       write_json)
@@ -58,6 +67,15 @@ QUICK_SHAPES = ((4, 3, 32, 32), (16, 3, 32, 32))  # 12,288 and 49,152 elements
 SCHEDULE = dict(num_steps=18, S_churn=40.0, S_min=0.05, S_max=50.0, S_noise=1.003)
 STEP_INDEX = 9
 
+# k-diffusion's sample_heun is called on the 2-level slice (sigma_i, sigma_{i+1}), and it takes the churn from the
+# length of the sigmas it is given: gamma = min(s_churn / (len(sigmas) - 1), sqrt(2) - 1) if s_tmin <= sigma_i <= s_tmax
+# (else 0).
+# Over the full 18-step schedule that is min(40 / 18, 0.4142) and over the slice min(40 / 1, 0.4142): both clamp to
+# sqrt(2) - 1, and sigma_9 = 1.92 lies in [0.05, 50] either way, so S_churn is passed unchanged and the sliced call
+# takes the same step (sigma_hat = t_hat[9] = 2.72) as step 9 of the full run. main() stops if SCHEDULE is changed
+# so that they would differ; then s_churn = S_churn / num_steps would give the slice the full schedule's gamma.
+KDIFFUSION_S_CHURN = SCHEDULE["S_churn"]
+
 # The fused path's memory traffic, read off its kernels: the full-size tensors each one loads and stores
 # (per-sample scalars, seeds and the offset are <= B elements, ignored as in the measurement). One launch each.
 #   churn       fastdiff/ops/kernels/randn.py _noise_kernel (HAS_X):  loads x,                            stores x_hat
@@ -76,7 +94,7 @@ COPY_MODEL = (("x",), ("copy",))
 
 LABELS = {
     "reference": "eager reference",
-    "kdiffusion": "k-diffusion pattern",
+    "kdiffusion": "k-diffusion sample_heun",
     "fused": "fused (triton), out",
     "cpu": "fused (C++ cpu), out",
     "compile": "torch.compile(reference), out",
@@ -117,31 +135,50 @@ def fastdiff_step_into(outs, *args):
     return outs
 
 
-def kdiffusion_step(x, denoised, denoised_2, sigmas, i: int, s_churn: float, s_tmin: float, s_tmax: float,
+def kdiffusion_step(sample_heun, x, denoised, denoised_2, sigmas, s_churn: float, s_tmin: float, s_tmax: float,
                     s_noise: float, *, mark=_unmarked):
-    """Step i of k-diffusion's eager `sample_heun` pattern: sigmas is a device tensor, branches are Python `if`s.
+    """One step of k-diffusion's own `sample_heun`: the function itself, called on sigmas = (sigma_i, sigma_{i+1})
+    (a device tensor) so that its loop runs once.
 
-    The churn range test on the tensor sigma is what decides `if gamma > 0`: Python's chained comparison
-    calls bool() on two 0-d tensors (two host syncs). `if sigma_next == 0` (Euler for the last step) is a third.
+    The network is a stand-in that returns `denoised` on its first call and `denoised_2` on its second, and keeps
+    the x it is given each time: x_hat (after the churn) and k-diffusion's x_2 (the Euler step), which with the
+    returned result make the same triple as fastdiff_step returns. The work is split into ops where the network
+    calls fall: before the first call is churn (including s_in = x.new_ones([B]), the range test on the tensor sigma
+    that decides the churn, and sigma_hat * s_in), between the calls euler_step (including `if sigmas[i + 1] == 0`
+    and sigma_next * s_in), after the second call heun_step.
     """
+    outputs = iter((("euler_step", denoised), ("heun_step", denoised_2)))
+    seen = []
+
+    def model(x_in, sigma):
+        op, output = next(outputs)
+        seen.append(x_in)
+        mark(op)  # the work after this network call belongs to the next op
+        return output
+
     mark("churn")
-    sigma, sigma_next = sigmas[i], sigmas[i + 1]
-    gamma = min(s_churn / (len(sigmas) - 1), 2**0.5 - 1) if s_tmin <= sigma <= s_tmax else 0.0
-    sigma_hat = sigma * (gamma + 1)
-    if gamma > 0:
-        eps = torch.randn_like(x) * s_noise
-        x = x + eps * (sigma_hat**2 - sigma**2) ** 0.5
-    x_hat = x
-    mark("euler_step")
-    d = (x - denoised) / sigma_hat
-    dt = sigma_next - sigma_hat
-    if sigma_next == 0:
-        return x_hat, x + d * dt, None
-    x_2 = x + d * dt
-    mark("heun_step")
-    d_2 = (x_2 - denoised_2) / sigma_next
-    d_prime = (d + d_2) / 2
-    return x_hat, x_2, x + d_prime * dt
+    out = sample_heun(model, x, sigmas, s_churn=s_churn, s_tmin=s_tmin, s_tmax=s_tmax, s_noise=s_noise, disable=True)
+    x_hat, x_next = seen  # a ValueError if sample_heun did not call the network exactly twice
+    return x_hat, x_next, out
+
+
+@contextlib.contextmanager
+def randn_like_returning(noise: torch.Tensor):
+    """Inside the block torch.randn_like returns a copy of `noise` (for a tensor of its shape, dtype and device):
+    how the check gives k-diffusion, which draws its churn noise with torch.randn_like, the reference's noise."""
+    original = torch.randn_like
+
+    def randn_like(like, *args, **kwargs):
+        if like.shape != noise.shape or like.dtype != noise.dtype or like.device != noise.device:
+            raise ValueError(f"randn_like_returning: asked for {like.dtype} {tuple(like.shape)} on {like.device}, "
+                             f"holds {noise.dtype} {tuple(noise.shape)} on {noise.device}")
+        return noise.clone()
+
+    torch.randn_like = randn_like
+    try:
+        yield
+    finally:
+        torch.randn_like = original
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -194,13 +231,14 @@ def step_functions(inputs, fused_reasons):
     """({name: step callable taking `mark`, or None when it cannot run here}, fastdiff_step's arguments)."""
     x, den, den2 = inputs["x"], inputs["denoised"], inputs["denoised_next"]
     args = (x, den, den2, inputs["seeds"], inputs["offsets"], inputs["t"], inputs["t_hat"], inputs["noise_std"], STEP_INDEX)
-    sigmas = inputs["t"]  # k-diffusion's sigmas: the schedule as a device tensor ending in 0
+    sigmas = inputs["t"][STEP_INDEX:STEP_INDEX + 2]  # k-diffusion's sigmas: this step's two levels, a device tensor
+    sample_heun = k_diffusion_sampling().sample_heun  # k-diffusion's own function, looked up here (not copied)
     s = SCHEDULE
     outs = inputs["outs"]  # the fused paths write into fixed buffers, as a sampler loop on buffers does
     return {
         "reference": lambda mark=_unmarked: fastdiff_step(*args, backend="reference", mark=mark),
-        "kdiffusion": lambda mark=_unmarked: kdiffusion_step(x, den, den2, sigmas, STEP_INDEX, s["S_churn"], s["S_min"],
-                                                             s["S_max"], s["S_noise"], mark=mark),
+        "kdiffusion": lambda mark=_unmarked: kdiffusion_step(sample_heun, x, den, den2, sigmas, KDIFFUSION_S_CHURN,
+                                                             s["S_min"], s["S_max"], s["S_noise"], mark=mark),
         "fused": None if fused_reasons else (lambda mark=_unmarked: fastdiff_step(*args, backend="triton", mark=mark,
                                                                                   outs=outs)),
         "cpu": (lambda mark=_unmarked: fastdiff_step(*args, backend="cpu", mark=mark, outs=outs))
@@ -234,6 +272,16 @@ def bench_size(shape, device, repeats, budget_s, fused_reasons, show_ops) -> tup
                 print(f"  [{LABELS[name]} / {op} @ {numel:,}] launches: {listed}")
         del result
         timed[name] = functions[name]
+
+    # k-diffusion against the reference: the same step given the same noise (its torch.randn_like returns the
+    # reference's Philox draw for this one untimed, uncounted call), so that all three outputs must agree.
+    i = STEP_INDEX
+    noise = ops.randn(inputs["seeds"], shape, offset=inputs["offsets"][i], device=device, backend="reference")
+    with randn_like_returning(noise):
+        result = functions["kdiffusion"]()
+    sync(device)
+    checks["k-diffusion sample_heun (same noise) vs eager reference"] = relative_difference(result, expected)
+    del result, noise
 
     # The fused path: its model everywhere, its timing on CUDA only.
     work += modelled_rows(LABELS["fused"], FUSED_MODEL, element_size)
@@ -395,11 +443,11 @@ def print_work(work: list[dict], device: torch.device) -> None:
     span = lambda values: f"{min(values)}" if min(values) == max(values) else f"{min(values)}-{max(values)}"  # noqa: E731
     print(f"\nWork per step: kernel launches, host syncs, modelled bytes per element at each size "
           f"(eager: measured with a TorchDispatchMode on {device.type}; fused: model of its kernels' loads and stores)")
-    print(f"{'implementation':<22} {'op':<11} {'launches':>8} {'syncs':>6}  source   "
+    print(f"{'implementation':<23} {'op':<11} {'launches':>8} {'syncs':>6}  source   "
           + " ".join(f"{'B/elem@' + format(n, ','):>17}" for n in sizes))
     for (implementation, op), by_size in rows.items():
         first = next(iter(by_size.values()))
-        print(f"{implementation:<22} {op:<11} {span([r['launches'] for r in by_size.values()]):>8} "
+        print(f"{implementation:<23} {op:<11} {span([r['launches'] for r in by_size.values()]):>8} "
               f"{span([r['syncs'] for r in by_size.values()]):>6}  {first['source']:<8} "
               + " ".join(f"{by_size[n]['bytes_per_element']:>17.1f}" for n in sizes))
 
@@ -445,8 +493,20 @@ def main(argv=None) -> int:
     budget = a.budget if a.budget is not None else (1.0 if a.quick else 8.0)
     at_least("repeats", repeats, 1)
     fused_reasons = timing_reasons("triton", device)
+    try:
+        kd = k_diffusion_sampling()
+    except ImportError as error:
+        raise SystemExit(f"bench_step.py times k-diffusion's own sample_heun: {error}") from None
 
     plan = plan_steps(**SCHEDULE)
+    # The sliced sample_heun call must churn as step STEP_INDEX of the full schedule does (see KDIFFUSION_S_CHURN):
+    # k-diffusion's formula with len(sigmas) - 1 = 1, against fastdiff's plan of the full schedule.
+    in_range = SCHEDULE["S_min"] <= plan.t[STEP_INDEX] <= SCHEDULE["S_max"]
+    sliced_gamma = min(KDIFFUSION_S_CHURN / (2 - 1), 2**0.5 - 1) if in_range else 0.0
+    if sliced_gamma != plan.gamma[STEP_INDEX]:
+        raise SystemExit(f"k-diffusion's gamma on the 2-level slice ({sliced_gamma}) differs from step {STEP_INDEX}'s "
+                         f"of the full schedule ({plan.gamma[STEP_INDEX]}): set KDIFFUSION_S_CHURN to "
+                         "S_churn / num_steps")
     meta = run_meta(
         device, argv, dtype="float32", repeats=repeats, budget_seconds=budget,
         schedule=SCHEDULE, step_index=STEP_INDEX, sigma=plan.t[STEP_INDEX], t_hat=plan.t_hat[STEP_INDEX],
@@ -454,11 +514,15 @@ def main(argv=None) -> int:
         fused_model={op: dict(reads=list(r), writes=list(w)) for op, (r, w) in FUSED_MODEL.items()},
         compile_model=dict(reads=list(COMPILE_MODEL[0]), writes=list(COMPILE_MODEL[1])),
         fused_not_timed=fused_reasons or None,
+        k_diffusion=dict(version=K_DIFFUSION_VERSION, function="sample_heun", file=kd.__file__,
+                         sigmas=[plan.t[STEP_INDEX], plan.t[STEP_INDEX + 1]], s_churn=KDIFFUSION_S_CHURN,
+                         gamma=sliced_gamma),
     )
     print(f"fastdiff {fastdiff.__version__} bench_step: one EDM Heun step with churn (step {STEP_INDEX} of "
           f"{SCHEDULE['num_steps']}, sigma {plan.t[STEP_INDEX]:.4g} -> t_hat {plan.t_hat[STEP_INDEX]:.4g} -> "
           f"{plan.t[STEP_INDEX + 1]:.4g}), float32, network excluded")
-    print(f"device {device} ({meta['device_name']}), {meta['cpu_threads']} CPU threads, torch {torch.__version__}; "
+    print(f"device {device} ({meta['device_name']}), {meta['cpu_threads']} CPU threads, torch {torch.__version__}, "
+          f"k-diffusion {K_DIFFUSION_VERSION} ({kd.__file__}); "
           f"sizes {', '.join(f'{math.prod(s):,} ({meta_shape})' for s, meta_shape in zip(shapes, meta['shapes']))}")
     warn_if_busy(device, meta["load_average_at_start"],
                  f", worst when {torch.get_num_threads()} OpenMP threads wait for a descheduled one "

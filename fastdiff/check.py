@@ -98,8 +98,8 @@ STEPS = (
      "every other test that uses CUDA, chosen by the fastdiff.check plugin: real CUDA graphs (GraphedSampler, "
      "sample(cuda_graph=...)), and the tests whose parameters or code name the CUDA device"),
     ("bench-step", "benchmark", ("benchmarks/bench_step.py", "--quick", "--sizes", "12288,6291456"), 50,
-     "one EDM Heun step with churn: eager reference, k-diffusion pattern, torch.compile, fused Triton and C++ CUDA, "
-     "device copy; GB/s, %copy and speedups"),
+     "one EDM Heun step with churn: eager reference, k-diffusion's sample_heun, torch.compile, fused Triton and "
+     "C++ CUDA, device copy; GB/s, %copy and speedups"),
     ("bench-graph", "benchmark", ("benchmarks/bench_graph.py", "--batches", "1,64", "--repeats", "5"), 100,
      "whole sampling with a U-Net: k-diffusion's sample_heun, diffusers' Heun loop, eager, compiled net, "
      "CUDA-graphed; launches, syncs, samples/s and speedups"),

@@ -1,8 +1,12 @@
 """benchmarks/bench_step.py --quick: its table has every row, and the work it reports has the model's properties.
 
 These are properties of counts and models, never of timings: the eager reference does real work and never
-syncs, k-diffusion's pattern syncs on its `if`s, and the fused step is at most 3 launches and 40 bytes/element.
+syncs, k-diffusion's sample_heun syncs on its `if`s, and the fused step is at most 3 launches and 40 bytes/element.
+The k-diffusion row is k-diffusion's own sample_heun (not a re-creation), and it agrees with the eager reference
+when given the reference's noise.
 """
+import importlib.util
+import inspect
 import json
 import os
 import subprocess
@@ -10,10 +14,14 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
+
+from fastdiff.testing import K_DIFFUSION_VERSION, k_diffusion_sampling
 
 ROOT = Path(__file__).resolve().parents[1]
-IMPLEMENTATIONS = ("eager reference", "k-diffusion pattern", "fused (triton), out", "fused (C++ cpu), out")
-TIMED = ("eager reference", "k-diffusion pattern", "fused (C++ cpu), out", "torch.compile(reference), out", "device copy")
+KDIFFUSION = "k-diffusion sample_heun"
+IMPLEMENTATIONS = ("eager reference", KDIFFUSION, "fused (triton), out", "fused (C++ cpu), out")
+TIMED = ("eager reference", KDIFFUSION, "fused (C++ cpu), out", "torch.compile(reference), out", "device copy")
 NOISE = ("eager x + s * randn_like(x)", "torch.compile(eager)", "fastdiff reference churn", "fastdiff C++ cpu churn")
 OPS = ("churn", "euler_step", "heun_step", "step")
 
@@ -56,7 +64,8 @@ def test_work_counts_have_the_model_properties(quick_run):
         assert reference["source"] == "measured"
         assert reference["launches"] > 0 and reference["bytes_per_element"] > 0
         assert reference["syncs"] == 0  # the sampler's step never waits for the device
-        assert work[size, "k-diffusion pattern", "step"]["syncs"] >= 1  # its Python `if`s on tensor sigmas
+        # its Python `if`s on tensor sigmas: the chained range test of the churn (2) and `if sigmas[i + 1] == 0`
+        assert work[size, KDIFFUSION, "step"]["syncs"] == 3
         for fused in (work[size, "fused (triton), out", "step"], work[size, "fused (C++ cpu), out", "step"]):
             assert fused["source"] == "model"
             assert fused["launches"] <= 3 and fused["bytes_per_element"] <= 40
@@ -65,3 +74,57 @@ def test_work_counts_have_the_model_properties(quick_run):
             step = work[size, implementation, "step"]
             assert step["launches"] == sum(p["launches"] for p in parts)
             assert step["bytes_per_element"] == pytest.approx(sum(p["bytes_per_element"] for p in parts))
+
+
+def test_k_diffusion_row_is_checked_against_the_reference(quick_run):
+    _, result = quick_run
+    sizes = {row["size"] for row in result["work"]}
+    for size in sizes:
+        difference = result["checks"][f"k-diffusion sample_heun (same noise) vs eager reference @ {size}"]
+        assert difference <= 1e-4
+    meta = result["meta"]["k_diffusion"]
+    assert meta["version"] == K_DIFFUSION_VERSION and meta["function"] == "sample_heun"
+    assert meta["file"] == k_diffusion_sampling().__file__
+    assert meta["gamma"] == pytest.approx(2**0.5 - 1)  # S_churn 40 clamps both over 18 steps and over the slice
+
+
+@pytest.fixture(scope="module")
+def bench_step():
+    """benchmarks/bench_step.py imported as a module."""
+    spec = importlib.util.spec_from_file_location("bench_step_under_test", ROOT / "benchmarks" / "bench_step.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_k_diffusion_row_calls_k_diffusions_own_sample_heun(bench_step, monkeypatch):
+    """The row's step function calls k_diffusion_sampling().sample_heun (the installed file's function) once, on this
+    step's two sigma levels with the schedule's churn settings, and returns what it computes."""
+    assert bench_step.LABELS["kdiffusion"] == KDIFFUSION
+    sampling = k_diffusion_sampling()
+    real = sampling.sample_heun
+    installed = Path(importlib.util.find_spec("k_diffusion").origin).parent / "sampling.py"
+    assert Path(inspect.getsourcefile(inspect.unwrap(real))) == installed
+    calls = []
+
+    def spy(*args, **kwargs):
+        calls.append((args, kwargs))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(sampling, "sample_heun", spy)
+    inputs = bench_step.make_inputs((2, 3, 4, 4), torch.device("cpu"))
+    functions, _ = bench_step.step_functions(inputs, ["fused path not wanted here"])
+    x_hat, x_next, out = functions["kdiffusion"]()
+    assert len(calls) == 1
+    (model, x, sigmas), kwargs = calls[0]
+    i, schedule = bench_step.STEP_INDEX, bench_step.SCHEDULE
+    assert x is inputs["x"]
+    assert torch.equal(sigmas, inputs["t"][i:i + 2])
+    assert kwargs == dict(s_churn=schedule["S_churn"], s_tmin=schedule["S_min"], s_tmax=schedule["S_max"],
+                          s_noise=schedule["S_noise"], disable=True)
+    # The result is Heun's step from the x_hat k-diffusion made, with the stand-in network's two outputs.
+    t_hat, t_next = inputs["t_hat"][i], inputs["t"][i + 1]
+    d = (x_hat - inputs["denoised"]) / t_hat
+    torch.testing.assert_close(x_next, x_hat + d * (t_next - t_hat))
+    d_2 = (x_next - inputs["denoised_next"]) / t_next
+    torch.testing.assert_close(out, x_hat + (d + d_2) / 2 * (t_next - t_hat))
