@@ -60,6 +60,18 @@ inline at::Tensor data(const at::Tensor& t, const char* name, const at::Tensor& 
   return (readable ? t : t.to(at::kFloat)).contiguous();
 }
 
+// Two denoised tensors one kernel reads (Heun's D and D_next, DPM-Solver's D and D_prev), each as data() reads it,
+// both in one dtype: the kernels take a single dtype for the pair, so a mixed pair is read as float32.
+inline std::pair<at::Tensor, at::Tensor> denoised_pair(const at::Tensor& a, const char* a_name, const at::Tensor& b,
+                                                       const char* b_name, const at::Tensor& like) {
+  at::Tensor first = data(a, a_name, like), second = data(b, b_name, like);
+  if (first.scalar_type() != second.scalar_type()) {
+    first = first.to(at::kFloat);
+    second = second.to(at::kFloat);
+  }
+  return {first, second};
+}
+
 // (batch, elements per sample) of a [B, ...] tensor.
 inline std::pair<int64_t, int64_t> batch_shape(const at::Tensor& t) {
   TORCH_CHECK(t.dim() >= 1, "expected a tensor of shape [B, ...], got a 0-d tensor");
@@ -187,12 +199,8 @@ struct Ops {
     const Guard guard(x_hat_in.device());
     dtype_of(x_hat_in, "x_hat");
     const at::Tensor x_hat = data(x_hat_in, "x_hat", x_hat_in);
-    at::Tensor denoised = data(denoised_in, "denoised", x_hat_in);
-    at::Tensor denoised_next = data(denoised_next_in, "denoised_next", x_hat_in);
-    if (denoised_next.scalar_type() != denoised.scalar_type()) {  // the kernels take one dtype for both
-      denoised_next = denoised_next.to(at::kFloat);
-      denoised = denoised.to(at::kFloat);
-    }
+    const auto [denoised, denoised_next] = denoised_pair(denoised_in, "denoised", denoised_next_in, "denoised_next",
+                                                         x_hat_in);
     check_out(out, x_hat, x_hat.scalar_type());
     check_overlap(out, {&x_hat_in, &denoised_in, &denoised_next_in});
     const Shape s = shape_of(x_hat);
@@ -207,12 +215,8 @@ struct Ops {
     const Guard guard(x_in.device());
     dtype_of(x_in, "x");
     const at::Tensor x = data(x_in, "x", x_in);
-    at::Tensor denoised = data(denoised_in, "denoised", x_in);
-    at::Tensor denoised_prev = data(denoised_prev_in, "denoised_prev", x_in);
-    if (denoised_prev.scalar_type() != denoised.scalar_type()) {  // the kernels take one dtype for both
-      denoised_prev = denoised_prev.to(at::kFloat);
-      denoised = denoised.to(at::kFloat);
-    }
+    const auto [denoised, denoised_prev] = denoised_pair(denoised_in, "denoised", denoised_prev_in, "denoised_prev",
+                                                         x_in);
     check_out(out, x, x.scalar_type());
     check_overlap(out, {&x_in, &denoised_in, &denoised_prev_in});
     const Shape s = shape_of(x);
