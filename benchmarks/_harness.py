@@ -25,6 +25,7 @@ a timing.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import datetime
 import json
@@ -365,3 +366,25 @@ def write_json(path: Path, data: dict) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(data, indent=1, default=str) + "\n")
     return path
+
+
+@contextlib.contextmanager
+def randn_like_from(stream):
+    """Inside the block, torch.randn_like(x) returns stream(i) on its i-th call (from 0), in x's dtype and on its
+    device; a tensor of another shape is a ValueError. This is how a check hands fastdiff's noise to k-diffusion's
+    sample_heun, which draws its churn noise with torch.randn_like and takes no noise function."""
+    real, calls = torch.randn_like, iter(range(1 << 62))
+
+    def randn_like(x, *args, **kwargs):
+        i = next(calls)
+        noise = stream(i)
+        if noise.shape != x.shape:
+            raise ValueError(f"randn_like_from: call {i} asked for the shape {tuple(x.shape)}, the stream gave "
+                             f"{tuple(noise.shape)}")
+        return noise.to(dtype=x.dtype, device=x.device, copy=True)
+
+    torch.randn_like = randn_like
+    try:
+        yield
+    finally:
+        torch.randn_like = real

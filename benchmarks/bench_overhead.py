@@ -40,7 +40,6 @@ benchmarks/results/bench_overhead.json (or --out). Nothing here asserts a timing
 from __future__ import annotations
 
 import argparse
-import contextlib
 import datetime
 import json
 import os
@@ -56,7 +55,7 @@ from fastdiff.rng import SAMPLER_OFFSET
 from fastdiff.testing import K_DIFFUSION_VERSION, k_diffusion_sampling
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the shared harness, beside this script
-from _harness import parse_sizes, time_calls  # noqa: E402
+from _harness import parse_sizes, randn_like_from, time_calls  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 DEFAULT_SIZES = "1x3x8x8,16x4x256x256"
@@ -106,18 +105,6 @@ NET_FORMULAS = {"linear": "x / 2", "tanh": "tanh(x)", "gaussian": "x / (1 + sigm
 def fastdiff_stream(seeds: torch.Tensor, shape, dtype):
     """eps for step i, as fastdiff.sample(seeds=...) draws it: fastdiff.randn(seeds, shape, offset=SAMPLER_OFFSET+i)."""
     return lambda i: fastdiff.randn(seeds, shape, offset=SAMPLER_OFFSET + i, dtype=dtype)
-
-
-@contextlib.contextmanager
-def randn_like_from(stream):
-    """torch.randn_like replaced, while inside, by stream(i) on its i-th call (k-diffusion's sample_heun draws its
-    churn noise with torch.randn_like, once per step, and takes no noise function)."""
-    real, calls = torch.randn_like, iter(range(1 << 30))
-    torch.randn_like = lambda x, **kwargs: stream(next(calls)).to(dtype=x.dtype, device=x.device)
-    try:
-        yield
-    finally:
-        torch.randn_like = real
 
 
 def runners(kd, net, solver: str, latents: torch.Tensor, seeds: torch.Tensor, sigmas: torch.Tensor) -> dict:

@@ -32,7 +32,6 @@ The table is printed; CSV and JSON go to benchmarks/results/ (or --out). Nothing
 """
 from __future__ import annotations
 
-import contextlib
 import math
 import sys
 import time
@@ -47,8 +46,8 @@ from fastdiff.rng import SAMPLER_OFFSET  # noqa: E402
 from fastdiff.sampling.plan import plan_steps  # noqa: E402
 from fastdiff.testing import K_DIFFUSION_VERSION, k_diffusion_sampling  # noqa: E402
 from _harness import (OpCounter, at_least, common_arguments, fmt, make_parser, model_bytes, parse_sizes,  # noqa: E402
-                      relative_difference, run_meta, setup, sync, time_calls, timing_reasons, warn_if_busy, write_csv,
-                      write_json)
+                      randn_like_from, relative_difference, run_meta, setup, sync, time_calls, timing_reasons,
+                      warn_if_busy, write_csv, write_json)
 
 OPS = ("churn", "euler_step", "heun_step")
 STEP = "step"  # the row that sums the three ops
@@ -162,25 +161,6 @@ def kdiffusion_step(sample_heun, x, denoised, denoised_2, sigmas, s_churn: float
     return x_hat, x_next, out
 
 
-@contextlib.contextmanager
-def randn_like_returning(noise: torch.Tensor):
-    """Inside the block torch.randn_like returns a copy of `noise` (for a tensor of its shape, dtype and device):
-    how the check gives k-diffusion, which draws its churn noise with torch.randn_like, the reference's noise."""
-    original = torch.randn_like
-
-    def randn_like(like, *args, **kwargs):
-        if like.shape != noise.shape or like.dtype != noise.dtype or like.device != noise.device:
-            raise ValueError(f"randn_like_returning: asked for {like.dtype} {tuple(like.shape)} on {like.device}, "
-                             f"holds {noise.dtype} {tuple(noise.shape)} on {noise.device}")
-        return noise.clone()
-
-    torch.randn_like = randn_like
-    try:
-        yield
-    finally:
-        torch.randn_like = original
-
-
 # ----------------------------------------------------------------------------------------------------------
 # Counting launches, syncs and bytes (the rules: _harness.OpCounter)
 # ----------------------------------------------------------------------------------------------------------
@@ -277,7 +257,7 @@ def bench_size(shape, device, repeats, budget_s, fused_reasons, show_ops) -> tup
     # reference's Philox draw for this one untimed, uncounted call), so that all three outputs must agree.
     i = STEP_INDEX
     noise = ops.randn(inputs["seeds"], shape, offset=inputs["offsets"][i], device=device, backend="reference")
-    with randn_like_returning(noise):
+    with randn_like_from(lambda _, noise=noise: noise):  # one churn draw, the reference's
         result = functions["kdiffusion"]()
     sync(device)
     checks["k-diffusion sample_heun (same noise) vs eager reference"] = relative_difference(result, expected)
