@@ -60,6 +60,7 @@ SMC_OBSERVATION_OFFSET = 9 << 32  # + i: SMC inpainting's z_i of the observation
 SMC_PROPOSAL_OFFSET = 10 << 32  # + i: the proposal noise of the sample's K particles, shape [K, ...]
 SMC_RESAMPLE_OFFSET = 11 << 32  # + i: the normal behind step i's resampling uniform; + N: the final pick
 SMC_LATENTS_OFFSET = 12 << 32  # the initial noise of particles 1..K-1, shape [K - 1, ...] (particle 0: the latents)
+SUBSTEP_OFFSET = 13 << 32  # + i: the noise of step i's substep, for solvers that draw twice a step (dpmpp_sde)
 
 
 class Stream(NamedTuple):
@@ -86,6 +87,8 @@ STREAMS = (
     Stream("smc resample", SMC_RESAMPLE_OFFSET, MAX_STEPS + 1, "inpaint(method='smc'): resampling (+ i), the final "
            "pick (+ N)"),
     Stream("smc latents", SMC_LATENTS_OFFSET, 1, "inpaint(method='smc'): particles 1..K-1's initial noise"),
+    Stream("sampler substep", SUBSTEP_OFFSET, MAX_STEPS, "fastdiff.sample(solver='dpmpp_sde'): the substep's noise of "
+           "step i (+ i)"),
 )
 
 

@@ -17,12 +17,14 @@ from .guidance import ArgumentGuidance, ClassifierFreeGuidance
 from .img2img import img2img_start
 from .loop import build_loop
 from .plan import SampleOptions
+from .program_loop import sample_program
+from .programs import PROGRAM_SOLVERS
 
 def sample(net, latents, class_labels=None, randn_like=None, num_steps=18, sigma_min=0.002, sigma_max=80.0,
            rho=7.0, S_churn=0.0, S_min=0.0, S_max=float("inf"), S_noise=1.0, *, solver="heun", sigmas=None,
            seeds=None, dtype=None, backend="auto", callback=None, nonfinite="warn", reuse_buffers=False,
            cuda_graph=False, eta=None, guidance=None, start_scale=None, extra_args=None, uncond_args=None, init=None,
-           strength=None):
+           strength=None, noise_sampler=None, solver_type=None, order=None):
     """Sample with EDM's stochastic sampler (Algorithm 2); drop-in for NVlabs/edm's `edm_sampler`.
 
     net(x, sigma[, class_labels]) returns the denoised D(x; sigma) with sigma of shape [B]. latents are
@@ -82,7 +84,7 @@ def sample(net, latents, class_labels=None, randn_like=None, num_steps=18, sigma
         options = SampleOptions(num_steps=num_steps, sigma_min=sigma_min, sigma_max=sigma_max, rho=rho, S_churn=S_churn,
                                 S_min=S_min, S_max=S_max, S_noise=S_noise, solver=solver, sigmas=sigmas, eta=eta,
                                 dtype=dtype, backend=backend, nonfinite=nonfinite, reuse_buffers=reuse_buffers,
-                                start_scale=start_scale)
+                                start_scale=start_scale, solver_type=solver_type, order=order)
         if init is not None or strength is not None:
             if init is None or strength is None:
                 given, missing = ("init", "strength") if strength is None else ("strength", "init")
@@ -96,7 +98,8 @@ def sample(net, latents, class_labels=None, randn_like=None, num_steps=18, sigma
                           callback=callback, nonfinite=nonfinite, reuse_buffers=reuse_buffers, cuda_graph=cuda_graph,
                           eta=eta, guidance=guidance, extra_args=extra_args, uncond_args=uncond_args,
                           sigmas=options.sigmas, start_scale=1.0, dtype=options.dtype, S_churn=S_churn, S_min=S_min,
-                          S_max=S_max, S_noise=S_noise).to(out_dtype)
+                          S_max=S_max, S_noise=S_noise, noise_sampler=noise_sampler, solver_type=solver_type,
+                          order=order).to(out_dtype)
         extra_args = check_extra_args(extra_args)
         if uncond_args is not None:
             uncond_args = check_extra_args(uncond_args, "uncond_args")
@@ -107,6 +110,18 @@ def sample(net, latents, class_labels=None, randn_like=None, num_steps=18, sigma
             net, extra_args = _guided_by_args(net, guidance, extra_args, uncond_args, latents)
         elif guidance is not None:
             net = _guided(net, guidance, class_labels)
+        if options.solver in PROGRAM_SOLVERS or (noise_sampler is not None and options.solver == "euler_ancestral"):
+            if cuda_graph is not False and cuda_graph != "auto":
+                raise ValueError(f"cuda_graph: solver={options.solver!r} is not captured in a CUDA graph yet; sample "
+                                 f"it eagerly (cuda_graph=False)")
+            if reuse_buffers:
+                raise ValueError(f"reuse_buffers: solver={options.solver!r} always writes each update into a new "
+                                 f"tensor; leave reuse_buffers False")
+            return sample_program(net, latents, class_labels, randn_like, seeds, callback, options, noise_sampler,
+                                  extra_args)
+        if noise_sampler is not None:
+            raise ValueError(f"noise_sampler: solver={options.solver!r} takes its noise from seeds or randn_like; "
+                             f"noise_sampler is for the solvers of fastdiff.sampling.programs that draw noise")
         if cuda_graph is not False:
             result = sample_graphed(cuda_graph, net, latents, class_labels, randn_like, seeds, callback, options,
                                     extra_args)

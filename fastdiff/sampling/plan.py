@@ -28,10 +28,12 @@ from .._nonfinite import check_nonfinite
 from .._validate import check_below, check_int, check_positive, check_real
 from ..ops.backends import check_name as check_backend_name
 from ..schedules import karras_sigmas
+from .programs import ETA_SOLVERS, LMS_ORDERS, PROGRAM_SOLVERS, SOLVER_TYPES, Program, solver_program
 
-SOLVERS = ("euler", "heun", "euler_ancestral", "dpmpp_2m", "ddim")
-CHURN_SOLVERS = ("euler", "heun")  # EDM's: the only solvers that take S_churn, S_min and S_max
-DEFAULT_ETA = 1.0  # euler_ancestral's, as k-diffusion's: the full ancestral (DDPM-like) noise
+SOLVERS = ("euler", "heun", "euler_ancestral", "dpmpp_2m", "ddim") + PROGRAM_SOLVERS
+CHURN_SOLVERS = ("euler", "heun", "dpm_2")  # EDM's churn (S_churn, S_min, S_max), as k-diffusion's samplers take it
+NOISY_SOLVERS = ("euler_ancestral",) + ETA_SOLVERS  # the solvers whose noise is set by eta (and scaled by S_noise)
+DEFAULT_ETA = 1.0  # as k-diffusion's: the full ancestral (DDPM-like) noise, and the SDE solvers' noise
 STATE_DTYPES = (torch.float32, torch.float64)
 
 
@@ -65,6 +67,8 @@ class SampleOptions:
     nonfinite: str = "warn"
     reuse_buffers: bool = False
     start_scale: float | None = None  # the state starts at latents * start_scale; None: at latents * the first level
+    solver_type: str | None = None  # dpmpp_2m_sde's second-order term: "midpoint" (default) or "heun"
+    order: int | None = None  # lms's: 1 to 4 (default 4)
 
     def __post_init__(self):
         set_ = lambda name, value: object.__setattr__(self, name, value)  # noqa: E731  (a frozen dataclass)
@@ -77,6 +81,18 @@ class SampleOptions:
         if self.solver not in SOLVERS:
             raise ValueError(f"solver: expected one of {', '.join(map(repr, SOLVERS))}, got {self.solver!r}")
         set_("eta", _check_eta(self.solver, self.eta))
+        if self.solver_type is not None and self.solver != "dpmpp_2m_sde":
+            raise ValueError(f"solver_type: only solver='dpmpp_2m_sde' takes solver_type (its second-order term), "
+                             f"got solver_type={self.solver_type!r} with solver={self.solver!r}")
+        if self.solver_type is not None and self.solver_type not in SOLVER_TYPES:
+            raise ValueError(f"solver_type: expected one of {', '.join(map(repr, SOLVER_TYPES))}, got {self.solver_type!r}")
+        if self.order is not None:
+            if self.solver != "lms":
+                raise ValueError(f"order: only solver='lms' takes order (how many earlier derivatives it uses), got "
+                                 f"order={self.order!r} with solver={self.solver!r}")
+            set_("order", check_int("order", self.order, minimum=1))
+            if self.order not in LMS_ORDERS:
+                raise ValueError(f"order: expected 1, 2, 3 or 4 for solver='lms', got {self.order}")
         _check_no_churn(self.solver, S_churn=self.S_churn, S_min=self.S_min, S_max=self.S_max, S_noise=self.S_noise)
         if self.sigmas is None:
             set_("num_steps", check_int("num_steps", self.num_steps, minimum=1))
@@ -165,9 +181,22 @@ def plan_steps(net=None, num_steps=18, sigma_min=0.002, sigma_max=80.0, rho=7.0,
                                         sigmas=sigmas, eta=eta))
 
 
-def make_plan(net, options: SampleOptions) -> StepPlan:
+def make_plan(net, options: SampleOptions, state_dtype: torch.dtype = torch.float32,
+              program: bool = False) -> "StepPlan | Program":
     """plan_steps for checked options: the schedule (after checking the memory its plan needs), then the plan, with
-    the options' start_scale when given."""
+    the options' start_scale when given. The solvers of fastdiff.sampling.programs get a Program (their noise levels
+    for a noise_sampler are computed in state_dtype, as k-diffusion computes them in the sigmas' dtype); so does
+    euler_ancestral with program=True (its noise from a noise_sampler)."""
+    if options.solver in PROGRAM_SOLVERS or program:
+        churn = _make_plan(net, options.replace(solver="euler")) if options.solver == "dpm_2" else None
+        base = churn if churn is not None else _make_plan(net, options.replace(solver="euler", S_noise=1.0, eta=None,
+                                                                                   solver_type=None, order=None))
+        program = solver_program(options.solver, list(base.t), eta=options.eta, S_noise=options.S_noise,
+                                 churn=None if churn is None else list(zip(churn.t_hat, churn.noise_std)),
+                                 solver_type=options.solver_type, order=options.order, state_dtype=state_dtype)
+        if options.start_scale is not None:
+            program = dataclasses.replace(program, start_scale=options.start_scale)
+        return program
     plan = _make_plan(net, options)
     if options.start_scale is not None:
         plan = dataclasses.replace(plan, start_scale=options.start_scale)
@@ -248,13 +277,15 @@ def _dpmpp_2m_plan(t: list[float]) -> StepPlan:
 
 
 def _check_eta(solver: str, eta) -> float | None:
-    """eta is euler_ancestral's (default 1): a real >= 0; any other solver refuses it rather than ignore it."""
-    if solver == "euler_ancestral":
+    """eta belongs to the ancestral and SDE solvers (default 1): a real >= 0; any other solver refuses it rather
+    than ignore it."""
+    if solver in NOISY_SOLVERS:
         return DEFAULT_ETA if eta is None else check_real("eta", eta, minimum=0.0)
     if eta is not None:
         hint = (" (DDIM's eta = 0); DDIM with eta > 0 is solver='euler_ancestral' with that eta, the same update in "
                 "EDM form" if solver == "ddim" else "")
-        raise ValueError(f"eta: only solver='euler_ancestral' takes eta (the amount of noise its steps add); "
+        raise ValueError(f"eta: only the ancestral and SDE solvers ({', '.join(map(repr, NOISY_SOLVERS))}) take "
+                         f"eta (the amount of noise their steps add); "
                          f"solver={solver!r} adds none{hint}; got eta={eta!r}")
     return None
 
@@ -265,13 +296,14 @@ def _check_no_churn(solver: str, **given) -> None:
     defaults = dict(S_churn=0.0, S_min=0.0, S_max=float("inf"), S_noise=1.0)
     if solver in CHURN_SOLVERS:
         return
-    churn = ("S_churn", "S_min", "S_max") if solver == "euler_ancestral" else ("S_churn", "S_min", "S_max", "S_noise")
+    churn = ("S_churn", "S_min", "S_max") if solver in NOISY_SOLVERS else ("S_churn", "S_min", "S_max", "S_noise")
     changed = [name for name in churn if given[name] != defaults[name]]
     if not changed:
         return
     name = changed[0]
     why = {"euler_ancestral": "it adds its own noise after each step, set by eta and scaled by S_noise",
-           "dpmpp_2m": "it is a deterministic multistep solver",
+           "dpmpp_2m": "it is a deterministic multistep solver", "lms": "it is a deterministic multistep solver",
+           **{name: "its noise is its own, set by eta and scaled by S_noise" for name in ETA_SOLVERS},
            "ddim": "it is deterministic DDIM; EDM's stochastic sampler with the same update is solver='euler'"}[solver]
     raise ValueError(f"{name}: solver={solver!r} takes no churn ({why}); {', '.join(churn)} set EDM's churn, for "
                      f"solver='euler' or 'heun'; got {name}={given[name]!r}")
