@@ -227,7 +227,7 @@ setup(
         # (k-diffusion itself is installed with --no-deps: see the README); diffusers: the peer of fastdiff.from_diffusers
         "triton": ["triton>=3.0"],
         "data": ["pillow", "scikit-learn"],  # fastdiff.data.image_folder and fastdiff.data.digits
-        "sde": ["torchdiffeq"],  # fastdiff.sde.ode_sample and likelihood
+        "sde": ["torchdiffeq", "torchsde"],  # fastdiff.sde.ode_sample and likelihood; torchsde: fastdiff.BrownianNoise
         "build": ["ninja"],  # `fastdiff build`: compile the C++ parts for the installed torch
     },
     entry_points={"console_scripts": ["fastdiff=fastdiff.cli:main"]},

@@ -13,7 +13,7 @@ from .mixture import GaussianMixture
 from .ops import BackendUnavailableError, backends
 from .ops import randn  # the generator through the backend dispatch (reference: fastdiff.rng.randn)
 from .precond import EDMPrecond, VEPrecond, VPPrecond, iDDPMPrecond
-from .sampling import (CaptureError, CaptureReport, ClassifierFreeGuidance, ClassifierGuidance, GraphedSampler,
+from .sampling import (BrownianNoise, CaptureError, CaptureReport, ClassifierFreeGuidance, ClassifierGuidance, GraphedSampler,
                        Inpainting, StepPlan, check_capture, grad_log_p_from_logits, inpaint, plan_steps, sample,
                        sample_general)
 from .schedules import karras_sigmas
@@ -22,6 +22,7 @@ from .training import TrainConfig, TrainResult, train
 __all__ = [
     "__version__",
     "BackendUnavailableError",
+    "BrownianNoise",
     "CaptureError",
     "CaptureReport",
     "ClassifierFreeGuidance",

@@ -140,17 +140,22 @@ def sample_program(net, latents, class_labels, randn_like, seeds, callback, opti
     from ..ops import backends
     from ..rng import draw_seeds, seeds_tensor
     from .loop import check_call, require_loop_memory
+    from .noise import brownian_for
     from .plan import make_plan
 
     check_call(net, latents, class_labels, randn_like, seeds, callback)
+    brownian = isinstance(noise_sampler, str)
+    if brownian and noise_sampler != "brownian":
+        raise ValueError(f"noise_sampler: expected a callable noise_sampler(sigma, sigma_next) or 'brownian', got "
+                         f"{noise_sampler!r}")
     if noise_sampler is not None:
-        if not callable(noise_sampler):
+        if not brownian and not callable(noise_sampler):
             raise TypeError(f"noise_sampler: expected a callable noise_sampler(sigma, sigma_next) -> a tensor like x "
-                            f"(k-diffusion's), got {type(noise_sampler).__name__}")
-        if randn_like is not None or seeds is not None:
+                            f"(k-diffusion's) or 'brownian', got {type(noise_sampler).__name__}")
+        if randn_like is not None or (seeds is not None and not brownian):
             given = "randn_like" if randn_like is not None else "seeds"
             raise ValueError(f"noise_sampler: it gives every noise draw, so {given} would be unused; pass one of "
-                             f"noise_sampler, randn_like or seeds")
+                             f"noise_sampler, randn_like or seeds (or noise_sampler='brownian' with seeds)")
         if options.solver not in NOISE_SAMPLER_SOLVERS:
             raise ValueError(f"noise_sampler: solver={options.solver!r} draws no noise from a noise_sampler (in "
                              f"k-diffusion, only {', '.join(map(repr, NOISE_SAMPLER_SOLVERS))} take one)")
@@ -158,11 +163,14 @@ def sample_program(net, latents, class_labels, randn_like, seeds, callback, opti
     require_loop_memory(options.num_steps, options.sigmas, latents.shape[0], latents.device, state_dtype)
     program = make_plan(net, options, state_dtype, program=True)
     backend = backends.resolve(options.backend, torch.empty(0, dtype=state_dtype, device=latents.device), (latents,))
-    if randn_like is None and noise_sampler is None and program.adds_noise():
-        batch, device = latents.shape[0], latents.device
+    batch, device = latents.shape[0], latents.device
+    if brownian:
+        seeds = seeds_tensor(seeds, batch, device) if seeds is not None else draw_seeds(batch, device)
+        noise_sampler, seeds = brownian_for(seeds, latents, program.t, state_dtype), None
+    elif randn_like is None and noise_sampler is None and program.adds_noise():
         seeds = seeds_tensor(seeds, batch, device) if seeds is not None else draw_seeds(batch, device)
     elif seeds is not None:
-        seeds = seeds_tensor(seeds, latents.shape[0], latents.device)  # checked, though this program draws none
+        seeds_tensor(seeds, batch, device)  # checked, though this program draws no noise from them
         seeds = None
     loop = ProgramLoop(net, program, latents, state_dtype, randn_like=randn_like, noise_sampler=noise_sampler,
                        callback=callback, nonfinite=options.nonfinite, backend=backend)
