@@ -39,9 +39,14 @@ def sample(net, latents, class_labels=None, randn_like=None, num_steps=18, sigma
     "ddim": deterministic DDIM, x_next = D + (t_next / t) (x - D), which is exactly "euler" without churn;
     "euler_ancestral": an Euler step to sigma_down, then noise of std S_noise * sigma_up (k-diffusion's; `eta`,
     default 1, sets sigma_up; eta = 0 is "ddim", and eta is DDIM's eta); "dpmpp_2m": DPM-Solver++(2M), second order
-    from one network evaluation per step (first order on the first step and on a step to 0). All take one network evaluation
-    per step but "heun". Only "euler" and "heun" take churn, and only "euler_ancestral" takes eta: elsewhere they
-    are errors, not ignored. `backend` picks who
+    from one network evaluation per step (first order on the first step and on a step to 0). k-diffusion's other
+    samplers by their names (fastdiff.sampling.programs; docs/formulas.md#solver-programs): "dpm_2" (with churn),
+    "dpm_2_ancestral", "dpmpp_2s_ancestral", "dpmpp_sde" (each two evaluations a step), "dpmpp_2m_sde"
+    (`solver_type` "midpoint" or "heun"), "dpmpp_3m_sde" and "lms" (`order` 1-4, default 4). Churn (S_churn, S_min,
+    S_max) is for "euler", "heun" and "dpm_2"; eta (default 1) for the ancestral and SDE solvers; elsewhere they are
+    errors, not ignored. `noise_sampler`: k-diffusion's noise_sampler(sigma, sigma_next) for "euler_ancestral" and
+    the programs that draw noise (so a k-diffusion run is reproduced), or "brownian" (fastdiff.BrownianNoise over
+    the schedule, keyed by `seeds`). `backend` picks who
     runs the elementwise step math (fastdiff.ops). `nonfinite` says what to do if NaN or inf appear:
     "warn" (default), "raise" (FloatingPointError) or "ignore". `reuse_buffers=True` lets a fused backend write
     every step into fixed buffers (no per-step allocation), which overwrites the tensors the net was given:
