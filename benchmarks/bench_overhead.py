@@ -79,6 +79,13 @@ SOLVERS = {
     "euler_ancestral": ("sample_euler_ancestral", dict(eta=1.0, s_noise=1.0), dict(solver="euler_ancestral")),
     "dpmpp_2m": ("sample_dpmpp_2m", {}, dict(solver="dpmpp_2m")),
 }
+# k-diffusion's other samplers, fastdiff's solver programs (fastdiff.sampling.programs): on request (--solvers).
+# k-diffusion times them with its own default_noise_sampler (torch.randn_like), the cheapest noise it has: its
+# SDE samplers default to a Brownian tree, which would time torchsde rather than the sampler.
+NOISY = ("euler_ancestral", "dpm_2_ancestral", "dpmpp_2s_ancestral", "dpmpp_sde", "dpmpp_2m_sde", "dpmpp_3m_sde")
+EXTRA_SOLVERS = {name: (f"sample_{name}", {}, dict(solver=name)) for name in
+                 ("dpm_2", "dpm_2_ancestral", "dpmpp_2s_ancestral", "dpmpp_sde", "dpmpp_2m_sde", "dpmpp_3m_sde", "lms")}
+ALL_SOLVERS = {**SOLVERS, **EXTRA_SOLVERS}
 
 
 def linear_denoiser(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
@@ -107,10 +114,28 @@ def fastdiff_stream(seeds: torch.Tensor, shape, dtype):
     return lambda i: fastdiff.randn(seeds, shape, offset=SAMPLER_OFFSET + i, dtype=dtype)
 
 
+def fastdiff_noise_sampler(seeds: torch.Tensor, shape, dtype, levels: list[float]):
+    """A k-diffusion noise_sampler(sigma, sigma_next) that returns what fastdiff.sample(seeds=...) draws there: step
+    i's noise (the draw that ends at levels[i + 1]) at SAMPLER_OFFSET + i, dpmpp_sde's substep draw (ending at the
+    log-midpoint of step i, as k-diffusion computes it) at SUBSTEP_OFFSET + i."""
+    from fastdiff.sampling.programs import k_diffusion_levels
+    ends = {levels[i + 1]: SAMPLER_OFFSET + i for i in range(len(levels) - 1)}
+    mids = {k_diffusion_levels(levels[i], levels[i + 1], dtype)[0][1]: SUBSTEP_OFFSET + i
+            for i in range(len(levels) - 1) if levels[i + 1] > 0}
+
+    def noise(sigma, sigma_next):
+        key = float(sigma_next)
+        offset = ends[key] if key in ends else mids[key]
+        return fastdiff.randn(seeds, shape, offset=offset, dtype=dtype)
+    return noise
+
+
 def runners(kd, net, solver: str, latents: torch.Tensor, seeds: torch.Tensor, sigmas: torch.Tensor) -> dict:
     """implementation -> a zero-argument function that samples one batch (what is timed)."""
-    name, k_kwargs, f_kwargs = SOLVERS[solver]
+    name, k_kwargs, f_kwargs = ALL_SOLVERS[solver]
     k_sampler = getattr(kd, name)
+    if solver in NOISY:
+        k_kwargs = dict(k_kwargs, noise_sampler=kd.default_noise_sampler(latents))
     k_sigmas = sigmas.to(latents.dtype)
     runs = {}
     for impl, settings in IMPLEMENTATIONS.items():
@@ -125,13 +150,13 @@ def runners(kd, net, solver: str, latents: torch.Tensor, seeds: torch.Tensor, si
 def agreement(kd, net, solver: str, latents: torch.Tensor, seeds: torch.Tensor, sigmas: torch.Tensor,
               runs: dict) -> dict:
     """implementation -> max |its result - k-diffusion's| / max |k-diffusion's|, k-diffusion fed fastdiff's noise."""
-    name, k_kwargs, _ = SOLVERS[solver]
+    name, k_kwargs, _ = ALL_SOLVERS[solver]
     k_sampler, k_sigmas = getattr(kd, name), sigmas.to(latents.dtype)
     stream = fastdiff_stream(seeds, latents.shape, latents.dtype)
     x = latents * k_sigmas[0]
-    if solver == "euler_ancestral":  # called on every step but the last (to sigma 0), in order
-        steps = iter(range(STEPS))
-        want = k_sampler(net, x, k_sigmas, disable=True, noise_sampler=lambda s, s_next: stream(next(steps)), **k_kwargs)
+    if solver in NOISY:
+        noise = fastdiff_noise_sampler(seeds, latents.shape, latents.dtype, k_sigmas.tolist())
+        want = k_sampler(net, x, k_sigmas, disable=True, noise_sampler=noise, **k_kwargs)
     elif k_kwargs.get("s_churn", 0) > 0:
         with randn_like_from(stream):
             want = k_sampler(net, x, k_sigmas, disable=True, **k_kwargs)
@@ -152,7 +177,8 @@ def main(argv=None) -> int:
     parser.add_argument("--quick", action="store_true", help="smoke run: two small sizes, 3 rounds")
     parser.add_argument("--net", choices=tuple(NETS), default="linear", help="the denoiser both samplers call: "
                         + "; ".join(f"{name}: {formula}" for name, formula in NET_FORMULAS.items()) + " (default linear)")
-    parser.add_argument("--solvers", help=f"comma-separated subset of {', '.join(SOLVERS)} (default: all)")
+    parser.add_argument("--solvers", help=f"comma-separated subset of {', '.join(ALL_SOLVERS)} (default: "
+                        f"{', '.join(SOLVERS)})")
     parser.add_argument("--out", type=Path, default=RESULTS, help=f"directory for the JSON (default {RESULTS})")
     a = parser.parse_args(argv)
     shapes = parse_sizes(a.sizes or (QUICK_SIZES if a.quick else DEFAULT_SIZES), {})
@@ -163,9 +189,9 @@ def main(argv=None) -> int:
         raise SystemExit(f"--repeats: expected >= 1, got {repeats}")
     if a.threads < 1:
         raise SystemExit(f"--threads: expected >= 1, got {a.threads}")
-    unknown = [s for s in solvers if s not in SOLVERS]
+    unknown = [s for s in solvers if s not in ALL_SOLVERS]
     if unknown:
-        raise SystemExit(f"--solvers: expected some of {', '.join(SOLVERS)}, got {', '.join(unknown)}")
+        raise SystemExit(f"--solvers: expected some of {', '.join(ALL_SOLVERS)}, got {', '.join(unknown)}")
     torch.set_num_threads(a.threads)
     net = NETS[a.net]
     try:
