@@ -28,11 +28,12 @@ from .._nonfinite import check_nonfinite
 from .._validate import check_below, check_int, check_positive, check_real
 from ..ops.backends import check_name as check_backend_name
 from ..schedules import karras_sigmas
-from .programs import ETA_SOLVERS, LMS_ORDERS, PROGRAM_SOLVERS, SOLVER_TYPES, Program, solver_program
+from .programs import ETA_SOLVERS, LMS_ORDERS, PROGRAM_SOLVERS, SOLVER_TYPES, UNIPC_ORDERS, Program, solver_program
 
 SOLVERS = ("euler", "heun", "euler_ancestral", "dpmpp_2m", "ddim") + PROGRAM_SOLVERS
 CHURN_SOLVERS = ("euler", "heun", "dpm_2")  # EDM's churn (S_churn, S_min, S_max), as k-diffusion's samplers take it
 NOISY_SOLVERS = ("euler_ancestral",) + ETA_SOLVERS  # the solvers whose noise is set by eta (and scaled by S_noise)
+ORDERS = {"lms": LMS_ORDERS, "unipc": UNIPC_ORDERS}  # the solvers that take `order`, and the orders each takes
 DEFAULT_ETA = 1.0  # as k-diffusion's: the full ancestral (DDPM-like) noise, and the SDE solvers' noise
 STATE_DTYPES = (torch.float32, torch.float64)
 
@@ -68,7 +69,7 @@ class SampleOptions:
     reuse_buffers: bool = False
     start_scale: float | None = None  # the state starts at latents * start_scale; None: at latents * the first level
     solver_type: str | None = None  # dpmpp_2m_sde's second-order term: "midpoint" (default) or "heun"
-    order: int | None = None  # lms's: 1 to 4 (default 4)
+    order: int | None = None  # lms's: 1 to 4 (default 4); unipc's: 1 to 3 (default 2)
 
     def __post_init__(self):
         set_ = lambda name, value: object.__setattr__(self, name, value)  # noqa: E731  (a frozen dataclass)
@@ -87,12 +88,14 @@ class SampleOptions:
         if self.solver_type is not None and self.solver_type not in SOLVER_TYPES:
             raise ValueError(f"solver_type: expected one of {', '.join(map(repr, SOLVER_TYPES))}, got {self.solver_type!r}")
         if self.order is not None:
-            if self.solver != "lms":
-                raise ValueError(f"order: only solver='lms' takes order (how many earlier derivatives it uses), got "
-                                 f"order={self.order!r} with solver={self.solver!r}")
+            if self.solver not in ORDERS:
+                raise ValueError(f"order: only solver='lms' and 'unipc' take order (how many earlier results a step "
+                                 f"uses), got order={self.order!r} with solver={self.solver!r}")
             set_("order", check_int("order", self.order, minimum=1))
-            if self.order not in LMS_ORDERS:
-                raise ValueError(f"order: expected 1, 2, 3 or 4 for solver='lms', got {self.order}")
+            if self.order not in ORDERS[self.solver]:
+                *first, last = map(str, ORDERS[self.solver])
+                raise ValueError(f"order: expected {', '.join(first)} or {last} for solver={self.solver!r}, got "
+                                 f"{self.order}")
         _check_no_churn(self.solver, S_churn=self.S_churn, S_min=self.S_min, S_max=self.S_max, S_noise=self.S_noise)
         if self.sigmas is None:
             set_("num_steps", check_int("num_steps", self.num_steps, minimum=1))
@@ -303,6 +306,7 @@ def _check_no_churn(solver: str, **given) -> None:
     name = changed[0]
     why = {"euler_ancestral": "it adds its own noise after each step, set by eta and scaled by S_noise",
            "dpmpp_2m": "it is a deterministic multistep solver", "lms": "it is a deterministic multistep solver",
+           "unipc": "it is a deterministic multistep predictor-corrector solver",
            **{name: "its noise is its own, set by eta and scaled by S_noise" for name in ETA_SOLVERS},
            "ddim": "it is deterministic DDIM; EDM's stochastic sampler with the same update is solver='euler'"}[solver]
     raise ValueError(f"{name}: solver={solver!r} takes no churn ({why}); {', '.join(churn)} set EDM's churn, for "

@@ -305,11 +305,109 @@ def lms(t, order: int = 4) -> Program:
     return Program("lms", tuple(t), tuple(steps), rotate=(names,))
 
 
+def _phi_terms(hh: float, count: int) -> list[float]:
+    """g_1, ..., g_count with g_k = (e^hh - sum_(j <= k) hh^j / j!) / hh^k = sum_(j > k) hh^(j - k) / j!: the
+    remainders of e^hh's series that UniPC's B(h) conditions divide by. Summed as a series for |hh| < 1, where the
+    recursion g_k = g_(k-1) / hh - 1 / k! (diffusers') loses digits to cancellation, and by that recursion above."""
+    if abs(hh) < 1.0:
+        terms = []
+        for k in range(1, count + 1):
+            total, term = 0.0, 1.0 / math.factorial(k)
+            for j in range(k + 1, k + 40):  # |hh|^40 / 40! is far below float64's epsilon
+                term *= hh / j
+                total += term
+            terms.append(total)
+        return terms
+    g, terms = math.expm1(hh) / hh - 1.0, []
+    for k in range(1, count + 1):
+        terms.append(g)
+        g = g / hh - 1.0 / math.factorial(k + 1)
+    return terms
+
+
+def _unipc_update(sigma_s0: float, sigma_t: float, earlier: list[float], order: int, corrector: bool):
+    """One UniP (predictor) or UniC (corrector) update of UniPC-bh2 in data prediction from sigma_s0 to sigma_t,
+    in EDM's variables (lambda = -ln sigma): (a, c0, cs, c_new) such that
+
+        x_t = a x_s0 + c0 D_s0 + sum_k cs[k] D_k (+ c_new D_t for the corrector)
+
+    with D_s0 the result at sigma_s0, D_k the results at the earlier levels earlier[k] (k = 1 .. order - 1; the
+    latest first) and D_t the result at sigma_t (the corrector's new evaluation). See docs/formulas.md#unipc."""
+    h = math.log(sigma_s0 / sigma_t)  # lambda_t - lambda_s0 > 0
+    ratio = sigma_t / sigma_s0  # e^-h
+    B = -math.expm1(-h)  # -B(h) with B(h) = e^-h - 1 (bh2); kept positive here
+    r = [math.log(sigma_s0 / s) / h for s in earlier]  # (lambda_k - lambda_s0) / h, each < 0
+    size = order if corrector else order - 1  # unknown rhos
+    if size == 0:
+        rho = []
+    elif (corrector and order == 1) or (not corrector and order == 2):
+        rho = [0.5]  # diffusers' (and the paper's) fixed choice where a single rho is needed
+    else:
+        g = _phi_terms(-h, size)
+        b = [g[k] * math.factorial(k + 1) / -B for k in range(size)]  # g_k k! / B(h)
+        nodes = r + [1.0] if corrector else r
+        R = np.array([[node**row for node in nodes[:size]] for row in range(size)], dtype=np.float64)
+        rho = [float(v) for v in np.linalg.solve(R, np.array(b, dtype=np.float64))]
+    # x_t = ratio x + (1 - ratio) D_s0 + B (sum_k rho_k (D_k - D_s0) / r_k [+ rho_last (D_t - D_s0)])
+    cs = [B * rho[k] / r[k] for k in range(len(r))]
+    c0 = (1.0 - ratio) - sum(cs)
+    c_new = None
+    if corrector:
+        c_new = B * rho[-1]
+        c0 -= c_new
+    return ratio, c0, cs, c_new
+
+
+def unipc_orders(num_steps: int, order: int) -> list[int]:
+    """The predictor order of each step (diffusers' UniPCMultistepScheduler with lower_order_final): warm-up from
+    1 on the first step, and at most the number of steps left, so the last step is first order."""
+    return [min(order, num_steps - i, i + 1) for i in range(num_steps)]
+
+
+def unipc(t, order: int = 2) -> Program:
+    """UniPC (Zhao et al. 2023) as diffusers' UniPCMultistepScheduler runs it by default: data prediction, B(h) =
+    e^-h - 1 ("bh2"), predictor UniP-p with p = min(order, steps done + 1, steps left), and the corrector UniC on
+    every step but the first, reusing the network's result at the predicted point.
+
+    Registers: "x" the predicted state (where the network is evaluated), "xp" the corrected state of the previous
+    step (diffusers' last_sample) and then of this one, "D", "D1", "D2", "D3" this step's and earlier results.
+    Step i: D = D(x; t_i); xp = UniC(xp, D1.., D) (the state at t_i corrected with D, of the previous predictor's
+    order; step 0: xp = x); x = UniP(xp, D, D1..) to t_(i+1). A step to 0 is first order and lands on D: its
+    corrector, whose result the step would multiply by t_(i+1) / t_i = 0, is left out."""
+    N = len(t) - 1
+    for i in range(N):
+        if not t[i] > t[i + 1]:
+            raise ValueError(f"sigmas: solver='unipc' needs strictly decreasing levels (a zero-length step has no "
+                             f"log-step to divide by), got t[{i}] = {t[i]} and t[{i + 1}] = {t[i + 1]}")
+    orders = unipc_orders(N, order)
+    results = ("D", "D1", "D2", "D3")
+    steps = []
+    for i in range(N):
+        sigma, sigma_next = t[i], t[i + 1]
+        ops = [Eval("D", "x", sigma)]
+        if sigma_next == 0:
+            ops.append(Move("x", "D"))
+            steps.append(tuple(ops))
+            continue
+        if i == 0:
+            ops.append(Move("xp", "x"))
+        else:
+            p = orders[i - 1]  # UniC-p after a UniP-p step from t_(i-1): D1 at t_(i-1), D2.. before it
+            a, c0, cs, c_new = _unipc_update(t[i - 1], sigma, [t[i - 1 - k] for k in range(1, p)], p, corrector=True)
+            ops.append(_combine("xp", "xp", results[:p + 1], (c_new, c0, *cs), a=a))
+        p = orders[i]
+        a, c0, cs, _ = _unipc_update(sigma, sigma_next, [t[i - k] for k in range(1, p)], p, corrector=False)
+        ops.append(_combine("x", "xp", results[:p], (c0, *cs), a=a))
+        steps.append(tuple(ops))
+    return Program("unipc", tuple(t), tuple(steps), rotate=(results,))
+
+
 PROGRAM_SOLVERS = ("dpm_2", "dpm_2_ancestral", "dpmpp_2s_ancestral", "dpmpp_sde", "dpmpp_2m_sde", "dpmpp_3m_sde",
-                   "lms")
+                   "lms", "unipc")
 ETA_SOLVERS = ("dpm_2_ancestral", "dpmpp_2s_ancestral", "dpmpp_sde", "dpmpp_2m_sde", "dpmpp_3m_sde")
 SOLVER_TYPES = ("midpoint", "heun")
 LMS_ORDERS = (1, 2, 3, 4)
+UNIPC_ORDERS = (1, 2, 3)
 
 
 def k_diffusion_levels(sigma: float, sigma_next: float, dtype: torch.dtype) -> tuple[tuple, tuple]:
@@ -343,4 +441,6 @@ def solver_program(solver: str, t: list[float], *, eta=None, S_noise: float = 1.
         return dpmpp_3m_sde(t, eta, S_noise)
     if solver == "lms":
         return lms(t, order or 4)
+    if solver == "unipc":
+        return unipc(t, order or 2)
     raise ValueError(f"solver: expected one of {', '.join(map(repr, PROGRAM_SOLVERS))}, got {solver!r}")
