@@ -42,7 +42,9 @@ def sample(net, latents, class_labels=None, randn_like=None, num_steps=18, sigma
     from one network evaluation per step (first order on the first step and on a step to 0). k-diffusion's other
     samplers by their names (fastdiff.sampling.programs; docs/formulas.md#solver-programs): "dpm_2" (with churn),
     "dpm_2_ancestral", "dpmpp_2s_ancestral", "dpmpp_sde" (each two evaluations a step), "dpmpp_2m_sde"
-    (`solver_type` "midpoint" or "heun"), "dpmpp_3m_sde" and "lms" (`order` 1-4, default 4). Churn (S_churn, S_min,
+    (`solver_type` "midpoint" or "heun"), "dpmpp_3m_sde" and "lms" (`order` 1-4, default 4); "unipc": UniPC as
+    diffusers' UniPCMultistepScheduler runs it by default, UniP-`order` (1 to 3, default 2) with the UniC corrector
+    (docs/formulas.md#unipc). Churn (S_churn, S_min,
     S_max) is for "euler", "heun" and "dpm_2"; eta (default 1) for the ancestral and SDE solvers; elsewhere they are
     errors, not ignored. `noise_sampler`: k-diffusion's noise_sampler(sigma, sigma_next) for "euler_ancestral" and
     the programs that draw noise (so a k-diffusion run is reproduced), or "brownian" (fastdiff.BrownianNoise over

@@ -2,8 +2,8 @@
 coefficient computed on the host from the schedule, in float64 (docs/formulas.md#solver-programs).
 
 A program runs on registers that hold tensors: "x" is the state, "D" the step's first network result, "y" a
-stage point, "E" the network's result there, "D1"... the earlier steps' results (multistep solvers) and "d"... the
-stored derivatives (LMS). Three instructions:
+stage point, "E" the network's result there, "D1"... the earlier steps' results (multistep solvers), "d"... the
+stored derivatives (LMS) and "xp" a corrected state (UniPC). Three instructions:
 
     Eval(dst, src, sigma)        dst = D(src; sigma)
     Combine(dst, src, history, coeffs, noise)
@@ -16,7 +16,8 @@ and D1 = D), so a multistep solver finds its earlier results where its next step
 state is one Combine, so each is one kernel with its noise included.
 
 Each solver's formulas are k-diffusion 0.1.1's (Crowson, k_diffusion/sampling.py) written in EDM's variables;
-tests/test_programs.py runs them against k-diffusion's own functions on identical sigmas and noise.
+tests/test_programs.py runs them against k-diffusion's own functions on identical sigmas and noise. UniPC's are
+diffusers' UniPCMultistepScheduler's (k-diffusion has none), and tests/test_unipc.py runs them against its loop.
 """
 from __future__ import annotations
 
