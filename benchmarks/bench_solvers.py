@@ -33,7 +33,7 @@ from fastdiff.sampling.plan import SOLVERS  # noqa: E402
 from _harness import common_arguments, make_parser, run_meta, setup, write_json  # noqa: E402
 
 TWO_EVALUATIONS = ("heun", "dpm_2", "dpm_2_ancestral", "dpmpp_2s_ancestral", "dpmpp_sde")  # 2N - 1 for N steps
-DETERMINISTIC = ("euler", "heun", "ddim", "dpmpp_2m", "dpm_2", "lms")
+DETERMINISTIC = ("euler", "heun", "ddim", "dpmpp_2m", "dpm_2", "lms", "unipc")
 ODE_MIXTURE = dict(means=[[1.5, 0.5, 0.0], [-1.0, 0.0, 1.0], [0.0, -1.2, -0.5]], stds=[0.4, 0.3, 0.5],
                    weights=[5.0, 3.0, 2.0])
 

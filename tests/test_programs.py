@@ -205,7 +205,7 @@ def test_nfe_of_each_program():
     from fastdiff.sampling.programs import solver_program
     nfe = {name: solver_program(name, t).nfe for name in PROGRAM_SOLVERS}
     assert nfe == {"dpm_2": 15, "dpm_2_ancestral": 15, "dpmpp_2s_ancestral": 15, "dpmpp_sde": 15,
-                   "dpmpp_2m_sde": 8, "dpmpp_3m_sde": 8, "lms": 8}
+                   "dpmpp_2m_sde": 8, "dpmpp_3m_sde": 8, "lms": 8, "unipc": 8}
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -257,7 +257,7 @@ def ring_problem():
     return testing.ring_problem(8192, 1234, seeds_as_list=True)
 
 
-RING_STEPS = {"dpm_2": 24, "lms": 24, "dpmpp_2s_ancestral": 24}  # the SDE solvers take 48 (measured at 24 steps:
+RING_STEPS = {"dpm_2": 24, "lms": 24, "unipc": 24, "dpmpp_2s_ancestral": 24}  # the SDE solvers take 48 (measured at 24 steps:
 # ratios 1.5-1.7, and 2.6 for dpmpp_3m_sde, whose noise needs finer steps; at 48: 0.97-1.18)
 
 
