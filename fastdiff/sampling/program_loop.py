@@ -85,7 +85,7 @@ class ProgramLoop:
         def level(value):
             return torch.tensor(value, dtype=state_dtype, device=device)
 
-        regs = {"x": torch.mul(latents, self.start).to(state_dtype).contiguous()}
+        regs = {"x": torch.mul(latents, self.start, out=torch.empty(shape, dtype=state_dtype, device=device))}
         if records is not None:
             torch.aminmax(regs["x"], out=records[0])
         for i, step in enumerate(self._steps):
