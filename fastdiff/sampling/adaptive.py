@@ -256,10 +256,10 @@ def run_adaptive(net, latents, class_labels, randn_like, seeds, callback, option
     while lam < lam_end - END_TOLERANCE:
         lam_next = min(lam_end, lam + controller.h)
         if not lam_next > lam:
-            raise RuntimeError(f"solver='dpm_adaptive': the step size fell to {controller.h:.3g}, too small to move "
-                               f"from sigma {math.exp(-lam):.6g} ({info['n_reject']} of {info['steps']} attempts "
-                               f"rejected): the error estimate does not shrink with the step, as for a net whose output "
-                               f"is random (dropout left on: call net.eval()) or not continuous in x and sigma")
+            raise RuntimeError(f"solver='dpm_adaptive': the step size fell to {controller.h:.3g}, too small to "
+                               f"move from sigma {math.exp(-lam):.6g} ({info['n_reject']} of {info['steps']} "
+                               f"attempts rejected): the error estimate does not shrink with the step, as for a net "
+                               f"whose output is random (dropout left on: call net.eval()) or not continuous")
         sigma, sigma_next = math.exp(-lam), math.exp(-lam_next)
         if eta > 0:  # the step goes to sigma_down, then noise of std sigma_up brings it to sigma_next
             down, _ = ancestral_step(sigma, sigma_next, eta)

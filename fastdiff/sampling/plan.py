@@ -317,7 +317,8 @@ def _check_no_churn(solver: str, **given) -> None:
     name = changed[0]
     why = {"euler_ancestral": "it adds its own noise after each step, set by eta and scaled by S_noise",
            "dpmpp_2m": "it is a deterministic multistep solver", "lms": "it is a deterministic multistep solver",
-           **{name: "its noise is its own, set by eta and scaled by S_noise" for name in ETA_SOLVERS + ADAPTIVE_SOLVERS},
+           **{name: "its noise is its own, set by eta and scaled by S_noise"
+              for name in ETA_SOLVERS + ADAPTIVE_SOLVERS},
            "ddim": "it is deterministic DDIM; EDM's stochastic sampler with the same update is solver='euler'"}[solver]
     raise ValueError(f"{name}: solver={solver!r} takes no churn ({why}); {', '.join(churn)} set EDM's churn, for "
                      f"solver='euler' or 'heun'; got {name}={given[name]!r}")
