@@ -42,10 +42,8 @@ def sample(net, latents, class_labels=None, randn_like=None, num_steps=18, sigma
     default 1, sets sigma_up; eta = 0 is "ddim", and eta is DDIM's eta); "dpmpp_2m": DPM-Solver++(2M), second order
     from one network evaluation per step (first order on the first step and on a step to 0). All take one network evaluation
     per step but "heun". Only "euler" and "heun" take churn, and only "euler_ancestral" takes eta: elsewhere they
-    are errors, not ignored. "dpm_adaptive": k-diffusion's DPM-Solver-12/23 with adaptive step size from sigma_max to
-    sigma_min (order 2 or 3, default 3; eta default 0; its error control in `adaptive=dict(rtol=0.05, atol=0.0078,
-    h_init=0.05, ...)`; no sigmas or num_steps; one host sync per attempted step, so no CUDA graph; the callback sees
-    every attempt, and fastdiff.sampling.adaptive.sample_dpm_adaptive also returns the NFE and step counts).
+    are errors, not ignored. "dpm_adaptive": DPM-Solver-12/23 with adaptive steps, sigma_max to sigma_min (k-diffusion's
+    sample_dpm_adaptive: order 2 or 3, `adaptive=dict(rtol=..., atol=..., ...)`; docs/sampling.md#adaptive-step-size).
     `backend` picks who
     runs the elementwise step math (fastdiff.ops). `nonfinite` says what to do if NaN or inf appear:
     "warn" (default), "raise" (FloatingPointError) or "ignore". `reuse_buffers=True` lets a fused backend write
