@@ -20,7 +20,7 @@ from .png import scatter_image, write_png
 from .rng import randn
 from .sampling.front import sample
 from .sampling.loop import require_loop_memory
-from .sampling.plan import SOLVERS, plan_steps
+from .sampling.plan import ADAPTIVE_SOLVERS, SOLVERS, plan_steps
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
@@ -34,7 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num-samples", type=int, default=8192, help="batch size (default 8192)")
     p.add_argument("--num-steps", "--steps", type=int, default=18, dest="num_steps",
                    help="number of sampling steps N, as sample(num_steps=) (default 18)")
-    p.add_argument("--solver", choices=SOLVERS, default="heun")
+    p.add_argument("--solver", choices=[s for s in SOLVERS if s not in ADAPTIVE_SOLVERS], default="heun")  # (a plan's NFE)
     p.add_argument("--sigma-min", type=float, default=0.002)
     p.add_argument("--sigma-max", type=float, default=80.0)
     p.add_argument("--rho", type=float, default=7.0)

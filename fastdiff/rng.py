@@ -61,6 +61,7 @@ SMC_PROPOSAL_OFFSET = 10 << 32  # + i: the proposal noise of the sample's K part
 SMC_RESAMPLE_OFFSET = 11 << 32  # + i: the normal behind step i's resampling uniform; + N: the final pick
 SMC_LATENTS_OFFSET = 12 << 32  # the initial noise of particles 1..K-1, shape [K - 1, ...] (particle 0: the latents)
 SUBSTEP_OFFSET = 13 << 32  # + i: the noise of step i's substep, for solvers that draw twice a step (dpmpp_sde)
+ADAPTIVE_OFFSET = 14 << 32  # + k: the noise after the k-th accepted step of solver="dpm_adaptive" (k = 0, 1, ...)
 
 
 class Stream(NamedTuple):
@@ -89,6 +90,8 @@ STREAMS = (
     Stream("smc latents", SMC_LATENTS_OFFSET, 1, "inpaint(method='smc'): particles 1..K-1's initial noise"),
     Stream("sampler substep", SUBSTEP_OFFSET, MAX_STEPS, "fastdiff.sample(solver='dpmpp_sde'): the substep's noise of "
            "step i (+ i)"),
+    Stream("adaptive", ADAPTIVE_OFFSET, MAX_STEPS, "fastdiff.sample(solver='dpm_adaptive', eta > 0): the noise after "
+           "its k-th accepted step (+ k); rejected steps draw none"),
 )
 
 

@@ -12,6 +12,8 @@
     graph.py     GraphedSampler: the loop, net included, captured once in a CUDA graph and replayed
     guidance.py  denoiser wrappers: classifier-free and classifier guidance, inpainting by replacement
     general.py   sample_general: EDM's generalized sampler (VP/VE/iDDPM discretizations, scalings, 2nd-order)
+    adaptive.py  solver="dpm_adaptive": DPM-Solver-12/23 with adaptive step size, its own loop (one host sync per
+                 attempted step); sample_dpm_adaptive returns (x, info) with the NFE and the accepted/rejected steps
     front.py     sample(): the front door; the only module that imports the features (guidance, graphs)
     inpainting.py inpaint(): replacement (on sample) or sequential Monte Carlo (its own particle loop)
 

@@ -11,12 +11,13 @@ from collections import OrderedDict
 import torch
 
 from .._validate import check_real
+from .adaptive import AdaptiveSettings, run_adaptive
 from .graph import sample_graphed
 from .extra import check_extra_args, pair_args
 from .guidance import ArgumentGuidance, ClassifierFreeGuidance
 from .img2img import img2img_start
 from .loop import build_loop
-from .plan import SampleOptions
+from .plan import ADAPTIVE_SOLVERS, SampleOptions
 from .program_loop import sample_program
 from .programs import PROGRAM_SOLVERS
 
@@ -24,7 +25,7 @@ def sample(net, latents, class_labels=None, randn_like=None, num_steps=18, sigma
            rho=7.0, S_churn=0.0, S_min=0.0, S_max=float("inf"), S_noise=1.0, *, solver="heun", sigmas=None,
            seeds=None, dtype=None, backend="auto", callback=None, nonfinite="warn", reuse_buffers=False,
            cuda_graph=False, eta=None, guidance=None, start_scale=None, extra_args=None, uncond_args=None, init=None,
-           strength=None, noise_sampler=None, solver_type=None, order=None):
+           strength=None, noise_sampler=None, solver_type=None, order=None, adaptive=None):
     """Sample with EDM's stochastic sampler (Algorithm 2); drop-in for NVlabs/edm's `edm_sampler`.
 
     net(x, sigma[, class_labels]) returns the denoised D(x; sigma) with sigma of shape [B]. latents are
@@ -44,7 +45,9 @@ def sample(net, latents, class_labels=None, randn_like=None, num_steps=18, sigma
     "dpm_2_ancestral", "dpmpp_2s_ancestral", "dpmpp_sde" (each two evaluations a step), "dpmpp_2m_sde"
     (`solver_type` "midpoint" or "heun"), "dpmpp_3m_sde" and "lms" (`order` 1-4, default 4); "unipc": UniPC as
     diffusers' UniPCMultistepScheduler runs it by default, UniP-`order` (1 to 3, default 2) with the UniC corrector
-    (docs/formulas.md#unipc). Churn (S_churn, S_min,
+    (docs/formulas.md#unipc); "dpm_adaptive": DPM-Solver-12/23 with adaptive steps, sigma_max to sigma_min
+    (k-diffusion's sample_dpm_adaptive: order 2 or 3, `adaptive=dict(rtol=..., atol=..., ...)`;
+    docs/sampling.md#adaptive-step-size). Churn (S_churn, S_min,
     S_max) is for "euler", "heun" and "dpm_2"; eta (default 1) for the ancestral and SDE solvers; elsewhere they are
     errors, not ignored. `noise_sampler`: k-diffusion's noise_sampler(sigma, sigma_next) for "euler_ancestral" and
     the programs that draw noise (so a k-diffusion run is reproduced), or "brownian" (fastdiff.BrownianNoise over
@@ -92,6 +95,14 @@ def sample(net, latents, class_labels=None, randn_like=None, num_steps=18, sigma
                                 S_min=S_min, S_max=S_max, S_noise=S_noise, solver=solver, sigmas=sigmas, eta=eta,
                                 dtype=dtype, backend=backend, nonfinite=nonfinite, reuse_buffers=reuse_buffers,
                                 start_scale=start_scale, solver_type=solver_type, order=order)
+        if adaptive is not None and options.solver not in ADAPTIVE_SOLVERS:
+            raise ValueError(f"adaptive: only solver='dpm_adaptive' takes adaptive (its step size control: "
+                             f"{', '.join(AdaptiveSettings.names())}); solver={options.solver!r} runs a fixed "
+                             f"schedule; got adaptive={adaptive!r}")
+        if options.solver in ADAPTIVE_SOLVERS and (init is not None or strength is not None):
+            raise ValueError(f"{'init' if init is not None else 'strength'}: img2img runs the last part of a fixed "
+                             f"schedule, and solver={options.solver!r} has none; start it from x0 yourself: "
+                             f"latents = x0 / s + z with sigma_max=s samples from x0 + s z")
         if init is not None or strength is not None:
             if init is None or strength is None:
                 given, missing = ("init", "strength") if strength is None else ("strength", "init")
@@ -117,6 +128,19 @@ def sample(net, latents, class_labels=None, randn_like=None, num_steps=18, sigma
             net, extra_args = _guided_by_args(net, guidance, extra_args, uncond_args, latents)
         elif guidance is not None:
             net = _guided(net, guidance, class_labels)
+        if options.solver in ADAPTIVE_SOLVERS:
+            if cuda_graph is not False and cuda_graph != "auto":
+                raise ValueError(f"cuda_graph: solver={options.solver!r} cannot be captured in a CUDA graph: it reads "
+                                 f"each step's error norm back to the host (a device sync) to choose the next step, "
+                                 f"so its loop is no fixed sequence of kernels; sample it eagerly (cuda_graph=False, "
+                                 f"or 'auto', which does so); got cuda_graph={cuda_graph!r}")
+            if reuse_buffers:
+                raise ValueError(f"reuse_buffers: solver={options.solver!r} always writes each update into a new "
+                                 f"tensor; leave reuse_buffers False")
+            settings = AdaptiveSettings.check(adaptive)
+            result, _ = run_adaptive(net, latents, class_labels, randn_like, seeds, callback, options, settings,
+                                     noise_sampler, extra_args)
+            return result
         if options.solver in PROGRAM_SOLVERS or (noise_sampler is not None and options.solver == "euler_ancestral"):
             if cuda_graph is not False and cuda_graph != "auto":
                 raise ValueError(f"cuda_graph: solver={options.solver!r} is not captured in a CUDA graph yet; sample "

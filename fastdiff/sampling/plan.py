@@ -30,11 +30,14 @@ from ..ops.backends import check_name as check_backend_name
 from ..schedules import karras_sigmas
 from .programs import ETA_SOLVERS, LMS_ORDERS, PROGRAM_SOLVERS, SOLVER_TYPES, UNIPC_ORDERS, Program, solver_program
 
-SOLVERS = ("euler", "heun", "euler_ancestral", "dpmpp_2m", "ddim") + PROGRAM_SOLVERS
+ADAPTIVE_SOLVERS = ("dpm_adaptive",)  # choose their steps while they run (fastdiff.sampling.adaptive): no plan
+SOLVERS = ("euler", "heun", "euler_ancestral", "dpmpp_2m", "ddim") + PROGRAM_SOLVERS + ADAPTIVE_SOLVERS
 CHURN_SOLVERS = ("euler", "heun", "dpm_2")  # EDM's churn (S_churn, S_min, S_max), as k-diffusion's samplers take it
-NOISY_SOLVERS = ("euler_ancestral",) + ETA_SOLVERS  # the solvers whose noise is set by eta (and scaled by S_noise)
-ORDERS = {"lms": LMS_ORDERS, "unipc": UNIPC_ORDERS}  # the solvers that take `order`, and the orders each takes
+NOISY_SOLVERS = ("euler_ancestral",) + ETA_SOLVERS + ADAPTIVE_SOLVERS  # their noise is set by eta, scaled by S_noise
 DEFAULT_ETA = 1.0  # as k-diffusion's: the full ancestral (DDPM-like) noise, and the SDE solvers' noise
+ADAPTIVE_ETA = 0.0  # k-diffusion's sample_dpm_adaptive default: the ODE solver, no noise
+ADAPTIVE_ORDERS = (2, 3)  # dpm_adaptive: DPM-Solver-12 (order 2) or DPM-Solver-23 (order 3, the default)
+ORDERS = {"lms": LMS_ORDERS, "unipc": UNIPC_ORDERS, **{name: ADAPTIVE_ORDERS for name in ADAPTIVE_SOLVERS}}  # who takes `order`
 STATE_DTYPES = (torch.float32, torch.float64)
 
 
@@ -69,7 +72,7 @@ class SampleOptions:
     reuse_buffers: bool = False
     start_scale: float | None = None  # the state starts at latents * start_scale; None: at latents * the first level
     solver_type: str | None = None  # dpmpp_2m_sde's second-order term: "midpoint" (default) or "heun"
-    order: int | None = None  # lms's: 1 to 4 (default 4); unipc's: 1 to 3 (default 2)
+    order: int | None = None  # lms's: 1 to 4 (default 4); unipc's: 1 to 3 (default 2); dpm_adaptive's: 2 or 3 (3)
 
     def __post_init__(self):
         set_ = lambda name, value: object.__setattr__(self, name, value)  # noqa: E731  (a frozen dataclass)
@@ -89,14 +92,17 @@ class SampleOptions:
             raise ValueError(f"solver_type: expected one of {', '.join(map(repr, SOLVER_TYPES))}, got {self.solver_type!r}")
         if self.order is not None:
             if self.solver not in ORDERS:
-                raise ValueError(f"order: only solver='lms' and 'unipc' take order (how many earlier results a step "
-                                 f"uses), got order={self.order!r} with solver={self.solver!r}")
+                raise ValueError(f"order: only solver='lms', 'unipc' (how many earlier results a step uses) and "
+                                 f"'dpm_adaptive' (2: DPM-Solver-12, 3: DPM-Solver-23) take order, got "
+                                 f"order={self.order!r} with solver={self.solver!r}")
             set_("order", check_int("order", self.order, minimum=1))
             if self.order not in ORDERS[self.solver]:
                 *first, last = map(str, ORDERS[self.solver])
                 raise ValueError(f"order: expected {', '.join(first)} or {last} for solver={self.solver!r}, got "
                                  f"{self.order}")
         _check_no_churn(self.solver, S_churn=self.S_churn, S_min=self.S_min, S_max=self.S_max, S_noise=self.S_noise)
+        if self.solver in ADAPTIVE_SOLVERS:
+            _check_adaptive_schedule(self.solver, self.sigmas, num_steps=self.num_steps, rho=self.rho)
         if self.sigmas is None:
             set_("num_steps", check_int("num_steps", self.num_steps, minimum=1))
         else:
@@ -189,7 +195,11 @@ def make_plan(net, options: SampleOptions, state_dtype: torch.dtype = torch.floa
     """plan_steps for checked options: the schedule (after checking the memory its plan needs), then the plan, with
     the options' start_scale when given. The solvers of fastdiff.sampling.programs get a Program (their noise levels
     for a noise_sampler are computed in state_dtype, as k-diffusion computes them in the sigmas' dtype); so does
-    euler_ancestral with program=True (its noise from a noise_sampler)."""
+    euler_ancestral with program=True (its noise from a noise_sampler). An adaptive solver has no plan: an error."""
+    if options.solver in ADAPTIVE_SOLVERS:
+        raise ValueError(f"solver: {options.solver!r} chooses its steps while it runs (each from the error of the one "
+                         f"before), so it has no plan made in advance and no fixed loop to capture; sample it eagerly "
+                         f"with fastdiff.sample (or fastdiff.sampling.adaptive.sample_dpm_adaptive)")
     if options.solver in PROGRAM_SOLVERS or program:
         churn = _make_plan(net, options.replace(solver="euler")) if options.solver == "dpm_2" else None
         base = churn if churn is not None else _make_plan(net, options.replace(solver="euler", S_noise=1.0, eta=None,
@@ -283,7 +293,8 @@ def _check_eta(solver: str, eta) -> float | None:
     """eta belongs to the ancestral and SDE solvers (default 1): a real >= 0; any other solver refuses it rather
     than ignore it."""
     if solver in NOISY_SOLVERS:
-        return DEFAULT_ETA if eta is None else check_real("eta", eta, minimum=0.0)
+        default = ADAPTIVE_ETA if solver in ADAPTIVE_SOLVERS else DEFAULT_ETA
+        return default if eta is None else check_real("eta", eta, minimum=0.0)
     if eta is not None:
         hint = (" (DDIM's eta = 0); DDIM with eta > 0 is solver='euler_ancestral' with that eta, the same update in "
                 "EDM form" if solver == "ddim" else "")
@@ -307,7 +318,8 @@ def _check_no_churn(solver: str, **given) -> None:
     why = {"euler_ancestral": "it adds its own noise after each step, set by eta and scaled by S_noise",
            "dpmpp_2m": "it is a deterministic multistep solver", "lms": "it is a deterministic multistep solver",
            "unipc": "it is a deterministic multistep predictor-corrector solver",
-           **{name: "its noise is its own, set by eta and scaled by S_noise" for name in ETA_SOLVERS},
+           **{name: "its noise is its own, set by eta and scaled by S_noise"
+              for name in ETA_SOLVERS + ADAPTIVE_SOLVERS},
            "ddim": "it is deterministic DDIM; EDM's stochastic sampler with the same update is solver='euler'"}[solver]
     raise ValueError(f"{name}: solver={solver!r} takes no churn ({why}); {', '.join(churn)} set EDM's churn, for "
                      f"solver='euler' or 'heun'; got {name}={given[name]!r}")
@@ -358,6 +370,21 @@ def clamp_to_net(net, sigma_min, sigma_max, what: str = "schedule") -> tuple[flo
             f"sigma_min: after clamping to the net's range [{net_min}, {net_max}] the {what} is empty "
             f"(sigma_min={sigma_min}, sigma_max={sigma_max}); choose sigma_min/sigma_max inside that range")
     return sigma_min, sigma_max
+
+
+def _check_adaptive_schedule(solver: str, sigmas, **given) -> None:
+    """An adaptive solver chooses its own steps between sigma_min and sigma_max: a schedule (sigmas, or num_steps
+    and rho of the Karras schedule) would be ignored, so giving one is an error."""
+    if sigmas is not None:
+        raise ValueError(f"sigmas: solver={solver!r} chooses its own steps while it runs, from sigma_max down to "
+                         f"sigma_min, by its error control; pass sigma_min and sigma_max instead of a schedule "
+                         f"(got sigmas={sigmas!r})")
+    changed = {name: value for name, value in given.items() if value != SCHEDULE_DEFAULTS[name]}
+    if changed:
+        name, value = next(iter(changed.items()))
+        raise ValueError(f"{name}: solver={solver!r} chooses its own steps while it runs (their number and spacing "
+                         f"follow its error control: adaptive=dict(rtol=..., atol=...)), so {name}={value!r} would "
+                         f"be ignored; leave {name} out")
 
 
 def _check_no_schedule_arguments(**given) -> None:
