@@ -28,7 +28,7 @@ import torch
 
 from . import reference
 
-STEP_OPS = ("churn", "euler_step", "heun_step", "multistep_step")
+STEP_OPS = ("churn", "euler_step", "heun_step", "multistep_step", "combine")
 NAMESPACES = {"cpu": "fastdiff", "cuda": "fastdiff", "triton": "fastdiff_triton"}  # each compiled backend's op library
 
 

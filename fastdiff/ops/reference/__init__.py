@@ -7,10 +7,11 @@ The generator's reference (op `randn`) is fastdiff/rng.py.
 """
 from ...rng import randn
 from .churn import churn
+from .combine import combine
 from .euler_step import euler_step
 from .heun_step import heun_step
 from .loss import loss_error, loss_input
 from .multistep_step import multistep_step
 from .skip_mix import skip_mix
 
-__all__ = ["churn", "euler_step", "heun_step", "loss_error", "loss_input", "multistep_step", "randn", "skip_mix"]
+__all__ = ["churn", "combine", "euler_step", "heun_step", "loss_error", "loss_input", "multistep_step", "randn", "skip_mix"]
