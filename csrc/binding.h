@@ -72,6 +72,15 @@ inline std::pair<at::Tensor, at::Tensor> denoised_pair(const at::Tensor& a, cons
   return {first, second};
 }
 
+// combine's coefficients (a, w0, w1, w2, w3, n) as a contiguous float32 tensor of 6 values on like's device.
+inline at::Tensor combine_coeffs(const at::Tensor& coeffs, const at::Tensor& like) {
+  check_device(coeffs, "coeffs", like.device().type());
+  TORCH_CHECK(at::isFloatingType(coeffs.scalar_type()), "coeffs: expected a floating-point tensor, got ",
+              coeffs.scalar_type());
+  TORCH_CHECK(coeffs.numel() == 6, "coeffs: expected 6 values (a, w0, w1, w2, w3, n), got ", coeffs.numel());
+  return coeffs.to(at::kFloat).contiguous();
+}
+
 // (batch, elements per sample) of a [B, ...] tensor.
 inline std::pair<int64_t, int64_t> batch_shape(const at::Tensor& t) {
   TORCH_CHECK(t.dim() >= 1, "expected a tensor of shape [B, ...], got a 0-d tensor");
@@ -227,6 +236,51 @@ struct Ops {
                    scalars(tn), s);
   }
 
+  // combine: h0..h3 and the noise are optional; the present h's are read in one dtype (float32 when they differ, as
+  // denoised_pair does), the noise in its own. z is the given noise, the seeds' streams at the offset, or absent.
+  static void combine_out(const at::Tensor& x_in, const std::optional<at::Tensor>& h0,
+                          const std::optional<at::Tensor>& h1, const std::optional<at::Tensor>& h2,
+                          const std::optional<at::Tensor>& h3, const at::Tensor& coeffs,
+                          const std::optional<at::Tensor>& seeds, const std::optional<at::Tensor>& offset,
+                          const std::optional<at::Tensor>& noise_in, at::Tensor out) {
+    TORCH_CHECK(!(seeds.has_value() && noise_in.has_value()),
+                "seeds, noise: expected one source of noise, seeds (drawn in the kernel) or noise (a tensor), got both");
+    TORCH_CHECK(!seeds.has_value() || offset.has_value(), "offset: expected an int64 tensor of one value with seeds, "
+                "got None");
+    const Guard guard(x_in.device());
+    dtype_of(x_in, "x");
+    const at::Tensor x = data(x_in, "x", x_in), noise = given_noise(noise_in, x_in);
+    const std::optional<at::Tensor>* given[4] = {&h0, &h1, &h2, &h3};
+    static const char* const names[4] = {"h0", "h1", "h2", "h3"};
+    at::Tensor h[4];
+    int first = -1;  // the first present h
+    bool mixed = false;
+    for (int k = 0; k < 4; ++k) {
+      if (!given[k]->has_value()) continue;
+      h[k] = data(**given[k], names[k], x_in);
+      mixed = mixed || (first >= 0 && h[k].scalar_type() != h[first].scalar_type());
+      first = first < 0 ? k : first;
+    }
+    const void* h_ptrs[4] = {nullptr, nullptr, nullptr, nullptr};
+    for (int k = 0; k < 4; ++k) {
+      if (!h[k].defined()) continue;
+      if (mixed) h[k] = h[k].to(at::kFloat);
+      h_ptrs[k] = h[k].data_ptr();
+    }
+    const DType h_type = first < 0 ? kFloat32 : dtype_of(h[first], names[first]);
+    check_out(out, x, x.scalar_type());
+    check_overlap(out, {&x_in});
+    for (const std::optional<at::Tensor>* input : {&h0, &h1, &h2, &h3, &noise_in})
+      if (input->has_value()) at::assert_no_partial_overlap(out, **input);
+    const Shape s = shape_of(x);
+    const at::Tensor c = combine_coeffs(coeffs, x);
+    const Noise z = seeds.has_value() ? noise_of(noise, *seeds, *offset, s)
+                                      : Noise{noise.defined() ? noise.data_ptr() : nullptr,
+                                              noise.defined() ? dtype_of(noise, "noise") : kFloat32, nullptr, {}};
+    Device::launch("combine", x, Device::combine, x.data_ptr(), dtype_of(x, "x"), h_ptrs, h_type, z,
+                   c.data_ptr<float>(), out.data_ptr(), s);
+  }
+
   static void skip_mix_out(const at::Tensor& x_in, const at::Tensor& F_in, const at::Tensor& sigma, int64_t kind,
                            double sigma_data, at::Tensor out) {
     TORCH_CHECK(kind == kEDM || kind == kVP || kind == kVE, "kind: expected ", int(kEDM), " (EDM), ", int(kVP),
@@ -267,6 +321,15 @@ struct Ops {
                                    const at::Tensor& c, const at::Tensor& t, const at::Tensor& t_next) {
     at::Tensor out = empty_result(x, x.scalar_type());
     multistep_step_out(x, denoised, denoised_prev, c, t, t_next, out);
+    return out;
+  }
+
+  static at::Tensor combine(const at::Tensor& x, const std::optional<at::Tensor>& h0, const std::optional<at::Tensor>& h1,
+                            const std::optional<at::Tensor>& h2, const std::optional<at::Tensor>& h3,
+                            const at::Tensor& coeffs, const std::optional<at::Tensor>& seeds,
+                            const std::optional<at::Tensor>& offset, const std::optional<at::Tensor>& noise) {
+    at::Tensor out = empty_result(x, x.scalar_type());
+    combine_out(x, h0, h1, h2, h3, coeffs, seeds, offset, noise, out);
     return out;
   }
 
@@ -315,11 +378,13 @@ struct Ops {
     m.impl("euler_step", &euler_step);
     m.impl("heun_step", &heun_step);
     m.impl("multistep_step", &multistep_step);
+    m.impl("combine", &combine);
     m.impl("skip_mix", &skip_mix);
     m.impl("churn_out", &churn_out);
     m.impl("euler_step_out", &euler_step_out);
     m.impl("heun_step_out", &heun_step_out);
     m.impl("multistep_step_out", &multistep_step_out);
+    m.impl("combine_out", &combine_out);
     m.impl("skip_mix_out", &skip_mix_out);
     m.impl("loss_input", &loss_input);
     m.impl("loss_error", &loss_error);

@@ -34,6 +34,7 @@ struct Cpu {
   static constexpr auto euler_step = &fastdiff::cpu::euler_step;
   static constexpr auto heun_step = &fastdiff::cpu::heun_step;
   static constexpr auto multistep_step = &fastdiff::cpu::multistep_step;
+  static constexpr auto combine = &fastdiff::cpu::combine;
   static constexpr auto skip_mix = &fastdiff::cpu::skip_mix;
   static constexpr auto loss_input = &fastdiff::cpu::loss_input;
   static constexpr auto loss_error = &fastdiff::cpu::loss_error;
@@ -63,6 +64,8 @@ TORCH_LIBRARY(fastdiff, m) {
   m.def("euler_step(Tensor x_hat, Tensor denoised, Tensor t_hat, Tensor t_next) -> Tensor");
   m.def("heun_step(Tensor x_hat, Tensor denoised, Tensor denoised_next, Tensor t_hat, Tensor t_next) -> Tensor");
   m.def("multistep_step(Tensor x, Tensor denoised, Tensor denoised_prev, Tensor c, Tensor t, Tensor t_next) -> Tensor");
+  m.def("combine(Tensor x, Tensor? h0, Tensor? h1, Tensor? h2, Tensor? h3, Tensor coeffs, Tensor? seeds, "
+        "Tensor? offset, Tensor? noise) -> Tensor");
   m.def("skip_mix(Tensor x, Tensor F, Tensor sigma, int kind, float sigma_data) -> Tensor");
   m.def("churn_out(Tensor x, Tensor seeds, Tensor offset, Tensor noise_std, Tensor(a!) out) -> ()");
   m.def("euler_step_out(Tensor x_hat, Tensor denoised, Tensor t_hat, Tensor t_next, Tensor(a!) out) -> ()");
@@ -70,6 +73,8 @@ TORCH_LIBRARY(fastdiff, m) {
         "Tensor(a!) out) -> ()");
   m.def("multistep_step_out(Tensor x, Tensor denoised, Tensor denoised_prev, Tensor c, Tensor t, Tensor t_next, "
         "Tensor(a!) out) -> ()");
+  m.def("combine_out(Tensor x, Tensor? h0, Tensor? h1, Tensor? h2, Tensor? h3, Tensor coeffs, Tensor? seeds, "
+        "Tensor? offset, Tensor? noise, Tensor(a!) out) -> ()");
   m.def("skip_mix_out(Tensor x, Tensor F, Tensor sigma, int kind, float sigma_data, Tensor(a!) out) -> ()");
   m.def("loss_input(Tensor y, Tensor seeds, Tensor offset, Tensor? noise, Tensor sigma, Tensor c_in) -> Tensor");
   m.def("loss_error(Tensor y, Tensor F, Tensor seeds, Tensor offset, Tensor? noise, Tensor sigma, Tensor c_skip, "

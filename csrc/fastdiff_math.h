@@ -168,6 +168,14 @@ FD_HD float multistep_step(float x, float denoised, float denoised_prev, float c
   return d_ext + ratio * (x - d_ext);
 }
 
+// A solver's update as one affine combination (fastdiff/ops/reference/combine.py, docs/formulas.md#combine):
+// out = a x + w0 h0 + w1 h1 + w2 h2 + w3 h3 + n z, accumulated as acc = combine_first(a, x), then
+// acc = combine_term(acc, w_k, h_k) for each present h_k in order k = 0..3, then acc = combine_term(acc, n, z).
+// An absent term is skipped, never added as 0 (0 * inf is NaN, and -0 + 0 is +0): the callers choose the terms.
+FD_HD float combine_first(float a, float x) { return a * x; }
+
+FD_HD float combine_term(float acc, float w, float v) { return acc + w * v; }
+
 // A denoising loss (fastdiff/reference/loss.py; docs/formulas.md#fused-loss-passes), with n the given noise or the
 // stream's normal of the element.
 // The network's input: c_in (y + sigma n).

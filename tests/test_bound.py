@@ -27,14 +27,26 @@ def step_args(name):
     return {"churn": (x, torch.tensor([1, 2, 3]), torch.tensor(7, dtype=torch.int64), torch.tensor(0.3)),
             "euler_step": (x, d, t_hat, t_next),
             "heun_step": (x, d, d2, t_hat, t_next),
-            "multistep_step": (x, d, d2, torch.tensor(0.4), t_hat, t_next)}[name]
+            "multistep_step": (x, d, d2, torch.tensor(0.4), t_hat, t_next),
+            # combine's positional form: x, h0..h3 (None where absent), coeffs, seeds, offset, noise
+            "combine": (x, d, None, d2, None, torch.tensor([0.9, 0.2, -0.1, 0.3, 0.5, 0.7]), torch.tensor([1, 2, 3]),
+                        torch.tensor(7, dtype=torch.int64), None)}[name]
+
+
+def public_op(name, args, backend):
+    """The checked public op on a bound op's arguments (combine's public form takes its history as one sequence and
+    its noise by keyword)."""
+    if name == "combine":
+        x, h0, h1, h2, h3, coeffs, seeds, offset, noise = args
+        return ops.combine(x, (h0, h1, h2, h3), coeffs, seeds=seeds, offset=offset, noise=noise, backend=backend)
+    return getattr(ops, name)(*args, backend=backend)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("name", STEP_OPS)
 def test_bound_ops_are_the_public_ops_unchecked(backend, name):
     table, args = bound(backend), step_args(name)
-    want = getattr(ops, name)(*args, backend=backend)
+    want = public_op(name, args, backend)
     assert_equal(getattr(table, name)(*args), want)
     out = torch.full_like(want, float("nan"))
     assert getattr(table, f"{name}_out")(*args, out) is None

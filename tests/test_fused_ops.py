@@ -251,11 +251,13 @@ def op_cases(backend):
         "euler_step": (impl.euler_step, (x, d1, t_hat, t_next)),
         "heun_step": (impl.heun_step, (x, d1, d2, t_hat, t_next)),
         "multistep_step": (impl.multistep_step, (x, d1, d1.flip(0), torch.tensor(0.5, device=device), t_hat, t_next)),
+        "combine": (impl.combine, (x, d1, None, d2, None, torch.tensor([0.9, 0.2, 0.0, -0.3, 0.0, 0.4], device=device),
+                                   seeds, offset, None)),
         "skip_mix": (impl.skip_mix, (x, d2, t_hat, PRECOND_EDM, 0.5)),
     }
 
 
-@pytest.mark.parametrize("name", ["randn", "churn", "euler_step", "heun_step", "multistep_step", "skip_mix"])
+@pytest.mark.parametrize("name", ["randn", "churn", "euler_step", "heun_step", "multistep_step", "combine", "skip_mix"])
 @pytest.mark.parametrize("backend_name", ["triton", "cpu"])
 def test_opcheck(name, backend_name, opaque_triton_ops):
     """torch.library.opcheck: schema, fake implementation, autograd registration and AOT dispatch all agree."""
@@ -391,6 +393,7 @@ def test_empty_batch_elements(backend):
     x = torch.zeros(2, 0, device=DEVICES[backend])
     assert ops.euler_step(x, x, 1.0, 0.5, backend=backend).shape == (2, 0)
     assert ops.multistep_step(x, x, x, 0.5, 1.0, 0.5, backend=backend).shape == (2, 0)
+    assert ops.combine(x, (x, x), [0.5] * 6, seeds=[1, 2], offset=0, backend=backend).shape == (2, 0)
     assert ops.churn(x, [1, 2], 0, 1.0, backend=backend).shape == (2, 0)
     assert ops.randn([1, 2], (2, 0), device=DEVICES[backend], backend=backend).shape == (2, 0)
 
@@ -441,6 +444,8 @@ def out_cases(device):
         ("multistep_step", lambda out, be, src=x: ops.multistep_step(src, d1, d2, t_next, t_hat, t_next, out=out,
                                                                      backend=be), torch.float32),
         ("skip_mix", lambda out, be, src=x: ops.skip_mix(src, d1, t_hat, precond="edm", out=out, backend=be), torch.float32),
+        ("combine", lambda out, be, src=x: ops.combine(src, (d1, None, d2), [0.9, 0.2, 0.0, -0.3, 0.0, 0.4], seeds=seeds,
+                                                       offset=SAMPLER_OFFSET, out=out, backend=be), torch.float32),
     ]
 
 
@@ -505,7 +510,8 @@ def test_bad_out_names_the_argument():
         ops.heun_step(x, x, x, 1.0, 0.5, out=[0.0])
 
 
-@pytest.mark.parametrize("name", ["churn_out", "euler_step_out", "heun_step_out", "multistep_step_out", "skip_mix_out"])
+@pytest.mark.parametrize("name", ["churn_out", "euler_step_out", "heun_step_out", "multistep_step_out", "combine_out",
+                                  "skip_mix_out"])
 @pytest.mark.parametrize("backend_name", ["triton", "cpu"])
 def test_opcheck_out_ops(name, backend_name, opaque_triton_ops):
     """The mutating out= ops pass opcheck (schema with Tensor(a!) out, fake, AOT dispatch)."""

@@ -188,8 +188,9 @@ def test_the_cuda_part_imports_and_registers_every_op_without_a_gpu():
     a CUDA kernel beside its CPU kernel, so the dispatcher picks one by device; stream_words is a CPU-only test op."""
     assert backends.install_reasons("cuda") == ()
     names = fastdiff_ops()
-    assert {"euler_step", "heun_step", "multistep_step", "churn", "skip_mix", "randn", "loss_input", "loss_error",
-            "churn_out", "euler_step_out", "heun_step_out", "multistep_step_out", "skip_mix_out", "stream_words"} <= names
+    assert {"euler_step", "heun_step", "multistep_step", "combine", "churn", "skip_mix", "randn", "loss_input", "loss_error",
+            "churn_out", "euler_step_out", "heun_step_out", "multistep_step_out", "combine_out", "skip_mix_out",
+            "stream_words"} <= names
     for name in sorted(names):
         assert torch._C._dispatch_has_kernel_for_dispatch_key(f"fastdiff::{name}", "CPU"), name
         if name != "stream_words":

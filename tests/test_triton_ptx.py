@@ -138,7 +138,7 @@ def test_streamed_stores_are_128_bit(report):
     assert not bad, "streamed tensors not written at full width:\n" + "\n".join(bad)
 
 
-DRAWS_NORMALS = {"_noise_kernel", "_loss_input_kernel", "_loss_error_kernel"}  # box_muller's sin/cos
+DRAWS_NORMALS = {"_noise_kernel", "_loss_input_kernel", "_loss_error_kernel", "_combine_kernel"}  # box_muller's sin/cos
 
 
 def test_no_local_memory(report):

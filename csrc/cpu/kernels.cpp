@@ -266,6 +266,52 @@ FD_INLINE void drawn_blocks_body(Op op, Noise noise, int64_t P, int64_t begin, i
   }
 }
 
+// combine runs over a chunk of elements of one sample in passes, each a loop over the chunk: acc = a x, then
+// acc + w_k h_k for each present term, then acc + n z, then out = acc in x's dtype (combine() below). Which terms are
+// present is decided per chunk at run time, so there is one loop per dtype, not one per subset of terms. acc is a
+// local buffer that overlaps no tensor (hence __restrict__: GCC then vectorizes without a run-time overlap test,
+// the test that once made in-place churn run scalar), and a chunk is stored only after all of it was read, so out
+// may be x, an h or the noise.
+constexpr int64_t kCombineChunk = 1024;  // elements per pass: acc is 4 KB, in L1 between passes
+
+template <class TX>
+FD_INLINE void combine_first_body(const TX* x, float a, float* __restrict__ acc, int64_t n) {
+  for (int64_t j = 0; j < n; ++j) acc[j] = ::fastdiff::combine_first(a, to_float(x[j]));
+}
+
+template <class T>
+FD_INLINE void combine_term_body(const T* v, float w, float* __restrict__ acc, int64_t n) {
+  for (int64_t j = 0; j < n; ++j) acc[j] = ::fastdiff::combine_term(acc[j], w, to_float(v[j]));
+}
+
+template <class TX>
+FD_INLINE void combine_store_body(const float* __restrict__ acc, TX* out, int64_t n) {
+  for (int64_t j = 0; j < n; ++j) out[j] = from_float<TX>(acc[j]);
+}
+
+// acc + w z over `groups` whole Philox blocks first_block, first_block + 1, ... of one sample's stream (per_sample % 4
+// == 0, as in noise_groups_body).
+FD_INLINE void combine_drawn_groups_body(uint64_t seed, uint64_t first_block, uint64_t offset, float w,
+                                         float* __restrict__ acc, int64_t groups) {
+  for (int64_t j = 0; j < groups; ++j) {
+    float z[4];
+    block_normals(seed, first_block + (uint64_t)j, offset, z);
+    for (int l = 0; l < 4; ++l) acc[4 * j + l] = ::fastdiff::combine_term(acc[4 * j + l], w, z[l]);
+  }
+}
+
+// The same for elements first, ..., first + n - 1 of a sample of any size: each Philox block once, its lanes in range.
+// Control flow: never vectorized, so not cloned either.
+void combine_drawn_elements(uint64_t seed, int64_t first, uint64_t offset, float w, float* acc, int64_t n) {
+  for (int64_t e = first; e < first + n;) {
+    float z[4];
+    block_normals(seed, (uint64_t)(e >> 2), offset, z);
+    for (const int64_t stop = std::min(first + n, (e | 3) + 1); e < stop; ++e) {
+      acc[e - first] = ::fastdiff::combine_term(acc[e - first], w, z[e & 3]);
+    }
+  }
+}
+
 // ---------------------------------------------------------------------------------------------------------
 // Cloned entry points, one per dtype combination (target_clones does not take templates).
 // ---------------------------------------------------------------------------------------------------------
@@ -346,6 +392,32 @@ FD_LOSS_INPUT_SOURCES(loss_input_f, float)
 FD_LOSS_INPUT_SOURCES(loss_input_h, Float16)
 FD_LOSS_INPUT_SOURCES(loss_input_b, BFloat16)
 FD_FOR_PAIRS(FD_LOSS_ERROR_SOURCES, loss_error)
+
+// combine's passes, per dtype: the element pointers are the tensor's plus `first` elements.
+#define FD_COMBINE(SUFFIX, T)                                                                                         \
+  FD_CLONES void combine_first_##SUFFIX(const void* x, int64_t first, float a, float* acc, int64_t n) {              \
+    combine_first_body<T>((const T*)x + first, a, acc, n);                                                            \
+  }                                                                                                                   \
+  FD_CLONES void combine_term_##SUFFIX(const void* v, int64_t first, float w, float* acc, int64_t n) {               \
+    combine_term_body<T>((const T*)v + first, w, acc, n);                                                             \
+  }                                                                                                                   \
+  FD_CLONES void combine_store_##SUFFIX(const float* acc, void* out, int64_t first, int64_t n) {                      \
+    combine_store_body<T>(acc, (T*)out + first, n);                                                                   \
+  }
+
+FD_COMBINE(f, float)
+FD_COMBINE(h, Float16)
+FD_COMBINE(b, BFloat16)
+FD_CLONES void combine_drawn_groups(uint64_t seed, uint64_t first_block, uint64_t offset, float w, float* acc,
+                                    int64_t groups) {
+  combine_drawn_groups_body(seed, first_block, offset, w, acc, groups);
+}
+
+using CombineReadFn = void (*)(const void*, int64_t, float, float*, int64_t);
+using CombineStoreFn = void (*)(const float*, void*, int64_t, int64_t);
+const CombineReadFn kCombineFirst[3] = {combine_first_f, combine_first_h, combine_first_b};
+const CombineReadFn kCombineTerm[3] = {combine_term_f, combine_term_h, combine_term_b};
+const CombineStoreFn kCombineStore[3] = {combine_store_f, combine_store_h, combine_store_b};
 
 using EulerFn = void (*)(const void*, const void*, void*, Scalars, Scalars, int64_t, int64_t, int64_t);
 using HeunFn = void (*)(const void*, const void*, const void*, void*, Scalars, Scalars, int64_t, int64_t, int64_t);
@@ -443,6 +515,35 @@ void multistep_step(const void* x, DType x_type, const void* denoised, const voi
                     void* out, Scalars c, Scalars t, Scalars t_next, Shape shape) {
   parallel_for(shape.batch * shape.per_sample, shape.num_threads, [&](int64_t b, int64_t e) {
     kMultistep[x_type][d_type](x, denoised, denoised_prev, out, c, t, t_next, shape.per_sample, b, e);
+  });
+}
+
+void combine(const void* x, DType x_type, const void* const h[4], DType h_type, Noise noise, const float* coeffs,
+             void* out, Shape shape) {
+  const int64_t P = shape.per_sample;
+  const bool drawn = noise.ptr == nullptr && noise.seeds != nullptr;
+  parallel_for(shape.batch * P, shape.num_threads, [&](int64_t begin, int64_t end) {
+    alignas(64) float acc[kCombineChunk];
+    // Chunks stay within one sample (its seed) and, when P % 4 == 0, start and end on whole Philox blocks: begin is a
+    // multiple of 64 (parallel_for), and end, the sample's end and kCombineChunk are multiples of 4.
+    for (int64_t i = begin; i < end;) {
+      const int64_t b = i / P, stop = std::min(std::min(end, (b + 1) * P), i + kCombineChunk), n = stop - i;
+      kCombineFirst[x_type](x, i, coeffs[0], acc, n);
+      for (int k = 0; k < 4; ++k)
+        if (h[k] != nullptr) kCombineTerm[h_type](h[k], i, coeffs[1 + k], acc, n);
+      if (noise.ptr != nullptr) {
+        kCombineTerm[noise.type](noise.ptr, i, coeffs[5], acc, n);
+      } else if (drawn) {
+        const uint64_t seed = (uint64_t)noise.seeds[b];
+        const int64_t e = i - b * P;
+        if (P % 4 == 0)
+          combine_drawn_groups(seed, (uint64_t)(e / 4), noise.offset, coeffs[5], acc, n / 4);
+        else
+          combine_drawn_elements(seed, e, noise.offset, coeffs[5], acc, n);
+      }
+      kCombineStore[x_type](acc, out, i, n);
+      i = stop;
+    }
   });
 }
 

@@ -50,6 +50,12 @@ void heun_step(const void* x_hat, DType x_type, const void* denoised, const void
 // out = D' + (t_next / t) (x - D') with D' = D + c (D - D_prev), in x's dtype (DPM-Solver++(2M)'s step).
 void multistep_step(const void* x, DType x_type, const void* denoised, const void* denoised_prev, DType d_type,
                     void* out, Scalars c, Scalars t, Scalars t_next, Shape shape);
+// out = a x + w0 h[0] + w1 h[1] + w2 h[2] + w3 h[3] + n z in x's dtype with (a, w0, w1, w2, w3, n) = coeffs[0..5]
+// (a solver's update). h[k] null: term k is absent and its weight not read; the present h's are of h_type. z is the
+// given noise (noise.ptr), the normals of each sample's seed at noise.offset (noise.seeds), or absent when both are
+// null. out may be x, one of the h's or the noise itself.
+void combine(const void* x, DType x_type, const void* const h[4], DType h_type, Noise noise, const float* coeffs,
+             void* out, Shape shape);
 // out (float32) = c_skip(sigma) x + c_out(sigma) F for preconditioner `kind` (PrecondKind, precond_codes.h).
 void skip_mix(const void* x, DType x_type, const void* F, DType F_type, float* out, Scalars sigma, int kind,
               float sigma_data, Shape shape);

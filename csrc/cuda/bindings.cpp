@@ -30,6 +30,7 @@ struct Cuda {
   static constexpr auto euler_step = &fastdiff::cuda::euler_step;
   static constexpr auto heun_step = &fastdiff::cuda::heun_step;
   static constexpr auto multistep_step = &fastdiff::cuda::multistep_step;
+  static constexpr auto combine = &fastdiff::cuda::combine;
   static constexpr auto skip_mix = &fastdiff::cuda::skip_mix;
   static constexpr auto loss_input = &fastdiff::cuda::loss_input;
   static constexpr auto loss_error = &fastdiff::cuda::loss_error;

@@ -100,8 +100,9 @@ __device__ __forceinline__ float stream_normal(const int64_t* seeds, uint64_t of
   return n[e & 3];
 }
 
-// A loss's noise n (kernels.h Noise), the given tensor's (of type TN) or, for TN = Drawn, the stream's.
+// A loss's or combine's noise n (kernels.h Noise), the given tensor's (of type TN) or, for TN = Drawn, the stream's.
 struct Drawn {};
+struct NoNoise {};  // combine without a noise term
 template <class TN>
 __device__ __forceinline__ void loss_noise8(const Noise& noise, int64_t t, int64_t P, float n[8]) {
   if constexpr (std::is_same_v<TN, Drawn>)
@@ -235,6 +236,53 @@ __global__ void noise_kernel(const TX* x, TX* out, const int64_t* seeds, const i
   }
 }
 
+// combine's history tensors h0..h3, each null when absent (passed by value: the kernel reads the pointers as arguments).
+template <class TH>
+struct History {
+  const TH* h[4];
+};
+
+// combine, with z given (TN), drawn (TN = Drawn; kVec then needs per_sample % 4 == 0) or absent (TN = NoNoise). The
+// present h's are a run-time choice, the same for every thread (no divergence): one kernel per dtype, not per subset.
+template <class TX, class TH, class TN, bool kVec>
+__global__ void combine_kernel(const TX* x, History<TH> history, Noise noise, const float* coeffs, TX* out,
+                               int64_t numel, int64_t P) {
+  constexpr bool kHasNoise = !std::is_same_v<TN, NoNoise>;
+  if (kVec) {
+    const int64_t t = thread_index(), i0 = t * 8;
+    if (i0 >= numel) return;
+    float acc[8], v[8];
+    load8(x + i0, v);
+    const float a = __ldg(coeffs);
+#pragma unroll
+    for (int e = 0; e < 8; ++e) acc[e] = fastdiff::combine_first(a, v[e]);
+#pragma unroll
+    for (int k = 0; k < 4; ++k) {
+      if (history.h[k] == nullptr) continue;
+      load8(history.h[k] + i0, v);
+      const float w = __ldg(coeffs + 1 + k);
+#pragma unroll
+      for (int e = 0; e < 8; ++e) acc[e] = fastdiff::combine_term(acc[e], w, v[e]);
+    }
+    if constexpr (kHasNoise) {
+      loss_noise8<TN>(noise, t, P, v);
+      const float n = __ldg(coeffs + 5);
+#pragma unroll
+      for (int e = 0; e < 8; ++e) acc[e] = fastdiff::combine_term(acc[e], n, v[e]);
+    }
+    store8(out + i0, acc);
+  } else {
+    const int64_t i = thread_index();
+    if (i >= numel) return;
+    float acc = fastdiff::combine_first(__ldg(coeffs), to_float(x[i]));
+#pragma unroll
+    for (int k = 0; k < 4; ++k)
+      if (history.h[k] != nullptr) acc = fastdiff::combine_term(acc, __ldg(coeffs + 1 + k), to_float(history.h[k][i]));
+    if constexpr (kHasNoise) acc = fastdiff::combine_term(acc, __ldg(coeffs + 5), loss_noise<TN>(noise, i, P));
+    out[i] = from_float<TX>(acc);
+  }
+}
+
 // The loss ops, with the given noise (TN) or the stream's (TN = Drawn; kVec then needs per_sample % 4 == 0).
 template <class TY, class TN, bool kVec>
 __global__ void loss_input_kernel(const TY* y, Noise noise, TY* out, Scalars sigma, Scalars c_in, int64_t numel, int64_t P) {
@@ -305,6 +353,13 @@ cudaError_t with_noise_type(const Noise& noise, F&& f) {
 // The loss kernels run vectorized when the data and noise allow it, and drawn noise comes in whole blocks.
 bool loss_vec(const Noise& noise, int64_t numel, int64_t P) {
   return numel % 8 == 0 && aligned16(noise.ptr) && (noise.ptr != nullptr || P % 4 == 0);
+}
+
+// combine's noise type: NoNoise, Drawn, or the given tensor's.
+template <class F>
+cudaError_t with_combine_noise_type(const Noise& noise, F&& f) {
+  if (noise.ptr == nullptr) return noise.seeds == nullptr ? f(NoNoise()) : f(Drawn());
+  return with_type(noise.type, f);
 }
 
 template <class TX, bool kHasX>
@@ -393,6 +448,32 @@ cudaError_t multistep_step(const void* x, DType x_type, const void* denoised, co
         multistep_step_kernel<TX, TD, false><<<grid_for(numel), kThreads, 0, stream>>>(
             (const TX*)x, (const TD*)denoised, (const TD*)denoised_prev, (TX*)out, c, t, t_next, numel, s.per_sample);
       return cudaGetLastError();
+    });
+  });
+}
+
+cudaError_t combine(const void* x, DType x_type, const void* const h[4], DType h_type, Noise noise, const float* coeffs,
+                    void* out, Shape s, cudaStream_t stream) {
+  const int64_t numel = s.batch * s.per_sample;
+  if (numel == 0) return cudaSuccess;
+  const bool drawn = noise.ptr == nullptr && noise.seeds != nullptr;
+  const bool vec = numel % 8 == 0 && aligned16(x) && aligned16(out) && aligned16(h[0]) && aligned16(h[1]) &&
+                   aligned16(h[2]) && aligned16(h[3]) && aligned16(noise.ptr) && (!drawn || s.per_sample % 4 == 0);
+  return with_type(x_type, [&](auto tx) {
+    return with_type(h_type, [&](auto th) {
+      return with_combine_noise_type(noise, [&](auto tn) {
+        using TX = decltype(tx);
+        using TH = decltype(th);
+        using TN = decltype(tn);
+        const History<TH> history{{(const TH*)h[0], (const TH*)h[1], (const TH*)h[2], (const TH*)h[3]}};
+        if (vec)
+          combine_kernel<TX, TH, TN, true><<<grid_for(numel / 8), kThreads, 0, stream>>>(
+              (const TX*)x, history, noise, coeffs, (TX*)out, numel, s.per_sample);
+        else
+          combine_kernel<TX, TH, TN, false><<<grid_for(numel), kThreads, 0, stream>>>(
+              (const TX*)x, history, noise, coeffs, (TX*)out, numel, s.per_sample);
+        return cudaGetLastError();
+      });
     });
   });
 }

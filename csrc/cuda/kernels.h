@@ -45,6 +45,12 @@ cudaError_t heun_step(const void* x_hat, DType x_type, const void* denoised, con
 // out = D' + (t_next / t) (x - D') with D' = D + c (D - D_prev), in x's dtype (DPM-Solver++(2M)'s step).
 cudaError_t multistep_step(const void* x, DType x_type, const void* denoised, const void* denoised_prev, DType d_type,
                            void* out, Scalars c, Scalars t, Scalars t_next, Shape shape, cudaStream_t stream);
+// out = a x + w0 h[0] + w1 h[1] + w2 h[2] + w3 h[3] + n z in x's dtype with (a, w0, w1, w2, w3, n) = coeffs[0..5]
+// (float32, device memory): a solver's update. h[k] null: term k is absent and its weight not read; the present h's
+// are of h_type. z is the given noise (noise.ptr), the stream's normals (noise.seeds, at *noise.offset), or absent
+// when both are null.
+cudaError_t combine(const void* x, DType x_type, const void* const h[4], DType h_type, Noise noise, const float* coeffs,
+                    void* out, Shape shape, cudaStream_t stream);
 cudaError_t skip_mix(const void* x, DType x_type, const void* F, DType F_type, float* out, Scalars sigma, int kind,
                      float sigma_data, Shape shape, cudaStream_t stream);
 // out = c_in (y + sigma n) in y's dtype; loss = weight r^2 and grad = 2 weight c_out r (float32) with

@@ -14,8 +14,8 @@ from __future__ import annotations
 
 from . import backends, reference
 from .backends import BackendUnavailableError, resolve
-from .dispatch import (churn, euler_step, heun_step, loss_error, loss_input, multistep_step, overlaps_differently, randn,
-                       skip_mix)
+from .dispatch import (churn, combine, euler_step, heun_step, loss_error, loss_input, multistep_step, overlaps_differently,
+                       randn, skip_mix)
 
-__all__ = ["BackendUnavailableError", "backends", "churn", "euler_step", "heun_step", "loss_error", "loss_input",
+__all__ = ["BackendUnavailableError", "backends", "churn", "combine", "euler_step", "heun_step", "loss_error", "loss_input",
            "multistep_step", "overlaps_differently", "randn", "reference", "resolve", "skip_mix"]

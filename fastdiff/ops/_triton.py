@@ -9,6 +9,7 @@ from __future__ import annotations
 import torch
 from torch.library import triton_op, wrap_triton
 
+from .kernels.combine import launch_combine
 from .kernels.euler_step import launch_euler_step
 from .kernels.heun_step import launch_heun_step
 from .kernels.loss import launch_loss_error, launch_loss_input
@@ -75,6 +76,19 @@ def _(x, denoised, denoised_prev, c, t, t_next):
     return torch.empty_like(x, memory_format=torch.contiguous_format)
 
 
+@triton_op("fastdiff_triton::combine", mutates_args=())
+def combine(x: torch.Tensor, h0: torch.Tensor | None, h1: torch.Tensor | None, h2: torch.Tensor | None,
+            h3: torch.Tensor | None, coeffs: torch.Tensor, seeds: torch.Tensor | None, offset: torch.Tensor | None,
+            noise: torch.Tensor | None) -> torch.Tensor:
+    out = torch.empty_like(x, memory_format=torch.contiguous_format)
+    return launch_combine(x, h0, h1, h2, h3, coeffs, seeds, offset, noise, out, wrap=wrap_triton)
+
+
+@combine.register_fake
+def _(x, h0, h1, h2, h3, coeffs, seeds, offset, noise):
+    return torch.empty_like(x, memory_format=torch.contiguous_format)
+
+
 @triton_op("fastdiff_triton::skip_mix", mutates_args=())
 def skip_mix(x: torch.Tensor, F: torch.Tensor, sigma: torch.Tensor, kind: int, sigma_data: float) -> torch.Tensor:
     out = torch.empty(x.shape, dtype=torch.float32, device=x.device)
@@ -113,12 +127,19 @@ def multistep_step_out(x: torch.Tensor, denoised: torch.Tensor, denoised_prev: t
     launch_multistep_step(x, denoised, denoised_prev, c, t, t_next, out, wrap=wrap_triton)
 
 
+@triton_op("fastdiff_triton::combine_out", mutates_args=("out",))
+def combine_out(x: torch.Tensor, h0: torch.Tensor | None, h1: torch.Tensor | None, h2: torch.Tensor | None,
+                h3: torch.Tensor | None, coeffs: torch.Tensor, seeds: torch.Tensor | None, offset: torch.Tensor | None,
+                noise: torch.Tensor | None, out: torch.Tensor) -> None:
+    launch_combine(x, h0, h1, h2, h3, coeffs, seeds, offset, noise, out, wrap=wrap_triton)
+
+
 @triton_op("fastdiff_triton::skip_mix_out", mutates_args=("out",))
 def skip_mix_out(x: torch.Tensor, F: torch.Tensor, sigma: torch.Tensor, kind: int, sigma_data: float, out: torch.Tensor) -> None:
     launch_skip_mix(x, F, sigma, kind, sigma_data, out, wrap=wrap_triton)
 
 
-for _op in (churn_out, euler_step_out, heun_step_out, multistep_step_out, skip_mix_out):
+for _op in (churn_out, euler_step_out, heun_step_out, multistep_step_out, combine_out, skip_mix_out):
     _op.register_fake(lambda *args: None)
 
 

@@ -10,7 +10,9 @@ would have made of their arguments:
   - tensors on the backend's device, the state contiguous in a dtype the backend takes (backends.resolve said so);
   - per-step values as tensors of one value or one per sample, on that device (a loop's table views), seeds as an
     int64 tensor [B] and the noise offset as an int64 tensor of one value; never Python numbers (the registered ops
-    refuse them, and a sampling loop must not make tensors from them);
+    refuse them, and a sampling loop must not make tensors from them). combine(x, h0, h1, h2, h3, coeffs, seeds,
+    offset, noise) takes its six coefficients as one tensor and None for each absent h, and for seeds and offset or
+    noise when its update draws or reads no noise;
   - `out` (the last argument of each <name>_out) contiguous, of the state's shape and dtype, and either one of the
     inputs exactly or overlapping none of them. The C++ ops check contiguity, shapes and overlaps themselves; the
     Triton and reference ones do not, so the loop makes the net's outputs contiguous before they reach an op.

@@ -11,15 +11,18 @@ its inputs once here, and runs the same formula on whichever backend it dispatch
                                                    x_hat + (t_next - t_hat) (d_cur + d_prime) / 2
     multistep_step(x, denoised, denoised_prev, c, t, t_next)
                                                    D' + (t_next / t) (x - D'), D' = D + c (D - D_prev)
+    combine(x, history, coeffs, seeds=, offset=, noise=)
+                                                   a x + w0 h0 + ... + w3 h3 + n z: a solver's update, z drawn or given
     skip_mix(x, F, sigma, precond, sigma_data)     c_skip(sigma) x + c_out(sigma) F
     loss_input(y, sigma, c_in, seeds)              c_in (y + sigma n): a denoising loss's network input
     loss_error(y, F, sigma, c_skip, c_out, weight, seeds)
                                                    weight (c_skip (y + sigma n) + c_out F - y)^2, with d/dF
 
 Per-step values (offset, noise_std, t_hat, t_next, c, sigma) may be Python numbers or tensors of one value or one
-per sample ([B]); a sampling loop passes device tensors, so no per-step value is ever baked into a kernel
-launch. `out=` writes the result into a given contiguous tensor (which may be one of the inputs: every op is
-elementwise), so a loop can run on fixed buffers. The fused kernels compute in float32 and return the state's dtype (float32 for skip_mix); the
+per sample ([B]); combine's six coeffs are shared by every sample (a tensor of 6 values, or 6 numbers). A sampling
+loop passes device tensors, so no per-step value is ever baked into a kernel launch. `out=` writes the result into
+a given contiguous tensor (which may be one of the inputs: every op is elementwise), so a loop can run on fixed
+buffers. The fused kernels compute in float32 and return the state's dtype (float32 for skip_mix); the
 reference also runs float64.
 """
 from __future__ import annotations
@@ -119,6 +122,82 @@ def multistep_step(x: torch.Tensor, denoised: torch.Tensor, denoised_prev: torch
         _impl(name).multistep_step_out(*args, out)
         return out
     return _impl(name).multistep_step(*args)
+
+
+def combine(x: torch.Tensor, history, coeffs, *, seeds=None, offset=None, noise: torch.Tensor | None = None,
+            out: torch.Tensor | None = None, backend: str = "auto") -> torch.Tensor:
+    """A solver's update in one pass: a x + w0 h0 + w1 h1 + w2 h2 + w3 h3 + n z with (a, w0, w1, w2, w3, n) = coeffs;
+    the result has x's dtype.
+
+    history is a sequence of up to four tensors of x's shape (the stored denoised values or derivatives the update
+    reads: h0, h1, ...), any of them None; an absent one's weight is not read. coeffs holds the six values, shared by
+    every sample: a tensor of 6 values or a sequence of 6 numbers. z is fastdiff's noise randn(seeds, x.shape,
+    offset=offset) when seeds is given (offset then required, as for churn), the given tensor `noise` (of x's
+    shape), or absent (n not read) when neither is given.
+    """
+    _check_floating("x", x)
+    history = _history(history, x)
+    coeffs = _coeffs(coeffs, x)
+    if seeds is not None and noise is not None:
+        raise ValueError("seeds, noise: expected one source of noise, seeds (drawn in the kernel) or noise (a tensor), got both")
+    if seeds is not None:
+        if offset is None:
+            raise ValueError("offset: expected the stream offset of the noise drawn from seeds (an int in [0, 2^64) or an "
+                             "int64 tensor of one value), got None")
+        seeds = seeds_tensor(seeds, batch_size=x.shape[0], device=x.device)
+        offset = _offset_tensor(offset, x.device)
+    elif offset is not None:
+        raise ValueError(f"offset: only read with seeds (the noise is {'given' if noise is not None else 'absent'}), "
+                         f"got {offset!r} without seeds")
+    if noise is not None:
+        _check_like("noise", noise, x)
+    names = ("h0", "h1", "h2", "h3")
+    inputs = (("x", x),) + tuple((n, h) for n, h in zip(names, history) if h is not None) + \
+        ((("noise", noise),) if noise is not None else ())
+    _check_out(out, x, x.dtype, inputs)
+    tensors = tuple(t for _, t in inputs) + (coeffs,) + ((seeds, offset) if seeds is not None else ())
+    name = resolve(backend, x, tensors)
+    if name == "reference":
+        return _into(out, reference.combine(x, *history, coeffs, seeds, offset, noise))
+    args = (x.contiguous(), *(_contiguous(h) for h in history), coeffs, seeds, offset, _contiguous(noise))
+    if out is not None:
+        _impl(name).combine_out(*args, out)
+        return out
+    return _impl(name).combine(*args)
+
+
+def _history(history, x: torch.Tensor) -> tuple:
+    """combine's history as four entries h0..h3 (None where absent), each present one a tensor of x's shape."""
+    if isinstance(history, torch.Tensor) or not isinstance(history, (list, tuple)):
+        raise TypeError(f"history: expected a list or tuple of up to 4 tensors (or None), got {type(history).__name__}")
+    if len(history) > 4:
+        raise ValueError(f"history: expected up to 4 tensors (h0..h3), got {len(history)}")
+    for k, h in enumerate(history):
+        if h is not None:
+            _check_like(f"history[{k}]", h, x)
+    return tuple(history) + (None,) * (4 - len(history))
+
+
+def _coeffs(coeffs, x: torch.Tensor) -> torch.Tensor:
+    """combine's coefficients (a, w0, w1, w2, w3, n) as a floating tensor of shape [6] on x's device; Python numbers
+    become float64 for a float64 x (the reference path's precision), float32 otherwise."""
+    if isinstance(coeffs, torch.Tensor):
+        if not coeffs.is_floating_point():
+            raise TypeError(f"coeffs: expected a floating-point tensor, got a tensor of dtype {coeffs.dtype}")
+        if coeffs.numel() != 6 or coeffs.ndim > 1:
+            raise ValueError(f"coeffs: expected 6 values (a, w0, w1, w2, w3, n), got a tensor of shape {tuple(coeffs.shape)}")
+        if coeffs.device != x.device:
+            raise ValueError(f"coeffs: expected a tensor on {x.device}, got one on {coeffs.device}")
+        return coeffs.reshape(6)
+    if not isinstance(coeffs, (list, tuple)):
+        raise TypeError(f"coeffs: expected a tensor or a sequence of 6 numbers, got {type(coeffs).__name__}")
+    if len(coeffs) != 6:
+        raise ValueError(f"coeffs: expected 6 values (a, w0, w1, w2, w3, n), got {len(coeffs)}")
+    for c in coeffs:
+        if isinstance(c, bool) or not isinstance(c, (int, float)):
+            raise TypeError(f"coeffs: expected real numbers, got {c!r} of type {type(c).__name__}")
+    dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
+    return torch.tensor([float(c) for c in coeffs], dtype=dtype, device=x.device)
 
 
 def skip_mix(x: torch.Tensor, F: torch.Tensor, sigma, *, precond: str = "edm", sigma_data: float = 0.5,

@@ -44,6 +44,11 @@ def _(x, denoised, denoised_prev, c, t, t_next):
     return torch.empty_like(x, memory_format=torch.contiguous_format)
 
 
+@torch.library.register_fake(f"{NAMESPACE}::combine")
+def _(x, h0, h1, h2, h3, coeffs, seeds, offset, noise):
+    return torch.empty_like(x, memory_format=torch.contiguous_format)
+
+
 @torch.library.register_fake(f"{NAMESPACE}::skip_mix")
 def _(x, F, sigma, kind, sigma_data):
     return torch.empty(x.shape, dtype=torch.float32, device=x.device)
@@ -69,7 +74,7 @@ def _returns_nothing(*args):
     return None
 
 
-for _name in ("churn_out", "euler_step_out", "heun_step_out", "multistep_step_out", "skip_mix_out"):  # write into `out`, return nothing
+for _name in ("churn_out", "euler_step_out", "heun_step_out", "multistep_step_out", "combine_out", "skip_mix_out"):  # write into `out`, return nothing
     torch.library.register_fake(f"{NAMESPACE}::{_name}")(_returns_nothing)
 
 register_skip_mix_autograd(f"{NAMESPACE}::skip_mix")
@@ -77,6 +82,7 @@ register_loss_error_autograd(f"{NAMESPACE}::loss_error")
 
 # The ops as the backend modules export them, with the Triton backend's names and signatures (stream_words: the raw
 # Philox words, for bit-exact tests; CPU only).
-__all__ = ["randn", "churn", "euler_step", "heun_step", "multistep_step", "skip_mix", "churn_out", "euler_step_out",
-           "heun_step_out", "multistep_step_out", "skip_mix_out", "loss_input", "loss_error", "stream_words"]
+__all__ = ["randn", "churn", "euler_step", "heun_step", "multistep_step", "combine", "skip_mix", "churn_out",
+           "euler_step_out", "heun_step_out", "multistep_step_out", "combine_out", "skip_mix_out", "loss_input", "loss_error",
+           "stream_words"]
 globals().update({name: getattr(getattr(torch.ops, NAMESPACE), name) for name in __all__})

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 import triton
 from triton.backends.compiler import GPUTarget
 
-from . import euler_step, heun_step, loss, multistep_step, randn, skip_mix
+from . import combine, euler_step, heun_step, loss, multistep_step, randn, skip_mix
 from ..._codes import PRECOND_CODES
 from ._utils import BLOCK, LAUNCH_OPTIONS, NOISE_LAUNCH_OPTIONS
 
@@ -74,6 +74,9 @@ PER_SAMPLE_T = dict(T_HAT_PER_SAMPLE=True, T_NEXT_PER_SAMPLE=True)  # a batch mi
 SCALAR_T_MULTISTEP = dict(T_PER_SAMPLE=False, T_NEXT_PER_SAMPLE=False)  # multistep_step names its levels t, t_next
 
 LOSS_INDEX = {"seeds_ptr": "i64", "offset_ptr": "i64"}
+ALL_H = dict(HAS_H0=True, HAS_H1=True, HAS_H2=True, HAS_H3=True)  # combine with its four history tensors
+H_BF16 = {"h0_ptr": "bf16", "h1_ptr": "bf16", "h2_ptr": "bf16", "h3_ptr": "bf16"}  # a bf16 network's denoised values
+X_AND_H = ("x_ptr", "h0_ptr", "h1_ptr", "h2_ptr", "h3_ptr")
 # The one table: a new kernel is one entry. Per kernel: the main fp32 path, bf16 data inputs, one per-sample variant.
 KERNELS = (
     Kernel(randn._noise_kernel, reads=("x_ptr",), writes=("out_ptr",), dtypes={"seeds_ptr": "i64", "offset_ptr": "i64"},
@@ -118,6 +121,22 @@ KERNELS = (
                Variant("bf16", dict(C_PER_SAMPLE=False, **SCALAR_T_MULTISTEP),
                        {"x_ptr": "bf16", "denoised_ptr": "bf16", "denoised_prev_ptr": "bf16", "out_ptr": "bf16"}),
                Variant("fp32 c[B] t[B]", dict(C_PER_SAMPLE=True, T_PER_SAMPLE=True, T_NEXT_PER_SAMPLE=True)),
+           )),
+    # combine: every history tensor present, with no noise, drawn noise (grouped or per element) or a given tensor;
+    # and the one-term update a x + n z with drawn noise. Absent tensors are passed as x and never read.
+    Kernel(combine._combine_kernel, reads=X_AND_H, writes=("out_ptr",), options=NOISE_LAUNCH_OPTIONS, dtypes=LOSS_INDEX,
+           variants=(
+               Variant("4 h", dict(ALL_H, NOISE=combine.NO_NOISE, GROUPED=True)),
+               Variant("4 h bf16", dict(ALL_H, NOISE=combine.NO_NOISE, GROUPED=True), H_BF16),
+               Variant("bf16", dict(ALL_H, NOISE=combine.NO_NOISE, GROUPED=True),
+                       dict(H_BF16, x_ptr="bf16", out_ptr="bf16")),
+               Variant("4 h drawn", dict(ALL_H, NOISE=combine.DRAWN_NOISE, GROUPED=True)),
+               Variant("4 h drawn per-element", dict(ALL_H, NOISE=combine.DRAWN_NOISE, GROUPED=False),
+                       unaligned=("numel_per_sample",)),
+               Variant("4 h given noise", dict(ALL_H, NOISE=combine.GIVEN_NOISE, GROUPED=True),
+                       reads=X_AND_H + ("noise_ptr",)),
+               Variant("x drawn", dict(HAS_H0=False, HAS_H1=False, HAS_H2=False, HAS_H3=False,
+                                       NOISE=combine.DRAWN_NOISE, GROUPED=True), reads=("x_ptr",)),
            )),
     Kernel(skip_mix._skip_mix_kernel, reads=("x_ptr", "F_ptr"), writes=("out_ptr",),  # out is always fp32
            variants=tuple(
