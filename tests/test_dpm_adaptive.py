@@ -31,6 +31,7 @@ import fastdiff
 from fastdiff import testing
 from fastdiff.rng import ADAPTIVE_OFFSET, STREAMS
 from fastdiff.sampling.adaptive import AdaptiveSettings, StepSizeController, sample_dpm_adaptive
+from fastdiff.testing import assert_equal
 from fastdiff.testing import assert_equal, assert_error_bounded
 
 pytestmark = [
@@ -42,7 +43,7 @@ pytestmark = [
 
 F64 = torch.float64
 SIGMA_MIN, SIGMA_MAX = 0.002, 80.0
-BACKENDS = ["reference"]  # the compiled backends join once their combine op is merged
+BACKENDS = ["reference"]  # float64: the reference path (the C++ backend: test_cpu_backend_is_the_reference_bit_for_bit)
 F64_RTOL = 1e-10  # max |fastdiff - k-diffusion| / max |k-diffusion| in float64; measured up to 6.4e-13
 
 
@@ -143,6 +144,23 @@ def test_k_diffusion_with_python_floats_steps_on_float32_levels(order):
     print(f"order {order}: {info} vs {k_info}, relative difference {difference:.3g}")
     assert info == k_info
     assert 1e-10 < difference < 1e-3
+
+
+@pytest.mark.parametrize("eta", [0.0, 0.8])
+@pytest.mark.parametrize("order", [2, 3])
+def test_cpu_backend_is_the_reference_bit_for_bit(order, eta):
+    """float32 on the C++ CPU kernels: the same attempts and the same bits as the reference path (its combine equals
+    the reference's bit for bit; noise, with eta > 0, given as a tensor, so the generator's last-ulp differences in
+    log/sin/cos do not enter)."""
+    net, latents64 = mixture_problem(1)
+    latents = latents64.float()
+    noise = lambda sigma, sigma_next: fastdiff.randn([1, 2, 3, 4], latents.shape,  # noqa: E731
+                                                     offset=int(1e6 * float(sigma_next)))
+    kwargs = dict(order=order, eta=eta, noise_sampler=noise if eta else None)
+    x_ref, info_ref = sample_dpm_adaptive(net, latents, backend="reference", **kwargs)
+    x_cpu, info_cpu = sample_dpm_adaptive(net, latents, backend="cpu", **kwargs)
+    assert info_cpu == info_ref
+    assert_equal(x_cpu, x_ref)
 
 
 @pytest.mark.parametrize("order", [2, 3])

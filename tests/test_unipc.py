@@ -35,7 +35,7 @@ pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation doesn't
 
 # The compiled backends get the op `combine` on another branch; until that is merged, only the reference runs the
 # solver programs. After the merge this becomes ["reference", *compiled backends] with no other change.
-BACKENDS = ["reference"]
+BACKENDS = ["reference", "cpu"]  # (triton: covered by test_programs and test_combine)
 
 LOOP_RTOL = 1e-5
 F64 = torch.float64

@@ -98,8 +98,9 @@ class SampleOptions:
             set_("order", check_int("order", self.order, minimum=1))
             if self.order not in ORDERS[self.solver]:
                 *first, last = map(str, ORDERS[self.solver])
-                raise ValueError(f"order: expected {', '.join(first)} or {last} for solver={self.solver!r}, got "
-                                 f"{self.order}")
+                accepted = ("2 (DPM-Solver-12) or 3 (DPM-Solver-23)" if self.solver in ADAPTIVE_SOLVERS
+                            else f"{', '.join(first)} or {last}")
+                raise ValueError(f"order: expected {accepted} for solver={self.solver!r}, got {self.order}")
         _check_no_churn(self.solver, S_churn=self.S_churn, S_min=self.S_min, S_max=self.S_max, S_noise=self.S_noise)
         if self.solver in ADAPTIVE_SOLVERS:
             _check_adaptive_schedule(self.solver, self.sigmas, num_steps=self.num_steps, rho=self.rho)
