@@ -10,7 +10,8 @@ Two measures, for each solver at each NFE budget (the largest number of steps wh
                       probability-flow ODE's solution (RK4, 2000 steps) from the same latents and schedule range
                       (sigma 80 -> 0.002; the solvers' schedules end at sigma_min, no step to 0)
 
-Stochastic solvers are seeded (fastdiff's generator), so every run prints the same table.
+Stochastic solvers are seeded (fastdiff's generator), so every run prints the same table. dpm_adaptive chooses its
+own steps: it runs at the tolerances ADAPTIVE_RTOLS instead of budgets (atol 1e-3), and its rows show the NFE it took.
 
     python3 benchmarks/bench_solvers.py                  # NFE 8, 16, 32, 64; 8,192 ring samples (a few minutes)
     python3 benchmarks/bench_solvers.py --quick          # NFE 8 and 16, 1,024 samples
@@ -33,7 +34,8 @@ from fastdiff.sampling.plan import SOLVERS  # noqa: E402
 from _harness import common_arguments, make_parser, run_meta, setup, write_json  # noqa: E402
 
 TWO_EVALUATIONS = ("heun", "dpm_2", "dpm_2_ancestral", "dpmpp_2s_ancestral", "dpmpp_sde")  # 2N - 1 for N steps
-DETERMINISTIC = ("euler", "heun", "ddim", "dpmpp_2m", "dpm_2", "lms", "unipc")
+DETERMINISTIC = ("euler", "heun", "ddim", "dpmpp_2m", "dpm_2", "lms", "unipc", "dpm_adaptive")
+ADAPTIVE_RTOLS = (0.2, 0.05, 0.01, 0.002)  # dpm_adaptive's settings, in place of NFE budgets (--quick: the first two)
 ODE_MIXTURE = dict(means=[[1.5, 0.5, 0.0], [-1.0, 0.0, 1.0], [0.0, -1.2, -0.5]], stds=[0.4, 0.3, 0.5],
                    weights=[5.0, 3.0, 2.0])
 
@@ -68,10 +70,12 @@ def main(argv=None) -> None:
     rows = []
     print(f"fastdiff {fastdiff.__version__} bench_solvers: ring of {samples:,} samples (noise floor SW "
           f"{ring.floor:.4f}), backend {a.backend}")
-    print(f"{'solver':<20} {'NFE':>4} {'steps':>5} {'ring SW/floor':>14} {'ODE error':>10}")
+    print(f"{'solver':<20} {'NFE':>4} {'steps':>10} {'ring SW/floor':>14} {'ODE error':>10}")
     for solver in solvers:
-        for budget in budgets:
-            n = steps_for(solver, budget)
+        adaptive = solver == "dpm_adaptive"
+        for budget in (ADAPTIVE_RTOLS[:2] if a.quick else ADAPTIVE_RTOLS) if adaptive else budgets:
+            n = steps_for(solver, budget) if not adaptive else None
+            schedule = dict(adaptive=dict(rtol=budget, atol=1e-3)) if adaptive else dict(num_steps=n)
             latents, seeds = ring.latents.to(device), ring.seeds.to(device)
             counted = []
 
@@ -79,17 +83,18 @@ def main(argv=None) -> None:
                 _calls.append(1)
                 return ring.mix(x, sigma)
 
-            x = fastdiff.sample(net, latents, num_steps=n, solver=solver, seeds=seeds, backend=a.backend)
+            x = fastdiff.sample(net, latents, solver=solver, seeds=seeds, backend=a.backend, **schedule)
             distance = sliced_wasserstein(x.cpu(), ring.reference) / ring.floor
             ode_error = None
             if solver in DETERMINISTIC:
-                sigmas = fastdiff.karras_sigmas(n + 1)[:-1]  # n steps from 80 to 0.002, no step to 0
-                out = fastdiff.sample(mix3, ode_latents, sigmas=sigmas, solver=solver, dtype=torch.float64,
-                                      backend="reference")
+                levels = schedule if adaptive else dict(sigmas=fastdiff.karras_sigmas(n + 1)[:-1])  # 80 -> 0.002
+                out = fastdiff.sample(mix3, ode_latents, solver=solver, dtype=torch.float64, backend="reference",
+                                      **levels)
                 ode_error = float((out - exact).abs().max())
-            rows.append(dict(solver=solver, nfe=len(counted), steps=n, ring_sw_over_floor=distance,
-                             ode_error=ode_error))
-            print(f"{solver:<20} {len(counted):>4} {n:>5} {distance:>14.2f} "
+            rows.append(dict(solver=solver, nfe=len(counted), steps=n, rtol=budget if adaptive else None,
+                             ring_sw_over_floor=distance, ode_error=ode_error))
+            steps = f"rtol {budget}" if adaptive else str(n)
+            print(f"{solver:<20} {len(counted):>4} {steps:>10} {distance:>14.2f} "
                   f"{'' if ode_error is None else f'{ode_error:.2e}':>10}")
     path = Path(a.out) / "bench_solvers.json"
     write_json(path, dict(meta=run_meta(device, argv), rows=rows))
