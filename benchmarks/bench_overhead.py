@@ -51,7 +51,7 @@ from pathlib import Path
 import torch
 
 import fastdiff
-from fastdiff.rng import SAMPLER_OFFSET
+from fastdiff.rng import SAMPLER_OFFSET, SUBSTEP_OFFSET
 from fastdiff.testing import K_DIFFUSION_VERSION, k_diffusion_sampling
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the shared harness, beside this script

@@ -17,13 +17,10 @@ Python data, given sigma as a tensor), so a sampling loop around them can still 
 """
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .._nonfinite import NonfiniteCheck, check_nonfinite, steps_where
 from .._validate import check_bool, check_choice, check_output, check_real
 from ..ops.reference.skip_mix import per_sample
 from ..rng import INPAINT_OFFSET, MASK32, normal_from_seeds, randn, seeds_tensor

@@ -242,7 +242,7 @@ def dpmpp_2m_sde(t, eta: float = 1.0, S_noise: float = 1.0, solver_type: str = "
             h_last = h
         first = False
         steps.append(tuple(ops))
-    return Program(f"dpmpp_2m_sde", tuple(t), tuple(steps), rotate=(("D", "D1"),))
+    return Program("dpmpp_2m_sde", tuple(t), tuple(steps), rotate=(("D", "D1"),))
 
 
 def dpmpp_3m_sde(t, eta: float = 1.0, S_noise: float = 1.0) -> Program:
