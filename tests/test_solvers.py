@@ -596,11 +596,11 @@ def test_emulated_graph_replays_equal_eager_sampling(solver, kwargs, other):
 
 @pytest.mark.parametrize("kwargs, error, match", [
     (dict(solver="ddim", eta=0.5), ValueError,
-     r"eta: only solver='euler_ancestral' takes eta .* solver='ddim' adds none \(DDIM's eta = 0\); DDIM with eta > 0 "
+     r"eta: only the ancestral and SDE solvers \('euler_ancestral', .*\) take eta .* solver='ddim' adds none \(DDIM's eta = 0\); DDIM with eta > 0 "
      r"is solver='euler_ancestral' with that eta"),
-    (dict(solver="dpmpp_2m", eta=0.0), ValueError, r"eta: only solver='euler_ancestral' takes eta .*got eta=0.0"),
-    (dict(solver="heun", eta=1.0), ValueError, r"eta: only solver='euler_ancestral' takes eta"),
-    (dict(eta=0.5), ValueError, r"eta: only solver='euler_ancestral'"),  # the default solver is heun
+    (dict(solver="dpmpp_2m", eta=0.0), ValueError, r"eta: only the ancestral and SDE solvers \('euler_ancestral', .*\) take eta .*got eta=0.0"),
+    (dict(solver="heun", eta=1.0), ValueError, r"eta: only the ancestral and SDE solvers \('euler_ancestral', .*\) take eta"),
+    (dict(eta=0.5), ValueError, r"eta: only the ancestral and SDE solvers \('euler_ancestral'"),  # the default solver is heun
     (dict(solver="euler_ancestral", eta=-0.1), ValueError, r"eta: must be >= 0.0, got -0.1"),
     (dict(solver="euler_ancestral", eta=math.nan), ValueError, r"eta: expected a finite number, got nan"),
     (dict(solver="euler_ancestral", eta="1"), TypeError, r"eta: expected a real number"),
@@ -617,7 +617,7 @@ def test_emulated_graph_replays_equal_eager_sampling(solver, kwargs, other):
     (dict(solver="dpmpp_2m", S_noise=1.003), ValueError, r"S_noise: solver='dpmpp_2m' takes no churn .*S_churn, "
                                                          r"S_min, S_max, S_noise set EDM's churn"),
     (dict(solver="dpmp_2m"), ValueError,
-     r"solver: expected one of 'euler', 'heun', 'euler_ancestral', 'dpmpp_2m', 'ddim', got 'dpmp_2m'"),
+     r"solver: expected one of 'euler', 'heun', 'euler_ancestral', 'dpmpp_2m', 'ddim', 'dpm_2', .*'unipc', 'dpm_adaptive', got 'dpmp_2m'"),
 ])
 def test_bad_solver_arguments_name_the_argument(kwargs, error, match):
     """eta for a solver that adds no noise, churn for a solver without it, a bad eta, an unknown solver: each names
