@@ -59,7 +59,9 @@ def sample(net, latents, class_labels=None, randn_like=None, num_steps=18, sigma
 
     `cuda_graph=True` runs the whole loop, net included, as one CUDA graph (fastdiff.GraphedSampler, captured on
     first use and cached by shape, dtype, schedule structure, solver and net); it raises fastdiff.CaptureError when
-    that cannot be done. "auto" does so on CUDA when it can and otherwise samples eagerly, logging the reason once.
+    that cannot be done (randn_like, noise_sampler and callback are host code: the graph's noise comes from seeds;
+    dpm_adaptive syncs every step). "auto" does so on CUDA when it can and otherwise samples eagerly, logging the
+    reason once.
     A captured net's Python code runs only while capturing: see GraphedSampler for what that means.
 
     The state starts at latents * sigmas[0] (EDM's x = sigma_max z), or at latents * start_scale when given (> 0):

@@ -47,8 +47,10 @@ class GraphedSampler:
         images = sampler(latents=None, seeds=None, class_labels=None)
 
     sampler_kwargs are sample()'s (num_steps, sigma_min, ..., solver, sigmas, dtype, backend, nonfinite), except
-    randn_like, callback, seeds and reuse_buffers. The whole loop is captured: every step's noise injection, net
-    calls and updates, on two fixed buffers. Each call copies its inputs into static device buffers and replays:
+    randn_like, noise_sampler, callback, seeds and reuse_buffers. The whole loop is captured: every step's noise
+    injection, net calls and updates, on fixed buffers (two for the EDM-family solvers; one per written register
+    for the solver programs of fastdiff.sampling.programs, whose loop is a ProgramLoop; dpm_adaptive cannot be
+    captured). Each call copies its inputs into static device buffers and replays:
       - latents: [B, ...] of latents_like's shape, dtype and device. When omitted, they are drawn inside the graph
         from the seeds, as fastdiff.randn(seeds, shape, dtype=..., backend=...) draws them on the loop's backend.
       - seeds: one int per sample, keying the churn noise (and omitted latents). When omitted, fresh seeds are drawn

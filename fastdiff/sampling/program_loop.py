@@ -5,7 +5,8 @@ Like SamplingLoop (loop.py), a ProgramLoop is made once per plan and batch shape
 Combine and the noise levels of every Eval live in device tables made once, so run() reads only views of them,
 never branches on a tensor value and never syncs; its noise comes from fastdiff's counter-based generator (step i's
 at SAMPLER_OFFSET + i, a substep's at SUBSTEP_OFFSET + i), or from randn_like(x), or from a k-diffusion style
-noise_sampler(sigma, sigma_next).
+noise_sampler(sigma, sigma_next). With seeds, the same loop is what fastdiff.GraphedSampler captures (in_place: every
+Combine into a fixed buffer).
 """
 from __future__ import annotations
 
