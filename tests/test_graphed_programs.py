@@ -203,14 +203,14 @@ def test_in_place_buffers_never_overwrite_a_value_still_read(solver):
     assert count <= 5
 
 
-def test_in_place_loop_allocates_nothing_after_the_first_step():
-    """A ProgramLoop in place equals one making new tensors, and a net returning its own input (the loop's buffer)
-    is copied before the buffer is written over."""
+def test_in_place_loop_keeps_a_net_result_that_is_its_input():
+    """A ProgramLoop in place equals one making new tensors, even for a net that returns its own input (a fixed
+    buffer, which unipc's next Combine writes over while the result is still read as D1): the loop copies it."""
     def identity_ish(x, sigma):
-        return x  # the net's input itself: a later Combine writes over that buffer
+        return x
 
     program = fastdiff.sampling.plan.make_plan(identity_ish, fastdiff.sampling.plan.SampleOptions(
-        num_steps=5, solver="lms"), program=True)
+        num_steps=5, solver="unipc"), program=True)
     x0 = latents()
     fresh = ProgramLoop(identity_ish, program, x0, torch.float32, backend=CPU_BACKENDS[0]).run(x0)
     fixed = ProgramLoop(identity_ish, program, x0, torch.float32, backend=CPU_BACKENDS[0], in_place=True)
@@ -260,3 +260,49 @@ def test_reference_backend_is_refused_and_reuse_buffers_stays_eager_only():
         fastdiff.GraphedSampler(mixture(), latents(), graph="emulated", solver="lms", backend="reference")
     with pytest.raises(ValueError, match="reuse_buffers: solver='lms' writes each update into a new tensor"):
         fastdiff.sample(mixture(), latents(), solver="lms", reuse_buffers=True)
+
+
+class KeywordNet(torch.nn.Module):
+    """The mixture's denoiser shifted by a keyword tensor (extra_args)."""
+
+    def __init__(self):
+        super().__init__()
+        self.gm = mixture()
+
+    def forward(self, x, sigma, *labels, shift):
+        return self.gm(x, sigma) + 0.1 * shift
+
+
+def test_extra_args_and_guidance_are_graphed_with_programs(emulated_graphs):
+    """extra_args tensors are the graphed program's inputs, and guidance by uncond_args runs through the graph too;
+    both equal eager sampling bit for bit."""
+    net = KeywordNet()
+    kw = dict(num_steps=4, solver="dpmpp_3m_sde", backend=CPU_BACKENDS[0])
+    sampler = fastdiff.GraphedSampler(net, latents(), graph="emulated", extra_args=dict(shift=latents(seed=9)), **kw)
+    for call in range(2):
+        x0, seeds, args = latents(seed=call), [call, 1, 2, 3, 4], dict(shift=latents(seed=10 + call))
+        assert_equal(sampler(x0, seeds=seeds, extra_args=args),
+                     fastdiff.sample(net, x0, seeds=seeds, extra_args=args, **kw))
+        guided = dict(guidance=2.5, extra_args=args, uncond_args=dict(shift=torch.zeros(5, 4)), seeds=seeds)
+        assert_equal(fastdiff.sample(net, x0, cuda_graph=True, **guided, **kw), fastdiff.sample(net, x0, **guided, **kw))
+    assert len(graphed._cache) == 1
+
+
+CUDA_BACKENDS = ["cuda", "triton"] if torch.cuda.is_available() else []
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (real CUDA graphs)")
+@pytest.mark.parametrize("backend", CUDA_BACKENDS)
+@pytest.mark.parametrize("solver", PROGRAM_SOLVERS)
+def test_cuda_graph_replays_of_programs_equal_eager_sampling(backend, solver):
+    if backend == "cuda" and fastdiff.ops.backends.install_reasons("cuda"):
+        pytest.skip("the CUDA extension is not built: " + "; ".join(fastdiff.ops.backends.install_reasons("cuda")))
+    net = LabelledNet().cuda()
+    kw = dict(num_steps=6, solver=solver, backend=backend, **SETTINGS[solver])
+    labels = torch.tensor([0, 1, 2, 1, 0], device="cuda")
+    sampler = fastdiff.GraphedSampler(net, latents().cuda(), labels, graph="cuda", **kw)
+    assert sampler.graph_kind == "cuda"
+    for call in range(3):
+        x0, seeds = latents(seed=call).cuda(), [call, 7, 8, 9, 10]
+        assert_equal(sampler(x0, seeds=seeds, class_labels=labels),
+                     fastdiff.sample(net, x0, labels, seeds=seeds, **kw))
