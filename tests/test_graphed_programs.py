@@ -253,13 +253,34 @@ def test_host_code_is_refused_by_sample_cuda_graph(emulated_graphs):
         fastdiff.sample(net, x0, solver="euler_ancestral", noise_sampler=noise, cuda_graph=True, num_steps=3)
 
 
-def test_reference_backend_is_refused_and_reuse_buffers_stays_eager_only():
-    """As for the other solvers, a graphed program needs a fused backend; eager program sampling keeps refusing
-    reuse_buffers (its loop writes fixed buffers only when graphed)."""
+def test_reference_backend_is_refused():
+    """As for the other solvers, a graphed program needs a fused backend."""
     with pytest.raises(fastdiff.CaptureError, match="backend: 'reference' makes new tensors"):
         fastdiff.GraphedSampler(mixture(), latents(), graph="emulated", solver="lms", backend="reference")
-    with pytest.raises(ValueError, match="reuse_buffers: solver='lms' writes each update into a new tensor"):
-        fastdiff.sample(mixture(), latents(), solver="lms", reuse_buffers=True)
+
+
+@pytest.mark.parametrize("solver", PROGRAM_SOLVERS)
+def test_eager_reuse_buffers_equals_new_tensors(solver):
+    """sample(reuse_buffers=True) runs a program on the graphed loop's fixed buffers, eagerly: the same bits as new
+    tensors per step, with seeds, randn_like or a noise_sampler; with a callback it makes new tensors (the callback's
+    tensors must not change after it saw them), and on the reference backend too."""
+    net, x0 = LabelledNet(), latents()
+    kw = dict(num_steps=5, solver=solver, backend=CPU_BACKENDS[0], **SETTINGS[solver])
+    labels = torch.tensor([0, 1, 2, 1, 0])
+    assert_equal(fastdiff.sample(net, x0, labels, seeds=[1, 2, 3, 4, 5], reuse_buffers=True, **kw),
+                 fastdiff.sample(net, x0, labels, seeds=[1, 2, 3, 4, 5], **kw))
+    noise = lambda x: torch.ones_like(x) * 0.5  # noqa: E731
+    assert_equal(fastdiff.sample(net, x0, labels, randn_like=noise, reuse_buffers=True, **kw),
+                 fastdiff.sample(net, x0, labels, randn_like=noise, **kw))
+    seen = []
+    fastdiff.sample(net, x0, labels, callback=lambda info: seen.append(info["x"].clone()), seeds=[1] * 5, **kw)
+    kept = []
+    fastdiff.sample(net, x0, labels, callback=lambda info: kept.append(info["x"]), seeds=[1] * 5, reuse_buffers=True,
+                    **kw)
+    assert all(torch.equal(a, b) for a, b in zip(seen, kept)) and len(seen) == 5
+    reference = dict(kw, backend="reference", seeds=[1] * 5)
+    assert_equal(fastdiff.sample(net, x0, labels, reuse_buffers=True, **reference),
+                 fastdiff.sample(net, x0, labels, **reference))
 
 
 class KeywordNet(torch.nn.Module):

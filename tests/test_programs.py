@@ -303,7 +303,6 @@ def test_ring_check_detects_a_wrong_noise_scale(ring_problem):
     (dict(solver="heun", noise_sampler=lambda s, t: None), ValueError, "noise_sampler"),
     (dict(solver="dpmpp_sde", noise_sampler=lambda s, t: torch.zeros(5)), ValueError, "noise_sampler"),
     (dict(solver="dpmpp_sde", cuda_graph=True), fastdiff.CaptureError, "cuda_graph=True: CUDA graphs need CUDA"),
-    (dict(solver="dpmpp_sde", reuse_buffers=True), ValueError, "reuse_buffers"),
 ])
 def test_errors_name_the_argument(kwargs, error, match):
     with pytest.raises(error, match=match):

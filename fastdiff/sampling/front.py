@@ -144,10 +144,6 @@ def sample(net, latents, class_labels=None, randn_like=None, num_steps=18, sigma
                                      noise_sampler, extra_args)
             return result
         if options.solver in PROGRAM_SOLVERS or (noise_sampler is not None and options.solver == "euler_ancestral"):
-            if reuse_buffers:
-                raise ValueError(f"reuse_buffers: solver={options.solver!r} writes each update into a new tensor "
-                                 f"when sampled eagerly (its graphed loop, cuda_graph=..., runs on fixed buffers); "
-                                 f"leave reuse_buffers False")
             if cuda_graph is not False:
                 result = sample_graphed(cuda_graph, net, latents, class_labels, randn_like, seeds, callback, options,
                                         extra_args, noise_sampler)

@@ -5,8 +5,8 @@ Like SamplingLoop (loop.py), a ProgramLoop is made once per plan and batch shape
 Combine and the noise levels of every Eval live in device tables made once, so run() reads only views of them,
 never branches on a tensor value and never syncs; its noise comes from fastdiff's counter-based generator (step i's
 at SAMPLER_OFFSET + i, a substep's at SUBSTEP_OFFSET + i), or from randn_like(x), or from a k-diffusion style
-noise_sampler(sigma, sigma_next). With seeds, the same loop is what fastdiff.GraphedSampler captures (in_place: every
-Combine into a fixed buffer).
+noise_sampler(sigma, sigma_next). With seeds, the same loop is what fastdiff.GraphedSampler captures, in_place (every
+Combine into a fixed buffer), which sample(reuse_buffers=True) runs eagerly too.
 """
 from __future__ import annotations
 
@@ -331,7 +331,7 @@ def sample_program(net, latents, class_labels, randn_like, seeds, callback, opti
         seeds_tensor(seeds, batch, device)  # checked, though this program draws no noise from them
         seeds = None
     loop = build_program_loop(net, latents, options, setup, randn_like=randn_like, noise_sampler=noise_sampler,
-                              callback=callback)
+                              callback=callback, in_place=options.reuse_buffers)
     result = loop.run(latents, seeds, class_labels, extra_args=extra_args)
     loop.report_nonfinite(stacklevel=stacklevel + 1)
     return result
