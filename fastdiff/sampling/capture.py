@@ -15,8 +15,8 @@ them; the Python code that launched them does not run again. So a loop is captur
    memory does not grow with the number of steps. The net's own activations are not counted, since a graph's
    private pool reuses them.
 
-`check_capture` runs the sampler's own loop (fastdiff.sampling.loop.SamplingLoop, the code that `sample` and
-`GraphedSampler` run) twice: the second time with other latents, seeds, labels and noise levels. Both runs
+`check_capture` runs the sampler's own loop (fastdiff.sampling.loop.SamplingLoop, or a solver program's
+ProgramLoop: the code that `sample` and `GraphedSampler` run) twice: the second time with other latents, seeds, labels and noise levels. Both runs
 happen under a dispatch mode that sees every op and a function mode that sees every tensor-to-Python
 conversion. It reports each violation with its op, its line of code and its step.
 
@@ -131,6 +131,7 @@ def check_capture(net, latents, class_labels=None, **sample_kwargs) -> CaptureRe
     runs): without it, or on the reference backend, each step allocates its results."""
     from .loop import build_loop
     from .plan import SampleOptions
+    from .programs import PROGRAM_SOLVERS
 
     from .extra import check_extra_args
 
@@ -138,11 +139,31 @@ def check_capture(net, latents, class_labels=None, **sample_kwargs) -> CaptureRe
     options, per_call = SampleOptions.split(sample_kwargs, others=("randn_like", "seeds", "callback", "extra_args"))
     extra_args = check_extra_args(per_call.pop("extra_args", None))
     check_no_autocast(latents.device if isinstance(latents, torch.Tensor) else None)
-    loop, seeds = build_loop(net, latents, class_labels, options=options, **per_call)
+    if options.solver in PROGRAM_SOLVERS:  # a solver program's loop (fastdiff.sampling.program_loop)
+        loop, seeds = _program_loop(net, latents, class_labels, options, **per_call)
+    else:
+        loop, seeds = build_loop(net, latents, class_labels, options=options, **per_call)
     other_seeds = None if seeds is None else seeds ^ 0x5DEECE66D
     other_labels = None if class_labels is None else class_labels.roll(1, 0)
     calls = [(latents, seeds, class_labels), (-latents, other_seeds, other_labels)]
     return trace_loop(loop, lambda call: loop.run(*calls[call], extra_args=extra_args))
+
+
+def _program_loop(net, latents, class_labels, options, randn_like=None, seeds=None, callback=None):
+    """check_capture's (ProgramLoop, seeds) for a solver program, as build_loop makes a SamplingLoop's."""
+    from ..rng import draw_seeds, seeds_tensor
+    from .program_loop import build_program_loop, prepare_program
+
+    setup = prepare_program(net, latents, class_labels, randn_like, seeds, callback, options)
+    if randn_like is None:
+        batch, device = latents.shape[0], latents.device
+        if seeds is not None:
+            seeds = seeds_tensor(seeds, batch, device)
+        elif setup.plan.adds_noise():
+            seeds = draw_seeds(batch, device)
+    loop = build_program_loop(net, latents, options, setup, randn_like=randn_like, callback=callback,
+                              in_place=options.reuse_buffers)
+    return loop, seeds
 
 
 def check_no_autocast(device) -> None:
@@ -167,7 +188,7 @@ def trace_loop(loop, run, prepare=None) -> CaptureReport:
     """The check: run(0) once untraced (a warm-up: what a net sets up on its first call is not held against it, as a
     graph's warm-up would do it before capture), then run(0) and run(1) under the tracing modes, call 1 on the loop's
     schedule scaled by 3/4. prepare(call), when given, sets a call's other inputs first, on the host and untraced.
-    loop is the SamplingLoop that run drives; its net, step hook and schedule are restored afterwards."""
+    loop is the SamplingLoop or ProgramLoop that run drives; its net, step hook and schedule are restored afterwards."""
     state = _TraceState(loop.device, loop.plan.num_steps)
     net, on_step, plan = loop.net, loop.on_step, loop.plan
 

@@ -59,7 +59,9 @@ def sample(net, latents, class_labels=None, randn_like=None, num_steps=18, sigma
 
     `cuda_graph=True` runs the whole loop, net included, as one CUDA graph (fastdiff.GraphedSampler, captured on
     first use and cached by shape, dtype, schedule structure, solver and net); it raises fastdiff.CaptureError when
-    that cannot be done. "auto" does so on CUDA when it can and otherwise samples eagerly, logging the reason once.
+    that cannot be done (randn_like, noise_sampler and callback are host code: the graph's noise comes from seeds;
+    dpm_adaptive syncs every step). "auto" does so on CUDA when it can and otherwise samples eagerly, logging the
+    reason once.
     A captured net's Python code runs only while capturing: see GraphedSampler for what that means.
 
     The state starts at latents * sigmas[0] (EDM's x = sigma_max z), or at latents * start_scale when given (> 0):
@@ -142,12 +144,11 @@ def sample(net, latents, class_labels=None, randn_like=None, num_steps=18, sigma
                                      noise_sampler, extra_args)
             return result
         if options.solver in PROGRAM_SOLVERS or (noise_sampler is not None and options.solver == "euler_ancestral"):
-            if cuda_graph is not False and cuda_graph != "auto":
-                raise ValueError(f"cuda_graph: solver={options.solver!r} is not captured in a CUDA graph yet; sample "
-                                 f"it eagerly (cuda_graph=False)")
-            if reuse_buffers:
-                raise ValueError(f"reuse_buffers: solver={options.solver!r} always writes each update into a new "
-                                 f"tensor; leave reuse_buffers False")
+            if cuda_graph is not False:
+                result = sample_graphed(cuda_graph, net, latents, class_labels, randn_like, seeds, callback, options,
+                                        extra_args, noise_sampler)
+                if result is not None:
+                    return result
             return sample_program(net, latents, class_labels, randn_like, seeds, callback, options, noise_sampler,
                                   extra_args)
         if noise_sampler is not None:

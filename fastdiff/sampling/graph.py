@@ -20,6 +20,8 @@ from ..rng import draw_seeds, seeds_tensor
 from .loop import LoopSetup, build_loop, prepare_loop
 from .extra import StaticArgs, check_extra_args, signature
 from .plan import SampleOptions, structure
+from .program_loop import build_program_loop, prepare_program
+from .programs import PROGRAM_SOLVERS, Program
 
 __all__ = ["GraphedSampler", "clear_cache"]
 
@@ -31,6 +33,8 @@ NOT_ACCEPTED = {
                   "noise from fastdiff's generator, keyed by the seeds passed per call",
     "callback": "host code cannot run inside a graph",
     "seeds": "seeds change per call: pass them to the sampler's __call__",
+    "noise_sampler": "a Python noise function runs on the host every step and cannot be replayed; the graph draws its "
+                     "noise from fastdiff's generator, keyed by the seeds passed per call",
     "reuse_buffers": "a graphed loop always runs on fixed buffers",
     "cuda_graph": "this is the graphed sampler",
 }
@@ -43,8 +47,10 @@ class GraphedSampler:
         images = sampler(latents=None, seeds=None, class_labels=None)
 
     sampler_kwargs are sample()'s (num_steps, sigma_min, ..., solver, sigmas, dtype, backend, nonfinite), except
-    randn_like, callback, seeds and reuse_buffers. The whole loop is captured: every step's noise injection, net
-    calls and updates, on two fixed buffers. Each call copies its inputs into static device buffers and replays:
+    randn_like, noise_sampler, callback, seeds and reuse_buffers. The whole loop is captured: every step's noise
+    injection, net calls and updates, on fixed buffers (two for the EDM-family solvers; one per written register
+    for the solver programs of fastdiff.sampling.programs, whose loop is a ProgramLoop; dpm_adaptive cannot be
+    captured). Each call copies its inputs into static device buffers and replays:
       - latents: [B, ...] of latents_like's shape, dtype and device. When omitted, they are drawn inside the graph
         from the seeds, as fastdiff.randn(seeds, shape, dtype=..., backend=...) draws them on the loop's backend.
       - seeds: one int per sample, keying the churn noise (and omitted latents). When omitted, fresh seeds are drawn
@@ -107,8 +113,7 @@ class GraphedSampler:
 
         # Static inputs and output: every call copies into these, the graph reads and writes only them.
         self.seeds = torch.zeros(batch, dtype=torch.int64, device=device)
-        self.loop, _ = build_loop(net, latents_like, class_labels_like, None, self.seeds, None,
-                                  options.replace(reuse_buffers=True), setup=setup)
+        self.loop = _graphed_loop(net, latents_like, class_labels_like, self.seeds, options, setup)
         if not self.loop.in_place:
             raise CaptureError(f"backend: {self.loop.backend!r} makes new tensors every step; a graphed loop runs on "
                                "fixed buffers, which needs a fused backend (cuda, triton or cpu): pass one, or 'auto' "
@@ -121,7 +126,7 @@ class GraphedSampler:
         self.start = torch.empty_like(self.latents)
         self.output = torch.empty_like(self.latents)
         self._latents_offset = torch.zeros((), dtype=torch.int64, device=device)  # fastdiff.randn's stream for latents
-        self._noisy = any(std > 0 for std in self.loop.plan.noise_std)  # fixed by the plan's structure
+        self._noisy = _adds_noise(self.loop.plan)  # fixed by the plan's structure
 
         with torch.no_grad(), self._on_device():
             self.report = self._check(latents_like, class_labels_like) if check else None
@@ -131,7 +136,7 @@ class GraphedSampler:
 
     @property
     def plan(self):
-        """The StepPlan replayed: its values may change (set_plan), its structure may not."""
+        """The StepPlan (or a solver's Program) replayed: its values may change (set_plan), its structure may not."""
         return self.loop.plan
 
     def set_plan(self, plan) -> None:
@@ -242,11 +247,8 @@ class GraphedSampler:
         return trace_loop(self.loop, lambda call: self._body(), prepare)
 
     def _capture(self, warmup: int) -> None:
-        buffers = [self.latents, self.seeds, self.use_latents, self.start, self.output, self.loop.state,
-                   self.loop.euler_point, self.labels, self.loop.t, self.loop.t_hat,
-                   self.loop.noise_std, self.loop.t_down, self.loop.multistep, self.loop.sigma_hat_batch,
-                   self.loop.sigma_next_batch, self.loop.offsets, self.loop.finite_check.minima,
-                   self.loop.finite_check.maxima, *([] if self.extra is None else self.extra.tensors())]
+        buffers = [self.latents, self.seeds, self.use_latents, self.start, self.output, self.labels,
+                   *self.loop.buffers(), *([] if self.extra is None else self.extra.tensors())]
         storages = {t.untyped_storage().data_ptr(): t.untyped_storage().nbytes() for t in buffers if t is not None}
         self._buffer_bytes = sum(storages.values())  # each storage once: several tables are views of one
         if self.graph_kind == "emulated":
@@ -274,6 +276,26 @@ class GraphedSampler:
             raise CaptureError(f"capturing the sampling loop failed: {error}") from error
         torch.cuda.synchronize(device)
         self._pool_bytes = torch.cuda.memory_reserved(device) - reserved
+
+
+def _graphed_loop(net, latents_like, class_labels_like, seeds, options: SampleOptions, setup: LoopSetup | None):
+    """The loop a GraphedSampler captures, on fixed buffers: a SamplingLoop, or a ProgramLoop for the solvers of
+    fastdiff.sampling.programs (each checked and planned as sample() does, unless `setup` says it was)."""
+    options = options.replace(reuse_buffers=True)
+    if options.solver not in PROGRAM_SOLVERS:
+        loop, _ = build_loop(net, latents_like, class_labels_like, None, seeds, None, options, setup=setup)
+        return loop
+    if setup is None:
+        setup = prepare_program(net, latents_like, class_labels_like, None, seeds, None, options)
+    return build_program_loop(net, latents_like, options, setup, in_place=True)
+
+
+def _adds_noise(plan) -> bool:
+    return plan.adds_noise() if isinstance(plan, Program) else any(std > 0 for std in plan.noise_std)
+
+
+def _structure(plan) -> tuple:
+    return ("program", plan.structure()) if isinstance(plan, Program) else ("plan", structure(plan))
 
 
 def _graph_kind(graph, latents_like: torch.Tensor) -> str:
@@ -317,7 +339,7 @@ def _graph_kind_for(latents: torch.Tensor):
 
 
 def sample_graphed(mode, net, latents, class_labels, randn_like, seeds, callback, options: SampleOptions,
-                   extra_args: dict | None = None):
+                   extra_args: dict | None = None, noise_sampler=None):
     """sample() through a cached GraphedSampler; None when mode is "auto" and the loop cannot be graphed."""
     if mode is not True and mode != "auto":
         raise ValueError(f"cuda_graph: expected True, False or 'auto', got {mode!r}")
@@ -328,6 +350,8 @@ def sample_graphed(mode, net, latents, class_labels, randn_like, seeds, callback
     reason = None
     if randn_like is not None:
         reason = "randn_like: " + NOT_ACCEPTED["randn_like"]
+    elif noise_sampler is not None:
+        reason = "noise_sampler: " + NOT_ACCEPTED["noise_sampler"]
     elif callback is not None:
         reason = "callback: " + NOT_ACCEPTED["callback"]
     elif kind == "cuda" and torch.cuda.is_current_stream_capturing():
@@ -339,10 +363,11 @@ def sample_graphed(mode, net, latents, class_labels, randn_like, seeds, callback
                   "find the graph again; pass tensors, or hashable values")
     if reason is not None:
         return _decline(mode, reason)
-    setup = prepare_loop(net, latents, class_labels, randn_like, seeds, callback, options)  # checked and planned once
+    prepare = prepare_program if options.solver in PROGRAM_SOLVERS else prepare_loop
+    setup = prepare(net, latents, class_labels, randn_like, seeds, callback, options)  # checked and planned once
     plan, state_dtype, resolved, nonfinite = setup.plan, setup.state_dtype, setup.backend, options.nonfinite
     labels = None if class_labels is None else (tuple(class_labels.shape), class_labels.dtype)
-    key = (id(net), tuple(latents.shape), latents.dtype, latents.device, labels, structure(plan), state_dtype, resolved,
+    key = (id(net), tuple(latents.shape), latents.dtype, latents.device, labels, _structure(plan), state_dtype, resolved,
            nonfinite, extra_key)
     print_ = fingerprint(net)
     with _cache_lock:  # one thread looks up, captures and evicts at a time; replays run outside, each under its graph's lock

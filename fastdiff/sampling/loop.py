@@ -284,6 +284,12 @@ class SamplingLoop:
             return out.copy_(x_next)
         return x_next.to(latents.dtype)
 
+    def buffers(self) -> list[torch.Tensor]:
+        """The loop's device tensors (fixed buffers and tables; None where absent), for a memory report."""
+        return [self.state, self.euler_point, self.t, self.t_hat, self.noise_std, self.t_down, self.multistep,
+                self.sigma_hat_batch, self.sigma_next_batch, self.offsets, self.finite_check.minima,
+                self.finite_check.maxima]
+
     def step_values(self, i: int):
         """Step i's values, as views of the device tables: (noise offset, noise std, t_hat, t_next, the sigma [B]
         the net sees at t_hat, and at t_next). t_hat and t_next are the net's sigmas themselves, one per sample."""

@@ -21,6 +21,7 @@ diffusers' UniPCMultistepScheduler's (k-diffusion has none), and tests/test_unip
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 
@@ -63,6 +64,9 @@ class Program:
     steps: tuple[tuple, ...]
     rotate: tuple[tuple[str, ...], ...] = ()
     start_scale: float | None = None
+    # How solver_program made it (its settings, the schedule aside), so scaled() can make it again on other levels;
+    # not part of what a program is (equality, hashing).
+    recipe: tuple = dataclasses.field(default=(), compare=False, repr=False)
 
     @property
     def num_steps(self) -> int:
@@ -74,6 +78,20 @@ class Program:
 
     def adds_noise(self) -> bool:
         return any(isinstance(op, Combine) and op.noise is not None for step in self.steps for op in step)
+
+    def scaled(self, factor: float) -> "Program":
+        """The program of the same solver and settings on the schedule (and churn levels, and start_scale) times
+        factor: the same structure, other values (what fastdiff.check_capture's second call runs)."""
+        if not self.recipe:
+            raise ValueError(f"scaled: this {self.solver!r} program was not made by solver_program, so it cannot be "
+                             f"made again on other noise levels")
+        settings = dict(self.recipe)
+        churn = settings.pop("churn", None)
+        if churn is not None:
+            churn = [(sigma_hat * factor, std * factor) for sigma_hat, std in churn]
+        program = solver_program(self.solver, [v * factor for v in self.t], churn=churn, **settings)
+        start = None if self.start_scale is None else self.start_scale * factor
+        return dataclasses.replace(program, start_scale=start)
 
     def structure(self) -> tuple:
         """What a captured loop fixes: every instruction but its values (registers, history, noise, which are
@@ -425,6 +443,14 @@ def k_diffusion_levels(sigma: float, sigma_next: float, dtype: torch.dtype) -> t
 def solver_program(solver: str, t: list[float], *, eta=None, S_noise: float = 1.0, churn=None, solver_type=None,
                    order=None, state_dtype: torch.dtype = torch.float32) -> Program:
     """The program of a solver in PROGRAM_SOLVERS on the schedule t (host floats), its settings checked before."""
+    recipe = (("eta", eta), ("S_noise", S_noise), ("churn", None if churn is None else tuple(map(tuple, churn))),
+              ("solver_type", solver_type), ("order", order), ("state_dtype", state_dtype))
+    return dataclasses.replace(_solver_program(solver, t, eta=eta, S_noise=S_noise, churn=churn,
+                                               solver_type=solver_type, order=order, state_dtype=state_dtype),
+                               recipe=recipe)
+
+
+def _solver_program(solver: str, t: list[float], *, eta, S_noise, churn, solver_type, order, state_dtype) -> Program:
     eta = 1.0 if eta is None else eta
     if solver == "dpm_2":
         return dpm_2(t, churn)
