@@ -271,7 +271,7 @@ def ode_error(problem, steps, backend="reference", **kwargs) -> float:
     return float((out - exact).abs().max())
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("backend", ["reference"])  # a float64 problem: the reference path
 def test_unipc_beats_euler_on_the_oracle(ode_problem, backend):
     """With the same network evaluations, unipc ends closer to the exact ODE solution than Euler (measured max
     errors: 0.33 against 0.47 at 10 steps, 0.048 against 0.26 at 20)."""
@@ -309,8 +309,9 @@ def test_unipc_settings_errors(kwargs, match):
                         backend="reference", **kwargs)
 
 
-def test_order_belongs_to_lms_and_unipc():
-    with pytest.raises(ValueError, match=r"order: only solver='lms' and 'unipc' take order .* solver='euler'"):
+def test_order_belongs_to_lms_unipc_and_dpm_adaptive():
+    with pytest.raises(ValueError, match=r"order: only solver='lms', 'unipc' .* and 'dpm_adaptive' .* take order, "
+                                         r"got order=2 with solver='euler'"):
         SampleOptions(solver="euler", order=2)
     with pytest.raises(ValueError, match=r"order: expected 1, 2, 3 or 4 for solver='lms', got 5"):
         SampleOptions(solver="lms", order=5)
