@@ -326,3 +326,46 @@ def _k_diffusion_module(name: str):
         raise
     setattr(package, name, module)
     return module
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Small models for solver tests.
+# ---------------------------------------------------------------------------------------------------------
+
+def tanh_denoiser(dim: int = 4, seed: int = 0):
+    """A small smooth denoiser D(x; sigma) on [B, dim] (or [B, ..., dim]) tensors: a fixed random tanh layer, weighted
+    as a denoiser's output is (its data part fades as sigma grows), in the state's dtype."""
+    W = 0.3 * torch.randn(dim, dim, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+
+    def net(x, sigma):
+        s = sigma.reshape(-1, *([1] * (x.ndim - 1)))
+        return torch.tanh(x @ W.to(x.dtype)) / (1 + s**2) + 0.3 * x * s**2 / (1 + s**2)
+    return net
+
+
+def counting(net):
+    """(net wrapped, calls): every call's first sigma appended to `calls` as a float, so a test can compare the number
+    and the levels of two samplers' network evaluations."""
+    calls = []
+
+    def wrapped(x, sigma, *args, **kwargs):
+        calls.append(float(sigma.reshape(-1)[0]))
+        return net(x, sigma, *args, **kwargs)
+    return wrapped, calls
+
+
+def relative_error(actual: torch.Tensor, expected: torch.Tensor) -> float:
+    """max |actual - expected| / max |expected|, in float64."""
+    return float((actual.double() - expected.double()).abs().max() / expected.double().abs().max())
+
+
+def tiny_unet(seed: int = 0, **config):
+    """A diffusers UNet2DModel small enough for tests (8x8, 3 channels, two 32-channel blocks), random weights from
+    torch's generator seeded `seed`, in eval mode; `config` overrides its settings. Needs diffusers (the test extra)."""
+    from diffusers import UNet2DModel
+
+    torch.manual_seed(seed)
+    settings = dict(sample_size=8, in_channels=3, out_channels=3, block_out_channels=(32, 32), layers_per_block=1,
+                    down_block_types=("DownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "UpBlock2D"),
+                    norm_num_groups=8)
+    return UNet2DModel(**{**settings, **config}).eval()

@@ -17,6 +17,7 @@ os.environ.pop("FASTDIFF_BACKEND", None)  # the tests choose their backends them
 
 import torch._functorch.config as functorch_config  # noqa: E402
 
+import fastdiff.sampling.graph as graphed  # noqa: E402
 from fastdiff.testing import compiled_backend_params, torch_threads  # noqa: E402
 
 
@@ -73,3 +74,12 @@ def churn_offsets(monkeypatch):
 
     monkeypatch.setattr(loop_module, "bound", recording_bound)
     return offsets
+
+
+@pytest.fixture
+def emulated_graphs(monkeypatch):
+    """sample(cuda_graph=...) with emulated graphs on CPU tensors, and an empty cache before and after."""
+    monkeypatch.setattr(graphed, "_graph_kind_for", lambda latents: "emulated")
+    graphed.clear_cache()
+    yield
+    graphed.clear_cache()

@@ -30,10 +30,10 @@ import torch
 
 import fastdiff
 from fastdiff.adapters.diffusers import DiffusersDenoiser
-from fastdiff.testing import assert_close, assert_equal
+from fastdiff.testing import assert_close, assert_equal, tiny_unet
 
 from diffusers import (DDIMScheduler, DPMSolverMultistepScheduler, EulerDiscreteScheduler,
-                       FlowMatchEulerDiscreteScheduler, HeunDiscreteScheduler, UNet2DConditionModel, UNet2DModel)
+                       FlowMatchEulerDiscreteScheduler, HeunDiscreteScheduler, UNet2DConditionModel)
 
 # diffusers' schedulers call np.array on torch tensors, which numpy 2 reports as deprecated: their noise, not ours.
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation doesn't accept a copy keyword")
@@ -47,12 +47,6 @@ SD_BETAS = dict(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.01
 # Tiny models and diffusers' own loop.
 # --------------------------------------------------------------------------------------------------------
 
-def tiny_unet(seed: int = 0, **config) -> UNet2DModel:
-    torch.manual_seed(seed)
-    settings = dict(sample_size=8, in_channels=3, out_channels=3, block_out_channels=(32, 32), layers_per_block=1,
-                    down_block_types=("DownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "UpBlock2D"),
-                    norm_num_groups=8)
-    return UNet2DModel(**{**settings, **config}).eval()
 
 
 def tiny_conditional_unet(seed: int = 0) -> UNet2DConditionModel:

@@ -31,8 +31,8 @@ import fastdiff
 from fastdiff import testing
 from fastdiff.rng import ADAPTIVE_OFFSET, STREAMS
 from fastdiff.sampling.adaptive import AdaptiveSettings, StepSizeController, sample_dpm_adaptive
-from fastdiff.testing import assert_equal
-from fastdiff.testing import assert_equal, assert_error_bounded
+from fastdiff.testing import assert_equal, assert_error_bounded, counting as counted, relative_error as relative
+from fastdiff.testing import tanh_denoiser
 
 pytestmark = [
     # k-diffusion copies its float64 tensor arguments with torch.tensor(...), which warns; torchsde warns when a
@@ -58,32 +58,15 @@ def mixture_problem(seed: int = 0, dim: int = 6, batch: int = 4):
     return mix, torch.randn(batch, dim, generator=g, dtype=F64)
 
 
-def tanh_net(dim: int = 6, seed: int = 0):
-    """A small smooth denoiser: a tanh layer, scaled as a denoiser's output is."""
-    W = 0.3 * torch.randn(dim, dim, generator=torch.Generator().manual_seed(seed), dtype=F64)
-
-    def net(x, sigma):
-        s = sigma.reshape(-1, *([1] * (x.ndim - 1)))
-        return torch.tanh(x @ W.to(x.dtype)) / (1 + s**2) + 0.3 * x * s**2 / (1 + s**2)
-    return net
 
 
 def problem(name: str):
     mix, latents = mixture_problem()
-    return (mix if name == "mixture" else tanh_net()), latents
+    return (mix if name == "mixture" else tanh_denoiser(6)), latents
 
 
-def counted(net):
-    calls = []
-
-    def wrapped(x, sigma, *args, **kwargs):
-        calls.append(float(sigma.reshape(-1)[0]))
-        return net(x, sigma, *args, **kwargs)
-    return wrapped, calls
 
 
-def relative(actual, expected) -> float:
-    return float((actual.double() - expected.double()).abs().max() / expected.double().abs().max())
 
 
 def k_sample(net, latents, order, *, float64_host=True, rtol=0.05, atol=0.0078, callback=None, **kwargs):

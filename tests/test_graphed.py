@@ -341,15 +341,6 @@ def test_sample_cuda_graph_on_cpu():
         fastdiff.sample(net, x0, cuda_graph="yes", **kw)
 
 
-@pytest.fixture
-def emulated_graphs(monkeypatch):
-    """sample(cuda_graph=...) with emulated graphs on CPU tensors, and an empty cache before and after."""
-    monkeypatch.setattr(graphed, "_graph_kind_for", lambda latents: "emulated")
-    graphed.clear_cache()
-    yield
-    graphed.clear_cache()
-
-
 def test_sample_reuses_cached_graphs(emulated_graphs):
     """One capture per (net, shape, dtype, schedule structure, ...); new noise levels reuse it; results equal eager."""
     net = mixture()

@@ -56,15 +56,6 @@ def latents(batch=5, seed=0):
     return torch.randn(batch, 4, generator=torch.Generator().manual_seed(seed))
 
 
-@pytest.fixture
-def emulated_graphs(monkeypatch):
-    """sample(cuda_graph=...) with emulated graphs on CPU tensors, and an empty cache before and after."""
-    monkeypatch.setattr(graphed, "_graph_kind_for", lambda latents: "emulated")
-    graphed.clear_cache()
-    yield
-    graphed.clear_cache()
-
-
 @pytest.mark.parametrize("backend", CPU_BACKENDS)
 @pytest.mark.parametrize("solver", PROGRAM_SOLVERS)
 def test_replays_equal_eager_sampling(solver, backend):

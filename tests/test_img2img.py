@@ -13,10 +13,11 @@ import pytest
 import torch
 
 import fastdiff
+from fastdiff.testing import tiny_unet
 from fastdiff.rng import LATENTS_OFFSET, STREAMS
 from fastdiff.sampling.img2img import steps_to_run
 
-from diffusers import DPMSolverMultistepScheduler, EulerDiscreteScheduler, HeunDiscreteScheduler, UNet2DModel
+from diffusers import DPMSolverMultistepScheduler, EulerDiscreteScheduler, HeunDiscreteScheduler
 
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation doesn't accept a copy keyword")
 
@@ -24,11 +25,6 @@ STEPS = 8
 LOOP_RTOL = 1e-5  # float32 precision, as tests/test_diffusers.py measures it (max |difference| / max |diffusers|)
 
 
-def tiny_unet() -> UNet2DModel:
-    torch.manual_seed(0)
-    return UNet2DModel(sample_size=8, in_channels=3, out_channels=3, block_out_channels=(32, 32), layers_per_block=1,
-                       down_block_types=("DownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "UpBlock2D"),
-                       norm_num_groups=8).eval()
 
 
 @pytest.fixture(scope="module")

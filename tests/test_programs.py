@@ -19,7 +19,8 @@ import fastdiff
 from fastdiff import testing
 from fastdiff.rng import SAMPLER_OFFSET, SUBSTEP_OFFSET
 from fastdiff.sampling.programs import PROGRAM_SOLVERS
-from fastdiff.testing import assert_close, assert_equal, fitted_slope
+from fastdiff.testing import assert_close, assert_equal, counting as counted, fitted_slope, relative_error
+from fastdiff.testing import tanh_denoiser as tanh_net
 
 # torchsde warns when a query lands a rounding error outside the tree's interval (k-diffusion's own runs do too).
 pytestmark = pytest.mark.filterwarnings("ignore:Should have t")
@@ -66,27 +67,10 @@ def fastdiff_kwargs(k_kwargs: dict) -> dict:
     return {("S_noise" if k == "s_noise" else k): v for k, v in k_kwargs.items()}
 
 
-def tanh_net(dim: int = 4, seed: int = 0):
-    """A small smooth denoiser: a tanh layer, scaled as a denoiser's output is."""
-    W = 0.3 * torch.randn(dim, dim, generator=torch.Generator().manual_seed(seed), dtype=F64)
-
-    def net(x, sigma):
-        s = sigma.reshape(-1, *([1] * (x.ndim - 1)))
-        return torch.tanh(x @ W.to(x.dtype)) / (1 + s**2) + 0.3 * x * s**2 / (1 + s**2)
-    return net
 
 
-def counted(net):
-    calls = []
-
-    def wrapped(x, sigma, *args, **kwargs):
-        calls.append(float(sigma.reshape(-1)[0]))
-        return net(x, sigma, *args, **kwargs)
-    return wrapped, calls
 
 
-def relative_error(actual, expected) -> float:
-    return float((actual.double() - expected.double()).abs().max() / expected.double().abs().max())
 
 
 def schedule(dtype, n: int = 10, to_zero: bool = True):

@@ -25,10 +25,10 @@ import fastdiff
 from fastdiff.sampling import SampleOptions, programs
 from fastdiff.sampling.program_loop import ProgramLoop
 from fastdiff.sampling.programs import Combine, Eval, Move
-from fastdiff.testing import fitted_slope, rk4_probability_flow
+from fastdiff.testing import fitted_slope, rk4_probability_flow, tiny_unet
 
 diffusers = pytest.importorskip("diffusers")
-from diffusers import UNet2DModel, UniPCMultistepScheduler  # noqa: E402
+from diffusers import UniPCMultistepScheduler  # noqa: E402
 
 # diffusers' schedulers call np.array on torch tensors, which numpy 2 reports as deprecated: their noise, not ours.
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation doesn't accept a copy keyword")
@@ -45,11 +45,6 @@ F64 = torch.float64
 # A tiny model and diffusers' own loop (as in tests/test_diffusers.py).
 # --------------------------------------------------------------------------------------------------------
 
-def tiny_unet(seed: int = 0) -> UNet2DModel:
-    torch.manual_seed(seed)
-    return UNet2DModel(sample_size=8, in_channels=3, out_channels=3, block_out_channels=(32, 32), layers_per_block=1,
-                       down_block_types=("DownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "UpBlock2D"),
-                       norm_num_groups=8).eval()
 
 
 @pytest.fixture(scope="module")
