@@ -120,8 +120,11 @@ def fastdiff_noise_sampler(seeds: torch.Tensor, shape, dtype, levels: list[float
     log-midpoint of step i, as k-diffusion computes it) at SUBSTEP_OFFSET + i."""
     from fastdiff.sampling.programs import k_diffusion_levels
     ends = {levels[i + 1]: SAMPLER_OFFSET + i for i in range(len(levels) - 1)}
-    mids = {k_diffusion_levels(levels[i], levels[i + 1], dtype)[0][1]: SUBSTEP_OFFSET + i
-            for i in range(len(levels) - 1) if levels[i + 1] > 0}
+    mids = {}
+    for i in range(len(levels) - 1):
+        if levels[i + 1] > 0:  # dpmpp_sde names its draws by levels it computes: exp(-t) of t = -log sigma
+            (_, mid), (_, end) = k_diffusion_levels(levels[i], levels[i + 1], dtype)
+            mids[mid], ends[end] = SUBSTEP_OFFSET + i, SAMPLER_OFFSET + i
 
     def noise(sigma, sigma_next):
         key = float(sigma_next)

@@ -22,6 +22,7 @@ diffusers' UniPCMultistepScheduler's (k-diffusion has none), and tests/test_unip
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from dataclasses import dataclass
 
@@ -300,14 +301,17 @@ def dpmpp_3m_sde(t, eta: float = 1.0, S_noise: float = 1.0) -> Program:
 def lms_coefficient(t, i: int, j: int, order: int) -> float:
     """The weight of the derivative at t[i - j] in the order-`order` Adams-Bashforth step from t[i] to t[i+1]: the
     integral over [t[i], t[i+1]] of the Lagrange basis polynomial of node t[i - j] on t[i], ..., t[i - order + 1]
-    (exact: the polynomial is integrated in closed form)."""
-    nodes = [t[i - k] for k in range(order)]
-    basis = np.polynomial.Polynomial([1.0])
+    (exact: the polynomial, of degree < 4, is expanded about t[i] and integrated in closed form, in float64)."""
+    nodes = [t[i - k] - t[i] for k in range(order)]  # in u = s - t[i], so the integral runs from 0 (no cancellation)
+    coefficients = [1.0]  # of the basis polynomial in u, lowest degree first
     for k, node in enumerate(nodes):
         if k != j:
-            basis = basis * np.polynomial.Polynomial([-node, 1.0]) / (nodes[j] - node)
-    antiderivative = basis.integ()
-    return float(antiderivative(t[i + 1]) - antiderivative(t[i]))
+            scale = 1.0 / (nodes[j] - node)
+            shifted = [0.0] + coefficients  # times u
+            coefficients = [(shifted[m] - node * (coefficients[m] if m < len(coefficients) else 0.0)) * scale
+                            for m in range(len(shifted))]
+    h = t[i + 1] - t[i]
+    return sum(c * h ** (m + 1) / (m + 1) for m, c in enumerate(coefficients))
 
 
 def lms(t, order: int = 4) -> Program:
@@ -442,10 +446,18 @@ def k_diffusion_levels(sigma: float, sigma_next: float, dtype: torch.dtype) -> t
 
 def solver_program(solver: str, t: list[float], *, eta=None, S_noise: float = 1.0, churn=None, solver_type=None,
                    order=None, state_dtype: torch.dtype = torch.float32) -> Program:
-    """The program of a solver in PROGRAM_SOLVERS on the schedule t (host floats), its settings checked before."""
-    recipe = (("eta", eta), ("S_noise", S_noise), ("churn", None if churn is None else tuple(map(tuple, churn))),
-              ("solver_type", solver_type), ("order", order), ("state_dtype", state_dtype))
-    return dataclasses.replace(_solver_program(solver, t, eta=eta, S_noise=S_noise, churn=churn,
+    """The program of a solver in PROGRAM_SOLVERS on the schedule t (host floats), its settings checked before.
+    Programs are immutable, so the last few are kept (a sampling call with the schedule and settings of an earlier one
+    does not compute its coefficients again)."""
+    churn = None if churn is None else tuple(map(tuple, churn))
+    return _cached_program(solver, tuple(t), eta, S_noise, churn, solver_type, order, state_dtype)
+
+
+@functools.lru_cache(maxsize=32)
+def _cached_program(solver, t, eta, S_noise, churn, solver_type, order, state_dtype) -> Program:
+    recipe = (("eta", eta), ("S_noise", S_noise), ("churn", churn), ("solver_type", solver_type), ("order", order),
+              ("state_dtype", state_dtype))
+    return dataclasses.replace(_solver_program(solver, list(t), eta=eta, S_noise=S_noise, churn=churn,
                                                solver_type=solver_type, order=order, state_dtype=state_dtype),
                                recipe=recipe)
 
