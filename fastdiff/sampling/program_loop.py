@@ -55,7 +55,7 @@ class ProgramLoop:
         self._end_offsets, self._mid_offsets = self._offsets[0].unbind(0), self._offsets[1].unbind(0)
 
         if self.in_place:
-            self._start_buffer, outs, count = _assign_buffers(program)
+            self._start_buffer, outs, count = _memo(program, "_buffer_assignment", _assign_buffers)
             self._buffers = [torch.empty(self.shape, dtype=state_dtype, device=self.device) for _ in range(count)]
         else:
             self._start_buffer, outs, self._buffers = None, None, []
@@ -208,6 +208,16 @@ def _values(program: Program) -> tuple[float, list[float], list[float]]:
                 sigmas.append(op.sigma)
     start = program.t[0] if program.start_scale is None else program.start_scale
     return start, coeffs, sigmas
+
+
+def _memo(program: Program, name: str, compute):
+    """compute(program), kept on the (immutable, and cached: programs.solver_program) program itself, so that a loop
+    built again for the same program does not redo its host work."""
+    value = program.__dict__.get(name)
+    if value is None:
+        value = compute(program)
+        object.__setattr__(program, name, value)  # a frozen dataclass: not a field, only a memo
+    return value
 
 
 def _assign_buffers(program: Program) -> tuple[int, list[list], int]:
