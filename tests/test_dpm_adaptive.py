@@ -221,7 +221,8 @@ def test_eta_from_seeds_equals_k_diffusion_given_that_noise(order, dtype):
 
 
 def test_eta_zero_draws_no_noise():
-    """eta = 0 (the default) is the ODE solver: seeds are checked and unused, noise functions are never called."""
+    """eta = 0 (the default) is the ODE solver: seeds are checked and unused, randn_like is never called, and a
+    noise_sampler, which would be unused, is an error."""
     net, latents = mixture_problem()
     plain, _ = sample_dpm_adaptive(net, latents, backend="reference")
     seeded, _ = sample_dpm_adaptive(net, latents, seeds=[1, 2, 3, 4], backend="reference")
@@ -229,7 +230,8 @@ def test_eta_zero_draws_no_noise():
 
     def never(*args):
         raise AssertionError("no noise is drawn with eta = 0")
-    assert_equal(sample_dpm_adaptive(net, latents, noise_sampler=never, backend="reference")[0], plain)
+    with pytest.raises(ValueError, match="noise_sampler: .*would be unused"):
+        sample_dpm_adaptive(net, latents, noise_sampler=never, backend="reference")
     assert_equal(sample_dpm_adaptive(net, latents, randn_like=never, backend="reference")[0], plain)
 
 

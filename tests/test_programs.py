@@ -335,3 +335,34 @@ def test_brownian_noise_errors():
         fastdiff.sample(tanh_net(), LATENTS.float(), num_steps=4, solver="dpmpp_sde", noise_sampler="brown")
     with pytest.raises(ValueError, match="noise_sampler"):
         fastdiff.sample(tanh_net(), LATENTS.float(), num_steps=4, solver="lms", noise_sampler="brownian")
+
+
+def test_dpm_2_calls_randn_like_every_step_as_k_diffusion():
+    """With churn limited by S_max, dpm_2 calls randn_like on every step (as k-diffusion's sample_dpm_2 and EDM's
+    sampler draw their eps), so the same seeded torch.randn_like gives k-diffusion's samples; and heun/euler call it
+    as often."""
+    kd = testing.k_diffusion_sampling()
+    sigmas = schedule(F64)
+    net = tanh_net()
+    torch.manual_seed(5)
+    expected = kd.sample_dpm_2(net, LATENTS * sigmas[0], sigmas, s_churn=5.0, s_tmax=10.0, disable=True)
+    torch.manual_seed(5)
+    calls = []
+    counting_randn = lambda x: calls.append(1) or torch.randn_like(x)  # noqa: E731
+    actual = fastdiff.sample(net, LATENTS, sigmas=sigmas, solver="dpm_2", randn_like=counting_randn, S_churn=5.0,
+                             S_max=10.0, backend="reference")
+    assert_close(actual, expected, rtol=1e-12, atol=1e-12)
+    assert len(calls) == len(sigmas) - 1
+
+
+def test_brownian_noise_refuses_levels_outside_its_range():
+    noise = fastdiff.BrownianNoise(list(range(4)), (4, 2), sigma_min=0.01, sigma_max=10.0)
+    with pytest.raises(ValueError, match=r"outside its range \[sigma_min=0.01, sigma_max=10.0\]"):
+        noise(80.0, 40.0)
+    assert noise(10.0 * (1 + 1e-7), 5.0).shape == (4, 2)  # a float32 rounding above sigma_max is clamped
+
+
+@pytest.mark.parametrize("kwargs", [dict(solver="dpmpp_2m_sde", eta=0.0), dict(solver="dpm_adaptive")])
+def test_a_noise_sampler_that_would_be_unused_is_an_error(kwargs):
+    with pytest.raises(ValueError, match="noise_sampler: .*would be unused"):
+        fastdiff.sample(tanh_net(), LATENTS.float(), noise_sampler=lambda s, t: torch.zeros(5, 4), **kwargs)

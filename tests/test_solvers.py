@@ -606,7 +606,7 @@ def test_emulated_graph_replays_equal_eager_sampling(solver, kwargs, other):
     (dict(solver="euler_ancestral", eta="1"), TypeError, r"eta: expected a real number"),
     (dict(solver="euler_ancestral", S_churn=10.0), ValueError,
      r"S_churn: solver='euler_ancestral' takes no churn \(it adds its own noise after each step, set by eta and "
-     r"scaled by S_noise\); S_churn, S_min, S_max set EDM's churn, for solver='euler' or 'heun'; got S_churn=10.0"),
+     r"scaled by S_noise\); S_churn, S_min, S_max set EDM's churn, for solver='euler', 'heun' or 'dpm_2'; got S_churn=10.0"),
     (dict(solver="dpmpp_2m", S_churn=1.0), ValueError, r"S_churn: solver='dpmpp_2m' takes no churn \(it is a "
                                                        r"deterministic multistep solver\)"),
     (dict(solver="ddim", S_churn=40.0), ValueError, r"S_churn: solver='ddim' takes no churn \(it is deterministic "

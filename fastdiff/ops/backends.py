@@ -105,7 +105,8 @@ def input_reasons(name: str, state: torch.Tensor | None, tensors: tuple[torch.Te
         if devices - {"cpu", "cuda"}:
             reasons.append(f"Triton kernels run on CUDA devices, got {sorted(devices - {'cpu', 'cuda'})}")
     if state is not None and state.dtype not in KERNEL_DTYPES:
-        reasons.append(f"the fused kernels compute in float32 and take float32/float16/bfloat16 state, got {state.dtype}")
+        reasons.append(f"the fused kernels compute in float32 and take float32/float16/bfloat16 state, got {state.dtype} "
+                       f"(backend='reference' runs float64; 'auto' picks it)")
     return reasons
 
 

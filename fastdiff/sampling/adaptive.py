@@ -217,6 +217,10 @@ def run_adaptive(net, latents, class_labels, randn_like, seeds, callback, option
 
     check_call(net, latents, class_labels, randn_like, seeds, callback)
     if noise_sampler is not None:
+        if isinstance(noise_sampler, str):
+            raise ValueError(f"noise_sampler: {noise_sampler!r} is not available with solver='dpm_adaptive' (its levels "
+                             f"are not known before it runs); pass a callable, e.g. fastdiff.BrownianNoise(seeds, "
+                             f"latents.shape, sigma_min, sigma_max, device=latents.device)")
         if not callable(noise_sampler):
             raise TypeError(f"noise_sampler: expected a callable noise_sampler(sigma, sigma_next) -> a tensor like x "
                             f"(k-diffusion's), got {type(noise_sampler).__name__}")
@@ -224,6 +228,10 @@ def run_adaptive(net, latents, class_labels, randn_like, seeds, callback, option
             given = "randn_like" if randn_like is not None else "seeds"
             raise ValueError(f"noise_sampler: it gives every noise draw, so {given} would be unused; pass one of "
                              f"noise_sampler, randn_like or seeds")
+        if not (options.eta > 0 and options.S_noise > 0):
+            raise ValueError(f"noise_sampler: solver='dpm_adaptive' draws no noise with eta={options.eta} and "
+                             f"S_noise={options.S_noise} (its default eta is 0), so the noise_sampler would be unused; "
+                             f"pass eta > 0, or leave noise_sampler out")
     sigma_min, sigma_max = clamp_to_net(net, options.sigma_min, options.sigma_max)
     order, eta, S_noise = options.order or 3, options.eta, options.S_noise
     state_dtype, device, shape = options.state_dtype(latents), latents.device, latents.shape

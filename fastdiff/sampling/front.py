@@ -153,7 +153,8 @@ def sample(net, latents, class_labels=None, randn_like=None, num_steps=18, sigma
                                   extra_args)
         if noise_sampler is not None:
             raise ValueError(f"noise_sampler: solver={options.solver!r} takes its noise from seeds or randn_like; "
-                             f"noise_sampler is for the solvers of fastdiff.sampling.programs that draw noise")
+                             f"noise_sampler is for 'euler_ancestral' and the other solvers that draw noise after a step (the "
+                             f"ancestral and SDE ones)")
         if cuda_graph is not False:
             result = sample_graphed(cuda_graph, net, latents, class_labels, randn_like, seeds, callback, options,
                                     extra_args)

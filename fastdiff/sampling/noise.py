@@ -22,7 +22,7 @@ class BrownianNoise:
     has none). tol is the interval length below which torchsde stops bisecting (its default 1e-6 of the range's
     scale here).
 
-        noise = fastdiff.BrownianNoise(seeds, latents.shape, sigma_min=0.002, sigma_max=80.0)
+        noise = fastdiff.BrownianNoise(seeds, latents.shape, sigma_min=0.002, sigma_max=80.0, device=latents.device)
         x = fastdiff.sample(net, latents, solver="dpmpp_2m_sde", noise_sampler=noise)
 
     sample(..., noise_sampler="brownian", seeds=seeds) builds one over the call's own schedule.
@@ -55,7 +55,12 @@ class BrownianNoise:
         low, high = sorted((float(sigma), float(sigma_next)))
         if high - low <= 0:
             raise ValueError(f"BrownianNoise: expected two different noise levels, got {sigma} and {sigma_next}")
-        low, high = max(low, self.sigma_min), min(high, self.sigma_max)  # a level rounded just outside the range
+        slack = 1e-5  # a level rounded just outside the range (a float32 schedule) is clamped to it
+        if low < self.sigma_min * (1 - slack) or high > self.sigma_max * (1 + slack):
+            raise ValueError(f"BrownianNoise: asked for the noise between sigma {sigma} and {sigma_next}, outside its "
+                             f"range [sigma_min={self.sigma_min}, sigma_max={self.sigma_max}]; make it with a range "
+                             f"that covers the schedule's levels above 0")
+        low, high = max(low, self.sigma_min), min(high, self.sigma_max)
         sign = 1.0 if float(sigma_next) > float(sigma) else -1.0
         increments = torch.cat([path(low, high) for path in self.paths])
         return increments * (sign / math.sqrt(high - low))

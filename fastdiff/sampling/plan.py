@@ -323,7 +323,7 @@ def _check_no_churn(solver: str, **given) -> None:
               for name in ETA_SOLVERS + ADAPTIVE_SOLVERS},
            "ddim": "it is deterministic DDIM; EDM's stochastic sampler with the same update is solver='euler'"}[solver]
     raise ValueError(f"{name}: solver={solver!r} takes no churn ({why}); {', '.join(churn)} set EDM's churn, for "
-                     f"solver='euler' or 'heun'; got {name}={given[name]!r}")
+                     f"solver='euler', 'heun' or 'dpm_2'; got {name}={given[name]!r}")
 
 
 # What a plan holds per step, at least: its Python floats on the host (96 bytes per step for DPM-Solver++(2M), the

@@ -142,9 +142,12 @@ class ProgramLoop:
         regs = {"x": torch.mul(latents, self.start, out=first)}
         if records is not None:
             torch.aminmax(regs["x"], out=records[0])
+        draw_unused = randn_like is not None and program.draw_each_step  # see Program.draw_each_step
         for i, step in enumerate(self._steps):
             if on_step is not None:
                 on_step(i)
+            if draw_unused and not any(op[0] == "combine" and op[5] is not None for op in step):
+                check_output("randn_like", randn_like(regs["x"]), regs["x"], "randn_like(x)")  # drawn, not used
             reported = callback is None
             for op in step:
                 kind = op[0]
@@ -310,6 +313,10 @@ def prepare_program(net, latents, class_labels, randn_like, seeds, callback, opt
     state_dtype = options.state_dtype(latents)
     require_loop_memory(options.num_steps, options.sigmas, latents.shape[0], latents.device, state_dtype)
     program = make_plan(net, options, state_dtype, program=True)
+    if noise_sampler is not None and not program.adds_noise():
+        raise ValueError(f"noise_sampler: solver={options.solver!r} adds no noise with these settings (eta="
+                         f"{options.eta}, S_noise={options.S_noise}), so the noise_sampler would be unused; leave it "
+                         f"out, or pass eta > 0")
     backend = backends.resolve(options.backend, torch.empty(0, dtype=state_dtype, device=latents.device), (latents,))
     return LoopSetup(program, state_dtype, backend)
 

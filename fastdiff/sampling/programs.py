@@ -65,6 +65,9 @@ class Program:
     steps: tuple[tuple, ...]
     rotate: tuple[tuple[str, ...], ...] = ()
     start_scale: float | None = None
+    # A churn solver's randn_like(x) is called at every step, churn or not, as edm_sampler and k-diffusion's
+    # sample_dpm_2 draw it, so that a user's noise function is consumed in their order (seeded noise is not affected).
+    draw_each_step: bool = False
     # How solver_program made it (its settings, the schedule aside), so scaled() can make it again on other levels;
     # not part of what a program is (equality, hashing).
     recipe: tuple = dataclasses.field(default=(), compare=False, repr=False)
@@ -152,7 +155,7 @@ def dpm_2(t, churn=None) -> Program:
             ops += [_euler("y", "x", "D", sigma_hat, sigma_mid), Eval("E", "y", sigma_mid),
                     _combine("x", "x", ("y", "E"), (k, -k))]
         steps.append(tuple(ops))
-    return Program("dpm_2", tuple(t), tuple(steps))
+    return Program("dpm_2", tuple(t), tuple(steps), draw_each_step=True)
 
 
 def euler_ancestral(t, eta: float = 1.0, S_noise: float = 1.0) -> Program:
