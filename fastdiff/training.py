@@ -588,6 +588,10 @@ def _distributed_setup(device: str) -> tuple[torch.device, int, int, bool]:
         import torch._dynamo as _dynamo  # noqa: F401  (binds no local `torch`)
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
         owns = True
+        # Every rank finishes connecting before any goes on: a rank that then fails at once (a batch that does not
+        # split) and closes the group must not cut the others off mid-connection ("Gloo connectFullMesh failed"
+        # where they should see its error's consequence), which happened under load without this barrier.
+        dist.barrier()
     if distributed:
         return device, dist.get_rank(), dist.get_world_size(), owns
     return device, 0, 1, False
