@@ -34,7 +34,7 @@ from .._validate import check_output, check_positive, check_real
 from ..ops.bound import bound
 from ..rng import ADAPTIVE_OFFSET, MAX_STEPS, draw_seeds, seeds_tensor
 from .extra import check_extra_args
-from .loop import check_call
+from .loop import check_call, check_noise
 from .plan import SampleOptions, clamp_to_net
 from .programs import ancestral_step
 
@@ -325,7 +325,7 @@ def run_adaptive(net, latents, class_labels, randn_like, seeds, callback, option
 def _noise(x, k: int, seeds, randn_like, noise_sampler, sigma: float, sigma_next: float, state_dtype):
     """combine's (seeds, offset, noise) for the noise after the k-th accepted step."""
     if randn_like is not None:
-        return None, None, check_output("randn_like", randn_like(x), x, "randn_like(x)").contiguous()
+        return None, None, check_noise(randn_like(x), x).contiguous()
     if noise_sampler is not None:
         level = lambda value: torch.tensor(value, dtype=state_dtype, device=x.device)  # noqa: E731
         drawn = noise_sampler(level(sigma), level(sigma_next))

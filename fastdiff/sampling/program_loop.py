@@ -16,6 +16,7 @@ from .._nonfinite import NonfiniteCheck, steps_where
 from .._validate import check_output
 from ..ops.bound import bound
 from ..rng import SAMPLER_OFFSET, SUBSTEP_OFFSET
+from .loop import check_noise
 from .programs import NOISE_END, NOISE_MID, Combine, Eval, Move, Program
 
 
@@ -147,7 +148,7 @@ class ProgramLoop:
             if on_step is not None:
                 on_step(i)
             if draw_unused and not any(op[0] == "combine" and op[5] is not None for op in step):
-                check_output("randn_like", randn_like(regs["x"]), regs["x"], "randn_like(x)")  # drawn, not used
+                check_noise(randn_like(regs["x"]), regs["x"])  # drawn, not used
             reported = callback is None
             for op in step:
                 kind = op[0]
@@ -165,7 +166,7 @@ class ProgramLoop:
                     step_seeds = offset = drawn = None
                     if noise is not None:
                         if randn_like is not None:
-                            drawn = check_output("randn_like", randn_like(x), x, "randn_like(x)").contiguous()
+                            drawn = check_noise(randn_like(x), x).contiguous()
                         elif noise_sampler is not None:
                             drawn = check_output("noise_sampler", noise_sampler(level(levels[0]), level(levels[1])),
                                                  x, "noise_sampler(sigma, sigma_next)").contiguous()
