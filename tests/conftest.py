@@ -83,3 +83,11 @@ def emulated_graphs(monkeypatch):
     graphed.clear_cache()
     yield
     graphed.clear_cache()
+
+
+@pytest.fixture(scope="module")
+def unet():
+    """fastdiff.testing.tiny_unet(): a tiny random-weight diffusers UNet2DModel, one per test module."""
+    from fastdiff.testing import tiny_unet
+
+    return tiny_unet()

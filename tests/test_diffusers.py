@@ -57,11 +57,6 @@ def tiny_conditional_unet(seed: int = 0) -> UNet2DConditionModel:
                                 norm_num_groups=8, attention_head_dim=8).eval()
 
 
-@pytest.fixture(scope="module")
-def unet():
-    return tiny_unet()
-
-
 def noise(*shape, seed: int = 1) -> torch.Tensor:
     return torch.randn(*shape, generator=torch.Generator().manual_seed(seed))
 

@@ -13,7 +13,6 @@ import pytest
 import torch
 
 import fastdiff
-from fastdiff.testing import tiny_unet
 from fastdiff.rng import LATENTS_OFFSET, STREAMS
 from fastdiff.sampling.img2img import steps_to_run
 
@@ -25,11 +24,6 @@ STEPS = 8
 LOOP_RTOL = 1e-5  # float32 precision, as tests/test_diffusers.py measures it (max |difference| / max |diffusers|)
 
 
-
-
-@pytest.fixture(scope="module")
-def unet():
-    return tiny_unet()
 
 
 def randn(*shape, seed):

@@ -25,7 +25,7 @@ import fastdiff
 from fastdiff.sampling import SampleOptions, programs
 from fastdiff.sampling.program_loop import ProgramLoop
 from fastdiff.sampling.programs import Combine, Eval, Move
-from fastdiff.testing import fitted_slope, rk4_probability_flow, tiny_unet
+from fastdiff.testing import fitted_slope, rk4_probability_flow
 
 diffusers = pytest.importorskip("diffusers")
 from diffusers import UniPCMultistepScheduler  # noqa: E402
@@ -45,11 +45,6 @@ F64 = torch.float64
 # A tiny model and diffusers' own loop (as in tests/test_diffusers.py).
 # --------------------------------------------------------------------------------------------------------
 
-
-
-@pytest.fixture(scope="module")
-def unet():
-    return tiny_unet()
 
 
 def noise(*shape, seed: int = 1) -> torch.Tensor:
