@@ -217,6 +217,7 @@ setup(
     license="Apache-2.0",
     python_requires=">=3.10",
     packages=find_packages(include=["fastdiff", "fastdiff.*"]),
+    package_data={"fastdiff": ["weights/*.pt"]},  # the shipped digits model and classifier (fastdiff.pretrained)
     ext_modules=ext_modules,
     cmdclass=cmdclass,
     install_requires=["torch>=2.4", "numpy"],

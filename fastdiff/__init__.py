@@ -10,6 +10,7 @@ from .adapters import load_edm  # NVlabs/edm network pickles
 from .ddpm import DDPM
 from .loss import DDPMLoss, EDMLoss, VELoss, VPLoss
 from .mixture import GaussianMixture
+from .models import load_model, pretrained, save_model
 from .ops import BackendUnavailableError, backends
 from .ops import randn  # the generator through the backend dispatch (reference: fastdiff.rng.randn)
 from .precond import EDMPrecond, VEPrecond, VPPrecond, iDDPMPrecond
@@ -51,9 +52,12 @@ __all__ = [
     "inpaint",
     "karras_sigmas",
     "load_edm",
+    "load_model",
     "plan_steps",
+    "pretrained",
     "randn",
     "sample",
     "sample_general",
+    "save_model",
     "train",
 ]

@@ -48,6 +48,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="fastdiff-samples.png", help="PNG scatter of the samples ('' to skip)")
 
     add_train_parser(commands)
+    from . import generate, quality  # their commands live with their code
+
+    generate.add_parser(commands)
+    quality.add_parser(commands)
     commands.add_parser("info", help="show versions and which backends can run here, and why not")
     p = commands.add_parser("build", help="compile the C++ kernels for the installed torch (after torch changed, or "
                             "after an install that could not build them), into a cache that fastdiff loads from")
@@ -142,6 +146,8 @@ def main(argv=None) -> int:
             return run_train(args)
         if args.command == "build":
             return run_build(args)
+        if hasattr(args, "run"):  # generate, eval: set by their modules' add_parser
+            return args.run(args)
         return run_sample(args) if args.command == "sample" else run_info()
     except (ValueError, TypeError, ImportError, OSError, backends.BackendUnavailableError) as error:
         print(f"fastdiff {args.command}: error: {error}", file=sys.stderr)

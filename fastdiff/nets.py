@@ -110,6 +110,11 @@ def _check_labels(class_labels, num_classes: int, x: torch.Tensor):
     return class_labels
 
 
+def _plain(value):
+    """Tuples as lists (JSON's and torch.load(weights_only=True)'s plain data); anything else unchanged."""
+    return list(value) if isinstance(value, tuple) else value
+
+
 def _zero(module: nn.Module) -> nn.Module:
     """Zero a layer's weight and bias (used on the last layer of every residual branch and of the output)."""
     nn.init.zeros_(module.weight)
@@ -321,6 +326,13 @@ class UNet(nn.Module):
                  channels_per_head: int = 64, resample: str = "conv", max_positions: float = 10000.0,
                  fourier_scale: float = 16.0):
         super().__init__()
+        # The constructor's arguments, as plain data: fastdiff.models saves them with the weights to rebuild the net.
+        self.config = dict(img_resolution=img_resolution, in_channels=in_channels, out_channels=out_channels,
+                           model_channels=model_channels, channel_mult=_plain(channel_mult), num_blocks=num_blocks,
+                           attn_resolutions=_plain(attn_resolutions), dropout=dropout, num_classes=num_classes,
+                           label_dropout=label_dropout, embedding=embedding, num_heads=num_heads,
+                           channels_per_head=channels_per_head, resample=resample, max_positions=max_positions,
+                           fourier_scale=fourier_scale)
         self.img_resolution = check_int("img_resolution", img_resolution, minimum=1)
         self.in_channels = check_int("in_channels", in_channels, minimum=1)
         self.out_channels = self.in_channels if out_channels is None else check_int("out_channels", out_channels, minimum=1)
@@ -456,6 +468,9 @@ class MLP(nn.Module):
                  label_dropout: float = 0.0, embedding: str = "positional", residual: bool = True,
                  max_positions: float = 10000.0, fourier_scale: float = 16.0):
         super().__init__()
+        self.config = dict(dim=dim, hidden=hidden, depth=depth, embedding_dim=embedding_dim, num_classes=num_classes,
+                           label_dropout=label_dropout, embedding=embedding, residual=residual,
+                           max_positions=max_positions, fourier_scale=fourier_scale)  # see UNet.config
         self.dim = check_int("dim", dim, minimum=1)
         hidden = check_int("hidden", hidden, minimum=1)
         depth = check_int("depth", depth, minimum=1)

@@ -39,6 +39,28 @@ class Precond(nn.Module):
         self.model = model
         self.backend = prepare(backend)
 
+    # EDM's names for what the network takes, read from the fastdiff network inside (UNet: in_channels,
+    # img_resolution, num_classes; MLP: dim, num_classes); None where the network does not say.
+    @property
+    def img_resolution(self):
+        return getattr(self.model, "img_resolution", None)
+
+    @property
+    def img_channels(self):
+        return getattr(self.model, "in_channels", None)
+
+    @property
+    def label_dim(self) -> int:
+        return int(getattr(self.model, "num_classes", 0) or 0)
+
+    @property
+    def sample_shape(self):
+        """The shape of one sample, (C, H, W) for a U-Net or (dim,) for an MLP; None if the network does not say."""
+        if self.img_channels is not None and self.img_resolution is not None:
+            return (self.img_channels, self.img_resolution, self.img_resolution)
+        dim = getattr(self.model, "dim", None)
+        return (dim,) if dim is not None else None
+
     def with_model(self, model) -> "Precond":
         """The same preconditioner around another network (sharing everything else), e.g. F wrapped in DDP."""
         clone = copy.copy(self)

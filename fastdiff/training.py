@@ -31,6 +31,7 @@ from torch import nn
 from ._version import __version__
 from .ops.backends import check_name
 from .loss import EDMLoss, VELoss, VPLoss
+from .models import model_spec
 from .precond import EDMPrecond, Precond, VEPrecond, VPPrecond
 from ._validate import check_choice, check_int, check_positive, check_real
 
@@ -361,7 +362,8 @@ class Trainer:
                 "nimg": self.step * self.config.batch_size, "config": self.config.to_dict(),
                 "net": self.net.state_dict(), "ema": self.ema.state_dict(), "optimizer": self.optimizer.state_dict(),
                 "rng": rngs, "world_size": self.world_size,
-                "running_loss": {"sum": self._loss_sum.clone(), "count": self._loss_count}}  # since the last record
+                "running_loss": {"sum": self._loss_sum.clone(), "count": self._loss_count},  # since the last record
+                "model": model_spec(self.net)}  # what rebuilds the network (fastdiff.load_model); None for a custom net
 
     def save_checkpoint(self) -> Path:
         """Write checkpoint-<step>.pt atomically (temporary file, fsync, rename) and keep the newest few.
@@ -377,8 +379,14 @@ class Trainer:
         return path
 
     def _resume(self, resume: str) -> None:
-        path = resolve_checkpoint(resume, self.run_dir)
-        state = load_checkpoint(path, map_location=self.device)
+        if resume == "latest" and self.run_dir is not None:
+            path, state, _ = newest_readable_checkpoint(self.run_dir, map_location=self.device)  # says what it skips
+        else:
+            path = resolve_checkpoint(resume, self.run_dir)
+            state = load_checkpoint(path, map_location=self.device)
+            if state.get("format") != CHECKPOINT_FORMAT:
+                raise ValueError(f"resume: {path} is a model file, not a training checkpoint (it has no optimizer "
+                                 f"state to resume from)")
         changed = {k: (v, getattr(self.config, k)) for k, v in state["config"].items()
                    if k not in RESUMABLE_CHANGES and _normalise(v) != _normalise(getattr(self.config, k, None))}
         if changed:
@@ -449,15 +457,61 @@ def resolve_checkpoint(resume, run_dir) -> Path:
     return path
 
 
-def load_checkpoint(path, map_location="cpu") -> dict:
-    """A training checkpoint (only tensors and plain data are unpickled: weights_only=True)."""
+class UnreadableCheckpoint(ValueError):
+    """A checkpoint or model file that cannot be read; the message names the file and the reason."""
+
+
+def read_state(path, map_location="cpu", what: str = "resume") -> dict:
+    """torch.load(weights_only=True) of a fastdiff file, with errors that name the file and say what is wrong with it
+    (empty, cut short, not a torch file, holding more than tensors and plain data)."""
+    path = Path(path)
+    size = path.stat().st_size if path.is_file() else None
+    if size == 0:
+        raise UnreadableCheckpoint(f"{what}: {path} is empty (0 bytes): a write that never finished")
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as error:
-        raise ValueError(f"resume: cannot read the checkpoint {path}: {type(error).__name__}: {error}") from error
-    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
-        raise ValueError(f"resume: {path} is not a fastdiff training checkpoint")
+    except Exception as error:  # torch raises many kinds for a damaged file
+        text = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        if "weights_only" in str(error) or "Weights only load failed" in str(error):
+            reason = "it holds Python objects beyond tensors and plain data, which fastdiff never writes"
+        elif isinstance(error, EOFError) or "central directory" in str(error) or "unexpected end" in str(error).lower():
+            reason = f"it is cut short or damaged ({text})"
+        else:
+            reason = f"it is not a readable torch file ({type(error).__name__}: {text})"
+        raise UnreadableCheckpoint(f"{what}: cannot read {path} ({size} bytes): {reason}") from None
+    if not isinstance(state, dict):
+        raise UnreadableCheckpoint(f"{what}: {path} holds a {type(state).__name__}, not a fastdiff checkpoint or model")
     return state
+
+
+def load_checkpoint(path, map_location="cpu", what: str = "resume") -> dict:
+    """A training checkpoint or a model file (only tensors and plain data are unpickled: weights_only=True)."""
+    from .models import MODEL_FORMAT
+
+    state = read_state(path, map_location, what)
+    if state.get("format") not in (CHECKPOINT_FORMAT, MODEL_FORMAT):
+        raise UnreadableCheckpoint(f"{what}: {path} is not a fastdiff training checkpoint")
+    return state
+
+
+def newest_readable_checkpoint(run_dir, map_location="cpu", what: str = "resume"):
+    """(path, state, skipped) of the newest checkpoint in run_dir that can be read; `skipped` lists the newer ones
+    that cannot, as (path, reason), and each is reported on stderr. Errors name every file tried."""
+    found = list_checkpoints(run_dir)
+    if not found:
+        raise FileNotFoundError(f"{what}: no checkpoint-*.pt in {run_dir}")
+    skipped = []
+    for path in reversed(found):
+        try:
+            state = load_checkpoint(path, map_location, what)
+        except UnreadableCheckpoint as error:
+            skipped.append((path, str(error)))
+            continue
+        for bad, reason in skipped:
+            print(f"fastdiff: {reason}; using the older {path.name} instead", file=sys.stderr)
+        return path, state, skipped
+    raise UnreadableCheckpoint(f"{what}: none of the {len(found)} checkpoints in {run_dir} can be read: "
+                               + "; ".join(reason for _, reason in skipped))
 
 
 def _truncate_log(path: Path, step: int) -> None:
