@@ -23,6 +23,8 @@ from .sampling.loop import require_loop_memory
 from .sampling.plan import ADAPTIVE_SOLVERS, SOLVERS, plan_steps
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
+DEFAULT_IMAGES = 1000  # fastdiff sample of a model: enough for a stable FD-digits, seconds on 2 cores
+DEFAULT_POINTS = 8192  # fastdiff sample --model mixture
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -30,22 +32,38 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"fastdiff {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
 
-    p = commands.add_parser("sample", help="sample the built-in 2-D Gaussian mixture with its exact denoiser and draw the result")
-    p.add_argument("--num-samples", type=int, default=8192, help="batch size (default 8192)")
+    p = commands.add_parser("sample", help="sample a model (default: the shipped digits model) and draw the samples; "
+                            "--model mixture: the 2-D Gaussian mixture with its exact denoiser")
+    p.add_argument("--model", default="digits",
+                   help="digits (the class-conditional model that ships with fastdiff, default), mixture (the built-in "
+                        "2-D mixture with its exact denoiser), or a model file, training checkpoint or run folder")
+    p.add_argument("--num-samples", type=int, default=None,
+                   help=f"batch size (default {DEFAULT_IMAGES} for a model, {DEFAULT_POINTS} for the mixture)")
     p.add_argument("--num-steps", "--steps", type=int, default=18, dest="num_steps",
                    help="number of sampling steps N, as sample(num_steps=) (default 18)")
-    p.add_argument("--solver", choices=[s for s in SOLVERS if s not in ADAPTIVE_SOLVERS], default="heun")  # (a plan's NFE)
-    p.add_argument("--sigma-min", type=float, default=0.002)
-    p.add_argument("--sigma-max", type=float, default=80.0)
-    p.add_argument("--rho", type=float, default=7.0)
+    p.add_argument("--solver", choices=[s for s in SOLVERS if s not in ADAPTIVE_SOLVERS], default="heun",
+                   help="the sampler (default heun, EDM's)")
+    p.add_argument("--class", type=int, default=None, dest="class_label",
+                   help="class of every sample (class-conditional models; default: sample b gets class (SEED + b) "
+                        "%% label_dim, a row of the picture per class)")
+    p.add_argument("--guidance", type=float, default=None,
+                   help="classifier-free guidance weight w (class-conditional models): 1 is the plain conditional "
+                        "model (default), 0 the unconditional one, w > 1 guides")
+    p.add_argument("--sigma-min", type=float, default=0.002, help="lowest noise level of the schedule (default 0.002)")
+    p.add_argument("--sigma-max", type=float, default=80.0, help="highest noise level of the schedule (default 80)")
+    p.add_argument("--rho", type=float, default=7.0, help="Karras schedule exponent (default 7)")
     p.add_argument("--S-churn", type=float, default=0.0, dest="S_churn", help="stochasticity (0 = deterministic ODE)")
-    p.add_argument("--S-min", type=float, default=0.0, dest="S_min")
-    p.add_argument("--S-max", type=float, default=math.inf, dest="S_max")
-    p.add_argument("--S-noise", type=float, default=1.0, dest="S_noise")
+    p.add_argument("--S-min", type=float, default=0.0, dest="S_min", help="lowest noise level that gets churn")
+    p.add_argument("--S-max", type=float, default=math.inf, dest="S_max", help="highest noise level that gets churn")
+    p.add_argument("--S-noise", type=float, default=1.0, dest="S_noise", help="scale of the churn noise (default 1)")
     p.add_argument("--seed", type=int, default=0, help="sample b uses seed SEED + b (default 0)")
     p.add_argument("--dtype", choices=sorted(DTYPES), default="float32", help="sampler state dtype")
-    p.add_argument("--backend", choices=backends.ACCEPTED, default="auto")
-    p.add_argument("--out", default="fastdiff-samples.png", help="PNG scatter of the samples ('' to skip)")
+    p.add_argument("--backend", choices=backends.ACCEPTED, default="auto", help="who runs the fused step ops")
+    p.add_argument("--device", default="auto", help="where a model runs: auto (cuda when there is a GPU, default), "
+                   "cpu, cuda, cuda:1, ...")
+    p.add_argument("--columns", type=int, default=10,
+                   help="samples per row of the picture (per class for class-conditional models; default 10)")
+    p.add_argument("--out", default="fastdiff-samples.png", help="PNG of the samples ('' to skip)")
 
     add_train_parser(commands)
     from . import generate, quality  # their commands live with their code
@@ -155,6 +173,23 @@ def main(argv=None) -> int:
 
 
 def run_sample(args) -> int:
+    """`fastdiff sample`: a model's images (or points) by default, the 2-D oracle demo with --model mixture."""
+    if args.model == "mixture":
+        for flag, value in (("--class", args.class_label), ("--guidance", args.guidance)):
+            if value is not None:
+                raise ValueError(f"{flag}: the mixture demo is unconditional, got {flag} {value}; it applies to "
+                                 f"class-conditional models (--model digits)")
+        if args.num_samples is None:
+            args.num_samples = DEFAULT_POINTS
+        return run_sample_mixture(args)
+    from .sample_cli import run_sample_model
+
+    if args.num_samples is None:
+        args.num_samples = DEFAULT_IMAGES
+    return run_sample_model(args)
+
+
+def run_sample_mixture(args) -> int:
     """Sample the built-in mixture, report the work done and the sample quality, and draw the samples."""
     mixture = GaussianMixture.ring()
     if args.num_samples < 1:

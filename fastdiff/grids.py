@@ -54,13 +54,14 @@ def _scatter(x: torch.Tensor, dataset) -> torch.Tensor:
     return scatter_image(x[:, :2], extent)
 
 
-def image_grid(images: torch.Tensor, min_size: int = 256) -> torch.Tensor:
-    """Images [N, C, H, W] in [-1, 1] tiled in a near-square grid with 1-pixel gaps, as uint8 RGB [H', W', 3];
-    small images are enlarged (nearest) so the grid is at least `min_size` pixels wide."""
+def image_grid(images: torch.Tensor, min_size: int = 256, columns: int | None = None) -> torch.Tensor:
+    """Images [N, C, H, W] in [-1, 1] tiled row by row, `columns` to a row (default: a near-square grid), with
+    1-pixel gaps, as uint8 RGB [H', W', 3]; small images are enlarged (nearest) so the grid is at least `min_size`
+    pixels wide."""
     n, channels, height, width = images.shape
     if channels not in (1, 3):
         raise ValueError(f"images: expected 1 or 3 channels, got {channels}")
-    columns = math.ceil(math.sqrt(n))
+    columns = math.ceil(math.sqrt(n)) if columns is None else min(columns, n)
     rows = math.ceil(n / columns)
     pixels = ((images.to(torch.float32).clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
     if channels == 1:

@@ -34,7 +34,7 @@ def read_png(path):
 def test_sample_reports_its_work_and_draws_the_ring(tmp_path, capsys):
     """`fastdiff sample` prints steps, NFE, time and backend, and its PNG shows dark points on the ring only."""
     out = tmp_path / "s.png"
-    assert main(["sample", "--num-samples", "2048", "--steps", "12", "--out", str(out)]) == 0
+    assert main(["sample", "--model", "mixture", "--num-samples", "2048", "--steps", "12", "--out", str(out)]) == 0
     text = capsys.readouterr().out
     x = torch.empty(1)
     assert "12 steps, NFE 23" in text and f"backend {backends.resolve('auto', x, (x,))}" in text and " s (" in text
@@ -53,7 +53,7 @@ def test_sample_reports_its_work_and_draws_the_ring(tmp_path, capsys):
 
 def test_sample_quality_line_is_near_the_floor(capsys):
     """The printed distance to exact draws is within a few times the exact-vs-exact floor for a converged run."""
-    assert main(["sample", "--num-samples", "4096", "--steps", "64", "--out", ""]) == 0
+    assert main(["sample", "--model", "mixture", "--num-samples", "4096", "--steps", "64", "--out", ""]) == 0
     line = next(l for l in capsys.readouterr().out.splitlines() if "sliced Wasserstein" in l)
     distance = float(line.split(":")[1].split()[0])
     floor = float(line.split("two exact draws:")[1].strip(" )"))
@@ -61,10 +61,10 @@ def test_sample_quality_line_is_near_the_floor(capsys):
 
 
 @pytest.mark.parametrize("argv,message", [
-    (["sample", "--num-samples", "0", "--out", ""], "--num-samples: must be >= 1, got 0"),
-    (["sample", "--steps", "0", "--out", ""], "num_steps: must be >= 1, got 0"),
-    (["sample", "--sigma-min", "90", "--out", ""], "sigma_min: must be below sigma_max"),
-    (["sample", "--backend", "cuda", "--out", ""], "backend='cuda' cannot run: "),  # CPU tensors; maybe not built
+    (["sample", "--model", "mixture", "--num-samples", "0", "--out", ""], "--num-samples: must be >= 1, got 0"),
+    (["sample", "--model", "mixture", "--steps", "0", "--out", ""], "num_steps: must be >= 1, got 0"),
+    (["sample", "--model", "mixture", "--sigma-min", "90", "--out", ""], "sigma_min: must be below sigma_max"),
+    (["sample", "--model", "mixture", "--backend", "cuda", "--out", ""], "backend='cuda' cannot run: "),  # CPU tensors; maybe not built
 ])
 def test_errors_exit_2_with_the_argument_named(argv, message, capsys):
     """Bad options print one error line naming the option and exit with status 2."""

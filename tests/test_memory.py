@@ -110,7 +110,7 @@ def test_cli_refuses_a_batch_that_cannot_fit(machine, capsys):
     """fastdiff sample --num-samples 100000000: the quality report alone needs 387 GiB; refused before the seeds are
     made (exit status 2), with the numbers; likewise --num-steps."""
     with NoLargeTensors():
-        assert main(["sample", "--num-samples", "100000000", "--out", ""]) == 2
+        assert main(["sample", "--model", "mixture", "--num-samples", "100000000", "--out", ""]) == 2
     error = capsys.readouterr().err
     needed = 10**8 * report_bytes_per_point(2)
     assert needed / GiB > 380
@@ -118,7 +118,7 @@ def test_cli_refuses_a_batch_that_cannot_fit(machine, capsys):
                             f"{memory.format_bytes(needed)} on cpu for the sample quality report"), error
     assert "24.0 GiB is available (MemAvailable in /proc/meminfo); sample fewer points" in error
     with NoLargeTensors():
-        assert main(["sample", "--num-steps", "10000000", "--out", ""]) == 2
+        assert main(["sample", "--model", "mixture", "--num-steps", "10000000", "--out", ""]) == 2
     error = capsys.readouterr().err
     assert error.startswith("fastdiff sample: error: --num-steps: 10000000 needs at least 611.5 GiB"), error
 
