@@ -21,8 +21,8 @@ from .rng import randn
 from .sampling.front import sample
 from .sampling.loop import require_loop_memory
 from .sampling.plan import ADAPTIVE_SOLVERS, SOLVERS, plan_steps
+from .sample_cli import DTYPES, run_sample_model
 
-DTYPES = {"float32": torch.float32, "float64": torch.float64}
 DEFAULT_IMAGES = 1000  # fastdiff sample of a model: enough for a stable FD-digits, seconds on 2 cores
 DEFAULT_POINTS = 8192  # fastdiff sample --model mixture
 
@@ -182,8 +182,6 @@ def run_sample(args) -> int:
         if args.num_samples is None:
             args.num_samples = DEFAULT_POINTS
         return run_sample_mixture(args)
-    from .sample_cli import run_sample_model
-
     if args.num_samples is None:
         args.num_samples = DEFAULT_IMAGES
     return run_sample_model(args)

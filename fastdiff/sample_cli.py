@@ -21,10 +21,10 @@ from .sampling.plan import plan_steps
 DIGITS_SHAPE = (1, 8, 8)  # what the shipped digits classifier (fastdiff.quality) judges
 GRID_MIN_SIZE = 360  # pixels across the picture: 8x8 digits are enlarged 4x
 BATCH = 1000  # samples per call of the sampler
+DTYPES = {"float32": torch.float32, "float64": torch.float64}  # --dtype: the sampler state
 
 
 def run_sample_model(args) -> int:
-    from .cli import DTYPES
     from .models import load_model
 
     num_samples = check_int("--num-samples", args.num_samples, minimum=1)
