@@ -12,42 +12,11 @@ import os
 from pathlib import Path
 
 
-from .nets import MLP, UNet
-from .precond import EDMPrecond, Precond, VEPrecond, VPPrecond
+from .modelspec import MODEL_FORMAT, build, model_spec
+from .precond import Precond
 
-MODEL_FORMAT = "fastdiff-model"
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 PRETRAINED = {"digits": "digits.pt"}  # name -> file in fastdiff/weights
-NETWORKS = {"UNet": UNet, "MLP": MLP}
-PRECONDS = {"EDMPrecond": (EDMPrecond, ("sigma_data", "sigma_min", "sigma_max")),
-            "VPPrecond": (VPPrecond, ("beta_d", "beta_min", "M", "epsilon_t")),
-            "VEPrecond": (VEPrecond, ("sigma_min", "sigma_max"))}
-
-
-def model_spec(net: Precond) -> dict | None:
-    """What rebuilds `net`: {"precond": {"class", params...}, "network": {"class", "kwargs"}}; None when the network
-    inside is not one of fastdiff's (UNet, MLP) or the preconditioner is not EDM, VP or VE."""
-    precond = type(net).__name__
-    network = type(getattr(net, "model", None)).__name__
-    if precond not in PRECONDS or network not in NETWORKS or not isinstance(getattr(net.model, "config", None), dict):
-        return None
-    params = {name: getattr(net, name) for name in PRECONDS[precond][1]}
-    return {"precond": {"class": precond, **params}, "network": {"class": network, "kwargs": dict(net.model.config)}}
-
-
-def build(spec: dict, backend: str = "auto") -> Precond:
-    """A fresh (untrained) preconditioned network from a model_spec."""
-    try:
-        precond = dict(spec["precond"])
-        cls, _ = PRECONDS[precond.pop("class")]
-        network = spec["network"]
-        model = NETWORKS[network["class"]](**network["kwargs"])
-    except (KeyError, TypeError) as error:
-        raise ValueError(f"model: not a model description fastdiff can rebuild ({type(error).__name__}: {error}): "
-                         f"expected a precond of {sorted(PRECONDS)} and a network of {sorted(NETWORKS)}") from None
-    return cls(model, **precond, backend=backend)
-
-
 def save_model(path, net: Precond, **info) -> Path:
     """Write `net` (its weights as they are, e.g. a training run's EMA) as a model file that `load_model` reads.
 

@@ -31,7 +31,7 @@ from torch import nn
 from ._version import __version__
 from .ops.backends import check_name
 from .loss import EDMLoss, VELoss, VPLoss
-from .models import model_spec
+from .modelspec import MODEL_FORMAT, model_spec
 from .precond import EDMPrecond, Precond, VEPrecond, VPPrecond
 from ._validate import check_choice, check_int, check_positive, check_real
 
@@ -486,8 +486,6 @@ def read_state(path, map_location="cpu", what: str = "resume") -> dict:
 
 def load_checkpoint(path, map_location="cpu", what: str = "resume") -> dict:
     """A training checkpoint or a model file (only tensors and plain data are unpickled: weights_only=True)."""
-    from .models import MODEL_FORMAT
-
     state = read_state(path, map_location, what)
     if state.get("format") not in (CHECKPOINT_FORMAT, MODEL_FORMAT):
         raise UnreadableCheckpoint(f"{what}: {path} is not a fastdiff training checkpoint")
