@@ -38,7 +38,7 @@ from .rng import MAX_SEED, randn
 from .sampling.plan import ADAPTIVE_SOLVERS, SOLVERS, plan_steps
 
 FORMAT = "fastdiff-generate"
-MAX_SEEDS = 100_000_000  # seeds per run: a list beyond this is a typo (0-1000000000) rather than a job
+MAX_SEEDS = 10_000_000  # seeds per run: a list beyond this is a typo (0-1000000000) rather than a job
 SOLVER_CHOICES = [s for s in SOLVERS if s not in ADAPTIVE_SOLVERS]  # dpm_adaptive steps by a batch-wide error norm
 SAMPLER_FLAGS = {"num_steps": "--steps", "sigma_min": "--sigma-min", "sigma_max": "--sigma-max", "rho": "--rho",
                  "S_churn": "--S-churn", "S_min": "--S-min", "S_max": "--S-max", "S_noise": "--S-noise",
@@ -84,7 +84,7 @@ def parse_seeds(text: str, name: str = "--seeds") -> list[int]:
     accepted = "comma-separated non-negative ints and inclusive ranges a-b with a <= b, e.g. 0-49999 or 0-9,20,30-39"
     if not isinstance(text, str) or not text.strip():
         raise ValueError(f"{name}: expected {accepted}, got {text!r}")
-    seeds, where = [], {}
+    ranges = []  # (first, last, the item as written)
     total = 0
     for item in text.split(","):
         part = item.strip()
@@ -101,13 +101,14 @@ def parse_seeds(text: str, name: str = "--seeds") -> list[int]:
         if total > MAX_SEEDS:
             raise ValueError(f"{name}: {text!r} lists more than {MAX_SEEDS:,} seeds (at most that many per run; "
                              f"run the rest as another job)")
-        for seed in range(first, last + 1):
-            if seed in where:
-                raise ValueError(f"{name}: seed {seed} is listed twice in {text!r} (in {where[seed]!r} and "
-                                 f"{part!r}); list each seed once")
-            where[seed] = part
-            seeds.append(seed)
-    return seeds
+        ranges.append((first, last, part))
+    by_start = sorted(range(len(ranges)), key=lambda i: ranges[i][0])
+    for a, b in zip(by_start, by_start[1:]):  # sorted by start, two items overlap only if neighbours do
+        if ranges[b][0] <= ranges[a][1]:
+            earlier, later = sorted((a, b))
+            raise ValueError(f"{name}: seed {ranges[b][0]} is listed twice in {text!r} (in {ranges[earlier][2]!r} and "
+                             f"{ranges[later][2]!r}); list each seed once")
+    return [seed for first, last, _ in ranges for seed in range(first, last + 1)]
 
 
 def format_seeds(seeds) -> str:
@@ -306,8 +307,10 @@ class Job:
         return to_uint8(x)
 
     def run_record(self, device, world: int) -> dict:
-        return {"seeds": format_seeds(self.seeds) if len(self.seeds) <= 10_000 else
-                f"{len(self.seeds)} seeds from {min(self.seeds)} to {max(self.seeds)}",
+        seeds = format_seeds(self.seeds)
+        if len(seeds) > 1000:
+            seeds = f"{len(self.seeds)} seeds from {min(self.seeds)} to {max(self.seeds)} (listed in {seeds.count(',') + 1} items)"
+        return {"seeds": seeds,
                 "batch": self.batch, "device": str(device), "backend": self.backend, "processes": world,
                 "fastdiff": __version__, "torch": torch.__version__,
                 "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
@@ -406,6 +409,8 @@ def prepare_npz(job: Job, record: dict) -> str:
         if old is None or compared(old) != compared(job.settings):
             why = "no settings of fastdiff generate" if old is None else f"other settings ({_differences(old, job.settings)})"
             raise ValueError(f"--npz: {out} exists and holds {why}; use another file, or --overwrite to replace it")
+    for tmp in [*out.parent.glob(f".{out.name}.tmp-*.npz"), *parts.glob(".*.tmp-*.npz")] if out.parent.is_dir() else ():
+        tmp.unlink(missing_ok=True)  # a killed run's unfinished files (one run at a time per output)
     parts.mkdir(parents=True, exist_ok=True)
     runs = list(old_parts.get("runs", [])) if old_parts is not None else []
     _write_json_atomic(parts / SETTINGS_FILE, {**job.settings, "runs": runs + [record]})
