@@ -582,6 +582,10 @@ def _run(job: Job, group: Group) -> int:
     job.load(group.device)
     record = job.run_record(group.device, group.world)
     png = job.parts is None
+    models = group.gather(job.settings["model"]["file"] + " " + job.settings["model"]["sha256"])
+    if len(set(models)) > 1:  # e.g. a run folder whose newest checkpoint changed while the ranks loaded it
+        raise ValueError(f"--model: the processes loaded different model files ({'; '.join(sorted(set(models)))}); "
+                         f"give one model file")
     # rank 0 alone checks and prepares the output; every rank learns its verdict (an error raises on all)
     verdict = None
     if group.rank == 0:
@@ -590,6 +594,8 @@ def _run(job: Job, group: Group) -> int:
         except (ValueError, OSError) as error:
             verdict = (type(error).__name__, str(error))
     kind, message = group.broadcast(verdict)
+    if kind != "ok" and group.rank != 0:
+        raise SystemExit(2)  # rank 0 reports the error; the others leave with its exit code, quietly
     if kind != "ok":
         raise (OSError if kind == "OSError" else ValueError)(message)
     note = message

@@ -170,6 +170,15 @@ def test_default_model_is_the_shipped_digits(tmp_path, capsys):
     assert images.shape == (4, 8, 8, 1) and labels.tolist() == [0, 1, 2, 3] and seeds.tolist() == [0, 1, 2, 3]
 
 
+def test_progress_on_stderr_and_no_progress(models, tmp_path, capsys):
+    assert main(["generate", *STEPS, "--model", models["cond"], "--seeds", "0-5", "--batch", "4",
+                 "--outdir", str(tmp_path / "a")]) == 0
+    err = capsys.readouterr().err.splitlines()
+    assert err[-1].startswith("[########################] 6/6 images ") and " img/s  ETA 0:00:00" in err[-1]
+    assert gen("--model", models["cond"], "--seeds", "0-5", "--outdir", tmp_path / "b") == 0  # --no-progress
+    assert capsys.readouterr().err == ""
+
+
 # ----- resume ----------------------------------------------------------------------------------------------------
 def test_resume_skips_written_images_and_redoes_a_truncated_one(models, tmp_path, capsys, monkeypatch):
     out = tmp_path / "out"
