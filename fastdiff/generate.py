@@ -6,9 +6,10 @@
 The image of a seed is drawn from that seed alone (its latents and every step's noise come from its own stream,
 fastdiff.rng), its class is fastdiff.imagefiles.class_of_seeds's, and the batches are a fixed function of the seed
 list and --batch: consecutive chunks of --batch seeds, whatever the number of processes (torchrun) and whatever a
-run before this one already wrote. So a seed's image does not depend on how the work was split or resumed, and on
-hardware whose kernels compute each sample independently of its batch (tested: this project's CPU path), not on
---batch either. docs/generate.md says exactly what is and is not guaranteed.
+run before this one already wrote. So a seed's image does not depend on how the work was split or resumed. It may
+depend on --batch in float32 rounding (torch's Linear and Conv2d pick their GEMM blocking by the batch size), which
+moves a uint8 pixel by one level at most, and rarely. docs/generate.md#determinism says exactly what is and is not
+guaranteed.
 
 Output: PNG files in fastdiff.imagefiles's layout with generate.json (the settings, compared on every rerun), or
 one .npz assembled at the end from per-batch part files kept in a hidden folder beside it. Every file is written
@@ -623,7 +624,7 @@ def _run(job: Job, group: Group) -> int:
         todo = group.broadcast(None if done is None else [s for s in job.seeds if s not in done])
         todo, bad = set(todo), []
     if group.rank == 0 and bad:
-        print(f"fastdiff generate: {len(bad)} PNG files are unreadable (a run killed mid-write?) and are made again: "
+        print(f"fastdiff generate: {len(bad)} PNG files are unreadable (damaged, or cut short by a crash of the machine) and are made again: "
               f"{format_seeds(bad[:20])}{' ...' if len(bad) > 20 else ''}", file=sys.stderr)
     pending = [b for b in batches if any(s in todo for s in b)]
     progress = Progress(len(todo), job.args.progress and group.rank == 0)
