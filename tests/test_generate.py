@@ -379,3 +379,22 @@ def test_torchrun_two_processes_write_the_bytes_of_one(models, tmp_path):
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "wrote 2 (1 of them redone, unreadable before), skipped 10" in resumed.stdout
     assert pngs(tmp_path / "one") == first
+
+
+def test_torchrun_npz_equals_one_process(models, tmp_path):
+    """The .npz under torchrun: each rank writes its batches' parts, rank 0 assembles them after a barrier."""
+    args = ["--model", models["cond"], "--seeds", "20-30,0-3", "--batch", "4", "--guidance", "2", "--no-progress",
+            *STEPS]
+    assert main(["generate", *args, "--npz", str(tmp_path / "one.npz")]) == 0
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=os.pathsep.join(
+        [str(ROOT)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]))
+    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                           "-m", "fastdiff", "generate", *args, "--npz", str(tmp_path / "two.npz")],
+                          capture_output=True, text=True, timeout=300, env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "wrote 15, skipped 0" in done.stdout and "2 processes" in done.stdout
+    one, two = np.load(tmp_path / "one.npz"), np.load(tmp_path / "two.npz")
+    assert sorted(two.files) == ["images", "labels", "seeds", "settings"]
+    for key in ("images", "labels", "seeds", "settings"):
+        assert np.array_equal(one[key], two[key]), key
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["one.npz", "two.npz"]
