@@ -12,6 +12,8 @@ PNG files are written and read here without Pillow (8-bit grayscale, RGB or RGBA
 from __future__ import annotations
 
 import json
+import os
+import re
 import struct
 import zlib
 from pathlib import Path
@@ -58,7 +60,18 @@ def write_png(path, pixels) -> None:
     header = struct.pack(">IIBBBBB", width, height, 8, 0 if channels == 1 else 2, 0, 0, 0)
     data = (PNG_SIGNATURE + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(rows.contiguous().numpy().tobytes(), 6))
             + chunk(b"IEND", b""))
-    Path(path).write_bytes(data)
+    _write_atomic(Path(path), data)
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    """Write to a temporary name in path's folder and rename it over path: a killed process leaves the old file or
+    the new one, never part of one (the temporary file starts with '.', so no reader takes it for an image)."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def read_png(path) -> np.ndarray:
@@ -66,7 +79,7 @@ def read_png(path) -> np.ndarray:
     data = Path(path).read_bytes()
     if not data.startswith(PNG_SIGNATURE):
         raise ValueError(f"{path}: not a PNG file")
-    pos, header, idat = len(PNG_SIGNATURE), None, []
+    pos, header, idat, ended = len(PNG_SIGNATURE), None, [], False
     while pos + 8 <= len(data):
         length, kind = struct.unpack(">I4s", data[pos:pos + 8])
         body = data[pos + 8:pos + 8 + length]
@@ -77,10 +90,13 @@ def read_png(path) -> np.ndarray:
         elif kind == b"IDAT":
             idat.append(body)
         elif kind == b"IEND":
+            ended = True
             break
         pos += 12 + length
     if header is None or not idat:
         raise ValueError(f"{path}: no image header or data")
+    if not ended:  # a file cut short between chunks decodes, but is not the whole file that was written
+        raise ValueError(f"{path}: cut short (no IEND chunk at its end)")
     width, height, depth, color, _, _, interlace = header
     channels = {0: 1, 4: 2, 2: 3, 6: 4}.get(color)
     if depth != 8 or channels is None or interlace:
@@ -123,15 +139,21 @@ def read_png(path) -> np.ndarray:
     return image[:, :, :1] if channels == 2 else image[:, :, :3] if channels == 4 else image
 
 
-def save_npz(path, pixels, seeds, labels=None) -> None:
-    """uint8 images [N, H, W, C], their seeds and (class-conditional) labels as one .npz, written atomically."""
+def save_npz(path, pixels, seeds, labels=None, settings: str | None = None) -> None:
+    """uint8 images [N, H, W, C], their seeds and (class-conditional) labels as one .npz, written atomically;
+    `settings`: a JSON text kept as the 0-d string array `settings` (fastdiff generate's, as in generate.json)."""
     path = Path(path)
     arrays = {"images": np.asarray(pixels, dtype=np.uint8), "seeds": np.asarray(seeds, dtype=np.int64)}
     if labels is not None:
         arrays["labels"] = np.asarray(labels, dtype=np.int64)
-    tmp = path.with_name(f".{path.name}.tmp.npz")
-    np.savez(tmp, **arrays)
-    tmp.replace(path)
+    if settings is not None:
+        arrays["settings"] = np.asarray(settings)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}.npz")
+    try:
+        np.savez(tmp, **arrays)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def load_generated(source):
@@ -151,7 +173,7 @@ def load_generated(source):
         return images, labels, seeds
     if not source.is_dir():
         raise FileNotFoundError(f"images: {source} is neither a .npz file nor a folder of PNG files")
-    files = sorted(source.glob("[0-9]" * 6 + "/" + "[0-9]" * 6 + ".png"))
+    files = _layout_files(source)
     if not files:
         raise ValueError(f"images: no <seed>.png files in {source} (expected fastdiff generate's layout "
                          f"{png_path(source, 0).relative_to(source)})")
@@ -162,6 +184,14 @@ def load_generated(source):
     if settings is not None and settings.get("label_dim"):
         labels = class_of_seeds(seeds, settings.get("class"), int(settings["label_dim"]))
     return images, labels, seeds
+
+
+def _layout_files(outdir: Path) -> list[Path]:
+    """The <seed>.png files of png_path's layout in outdir, by seed (6 digits or more: seeds from 10^6 have 7)."""
+    digits = re.compile(r"[0-9]{6,}")
+    files = [f for d in outdir.iterdir() if d.is_dir() and digits.fullmatch(d.name)
+             for f in d.glob("*.png") if digits.fullmatch(f.stem)]
+    return sorted(files, key=lambda f: int(f.stem))
 
 
 def class_of_seeds(seeds, fixed_class, label_dim: int) -> np.ndarray:
