@@ -80,69 +80,109 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 TRAIN_HELP = {
-    "data": "built-in data set (mixture, moons, swiss_roll, checkerboard, digits) or a path (image folder, .npy, .pt)",
+    "data": "built-in data set (mixture, moons, swiss_roll, checkerboard, digits) or a path (image folder, .npy, "
+            ".pt); digits trains with its recipe (conditional, 6000 steps, batch 256, lr 1e-3) for every option "
+            "not given",
     "net": "network: auto (MLP for points, U-Net for images), mlp or unet",
     "precond": "preconditioning and its loss: edm, vp or ve",
     "steps": "total optimizer steps (a resumed run continues up to this many)",
     "batch_size": "global batch size (split over torchrun's processes)",
     "lr": "Adam learning rate after the ramp-up",
     "lr_rampup_kimg": "learning-rate ramp-up, in thousands of images",
+    "betas": "Adam's betas, two numbers in [0, 1)",
+    "eps": "Adam's epsilon",
     "ema_halflife_kimg": "EMA half-life, in thousands of images",
     "ema_rampup_ratio": "EMA half-life ramp-up: at most this fraction of the images seen ('none': off)",
-    "grad_clip": "clip the gradient norm to this value (default: no clipping)",
+    "grad_clip": "clip the gradient norm to this value ('none': no clipping)",
     "precision": "fp32, or bf16 autocast of the network",
     "conditional": "condition on the data set's class labels (with label dropout, for guidance)",
-    "label_dropout": "probability of dropping a label in training (conditional runs)",
+    "label_dropout": "probability of dropping a label in training, conditional runs only ('none': 0.1 for the "
+                     "networks train builds)",
     "dropout": "dropout of the U-Net's residual blocks",
     "net_kwargs": "JSON object of extra network arguments, e.g. '{\"hidden\": 512}'",
     "seed": "seed of the batch order, the loss noise and the network's initialisation",
     "backend": "who runs the fused loss",
     "device": "auto, cpu, cuda, cuda:1, ...",
-    "run_dir": "folder for config.json, log.jsonl, sample grids and checkpoints ('' for none)",
+    "run_dir": "folder for config.json, log.jsonl, sample grids and checkpoints ('' for none); it must not hold "
+               "another run unless --resume or --overwrite is given",
     "checkpoint_every": "steps between checkpoints",
     "keep_checkpoints": "newest checkpoints kept",
     "sample_every": "steps between sample grids (and distance to the data for points)",
-    "num_grid": "images in a sample grid",
+    "num_grid": "images in a sample grid (points: at least this many samples)",
     "log_every": "steps between log records",
-    "resume": "'latest' (newest checkpoint in --run-dir) or a checkpoint path",
+    "progress": "no progress bar on stderr",
+    "resume": "'latest' (newest readable checkpoint in --run-dir) or a checkpoint path",
+    "overwrite": "delete the run already in --run-dir (only the files fastdiff wrote) and start a new one",
 }
+CLI_RUN_DIR = "fastdiff-run"  # the command line writes files by default; train() does not (run_dir=None)
 
 
 def add_train_parser(commands) -> None:
-    """`fastdiff train`: one option per TrainConfig field, with the same defaults."""
+    """`fastdiff train`: one option per TrainConfig field. Options not given are absent from the parsed arguments
+    (default argparse.SUPPRESS), so train() fills them from a data set's recipe or from TrainConfig's defaults,
+    which the help shows."""
     import dataclasses
+    import types
+    import typing
 
     from .training import TrainConfig
 
-    p = commands.add_parser("train", help="train a denoiser (EDM recipe) on a built-in data set or your own data")
+    p = commands.add_parser("train", help="train a denoiser (EDM recipe) on a built-in data set or your own data",
+                            argument_default=argparse.SUPPRESS)
+    hints = typing.get_type_hints(TrainConfig)
     for f in dataclasses.fields(TrainConfig):
         flag = "--" + f.name.replace("_", "-")
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        kind, optional = hints[f.name], False
+        if typing.get_origin(kind) in (typing.Union, types.UnionType):
+            args = [a for a in typing.get_args(kind) if a is not type(None)]
+            kind, optional = args[0], len(args) < len(typing.get_args(kind))
+        text = TRAIN_HELP[f.name]
         if f.name == "progress":
-            p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
-        elif f.name == "conditional":
-            p.add_argument(flag, action="store_true", help=TRAIN_HELP[f.name])
+            p.add_argument("--no-progress", dest="progress", action="store_false", help=text)
+        elif kind is bool:
+            p.add_argument(flag, dest=f.name, action="store_true", help=text + " (default off)")
+            if f.name == "conditional":
+                p.add_argument("--no-" + flag[2:], dest=f.name, action="store_false",
+                               help="do not condition on labels (overrides a recipe's --conditional)")
         elif f.name == "betas":
-            p.add_argument(flag, type=float, nargs=2, default=list(default), metavar=("BETA1", "BETA2"), help="Adam's betas")
-        elif f.name == "eps":
-            p.add_argument(flag, type=float, default=default, help="Adam's epsilon")
+            p.add_argument(flag, type=float, nargs=2, metavar=("BETA1", "BETA2"),
+                           help=text + f" (default {' '.join(map(str, default))})")
         elif f.name == "net_kwargs":
-            p.add_argument(flag, type=_json_object, default={}, help=TRAIN_HELP[f.name])
+            p.add_argument(flag, type=_json_object, metavar="JSON", help=text + " (default {})")
         elif f.name == "run_dir":
-            p.add_argument(flag, default="fastdiff-run", help=TRAIN_HELP[f.name] + " (default fastdiff-run)")
-        elif f.name in ("ema_rampup_ratio", "grad_clip"):
-            p.add_argument(flag, type=_optional_float, default=default, help=TRAIN_HELP[f.name])
+            p.add_argument(flag, help=text + f" (default {CLI_RUN_DIR})")
         elif f.name in ("net", "precond", "precision", "backend"):
             choices = {"net": ("auto", "mlp", "unet"), "precond": ("edm", "vp", "ve"), "precision": ("fp32", "bf16"),
                        "backend": backends.ACCEPTED}[f.name]
-            p.add_argument(flag, choices=choices, default=default, help=TRAIN_HELP[f.name])
+            p.add_argument(flag, choices=choices, help=text + f" (default {default})")
+        elif kind in (int, float):
+            converter = (_optional_float if kind is float else _optional_int) if optional else kind
+            p.add_argument(flag, type=converter, help=text + f" (default {'none' if default is None else default})")
+        elif kind is str:
+            p.add_argument(flag, help=text + (f" (default {default})" if default is not None else ""))
         else:
-            kind = type(default) if default is not None else str
-            p.add_argument(flag, type=kind, default=default, help=TRAIN_HELP[f.name] + f" (default {default})")
+            raise TypeError(f"add_train_parser: TrainConfig.{f.name} has the type {kind!r}, which has no flag")
 
 
 def _optional_float(text: str):
-    return None if text.lower() == "none" else float(text)
+    """A float, or None for 'none' (for TrainConfig's `float | None` fields)."""
+    if text.strip().lower() == "none":
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number or 'none', got {text!r}") from None
+
+
+def _optional_int(text: str):
+    """An int, or None for 'none' (for TrainConfig's `int | None` fields)."""
+    if text.strip().lower() == "none":
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer or 'none', got {text!r}") from None
 
 
 def _json_object(text: str) -> dict:
@@ -246,23 +286,32 @@ def require_job_memory(num_samples: int, num_steps, dim: int, dtype: torch.dtype
 
 
 def run_train(args) -> int:
-    """Train with the options given; print where the run went and how close its samples are (for points)."""
+    """Train with the options given (the others come from the data's recipe or TrainConfig's defaults); print
+    where the run went, how close its samples are (for points) and the command that samples it."""
     from .training import train
 
     options = {k: v for k, v in vars(args).items() if k not in ("command", "data")}
-    options["run_dir"] = options["run_dir"] or None
+    options["run_dir"] = options.get("run_dir", CLI_RUN_DIR) or None
     start = time.perf_counter()
-    result = train(args.data, **options)
+    result = train(getattr(args, "data", "mixture"), **options)
     if _rank() != 0:
         return 0
     last = result.history[-1] if result.history else {}
-    print(f"fastdiff {__version__}: trained {result.step} steps ({result.nimg / 1000:g} kimg) on {result.dataset.name} "
-          f"in {time.perf_counter() - start:.1f} s; last loss {last.get('loss', float('nan')):.4f}")
+    if not result.history:
+        print(f"fastdiff {__version__}: nothing to train: the run is already at step {result.step} of --steps "
+              f"{result.config.steps}")
+    else:
+        done = f"trained to step {result.step}" if result.config.resume else f"trained {result.step} steps"
+        print(f"fastdiff {__version__}: {done} ({result.nimg / 1000:g} kimg) on {result.dataset.name} in "
+              f"{time.perf_counter() - start:.1f} s; last loss {last['loss']:.4f}")
     if "sw" in last:
         print(f"  sliced Wasserstein distance of EMA samples to the data: {last['sw']:.4f} "
               f"(two halves of the data: {last['sw_floor']:.4f})")
+    if "eval_error" in last:
+        print(f"  the last evaluation failed: {last['eval_error']}")
     if result.run_dir is not None:
         print(f"  wrote {result.run_dir}/ (config.json, log.jsonl, samples-*.png, checkpoint-*.pt)")
+        print(f"  sample it: fastdiff sample --model {result.run_dir}")
     return 0
 
 

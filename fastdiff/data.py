@@ -404,7 +404,7 @@ def tensor_file(path, key: str | None = None) -> Dataset:
     data = _as_tensor(data, "data", path)
     labels = None if labels is None else _as_tensor(labels, "labels", path)
     if data.dtype == torch.uint8:
-        data = _uint8_images(data, path)
+        data = _uint8_images(data, f"tensor_file: {str(path)!r}")
     elif not data.is_floating_point():
         raise TypeError(f"tensor_file: {str(path)!r}: data: expected float values, or uint8 images, got {data.dtype}; "
                         "convert integer data to float (or to uint8 for 0..255 images)")
@@ -477,13 +477,15 @@ def _as_tensor(value, what: str, path: Path) -> torch.Tensor:
     raise ValueError(f"tensor_file: {str(path)!r}: {what}: expected a numeric array or tensor, found {_describe(value)}")
 
 
-def _uint8_images(data: torch.Tensor, path: Path) -> torch.Tensor:
-    """uint8 images [N, H, W], NHWC or NCHW (see tensor_file) as float32 [N, C, H, W] in [-1, 1], alpha dropped."""
+def _uint8_images(data: torch.Tensor, where: str) -> torch.Tensor:
+    """uint8 images [N, H, W], NHWC or NCHW (see tensor_file) as float32 [N, C, H, W] in [-1, 1], alpha dropped.
+    `where` starts the error message (the function and the file or argument). Also used by fastdiff.train for
+    uint8 tensors and arrays, so both read uint8 data the same way."""
     if data.ndim == 3:
         data = data[:, None]
     elif data.ndim != 4:
-        raise ValueError(f"tensor_file: {str(path)!r}: uint8 data are images: expected [N, H, W], [N, H, W, C] or "
-                         f"[N, C, H, W], got shape {tuple(data.shape)}")
+        raise ValueError(f"{where}: uint8 data are images: expected [N, H, W], [N, H, W, C] or [N, C, H, W], got "
+                         f"shape {tuple(data.shape)}; for points or other numbers, convert to float first")
     elif data.shape[3] in (1, 3, 4) and data.shape[1] not in (1, 3, 4):
         data = data.permute(0, 3, 1, 2)
     if data.shape[1] == 4:

@@ -19,6 +19,7 @@ import dataclasses
 import json
 import math
 import os
+import re
 import sys
 import time
 import warnings
@@ -44,7 +45,13 @@ SEED_SPACE = 2**62  # run bases below 2^62, so base + sample position stays belo
 DATA_ON_DEVICE_BYTES = 2**31  # data sets up to 2 GiB move to the training device once
 # What a resumed run may change: how long it runs and how it reports, not what it computes.
 RESUMABLE_CHANGES = {"steps", "run_dir", "checkpoint_every", "keep_checkpoints", "sample_every", "log_every",
-                     "progress", "resume", "num_grid"}
+                     "progress", "resume", "num_grid", "overwrite"}
+# Built-in data sets with a recipe: the options of the model that ships with fastdiff. A run on that data takes the
+# recipe's value for every option not given explicitly (train()'s keywords, the command line's flags).
+RECIPES = {"digits": dict(conditional=True, steps=6000, batch_size=256, lr=1e-3)}
+# The files a run writes in its run_dir (and only these are deleted by overwrite=True).
+RUN_FILE = re.compile(r"(config\.json|log\.jsonl|checkpoint-\d+\.pt|samples-\d+\.png)")
+TEMPORARY_FILE = re.compile(r"\.(checkpoint-\d+\.pt|log\.jsonl)\.tmp-(\d+)")  # save_atomic's, _truncate_log's
 
 
 @dataclass
@@ -79,6 +86,7 @@ class TrainConfig:
     log_every: int = 100
     progress: bool = True
     resume: str | None = None
+    overwrite: bool = False
 
     def check(self) -> "TrainConfig":
         """Validate every field; errors name the field, the value and what is accepted."""
@@ -109,6 +117,12 @@ class TrainConfig:
         _check_device(self.device)
         if not isinstance(self.net_kwargs, dict):
             raise TypeError(f"net_kwargs: expected a dict of network arguments, got {type(self.net_kwargs).__name__}")
+        for name in ("conditional", "progress", "overwrite"):
+            if not isinstance(getattr(self, name), bool):
+                raise TypeError(f"{name}: expected True or False, got {getattr(self, name)!r}")
+        if self.overwrite and self.resume:
+            raise ValueError(f"overwrite: True deletes the run in run_dir, resume={self.resume!r} continues it; "
+                             f"give one of them")
         return self
 
     def to_dict(self) -> dict:
@@ -142,13 +156,21 @@ def train(data="mixture", net=None, **options) -> TrainResult:
         conditional=False (class labels, with label_dropout=0.1 on built networks, for guidance), seed=0 (also
         seeds torch's generator: the initial network, dropout), backend="auto" (the loss and the skip mix),
         device="auto", run_dir=None (no files), checkpoint_every=1000, keep_checkpoints=2, sample_every=1000,
-        log_every=100, progress=True, resume=None | "latest" | a checkpoint path.
+        log_every=100, progress=True, resume=None | "latest" | a checkpoint path, overwrite=False.
+
+    A built-in data set with a recipe (RECIPES: "digits") takes the recipe's value for every option not given here.
+    A run folder belongs to one run: a new run (no `resume`) into a run_dir that already holds a run's files is
+    refused, unless overwrite=True, which deletes those files (only the ones fastdiff writes) first.
+    An evaluation (samples, picture, distance) that fails is reported with a warning and in the log record
+    ("eval_error"), and training goes on: the trained network is returned (and checkpointed) either way.
     """
     unknown = set(options) - {f.name for f in dataclasses.fields(TrainConfig)}
     if unknown:
         raise TypeError(f"train: unknown option(s) {sorted(unknown)}; accepted: {[f.name for f in dataclasses.fields(TrainConfig)]}")
     if isinstance(net, str):  # a network kind ("auto", "mlp", "unet"): the config's net
         options["net"], net = net, None
+    if isinstance(data, str) and data in RECIPES:
+        options = {**RECIPES[data], **options}  # what the caller gave wins, even when it equals TrainConfig's default
     dataset = _load_data(data)
     config = TrainConfig(data=data if isinstance(data, (str, os.PathLike)) else f"<{type(data).__name__}>",
                          **options).check()
@@ -170,6 +192,10 @@ class Trainer:
             raise
 
     def _build(self, config: TrainConfig, dataset, net) -> None:
+        self.run_dir = Path(config.run_dir) if config.run_dir else None
+        if self.run_dir is not None and not config.resume and not config.overwrite:
+            # Every rank looks, before DDP's constructor (collective) lets rank 0 go on to write into the folder.
+            _refuse_existing_run(self.run_dir)
         if config.batch_size % self.world_size:
             raise ValueError(f"batch_size: the global batch {config.batch_size} must split evenly over "
                              f"{self.world_size} processes")
@@ -190,7 +216,6 @@ class Trainer:
         self.optimizer = torch.optim.Adam(self.net.parameters(), lr=config.lr, betas=config.betas, eps=config.eps)
         self.step = 0
         self.history = []
-        self.run_dir = Path(config.run_dir) if config.run_dir else None
         self._epoch_order = (None, None)  # (epoch, permutation) of the dataset, cached
         nbytes = dataset.data.numel() * dataset.data.element_size()
         self.data = dataset.to(self.device) if nbytes <= DATA_ON_DEVICE_BYTES else dataset  # batches without copies
@@ -274,6 +299,10 @@ class Trainer:
         writer = self.rank == 0 and self.run_dir is not None
         if writer:
             self.run_dir.mkdir(parents=True, exist_ok=True)
+            if config.overwrite:
+                for path in run_files(self.run_dir):
+                    path.unlink(missing_ok=True)
+            remove_stale_temporaries(self.run_dir)
             (self.run_dir / "config.json").write_text(json.dumps(config.to_dict(), indent=2) + "\n")
         try:
             self._run_steps(writer)
@@ -292,14 +321,21 @@ class Trainer:
             self.train_step()
             at_end = self.step == config.steps
             evaluate = self.step % config.sample_every == 0 or at_end
+            # The records an uninterrupted run of any length makes here come before the checkpoint, the end-of-run
+            # record after it: the running loss a checkpoint holds is then the one an uninterrupted run carries on
+            # with, so a resumed run logs what an uninterrupted one logs. (Both reductions are collective.)
+            record = None
+            if self.step % config.log_every == 0 or self.step % config.sample_every == 0:
+                record = self._log_record(last_log)
             if self.run_dir is not None and (self.step % config.checkpoint_every == 0 or at_end):
-                self.save_checkpoint()  # first (a failed evaluation loses nothing); on every rank (collective)
-            if self.step % config.log_every == 0 or evaluate:
-                record = self._log_record(last_log)  # on every rank: the mean loss is all-reduced
+                self.save_checkpoint()  # before the evaluation (which may fail); on every rank (collective)
+            if record is None and at_end:
+                record = self._log_record(last_log)
+            if record is not None:
                 last_log = (time.perf_counter(), self.step)
                 progress.update(self.step, record["loss"])
                 if evaluate and self.rank == 0:
-                    record.update(self._evaluate(write=writer))
+                    record.update(self._evaluate_or_warn(write=writer))
                 self.history.append(record)
                 if writer:
                     with open(self.run_dir / "log.jsonl", "a") as log:
@@ -344,6 +380,20 @@ class Trainer:
                 "lr": self.lr_at(nimg), "ema_beta": self.ema_beta(nimg),
                 "img_per_s": (self.step - last_log[1]) * self.config.batch_size / max(elapsed, 1e-9),
                 "time": time.time()}
+
+    def _evaluate_or_warn(self, write: bool) -> dict:
+        """_evaluate, or when it fails, a warning naming the error and {"eval_error": ...}: an evaluation reports on
+        the run, and its failure must not cost the training done (the network, returned or checkpointed)."""
+        try:
+            return self._evaluate(write)
+        except Exception as error:  # noqa: BLE001 - whatever the sampler, the metric or the file system raised
+            text = f"{type(error).__name__}: {error}"
+            saved = self.run_dir is not None and (self.step % self.config.checkpoint_every == 0
+                                                  or self.step == self.config.steps)
+            kept = f"checkpoint-{self.step:08d}.pt is written; " if saved else ""
+            warnings.warn(f"fastdiff.train: the evaluation at step {self.step} (samples, picture, distance to the data) "
+                          f"failed: {text}; {kept}training goes on and the trained network is kept", stacklevel=2)
+            return {"eval_error": text}
 
     def _evaluate(self, write: bool) -> dict:
         """Sample the EMA net on fixed seeds; write a grid (or scatter) PNG; for points, the distance to the data."""
@@ -396,6 +446,10 @@ class Trainer:
         self.net.load_state_dict(state["net"])
         self.ema.load_state_dict(state["ema"])
         self.optimizer.load_state_dict(state["optimizer"])
+        if int(state["step"]) > self.config.steps:
+            raise ValueError(f"steps: {self.config.steps} is below the step {int(state['step'])} of the checkpoint "
+                             f"{path}; steps is the total a resumed run trains up to: give steps >= "
+                             f"{int(state['step'])}")
         self.step = int(state["step"])
         running = state.get("running_loss")
         if running is not None and state["world_size"] == self.world_size:
@@ -438,8 +492,56 @@ def save_atomic(obj, path: Path) -> None:
 
 
 def list_checkpoints(run_dir) -> list[Path]:
-    """The run's checkpoints, oldest first (temporary files of interrupted writes are not checkpoints)."""
-    return sorted(Path(run_dir).glob("checkpoint-*.pt"))
+    """The run's checkpoints checkpoint-<step>.pt, oldest first (temporary files of interrupted writes are not
+    checkpoints)."""
+    return sorted(p for p in Path(run_dir).glob("checkpoint-*.pt") if re.fullmatch(r"checkpoint-\d+\.pt", p.name))
+
+
+def run_files(run_dir) -> list[Path]:
+    """The files fastdiff's training wrote in run_dir: config.json, log.jsonl, checkpoint-<step>.pt,
+    samples-<step>.png and the temporary files of interrupted writes (.checkpoint-<step>.pt.tmp-<pid>)."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        return []
+    return sorted(p for p in run_dir.iterdir() if p.is_file() and (RUN_FILE.fullmatch(p.name)
+                                                                   or TEMPORARY_FILE.fullmatch(p.name)))
+
+
+def _refuse_existing_run(run_dir: Path) -> None:
+    """A run folder belongs to one run: FileExistsError when run_dir holds another run's files."""
+    if run_dir.exists() and not run_dir.is_dir():
+        raise NotADirectoryError(f"run_dir: {str(run_dir)!r} exists and is not a folder")
+    found = [p.name for p in run_files(run_dir) if RUN_FILE.fullmatch(p.name)]
+    if found:
+        shown = ", ".join(found[:4]) + (f" and {len(found) - 4} more" if len(found) > 4 else "")
+        raise FileExistsError(f"run_dir: {str(run_dir)!r} already holds a run ({shown}); a run folder belongs to one "
+                              f"run: continue it with resume='latest' (--resume latest), replace it with "
+                              f"overwrite=True (--overwrite; deletes only the files fastdiff wrote there), or give "
+                              f"another run_dir")
+
+
+def remove_stale_temporaries(run_dir) -> list[Path]:
+    """Delete the temporary files (.checkpoint-<step>.pt.tmp-<pid>, .log.jsonl.tmp-<pid>) that writers which no
+    longer run (killed mid-write) left in run_dir; those of live processes on this machine are kept."""
+    removed = []
+    for path in run_files(run_dir):
+        match = TEMPORARY_FILE.fullmatch(path.name)
+        if match and not _process_alive(int(match.group(2))):
+            path.unlink(missing_ok=True)
+            removed.append(path)
+    return removed
+
+
+def _process_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError):
+        return True  # another user's process (or an unusable number): leave its file alone
+    return True
 
 
 def resolve_checkpoint(resume, run_dir) -> Path:
@@ -472,10 +574,18 @@ def read_state(path, map_location="cpu", what: str = "resume") -> dict:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as error:  # torch raises many kinds for a damaged file
         text = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        if "weights_only" in str(error) or "Weights only load failed" in str(error):
+        if "WeightsUnpickler error:" in str(error):  # torch's advice to load with weights_only=False is not for us
+            text = str(error).split("WeightsUnpickler error:", 1)[1].strip().splitlines()[0]
+        with open(path, "rb") as f:
+            head = f.read(8)
+        if not head.startswith((b"PK\x03\x04", b"\x80")):  # torch.save's zip archive, or a legacy pickle
+            reason = (f"it is not a file torch.save wrote (that is a zip archive; this file starts with {head!r}): "
+                      f"the wrong file, or one overwritten with something else")
+        elif "Unsupported global" in str(error):
             reason = "it holds Python objects beyond tensors and plain data, which fastdiff never writes"
         elif isinstance(error, EOFError) or "central directory" in str(error) or "unexpected end" in str(error).lower():
-            reason = f"it is cut short or damaged ({text})"
+            reason = "it is cut short or damaged (torch: failed finding central directory)" \
+                if "central directory" in str(error) else f"it is cut short or damaged ({type(error).__name__}: {text})"
         else:
             reason = f"it is not a readable torch file ({type(error).__name__}: {text})"
         raise UnreadableCheckpoint(f"{what}: cannot read {path} ({size} bytes): {reason}") from None
@@ -535,15 +645,31 @@ def _normalise(value):
 
 # ----- building the run ----------------------------------------------------------------------------------
 def _load_data(data):
+    """The Dataset for train's `data`. Tensors and numpy arrays follow fastdiff.data.tensor_file's rules: float data
+    as they are (points [N, d], images [N, C, H, W] in [-1, 1]), uint8 data are images scaled from 0..255 to
+    [-1, 1] ([N, H, W], NHWC or NCHW), other integers become float32 points or images as they are."""
+    import numpy as np
+
     from . import data as data_module
 
     if isinstance(data, data_module.Dataset):
         return data
+    name = "tensor"
+    if isinstance(data, np.ndarray):
+        if data.dtype.kind not in "biuf":
+            raise TypeError(f"data: expected a numpy array of numbers, got dtype {data.dtype}")
+        data, name = data_module._from_numpy(data), "array"
     if isinstance(data, torch.Tensor):
-        return data_module.Dataset(data.to(torch.float32), name="tensor")
+        data = data.detach()
+        if data.dtype == torch.bool or data.is_complex():
+            raise TypeError(f"data: expected real numbers (float, int, or uint8 images), got a {data.dtype} {name}")
+        if data.dtype == torch.uint8:
+            data = data_module._uint8_images(data, "train: data")
+        return data_module.Dataset(data.to(torch.float32), name=name)
     if isinstance(data, (str, os.PathLike)):
         return data_module.load(str(data))
-    raise TypeError(f"data: expected a built-in name, a path, a fastdiff.data.Dataset or a tensor, got {type(data).__name__}")
+    raise TypeError(f"data: expected a built-in name, a path, a fastdiff.data.Dataset, a tensor or a numpy array, "
+                    f"got {type(data).__name__}")
 
 
 def _build_net(config: TrainConfig, dataset, net) -> Precond:
@@ -611,7 +737,13 @@ def _sigma_data(dataset) -> float:
     """EDM's sigma_data = 0.5 (images in [-1, 1]); for points, the data's own standard deviation."""
     if dataset.is_image:
         return 0.5
-    return float(dataset.data.to(torch.float64).std())
+    data = dataset.data.to(torch.float64)
+    std = float(data.std()) if len(data) > 1 else 0.0
+    if not std > 0:
+        raise ValueError(f"data: all {len(data)} point(s) of {dataset.name!r} are the same point "
+                         f"{[round(float(v), 6) for v in data[0, :4]]}: constant data have no spread to learn, and "
+                         f"EDM's sigma_data (the data's standard deviation) would be 0; give at least two distinct points")
+    return std
 
 
 def _distributed_setup(device: str) -> tuple[torch.device, int, int, bool]:
