@@ -48,7 +48,7 @@ RESUMABLE_CHANGES = {"steps", "run_dir", "checkpoint_every", "keep_checkpoints",
                      "progress", "resume", "num_grid", "overwrite"}
 # Built-in data sets with a recipe: the options of the model that ships with fastdiff. A run on that data takes the
 # recipe's value for every option not given explicitly (train()'s keywords, the command line's flags).
-RECIPES = {"digits": dict(conditional=True, steps=6000, batch_size=256, lr=1e-3)}
+RECIPES = {"digits": dict(conditional=True, steps=4000, batch_size=256, lr=1e-3)}
 # The files a run writes in its run_dir (and only these are deleted by overwrite=True).
 RUN_FILE = re.compile(r"(config\.json|log\.jsonl|checkpoint-\d+\.pt|samples-\d+\.png)")
 TEMPORARY_FILE = re.compile(r"\.(checkpoint-\d+\.pt|log\.jsonl)\.tmp-(\d+)")  # save_atomic's, _truncate_log's

@@ -330,7 +330,7 @@ def test_11_digits_recipe_fills_the_options_not_given(tmp_path):
     result = train("digits", steps=1, lr=2e-3, conditional=False, batch_size=4, num_grid=4, net_kwargs=TINY_UNET,
                    progress=False)
     assert result.config.lr == 2e-3 and result.config.conditional is False
-    assert RECIPES["digits"] == dict(conditional=True, steps=6000, batch_size=256, lr=1e-3)
+    assert RECIPES["digits"] == dict(conditional=True, steps=4000, batch_size=256, lr=1e-3)
 
 
 def test_11_digits_recipe_keeps_its_batch_size_unless_given():
