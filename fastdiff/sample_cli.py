@@ -106,8 +106,8 @@ def _report_quality(net, x: torch.Tensor, labels, shape) -> None:
         from .quality import evaluate
 
         q = evaluate(x.cpu(), None if labels is None else labels.cpu())
-        line = (f"  FD-digits {q['fd_digits']:.3f} (real digits, {q['n']} of them: {q['fd_floor']:.3f}; lower is "
-                f"better)")
+        line = (f"  FD-digits {q['fd_digits']:.3f} (lower is better; {q['n']} real digits score {q['fd_floor']:.3f} "
+                f"+- {q['fd_floor_std']:.3f})")
         if q.get("accuracy") is not None:
             line += f"; class accuracy {100 * q['accuracy']:.1f}% (the shipped digits classifier)"
         print(line)

@@ -99,3 +99,17 @@ def test_scatter_places_points():
     image = scatter_image(torch.tensor([[0.0, 0.0], [5.0, 5.0]]), extent=1.0, size=65)
     assert image[32, 32].int().sum() < 3 * 255 - 100
     assert int((image.int().sum(-1) < 3 * 255).sum()) == 1
+
+
+def test_every_option_of_every_command_has_help_text():
+    """`fastdiff <command> --help` explains every option it lists (sample, train, generate, eval, build)."""
+    import argparse
+
+    from fastdiff.cli import build_parser
+
+    parser = build_parser()
+    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    missing = [f"{name} {'/'.join(action.option_strings)}" for name, sub in commands.choices.items()
+               for action in sub._actions if action.option_strings and not action.help]
+    assert set(commands.choices) >= {"sample", "train", "generate", "eval", "build", "info"}
+    assert not missing, missing
