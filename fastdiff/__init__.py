@@ -3,7 +3,7 @@
 `import fastdiff` needs only torch: Triton, a GPU and the compiled extension are all optional.
 """
 from ._version import __version__
-from . import data, nets, sde
+from . import data, nets, quality, sde
 from ._memory import NotEnoughMemoryError
 from .adapters import diffusers_generate, diffusers_latents, from_diffusers  # diffusers' UNets and latents (diffusers is not imported)
 from .adapters import load_edm  # NVlabs/edm network pickles

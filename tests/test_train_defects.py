@@ -52,8 +52,12 @@ def test_1_failed_evaluation_keeps_the_network(tmp_path, monkeypatch, run_dir):
     options = {**TINY, "steps": 4, "sample_every": 2}
     if run_dir:
         options["run_dir"] = str(tmp_path / "r")
-    with pytest.warns(UserWarning, match="evaluation at step 4 .* failed: RuntimeError: sampler exploded"):
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
         result = train("moons", **options)
+    messages = [str(w.message) for w in caught if issubclass(w.category, UserWarning)]
+    assert len(messages) == 2 and all(f"evaluation at step {step} " in m and "failed: RuntimeError: sampler exploded"
+                                      in m for step, m in zip((2, 4), messages)), messages
     assert result.step == 4 and isinstance(result.ema, training.Precond)
     assert [r.get("eval_error") for r in result.history if "eval_error" in r] == ["RuntimeError: sampler exploded"] * 2
     if run_dir:
