@@ -81,8 +81,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 TRAIN_HELP = {
     "data": "built-in data set (mixture, moons, swiss_roll, checkerboard, digits) or a path (image folder, .npy, "
-            ".pt); digits trains with its recipe (conditional, 6000 steps, batch 256, lr 1e-3) for every option "
-            "not given",
+            ".pt); digits trains with its recipe (the shipped model's options: fastdiff.training.RECIPES) for "
+            "every option not given",
     "net": "network: auto (MLP for points, U-Net for images), mlp or unet",
     "precond": "preconditioning and its loss: edm, vp or ve",
     "steps": "total optimizer steps (a resumed run continues up to this many)",
