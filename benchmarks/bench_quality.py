@@ -144,7 +144,7 @@ def plot(series: dict, floor: float | None, path: Path, size=(720, 460)) -> None
     black = (0, 0, 0)
     draw_line(image, (left, top), (left, height - bottom), black, 1)
     draw_line(image, (left, height - bottom), (width - right, height - bottom), black, 1)
-    for nfe in nfes:
+    for nfe in (2 ** k for k in range(math.ceil(x_lo), math.floor(x_hi) + 1)):  # powers of two: labels never collide
         x, _ = to_px(nfe, 1)
         draw_line(image, (x, height - bottom), (x, height - bottom + 6), black, 1)
         label = str(nfe)

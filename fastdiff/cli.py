@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import math
 import platform
 import sys
 import time
@@ -21,7 +20,7 @@ from .rng import randn
 from .sampling.front import sample
 from .sampling.loop import require_loop_memory
 from .sampling.plan import ADAPTIVE_SOLVERS, SOLVERS, plan_steps
-from .sample_cli import DTYPES, run_sample_model
+from .sample_cli import DTYPES, add_schedule_arguments, run_sample_model
 
 DEFAULT_IMAGES = 1000  # fastdiff sample of a model: enough for a stable FD-digits, seconds on 2 cores
 DEFAULT_POINTS = 8192  # fastdiff sample --model mixture
@@ -49,13 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--guidance", type=float, default=None,
                    help="classifier-free guidance weight w (class-conditional models): 1 is the plain conditional "
                         "model (default), 0 the unconditional one, w > 1 guides")
-    p.add_argument("--sigma-min", type=float, default=0.002, help="lowest noise level of the schedule (default 0.002)")
-    p.add_argument("--sigma-max", type=float, default=80.0, help="highest noise level of the schedule (default 80)")
-    p.add_argument("--rho", type=float, default=7.0, help="Karras schedule exponent (default 7)")
-    p.add_argument("--S-churn", type=float, default=0.0, dest="S_churn", help="stochasticity (0 = deterministic ODE)")
-    p.add_argument("--S-min", type=float, default=0.0, dest="S_min", help="lowest noise level that gets churn")
-    p.add_argument("--S-max", type=float, default=math.inf, dest="S_max", help="highest noise level that gets churn")
-    p.add_argument("--S-noise", type=float, default=1.0, dest="S_noise", help="scale of the churn noise (default 1)")
+    add_schedule_arguments(p)
     p.add_argument("--seed", type=int, default=0, help="sample b uses seed SEED + b (default 0)")
     p.add_argument("--dtype", choices=sorted(DTYPES), default="float32", help="sampler state dtype")
     p.add_argument("--backend", choices=backends.ACCEPTED, default="auto", help="who runs the fused step ops")

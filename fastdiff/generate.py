@@ -37,6 +37,8 @@ from .imagefiles import SETTINGS_FILE, _layout_files, class_of_seeds, png_path, 
 from .ops import backends
 from .rng import MAX_SEED, randn
 from .sampling.plan import ADAPTIVE_SOLVERS, SOLVERS, plan_steps
+from .sample_cli import add_schedule_arguments
+from .training import _duration  # the progress bars' time format
 
 FORMAT = "fastdiff-generate"
 MAX_SEEDS = 10_000_000  # seeds per run: a list beyond this is a typo (0-1000000000) rather than a job
@@ -63,13 +65,7 @@ def add_parser(commands) -> None:
     out.add_argument("--npz", help="one .npz file of images, seeds and labels (instead of PNG files)")
     p.add_argument("--solver", choices=SOLVER_CHOICES, default="heun", help="the sampler (default heun, EDM's)")
     p.add_argument("--steps", type=int, default=18, dest="num_steps", help="sampling steps N (default 18)")
-    p.add_argument("--sigma-min", type=float, default=0.002, help="lowest noise level of the schedule (default 0.002)")
-    p.add_argument("--sigma-max", type=float, default=80.0, help="highest noise level of the schedule (default 80)")
-    p.add_argument("--rho", type=float, default=7.0, help="Karras schedule exponent (default 7)")
-    p.add_argument("--S-churn", type=float, default=0.0, dest="S_churn", help="stochasticity (0 = deterministic ODE)")
-    p.add_argument("--S-min", type=float, default=0.0, dest="S_min", help="lowest noise level that gets churn")
-    p.add_argument("--S-max", type=float, default=math.inf, dest="S_max", help="highest noise level that gets churn")
-    p.add_argument("--S-noise", type=float, default=1.0, dest="S_noise", help="scale of the churn noise (default 1)")
+    add_schedule_arguments(p)
     p.add_argument("--backend", choices=backends.ACCEPTED, default="auto", help="who runs the sampler's step math")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ... (under torchrun: cuda:LOCAL_RANK)")
     p.add_argument("--overwrite", action="store_true", help="start over: delete the images (and parts) already in "
@@ -557,13 +553,6 @@ class Progress:
     def close(self) -> None:
         if self.enabled and self.tty:
             print(file=sys.stderr)
-
-
-def _duration(seconds: float) -> str:
-    if not math.isfinite(seconds):
-        return "?"
-    seconds = int(round(seconds))
-    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
 
 
 def run(args) -> int:
