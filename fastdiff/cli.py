@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import sys
 import time
@@ -20,7 +21,8 @@ from .rng import randn
 from .sampling.front import sample
 from .sampling.loop import require_loop_memory
 from .sampling.plan import ADAPTIVE_SOLVERS, SOLVERS, plan_steps
-from .sample_cli import DTYPES, add_schedule_arguments, run_sample_model
+from .cli_options import add_schedule_arguments
+from .sample_cli import DTYPES, run_sample_model
 
 DEFAULT_IMAGES = 1000  # fastdiff sample of a model: enough for a stable FD-digits, seconds on 2 cores
 DEFAULT_POINTS = 8192  # fastdiff sample --model mixture
@@ -203,11 +205,19 @@ def main(argv=None) -> int:
     except (ValueError, TypeError, ImportError, OSError, backends.BackendUnavailableError) as error:
         print(f"fastdiff {args.command}: error: {error}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        again = {"generate": "; the images written are kept: rerun the same command to finish",
+                 "train": "; the checkpoints written are kept: rerun with --resume latest to continue"}
+        print(f"\nfastdiff {args.command}: interrupted{again.get(args.command, '')}", file=sys.stderr)
+        return 130
 
 
 def run_sample(args) -> int:
     """`fastdiff sample`: a model's images (or points) by default, the 2-D oracle demo with --model mixture."""
     if args.model == "mixture":
+        if os.path.exists("mixture"):
+            raise ValueError("--model: 'mixture' is both the built-in demo and a file or folder here; say which: "
+                             "'./mixture' for the file or folder, or run from another directory for the demo")
         for flag, value in (("--class", args.class_label), ("--guidance", args.guidance)):
             if value is not None:
                 raise ValueError(f"{flag}: the mixture demo is unconditional, got {flag} {value}; it applies to "
@@ -304,7 +314,8 @@ def run_train(args) -> int:
         print(f"  the last evaluation failed: {last['eval_error']}")
     if result.run_dir is not None:
         print(f"  wrote {result.run_dir}/ (config.json, log.jsonl, samples-*.png, checkpoint-*.pt)")
-        print(f"  sample it: fastdiff sample --model {result.run_dir}")
+        run = result.run_dir  # relative paths as ./path: a bare "digits" would name the shipped model
+        print(f"  sample it: fastdiff sample --model {run if run.is_absolute() else './' + run.as_posix()}")
     return 0
 
 

@@ -37,7 +37,7 @@ from .imagefiles import SETTINGS_FILE, _layout_files, class_of_seeds, png_path, 
 from .ops import backends
 from .rng import MAX_SEED, randn
 from .sampling.plan import ADAPTIVE_SOLVERS, SOLVERS, plan_steps
-from .sample_cli import add_schedule_arguments
+from .cli_options import add_schedule_arguments
 from .training import _duration  # the progress bars' time format
 
 FORMAT = "fastdiff-generate"
@@ -191,9 +191,20 @@ def compared(settings: dict) -> dict:
 
 
 def _differences(old: dict, new: dict) -> str:
-    old, new = compared(old), compared(new)
+    old, new = _flat(compared(old)), _flat(compared(new))
     keys = [k for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
     return "; ".join(f"{k}: {json.dumps(old.get(k))} there, {json.dumps(new.get(k))} now" for k in keys)
+
+
+def _flat(settings: dict, prefix: str = "") -> dict:
+    """Nested settings as {"sampler.solver": ..., ...}, so a difference names the one value that differs."""
+    flat = {}
+    for key, value in settings.items():
+        if isinstance(value, dict):
+            flat.update(_flat(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
 
 
 # ----- the job ---------------------------------------------------------------------------------------------------
@@ -238,7 +249,7 @@ class Job:
 
     def load(self, device: torch.device) -> None:
         """The model on `device`, checked against --class and --guidance, and the settings this run writes."""
-        from .models import load_model
+        from .models import load_model, warn_guidance
 
         args = self.args
         backends.check_name(args.backend)
@@ -273,6 +284,8 @@ class Job:
         self.net, self.label_dim, self.shape = net, label_dim, tuple(net.sample_shape)
         if label_dim and self.guidance is None:
             self.guidance = 1.0  # plain conditional sampling, recorded as the weight it is
+        if int(os.environ.get("RANK", "0")) == 0:
+            warn_guidance(net, self.guidance)
         self.settings = _json_safe({
             "format": FORMAT, "version": 1,
             "model": {"source": str(args.model), "file": str(Path(net.source).resolve()),

@@ -161,6 +161,9 @@ def load_generated(source):
     written by `fastdiff generate` (the folder's labels come from its generate.json; None if it has none)."""
     source = Path(source)
     if source.is_file():
+        if source.suffix.lower() != ".npz":
+            raise ValueError(f"images: expected a .npz file or a folder in fastdiff generate's layout "
+                             f"(<seed//1000*1000>/<seed>.png with generate.json), got the file {str(source)!r}")
         try:
             content = np.load(source)
         except (ValueError, OSError) as error:

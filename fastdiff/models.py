@@ -9,6 +9,7 @@ written by `fastdiff.train` carry the same description (their "model" entry) and
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 
@@ -20,7 +21,8 @@ PRETRAINED = {"digits": "digits.pt"}  # name -> file in fastdiff/weights
 def save_model(path, net: Precond, **info) -> Path:
     """Write `net` (its weights as they are, e.g. a training run's EMA) as a model file that `load_model` reads.
 
-    `info`: plain data kept with it (e.g. the data set's class names, the command that trained it, its quality)."""
+    `info`: plain data kept with it (e.g. the data set's class names, the command that trained it, its quality),
+    added to the `info` that `net` already carries (a model from load_model: its training config and step)."""
     from .training import save_atomic
 
     spec = model_spec(net)
@@ -28,6 +30,7 @@ def save_model(path, net: Precond, **info) -> Path:
         raise ValueError(f"net: save_model writes fastdiff's own networks (UNet, MLP) in an EDM, VP or VE "
                          f"preconditioner, got {type(net).__name__} around {type(getattr(net, 'model', None)).__name__}; "
                          f"save your network's state_dict instead")
+    info = {**(getattr(net, "info", None) or {}), **info}  # a loaded model keeps what it knew (its training config)
     state = {k: v.detach().cpu() for k, v in net.state_dict().items()}
     path = Path(path)
     save_atomic({"format": MODEL_FORMAT, "version": 1, "spec": spec, "state_dict": state, "info": info}, path)
@@ -44,6 +47,9 @@ def load_model(source="digits", device="cpu", backend: str = "auto") -> Precond:
     from .training import CHECKPOINT_FORMAT, newest_readable_checkpoint
 
     if isinstance(source, str) and source in PRETRAINED:
+        if Path(source).exists():
+            raise ValueError(f"model: {source!r} is both the shipped model's name and a file or folder here; say which: "
+                             f"'./{source}' for the file or folder, or run from another directory for the shipped one")
         path = WEIGHTS_DIR / PRETRAINED[source]
         if not path.is_file():
             raise FileNotFoundError(f"model: the shipped model {source!r} should be at {path}, which is missing; "
@@ -91,3 +97,14 @@ def _read(path: Path) -> dict:
     from .training import load_checkpoint
 
     return load_checkpoint(path, what="model")
+
+
+def warn_guidance(net, guidance) -> None:
+    """Guidance mixes in the unconditional denoiser, which a network trained without label dropout never learned:
+    say so (the samples are still made, as asked)."""
+    if guidance is None or guidance == 1.0 or not net.label_dim:
+        return
+    dropout = ((getattr(net.model, "config", None) or {}).get("label_dropout"))
+    if dropout == 0:
+        print(f"fastdiff: warning: --guidance {guidance:g} uses the model's unconditional output, but it was trained "
+              f"with label dropout 0, so that output was never learned; expect poor samples", file=sys.stderr)

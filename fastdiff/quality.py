@@ -235,10 +235,9 @@ def load_classifier(path=None) -> DigitsClassifier:
         raise FileNotFoundError(f"classifier: {str(path)!r} does not exist"
                                 + ("; reinstall fastdiff, or rebuild it with `python -m fastdiff.quality "
                                    "--build-classifier` (needs scikit-learn)" if path == CLASSIFIER_FILE else ""))
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # torch raises several kinds for a file that is not its own
-        raise ValueError(f"classifier: cannot read {path} ({type(error).__name__}: {error})") from None
+    from .training import read_state
+
+    state = read_state(path, what="classifier")  # names an empty, cut-short or foreign file, with the reason
     if not isinstance(state, dict) or state.get("format") != CLASSIFIER_FORMAT:
         raise ValueError(f"classifier: {path} is not a fastdiff digits-classifier file (written by "
                          f"fastdiff.quality.build_classifier)")
@@ -416,10 +415,17 @@ def evaluate(images, labels=None, classifier=None) -> dict:
     if labels is not None:
         labels = as_labels(labels, len(x))
     balanced = labels is not None and is_balanced(labels)
-    mean, cov = statistics_of(features(x, net))
-    result = dict(n=len(x), fd_digits=frechet_distance(mean, cov, net.reference["mean"], net.reference["cov"]),
-                  fd_floor=fd_floor(len(x), net, balanced), fd_floor_std=floor_spread(len(x), net, balanced),
-                  floor_draws="balanced" if balanced else "iid", classifier_heldout_accuracy=net.heldout_accuracy)
+    classes = [] if labels is None else torch.unique(labels).tolist()
+    if len(classes) == 1:  # the reference is all ten digits: FD would measure the class mix, not the images
+        result = dict(n=len(x), fd_digits=None, fd_floor=None, fd_floor_std=None, floor_draws=None,
+                      fd_skipped=f"every image is of class {classes[0]}, and FD-digits compares with all ten digits, "
+                                 f"so it would measure the class mix, not the images; class accuracy is the measure here",
+                      classifier_heldout_accuracy=net.heldout_accuracy)
+    else:
+        mean, cov = statistics_of(features(x, net))
+        result = dict(n=len(x), fd_digits=frechet_distance(mean, cov, net.reference["mean"], net.reference["cov"]),
+                      fd_floor=fd_floor(len(x), net, balanced), fd_floor_std=floor_spread(len(x), net, balanced),
+                      floor_draws="balanced" if balanced else "iid", classifier_heldout_accuracy=net.heldout_accuracy)
     if labels is not None:
         hits = predict(x, net) == labels
         result["accuracy"] = float(hits.double().mean())
@@ -499,18 +505,40 @@ def add_parser(commands) -> None:
     p.set_defaults(run=run)
 
 
+def _warn_missing(source, seeds) -> None:
+    """A PNG folder whose generate.json lists seeds that have no image (a run that did not finish, files deleted):
+    say how many are missing, since the score is of the images found."""
+    from .generate import parse_seeds
+    from .imagefiles import read_settings
+
+    settings = read_settings(source) if Path(source).is_dir() else None
+    if not settings or not settings.get("runs"):
+        return
+    asked = set()
+    for record in settings["runs"]:
+        asked.update(parse_seeds(record["seeds"]))
+    missing = sorted(asked - set(int(s) for s in seeds))
+    if missing:
+        shown = ", ".join(str(s) for s in missing[:5]) + (", ..." if len(missing) > 5 else "")
+        print(f"fastdiff eval: warning: {len(missing)} of the {len(asked)} seeds that fastdiff generate was asked for "
+              f"have no image in {source} ({shown}): a run that did not finish? Rerun it to complete the folder; "
+              f"the score below is of the {len(seeds)} images found", file=sys.stderr)
+
+
 def run(args) -> int:
     from ._version import __version__
+    from .models import warn_guidance
 
-    if args.num_samples < 1:
-        raise ValueError(f"--num-samples: expected >= 1, got {args.num_samples}")
+    if args.num_samples < 2:
+        raise ValueError(f"--num-samples: expected >= 2 (FD-digits fits a covariance), got {args.num_samples}")
     if args.batch < 1:
         raise ValueError(f"--batch: expected >= 1, got {args.batch}")
     classifier = load_classifier(None if args.classifier is None else Path(args.classifier))
     settings = {}
     if args.images is not None:
-        pixels, labels, _ = load_generated(args.images)
+        pixels, labels, seeds = load_generated(args.images)
         images = as_images(pixels, "images")
+        _warn_missing(args.images, seeds)
         where = f"{len(images)} images from {args.images}" + ("" if labels is not None else " (no class labels)")
     else:
         from .models import load_model
@@ -518,6 +546,7 @@ def run(args) -> int:
         if args.steps < 1:
             raise ValueError(f"--steps: expected >= 1, got {args.steps}")
         net = load_model(args.model)
+        warn_guidance(net, args.guidance)
         settings = dict(solver=args.solver, steps=args.steps, guidance=args.guidance, S_churn=args.S_churn,
                         seed=args.seed)
         started = time.perf_counter()
@@ -535,8 +564,12 @@ def run(args) -> int:
     result = evaluate(images, labels, classifier)
     print(f"fastdiff {__version__} eval: {where}")
     print(f"  n {result['n']}")
-    print(f"  FD-digits {result['fd_digits']:.4f} (floor, {result['floor_draws']} real digits at the same n: "
-          f"{result['fd_floor']:.4f} +- {result['fd_floor_std']:.4f}; ratio {result['fd_digits'] / result['fd_floor']:.2f})")
+    if result["fd_digits"] is None:
+        print(f"  FD-digits not reported: {result['fd_skipped']}")
+    else:
+        print(f"  FD-digits {result['fd_digits']:.4f} (floor, {result['floor_draws']} real digits at the same n: "
+              f"{result['fd_floor']:.4f} +- {result['fd_floor_std']:.4f}; ratio "
+              f"{result['fd_digits'] / result['fd_floor']:.2f})")
     if "accuracy" in result:
         per_class = ", ".join(f"{k}: {v:.2f}" for k, v in result["per_class"].items())
         print(f"  class accuracy {result['accuracy']:.4f} (per class {per_class}; the classifier's own held-out "

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import time
+from pathlib import Path
 
 import torch
 
@@ -12,6 +13,7 @@ from ._memory import require_memory
 from ._version import __version__
 from ._validate import check_int
 from .imagefiles import class_of_seeds
+from .training import _check_device
 from .ops import backends
 from .png import write_png
 from .rng import randn
@@ -24,19 +26,8 @@ BATCH = 1000  # samples per call of the sampler
 DTYPES = {"float32": torch.float32, "float64": torch.float64}  # --dtype: the sampler state
 
 
-def add_schedule_arguments(p) -> None:
-    """The noise schedule's and EDM's churn options, as `fastdiff.sample` takes them (sample, generate)."""
-    p.add_argument("--sigma-min", type=float, default=0.002, help="lowest noise level of the schedule (default 0.002)")
-    p.add_argument("--sigma-max", type=float, default=80.0, help="highest noise level of the schedule (default 80)")
-    p.add_argument("--rho", type=float, default=7.0, help="Karras schedule exponent (default 7)")
-    p.add_argument("--S-churn", type=float, default=0.0, dest="S_churn", help="stochasticity (0 = deterministic ODE)")
-    p.add_argument("--S-min", type=float, default=0.0, dest="S_min", help="lowest noise level that gets churn")
-    p.add_argument("--S-max", type=float, default=math.inf, dest="S_max", help="highest noise level that gets churn")
-    p.add_argument("--S-noise", type=float, default=1.0, dest="S_noise", help="scale of the churn noise (default 1)")
-
-
 def run_sample_model(args) -> int:
-    from .models import load_model
+    from .models import load_model, warn_guidance
 
     num_samples = check_int("--num-samples", args.num_samples, minimum=1)
     if args.seed < 0:
@@ -44,11 +35,17 @@ def run_sample_model(args) -> int:
     columns = check_int("--columns", args.columns, minimum=1)
     if args.device == "auto":
         args.device = "cuda" if torch.cuda.is_available() else "cpu"
+    _check_device(args.device)
+    if args.out:  # refused before the sampling, not after it
+        folder = Path(args.out).parent
+        if not folder.is_dir():
+            raise ValueError(f"--out: the folder {str(folder)!r} of {args.out!r} does not exist; create it first")
     net = load_model(args.model, device=args.device, backend=args.backend)
     shape = net.sample_shape
     if shape is None:
         raise ValueError(f"--model: {args.model!r} does not say what shape its samples have")
     labels = _labels(net, args, num_samples)
+    warn_guidance(net, args.guidance)
     dtype = DTYPES[args.dtype]
     seeds = list(range(args.seed, args.seed + num_samples))
     settings = dict(num_steps=args.num_steps, sigma_min=args.sigma_min, sigma_max=args.sigma_max, rho=args.rho,
@@ -83,8 +80,13 @@ def run_sample_model(args) -> int:
         write_png(args.out, _picture(net, x, labels, columns))
     _report_quality(net, x, labels, shape)
     if args.out:
-        print(f"  wrote {args.out}" + (f" (a row per class, {columns} samples each)"
-                                        if labels is not None and args.class_label is None else ""))
+        layout = ""
+        if len(shape) == 3 and labels is not None and len(set(labels.tolist())) > 1:
+            counts = torch.bincount(labels.cpu(), minlength=net.label_dim)
+            shown = min(columns, int(counts[counts > 0].min()))
+            layout = f" (a row per class, {shown} samples each)" if shown == min(columns, int(counts.max())) else \
+                f" (a row per class, up to {min(columns, int(counts.max()))} samples each)"
+        print(f"  wrote {args.out}{layout}")
     return 0
 
 
@@ -116,9 +118,16 @@ def _report_quality(net, x: torch.Tensor, labels, shape) -> None:
     if tuple(shape) == DIGITS_SHAPE:
         from .quality import evaluate
 
+        if x.shape[0] < 2:
+            print("  no FD-digits for a single sample (a covariance needs at least 2); sample more")
+            return
+
         q = evaluate(x.cpu(), None if labels is None else labels.cpu())
-        line = (f"  FD-digits {q['fd_digits']:.3f} (lower is better; {q['n']} real digits score {q['fd_floor']:.3f} "
-                f"+- {q['fd_floor_std']:.3f})")
+        if q.get("fd_digits") is None:
+            line = f"  FD-digits not reported: {q['fd_skipped']}"
+        else:
+            line = (f"  FD-digits {q['fd_digits']:.3f} (lower is better; {q['n']} real digits score "
+                    f"{q['fd_floor']:.3f} +- {q['fd_floor_std']:.3f})")
         if q.get("accuracy") is not None:
             line += f"; class accuracy {100 * q['accuracy']:.1f}% (the shipped digits classifier)"
         print(line)

@@ -172,6 +172,7 @@ def train(data="mixture", net=None, **options) -> TrainResult:
     if isinstance(data, str) and data in RECIPES:
         options = {**RECIPES[data], **options}  # what the caller gave wins, even when it equals TrainConfig's default
     dataset = _load_data(data)
+    _warn_pixel_range(dataset)
     config = TrainConfig(data=data if isinstance(data, (str, os.PathLike)) else f"<{type(data).__name__}>",
                          **options).check()
     config.data = str(config.data)
@@ -731,6 +732,22 @@ def build_model(config: TrainConfig, dataset) -> nn.Module:
                   dropout=config.dropout)
     kwargs.update(config.net_kwargs)
     return UNet(img_resolution=height, in_channels=channels, num_classes=num_classes, label_dropout=label_dropout, **kwargs)
+
+
+def _warn_pixel_range(dataset) -> None:
+    """Images are trained as pixels in [-1, 1] (EDM's sigma_data 0.5). Float images that look like 0..255 or 0..1
+    pixels get a warning that says how to rescale them (other ranges, e.g. latents, are the user's to choose)."""
+    if not dataset.is_image:
+        return
+    low, high = float(dataset.data.min()), float(dataset.data.max())
+    if low >= 0 and high > 2:
+        hint = "0..255 pixels: pass them as uint8, or as x / 127.5 - 1"
+    elif low >= 0 and high <= 1 and high > 0:
+        hint = "0..1 pixels: pass them as 2 x - 1"
+    else:
+        return
+    warnings.warn(f"data: float images span [{low:g}, {high:g}], but fastdiff trains images as pixels in [-1, 1] "
+                  f"(sigma_data 0.5); if these are {hint}", stacklevel=3)
 
 
 def _sigma_data(dataset) -> float:

@@ -235,10 +235,10 @@ def test_npz_resumes_from_its_parts_and_keeps_them_when_assembly_fails(models, t
 
 # ----- settings checks -------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("change, named", [
-    (["--steps", "5"], '"num_steps": 4, '),
+    (["--steps", "5"], "sampler.num_steps: 4 there, 5 now"),
     (["--class", "3"], 'class: null there, 3 now'),
     (["--guidance", "2"], "guidance: 1.0 there, 2.0 now"),
-    (["--S-churn", "1"], '"S_churn": 1.0'),
+    (["--S-churn", "1"], "sampler.S_churn: 0.0 there, 1.0 now"),
     (["--model", "other"], "model_sha256"),
 ])
 def test_rerun_with_other_settings_is_refused_unless_overwrite(models, tmp_path, capsys, change, named):

@@ -273,7 +273,7 @@ def test_eval_errors_exit_2_with_a_message(tmp_path, capsys):
     code, out, err = run_eval(["--images", str(tmp_path / "one.npz")], capsys)
     assert code == 2 and "at least 2 images" in err
     code, out, err = run_eval(["--model", "digits", "--num-samples", "0"], capsys)
-    assert code == 2 and "--num-samples: expected >= 1, got 0" in err
+    assert code == 2 and "--num-samples: expected >= 2 (FD-digits fits a covariance), got 0" in err
     with pytest.raises(SystemExit):
         cli.main(["eval"])  # --images or --model is required (argparse's usage error)
 
@@ -293,9 +293,13 @@ def test_sample_model_is_batch_independent():
     import fastdiff
 
     net = fastdiff.pretrained("digits")
-    a, labels, seeds = quality.sample_model(net, 6, seed=3, num_steps=2, batch=6)
-    b, _, _ = quality.sample_model(net, 6, seed=3, num_steps=2, batch=4)
+    a, labels, seeds = quality.sample_model(net, 6, seed=3, num_steps=8, batch=6)
+    b, _, _ = quality.sample_model(net, 6, seed=3, num_steps=8, batch=4)
     assert labels.tolist() == [3, 4, 5, 6, 7, 8] and seeds.tolist() == list(range(3, 9))
-    assert torch.allclose(a, b, atol=1e-5)
+    # The same seeds and classes whatever the batch; the network's float32 rounding may differ with the batch size
+    # (docs/generate.md#determinism), by about 1e-6 of the images' scale here; another seed moves them by 0.1 or more.
+    assert (a - b).abs().max() <= 1e-5 * a.abs().max()
+    c, other_labels, _ = quality.sample_model(net, 6, seed=13, num_steps=8, batch=6)
+    assert torch.equal(other_labels, labels) and (a - c).abs().max() > 0.1 * a.abs().max()  # other seeds, same classes
     with pytest.raises(ValueError, match=r"num_samples: expected an int >= 1, got 0"):
         quality.sample_model(net, 0)
