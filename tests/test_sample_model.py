@@ -122,3 +122,19 @@ def test_save_and_load_round_trip(tmp_path):
     assert torch.equal(loaded(x, sigma, labels), net.eval()(x, sigma, labels))
     with pytest.raises(ValueError, match="save_model writes fastdiff's own networks"):
         fastdiff.save_model(tmp_path / "x.pt", fastdiff.EDMPrecond(torch.nn.Identity()))
+
+
+def test_shipped_model_was_trained_by_the_recipe():
+    """The shipped file records the run that made it: `fastdiff train --data digits`, the recipe's values for the
+    recipe's options and TrainConfig's defaults for the rest, so the recipe and the shipped model cannot drift apart."""
+    from fastdiff.training import RECIPES, TrainConfig
+
+    info = fastdiff.pretrained("digits").info
+    assert info["command"] == "fastdiff train --data digits" and info["steps"] == RECIPES["digits"]["steps"]
+    config, defaults = info["config"], TrainConfig().to_dict()
+    assert config["data"] == "digits"
+    for name, value in RECIPES["digits"].items():
+        assert config[name] == value, name
+    for name, value in defaults.items():
+        if name not in RECIPES["digits"] and name not in ("data", "run_dir", "progress", "resume"):
+            assert config[name] == value, name
