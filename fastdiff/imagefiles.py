@@ -21,6 +21,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .png import encode_png
+
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 SETTINGS_FILE = "generate.json"
 
@@ -48,19 +50,7 @@ def png_path(outdir, seed: int) -> Path:
 
 def write_png(path, pixels) -> None:
     """One image, uint8 [H, W, C] with C 1 (grayscale) or 3 (RGB), as an 8-bit PNG."""
-    pixels = torch.as_tensor(np.asarray(pixels))
-    if pixels.dtype != torch.uint8 or pixels.ndim != 3 or pixels.shape[2] not in (1, 3):
-        raise ValueError(f"pixels: expected uint8 [H, W, 1 or 3], got {pixels.dtype} of shape {tuple(pixels.shape)}")
-    height, width, channels = pixels.shape
-    rows = torch.cat([torch.zeros(height, 1, dtype=torch.uint8), pixels.reshape(height, width * channels)], dim=1)
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
-
-    header = struct.pack(">IIBBBBB", width, height, 8, 0 if channels == 1 else 2, 0, 0, 0)
-    data = (PNG_SIGNATURE + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(rows.contiguous().numpy().tobytes(), 6))
-            + chunk(b"IEND", b""))
-    _write_atomic(Path(path), data)
+    _write_atomic(Path(path), encode_png(torch.as_tensor(np.asarray(pixels))))
 
 
 def _write_atomic(path: Path, data: bytes) -> None:

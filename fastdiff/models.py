@@ -44,7 +44,7 @@ def load_model(source="digits", device="cpu", backend: str = "auto") -> Precond:
         or a training run folder (its newest checkpoint that can be read; unreadable newer ones are reported).
     The result's `info` holds what was saved with it (for checkpoints: the run's config and step).
     """
-    from .training import CHECKPOINT_FORMAT, newest_readable_checkpoint
+    from .training import CHECKPOINT_FORMAT, load_checkpoint, newest_readable_checkpoint
 
     if isinstance(source, str) and source in PRETRAINED:
         if Path(source).exists():
@@ -65,7 +65,7 @@ def load_model(source="digits", device="cpu", backend: str = "auto") -> Precond:
     if path.is_dir():
         path, state, _ = newest_readable_checkpoint(path, what="model")
     else:
-        state = _read(path)
+        state = load_checkpoint(path, what="model")
     if state.get("format") == MODEL_FORMAT:
         spec, weights, info = state["spec"], state["state_dict"], dict(state.get("info") or {})
     elif state.get("format") == CHECKPOINT_FORMAT:
@@ -91,12 +91,6 @@ def pretrained(name: str = "digits", device="cpu", backend: str = "auto") -> Pre
     if name not in PRETRAINED:
         raise ValueError(f"name: expected one of {sorted(PRETRAINED)}, got {name!r}")
     return load_model(name, device=device, backend=backend)
-
-
-def _read(path: Path) -> dict:
-    from .training import load_checkpoint
-
-    return load_checkpoint(path, what="model")
 
 
 def warn_guidance(net, guidance) -> None:

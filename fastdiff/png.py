@@ -7,20 +7,28 @@ import zlib
 import torch
 
 
-def write_png(path, rgb: torch.Tensor) -> None:
-    """Write an 8-bit RGB image given as a uint8 tensor [H, W, 3]."""
-    if rgb.dtype != torch.uint8 or rgb.ndim != 3 or rgb.shape[2] != 3:
-        raise ValueError(f"rgb: expected a uint8 tensor of shape [H, W, 3], got {rgb.dtype} {tuple(rgb.shape)}")
-    height, width, _ = rgb.shape
-    rows = torch.cat([torch.zeros(height, 1, dtype=torch.uint8), rgb.reshape(height, width * 3)], dim=1)  # filter 0
-    raw = rows.contiguous().numpy().tobytes()
+def encode_png(pixels: torch.Tensor) -> bytes:
+    """An 8-bit PNG file's bytes for a uint8 tensor [H, W, C], C 1 (grayscale) or 3 (RGB); rows unfiltered."""
+    if pixels.dtype != torch.uint8 or pixels.ndim != 3 or pixels.shape[2] not in (1, 3):
+        raise ValueError(f"pixels: expected uint8 [H, W, 1 or 3], got {pixels.dtype} of shape {tuple(pixels.shape)}")
+    height, width, channels = pixels.shape
+    rows = torch.cat([torch.zeros(height, 1, dtype=torch.uint8), pixels.reshape(height, width * channels)], dim=1)
+    raw = rows.contiguous().numpy().tobytes()  # each row: filter type 0, then its bytes
 
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
 
-    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    header = struct.pack(">IIBBBBB", width, height, 8, 0 if channels == 1 else 2, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(raw, 6))
+            + chunk(b"IEND", b""))
+
+
+def write_png(path, rgb: torch.Tensor) -> None:
+    """Write an 8-bit RGB image given as a uint8 tensor [H, W, 3]."""
+    if rgb.dtype != torch.uint8 or rgb.ndim != 3 or rgb.shape[2] != 3:
+        raise ValueError(f"rgb: expected a uint8 tensor of shape [H, W, 3], got {rgb.dtype} {tuple(rgb.shape)}")
     with open(path, "wb") as f:
-        f.write(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(raw, 6)) + chunk(b"IEND", b""))
+        f.write(encode_png(rgb))
 
 
 SAMPLE_INK = (20.0, 20.0, 60.0)  # the points drawn: near black

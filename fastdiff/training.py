@@ -546,14 +546,9 @@ def _process_alive(pid: int) -> bool:
 
 
 def resolve_checkpoint(resume, run_dir) -> Path:
-    """resume="latest" (the newest checkpoint in run_dir) or a path."""
+    """A checkpoint path given as `resume` ("latest" in a run_dir is newest_readable_checkpoint's)."""
     if resume == "latest":
-        if run_dir is None:
-            raise ValueError("resume: 'latest' needs run_dir, the folder to look for checkpoints in")
-        found = list_checkpoints(run_dir)
-        if not found:
-            raise FileNotFoundError(f"resume: no checkpoint-*.pt in {run_dir}")
-        return found[-1]
+        raise ValueError("resume: 'latest' needs run_dir, the folder to look for checkpoints in")
     path = Path(resume)
     if not path.is_file():
         raise FileNotFoundError(f"resume: no checkpoint file {path}")
