@@ -445,8 +445,7 @@ def sample_model(net, num_samples: int, *, seed: int = 0, solver: str = "heun", 
     """(float images [N, 1, 8, 8], labels int64 [N] or None, seeds) from `net`, seeds seed .. seed + N - 1; the class
     of seed s is imagefiles.class_of_seeds (s % label_dim) for a class-conditional net. Sampled in batches of
     `batch` (each image depends only on its seed)."""
-    from .sampling.front import sample
-    from .rng import randn
+    from .sampling.seeded import sample_seeds
 
     if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
         raise ValueError(f"num_samples: expected an int >= 1, got {num_samples!r}")
@@ -463,17 +462,12 @@ def sample_model(net, num_samples: int, *, seed: int = 0, solver: str = "heun", 
     if guidance is not None and not label_dim:
         raise ValueError(f"guidance: needs a class-conditional model, got guidance={guidance} for an unconditional one")
     seeds = np.arange(seed, seed + num_samples, dtype=np.int64)
-    labels = class_of_seeds(seeds, None, label_dim) if label_dim else None
-    out = []
-    for start in range(0, num_samples, batch):
-        chunk = seeds[start:start + batch].tolist()
-        latents = randn(chunk, (len(chunk), CHANNELS, RESOLUTION, RESOLUTION))
-        y = None if labels is None else torch.from_numpy(labels[start:start + batch])
-        schedule = {} if solver == "dpm_adaptive" else dict(num_steps=num_steps)
-        churn = dict(S_churn=S_churn) if S_churn else {}
-        out.append(sample(net, latents, y, seeds=chunk, solver=solver, guidance=guidance, **schedule, **churn,
-                          **sample_args))
-    return torch.cat(out), (None if labels is None else torch.from_numpy(labels)), seeds
+    labels = torch.from_numpy(class_of_seeds(seeds, None, label_dim)) if label_dim else None
+    schedule = {} if solver == "dpm_adaptive" else dict(num_steps=num_steps)
+    churn = dict(S_churn=S_churn) if S_churn else {}
+    images = sample_seeds(net, seeds, (CHANNELS, RESOLUTION, RESOLUTION), labels, batch=batch, solver=solver,
+                          guidance=guidance, **schedule, **churn, **sample_args)
+    return images, labels, seeds
 
 
 # ----------------------------------------------------------------------------------------------------------

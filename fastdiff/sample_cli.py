@@ -16,8 +16,7 @@ from .imagefiles import class_of_seeds
 from .training import _check_device
 from .ops import backends
 from .png import write_png
-from .rng import randn
-from .sampling.front import sample
+from .sampling.seeded import sample_seeds
 from .sampling.plan import plan_steps
 
 DIGITS_SHAPE = (1, 8, 8)  # what the shipped digits classifier (fastdiff.quality) judges
@@ -54,16 +53,12 @@ def run_sample_model(args) -> int:
     per_sample = 4 * math.prod(shape)
     require_memory("--num-samples", str(num_samples), {torch.device("cpu"): 3 * num_samples * per_sample},
                    "the samples (float32) and the quality report's copies", "sample fewer")
-    x = torch.empty(num_samples, *shape)
-    elapsed = 0.0
-    for first in range(0, num_samples, BATCH):  # batches of BATCH: the network's activations stay small
-        part = slice(first, min(first + BATCH, num_samples))
-        latents = randn(seeds[part], (part.stop - first, *shape), dtype=dtype, device=args.device)
-        backend = backends.resolve(args.backend, latents, (latents,))
-        start = time.perf_counter()
-        x[part] = sample(net, latents, None if labels is None else labels[part], **settings, solver=args.solver,
-                         seeds=seeds[part], dtype=dtype, backend=args.backend, guidance=args.guidance).float().cpu()
-        elapsed += time.perf_counter() - start
+    probe = torch.zeros(1, dtype=dtype, device=args.device)
+    backend = backends.resolve(args.backend, probe, (probe,))  # what runs the step math (a named one that cannot, raises)
+    start = time.perf_counter()
+    x = sample_seeds(net, seeds, shape, labels, batch=BATCH, device=args.device, dtype=dtype, **settings,
+                     solver=args.solver, backend=args.backend, guidance=args.guidance)
+    elapsed = time.perf_counter() - start
 
     guided = args.guidance is not None and args.guidance not in (0.0, 1.0)  # each evaluation runs a batch of 2B
     evaluations = num_samples * plan.nfe * (2 if guided else 1)

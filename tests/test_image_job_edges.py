@@ -53,7 +53,7 @@ def test_a_single_sample_still_reports(capsys, tmp_path):
 
 
 def test_out_folder_is_checked_before_sampling(capsys, monkeypatch):
-    monkeypatch.setattr("fastdiff.sample_cli.sample", lambda *a, **k: pytest.fail("sampled before checking --out"))
+    monkeypatch.setattr("fastdiff.sample_cli.sample_seeds", lambda *a, **k: pytest.fail("sampled before checking --out"))
     assert main(["sample", "--out", "no/such/folder/x.png"]) == 2
     assert "--out: the folder 'no/such/folder' of 'no/such/folder/x.png' does not exist" in capsys.readouterr().err
 
